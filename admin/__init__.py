@@ -1,0 +1,1 @@
+"""The operator panel: a Flask app with Flask-Admin views and JSON endpoints."""

@@ -1,0 +1,1 @@
+"""Peewee models, the database binding and versioned migrations."""

@@ -1,0 +1,38 @@
+"""Binds the models to the database named by DATABASE_URL."""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from peewee import Database, DatabaseProxy, SqliteDatabase
+from playhouse.db_url import connect as connect_url
+
+database = DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "busy_timeout": 10_000,
+    "synchronous": "normal",
+    "foreign_keys": 1,
+    "cache_size": -64_000,
+}
+
+
+def open_database(url: str) -> Database:
+    """SQLite with WAL and a busy timeout, or a pooled PostgreSQL connection."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = url[len("sqlite:///"):] or ":memory:"
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=10)
+    if parsed.scheme in ("postgres", "postgresql"):
+        pooled = "postgres+pool" + url[len(parsed.scheme):]
+        return connect_url(pooled, max_connections=32, stale_timeout=300, timeout=10)
+    raise ValueError(f"unsupported database scheme {parsed.scheme!r}")
+
+
+def bind_database(url: str) -> Database:
+    db = open_database(url)
+    database.initialize(db)
+    return db

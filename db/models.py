@@ -1,0 +1,43 @@
+"""The tables Fleet keeps. Migrations under db/migrations create them; never by hand."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from peewee import CharField, DateTimeField, Model
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from db.database import database
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+
+
+class PanelAccount(BaseModel):
+    """An operator of the panel (not a user of the app)."""
+
+    ROLES = ("admin", "viewer")
+
+    email = CharField(unique=True)
+    password_hash = CharField()
+    role = CharField(default="viewer")
+    created_at = DateTimeField(default=utcnow)
+    last_login_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "panel_account"
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"

@@ -1,0 +1,77 @@
+"""Builds the Dramatiq broker named by BROKER_URL and checks that it answers."""
+from __future__ import annotations
+
+import time
+
+import dramatiq
+import pika
+import redis
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import default_middleware
+
+from fleet import FleetError
+from fleet.settings import Settings
+from fleet.urls import redact_url
+
+REDIS_NAMESPACE = "fleet"
+CONNECT_TIMEOUT = 5.0
+
+
+class BrokerUnavailable(FleetError):
+    pass
+
+
+def fleet_middleware(settings: Settings) -> list:
+    """Dramatiq's default middleware; Fleet's own is added by the job runtime."""
+    return [m() for m in default_middleware]
+
+
+def redis_client(url: str, timeout: float = CONNECT_TIMEOUT) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout + 5, health_check_interval=30
+    )
+
+
+def build_broker(settings: Settings, middleware: list | None = None) -> dramatiq.Broker:
+    middleware = fleet_middleware(settings) if middleware is None else middleware
+    if settings.is_rabbitmq:
+        return RabbitmqBroker(url=settings.broker_url, middleware=middleware, confirm_delivery=True)
+    return RedisBroker(
+        client=redis_client(settings.broker_url),
+        middleware=middleware,
+        namespace=REDIS_NAMESPACE,
+        heartbeat_timeout=int(settings.heartbeat_timeout * 1000),
+    )
+
+
+def _ping(url: str, timeout: float) -> None:
+    if url.startswith(("amqp://", "amqps://")):
+        params = pika.URLParameters(url)
+        params.socket_timeout = timeout
+        params.connection_attempts = 1
+        params.blocked_connection_timeout = timeout
+        pika.BlockingConnection(params).close()
+    else:
+        client = redis_client(url, timeout)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+
+def check_broker(settings: Settings, wait: float = CONNECT_TIMEOUT) -> None:
+    """Raise BrokerUnavailable unless the broker answers within `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            _ping(settings.broker_url, timeout=max(0.5, min(2.0, deadline - time.monotonic())))
+            return
+        except (redis.RedisError, pika.exceptions.AMQPError, OSError) as exc:
+            if time.monotonic() >= deadline:
+                hint = " (is `fleet redis` running?)" if settings.embedded_broker else ""
+                reason = str(exc) or type(exc).__name__
+                raise BrokerUnavailable(
+                    f"broker unreachable at {redact_url(settings.broker_url)}: {reason}{hint}"
+                ) from None
+            time.sleep(0.2)

@@ -1,0 +1,42 @@
+"""The `fleet` command. Each group lives in a module of its own."""
+from __future__ import annotations
+
+import click
+
+from fleet import FleetError, __version__
+from fleet.settings import SettingsError
+
+
+class FleetGroup(click.Group):
+    """Turns Fleet's own errors into one line on stderr and their exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            click.echo(f"fleet: {exc}", err=True)
+            ctx.exit(2)
+        except FleetError as exc:
+            click.echo(f"fleet: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fleet")
+def cli() -> None:
+    """Fleet: background jobs on Dramatiq, with a scheduler and an operator panel."""
+
+
+def _register() -> None:
+    from fleet.cli import accounts, database, processes
+
+    for module in (processes, database, accounts):
+        for command in module.commands:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="fleet")

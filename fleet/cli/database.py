@@ -1,0 +1,47 @@
+import click
+from peewee import OperationalError
+
+from db import migrate as migrations
+from db.database import database
+from fleet import FleetError
+from fleet.runtime import boot
+from fleet.urls import redact_url
+
+
+def open_database(*, require_schema: bool = True):
+    """Boot and connect, or fail with one line naming the database or the pending migrations."""
+    settings = boot()
+    try:
+        database.connect(reuse_if_open=True)
+    except OperationalError as exc:
+        raise FleetError(f"database unreachable at {redact_url(settings.database_url)}: {str(exc).strip()}")
+    if require_schema:
+        pending = [s.name for s in migrations.status(database.obj) if s.applied_at is None]
+        if pending:
+            raise FleetError(f"{len(pending)} migration(s) pending ({', '.join(pending)}): run `fleet db migrate`")
+    return database.obj
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database schema: versioned migrations."""
+
+
+@db_group.command("migrate")
+def migrate_command() -> None:
+    """Apply every pending migration."""
+    applied = migrations.migrate(open_database(require_schema=False))
+    for name in applied:
+        click.echo(f"applied {name}")
+    click.echo(f"{len(applied)} migration(s) applied; schema is up to date.")
+
+
+@db_group.command("status")
+def status_command() -> None:
+    """List migrations and when each was applied."""
+    for row in migrations.status(open_database(require_schema=False)):
+        when = row.applied_at.isoformat(sep=" ", timespec="seconds") if row.applied_at else "pending"
+        click.echo(f"{row.name:<40} {when}")
+
+
+commands = [db_group]

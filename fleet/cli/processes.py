@@ -1,0 +1,81 @@
+"""The long-running processes: redis, worker, scheduler, web, and `up` for all of them."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from fleet.broker import check_broker
+from fleet.net import ensure_port_free
+from fleet.runtime import boot
+from fleet.settings import get_settings
+
+
+@click.command("redis")
+def redis_command() -> None:
+    """Run the embedded redis-server (AOF on, data under var/) in the foreground."""
+    from fleet.embedded_redis import exec_redis
+
+    exec_redis(get_settings())
+
+
+@click.command("worker")
+@click.option("-p", "--processes", type=click.IntRange(min=1), help="Worker processes (default: one a CPU).")
+@click.option("-t", "--threads", type=click.IntRange(min=1), help="Threads a process (default: 8).")
+@click.option("-Q", "--queues", multiple=True, help="Only these queues (repeatable, or comma-separated).")
+def worker_command(processes: int | None, threads: int | None, queues: tuple[str, ...]) -> None:
+    """Run Dramatiq workers for every actor, with all of Fleet's middleware."""
+    settings = boot()
+    check_broker(settings)
+    argv = [sys.executable, "-m", "dramatiq", "actors"]
+    if processes:
+        argv += ["--processes", str(processes)]
+    if threads:
+        argv += ["--threads", str(threads)]
+    names = [q.strip() for item in queues for q in item.split(",") if q.strip()]
+    if names:
+        argv += ["--queues", *names]
+    os.execv(sys.executable, argv)
+
+
+@click.command("scheduler")
+def scheduler_command() -> None:
+    """Run the scheduler daemon that emits the periodic sweeps."""
+    from scheduler.daemon import run
+
+    settings = boot()
+    check_broker(settings)
+    run(settings)
+
+
+@click.command("web")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True)
+def web_command(host: str, port: int, threads: int) -> None:
+    """Serve the panel (/admin), /healthz and the JSON API."""
+    import waitress
+
+    from admin.app import create_app
+
+    ensure_port_free(host, port)
+    app = create_app()
+    click.echo(f"Fleet panel: http://{host}:{port}/admin")
+    waitress.serve(app, host=host, port=port, threads=threads, ident="fleet")
+
+
+@click.command("up")
+@click.option("--demo", is_flag=True, help="Also seed demo data and run the API simulators.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("-p", "--processes", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("-t", "--threads", type=click.IntRange(min=1), default=8, show_default=True)
+def up_command(demo: bool, host: str, port: int, processes: int, threads: int) -> None:
+    """Run the whole fleet in the foreground under supervisord; Ctrl-C stops it."""
+    from fleet.up import run_fleet
+
+    sys.exit(run_fleet(get_settings(), demo=demo, host=host, port=port, processes=processes, threads=threads))
+
+
+commands = [redis_command, worker_command, scheduler_command, web_command, up_command]

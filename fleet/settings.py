@@ -1,0 +1,141 @@
+"""Settings from the environment or a `.env` file, validated once per process.
+
+A bad value raises `SettingsError` naming the variable; the CLI turns it into one
+line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from dotenv import load_dotenv
+
+DATABASE_SCHEMES = {"sqlite", "postgres", "postgresql"}
+BROKER_SCHEMES = {"redis", "rediss", "unix", "amqp", "amqps"}
+DEFAULT_SERIES_API_URL = "https://api4.thetvdb.com/v4"
+
+
+class SettingsError(Exception):
+    def __init__(self, variable: str, problem: str):
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path
+    database_url: str
+    broker_url: str
+    embedded_broker: bool
+    openai_api_key: str | None
+    openai_base_url: str | None
+    openai_model: str
+    series_api_url: str
+    series_api_key: str | None = field(repr=False)
+    retry_delays: tuple[int, ...]
+    circuit_failures: int
+    circuit_reset: float
+    heartbeat_timeout: float
+    secret_key_override: str | None = field(repr=False)
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.var_dir / "redis.sock"
+
+    @property
+    def is_rabbitmq(self) -> bool:
+        return self.broker_url.startswith(("amqp://", "amqps://"))
+
+    @property
+    def secret_key(self) -> str:
+        """FLEET_SECRET_KEY, or one generated once into var/ and kept there."""
+        if self.secret_key_override:
+            return self.secret_key_override
+        path = self.var_dir / "secret_key"
+        if not path.exists():
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip()
+
+
+def _url(name: str, value: str, schemes: set[str]) -> str:
+    parsed = urlparse(value)
+    if not parsed.scheme or "://" not in value:
+        raise SettingsError(name, f"{value!r} is not a URL")
+    if parsed.scheme not in schemes:
+        allowed = ", ".join(sorted(s + "://" for s in schemes))
+        raise SettingsError(name, f"unsupported scheme {parsed.scheme!r} (use {allowed})")
+    return value
+
+
+def _number(name: str, value: str, *, integer: bool, minimum: float) -> float:
+    try:
+        number = int(value) if integer else float(value)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise SettingsError(name, f"{value!r} is not {kind}") from None
+    if number < minimum:
+        raise SettingsError(name, f"{value!r} must be at least {minimum:g}")
+    return number
+
+
+def _delays(name: str, value: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    return tuple(int(_number(name, p, integer=True, minimum=0)) for p in parts)
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    if environ is None:
+        load_dotenv(Path.cwd() / ".env", override=False)
+        environ = dict(os.environ)
+    env = {k: v for k, v in environ.items() if v != ""}
+
+    var_dir = Path(env.get("FLEET_VAR_DIR", "var")).absolute()
+    database_url = _url(
+        "DATABASE_URL", env.get("DATABASE_URL", f"sqlite:///{var_dir}/fleet.db"), DATABASE_SCHEMES
+    )
+    embedded = "BROKER_URL" not in env
+    broker_url = f"unix://{var_dir}/redis.sock" if embedded else _url("BROKER_URL", env["BROKER_URL"], BROKER_SCHEMES)
+    openai_base_url = env.get("OPENAI_BASE_URL")
+    if openai_base_url:
+        _url("OPENAI_BASE_URL", openai_base_url, {"http", "https"})
+
+    return Settings(
+        var_dir=var_dir,
+        database_url=database_url,
+        broker_url=broker_url,
+        embedded_broker=embedded,
+        openai_api_key=env.get("OPENAI_API_KEY"),
+        openai_base_url=openai_base_url,
+        openai_model=env.get("FLEET_OPENAI_MODEL", "gpt-4o-mini"),
+        series_api_url=_url("SERIES_API_URL", env.get("SERIES_API_URL", DEFAULT_SERIES_API_URL), {"http", "https"}),
+        series_api_key=env.get("SERIES_API_KEY"),
+        retry_delays=_delays("FLEET_RETRY_DELAYS", env.get("FLEET_RETRY_DELAYS", "60,300,1800")),
+        circuit_failures=int(_number("FLEET_CIRCUIT_FAILURES", env.get("FLEET_CIRCUIT_FAILURES", "5"), integer=True, minimum=1)),
+        circuit_reset=_number("FLEET_CIRCUIT_RESET", env.get("FLEET_CIRCUIT_RESET", "60"), integer=False, minimum=0.1),
+        heartbeat_timeout=_number("FLEET_HEARTBEAT_TIMEOUT", env.get("FLEET_HEARTBEAT_TIMEOUT", "60"), integer=False, minimum=1),
+        secret_key_override=env.get("FLEET_SECRET_KEY"),
+    )
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The settings of this process, loaded on first use."""
+    global _current
+    if _current is None:
+        _current = load_settings()
+    return _current
+
+
+def reset_settings() -> None:
+    """Forget the loaded settings so the next `get_settings()` reads the environment again."""
+    global _current
+    _current = None

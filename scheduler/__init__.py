@@ -1,0 +1,1 @@
+"""The APScheduler daemon that emits the periodic sweeps."""

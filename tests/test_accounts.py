@@ -1,0 +1,57 @@
+import pytest
+
+from db.models import PanelAccount
+from tests.helpers import fleet
+
+
+@pytest.fixture
+def fleet_env(fleet_env):
+    assert fleet("db", "migrate", env=fleet_env).returncode == 0
+    return fleet_env
+
+
+def test_create_account_from_stdin_hashes_the_password(fleet_env):
+    result = fleet("accounts", "create", "Ops@Example.com", "--role", "admin", "--password-stdin",
+                   env=fleet_env, input="correct horse\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Created admin account ops@example.com"
+    listed = fleet("accounts", "list", env=fleet_env)
+    assert "ops@example.com" in listed.stdout and "admin" in listed.stdout
+    from db.database import open_database
+
+    db = open_database(fleet_env["DATABASE_URL"])
+    with PanelAccount.bind_ctx(db):
+        account = PanelAccount.get(PanelAccount.email == "ops@example.com")
+        assert "correct horse" not in account.password_hash
+        assert account.check_password("correct horse")
+
+
+def test_duplicate_account_is_refused(fleet_env):
+    assert fleet("accounts", "create", "a@b.io", "--password-stdin", env=fleet_env, input="12345678\n").returncode == 0
+    again = fleet("accounts", "create", "a@b.io", "--password-stdin", env=fleet_env, input="12345678\n")
+    assert again.returncode == 1
+    assert again.stderr.strip() == "fleet: an account for a@b.io already exists"
+
+
+@pytest.mark.parametrize("args,stdin,message", [
+    (["not-an-email"], "12345678\n", "is not an email address"),
+    (["x@y.io"], "short\n", "at least 8 characters"),
+])
+def test_bad_account_input_is_a_usage_error(fleet_env, args, stdin, message):
+    result = fleet("accounts", "create", *args, "--password-stdin", env=fleet_env, input=stdin)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_unknown_role_is_a_usage_error(fleet_env):
+    result = fleet("accounts", "create", "x@y.io", "--role", "root", "--password-stdin", env=fleet_env, input="12345678\n")
+    assert result.returncode == 2 and "'root' is not one of" in result.stderr
+
+
+def test_unmigrated_database_is_named(tmp_path, redis_url):
+    import os
+
+    env = dict(os.environ, DATABASE_URL=f"sqlite:///{tmp_path}/new.db", FLEET_VAR_DIR=str(tmp_path))
+    result = fleet("accounts", "list", env=env)
+    assert result.returncode == 1
+    assert "migration(s) pending" in result.stderr and "fleet db migrate" in result.stderr

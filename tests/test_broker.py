@@ -1,0 +1,95 @@
+import subprocess
+import sys
+import time
+import uuid
+
+import dramatiq
+import pytest
+import redis
+
+import actors  # noqa: F401  (installs the Fleet broker on the test Redis)
+from fleet.broker import build_broker
+from fleet.net import free_port
+from fleet.settings import load_settings
+from tests.helpers import fleet, wait_for
+
+
+def _recorder(redis_url):
+    client = redis.Redis.from_url(redis_url)
+
+    def record(key: str, value: str) -> None:
+        client.rpush(key, value)
+
+    return client, record
+
+
+@pytest.fixture
+def recording_actor(broker, redis_url):
+    client, record = _recorder(redis_url)
+    name = "record_" + uuid.uuid4().hex[:8]
+    actor = dramatiq.actor(record, actor_name=name, queue_name="tests")
+    yield client, actor
+
+
+def test_message_through_redis_is_processed_by_a_real_worker(recording_actor, worker, broker):
+    client, actor = recording_actor
+    key = f"seen:{uuid.uuid4().hex}"
+    for i in range(5):
+        actor.send(key, str(i))
+    broker.join("tests", timeout=10_000)
+    assert sorted(v.decode() for v in client.lrange(key, 0, -1)) == ["0", "1", "2", "3", "4"]
+
+
+def test_message_through_rabbitmq_is_processed_by_a_real_worker(rabbitmq_url, redis_url, tmp_path):
+    settings = load_settings({"FLEET_VAR_DIR": str(tmp_path), "BROKER_URL": rabbitmq_url})
+    rabbit = build_broker(settings)
+    client, record = _recorder(redis_url)
+    queue = "fleet_test_" + uuid.uuid4().hex[:8]
+    actor = dramatiq.actor(record, actor_name="record", queue_name=queue, broker=rabbit)
+    worker = dramatiq.Worker(rabbit, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        key = f"rabbit:{uuid.uuid4().hex}"
+        actor.send(key, "hello")
+        rabbit.join(queue, timeout=20_000)
+        wait_for(lambda: client.lrange(key, 0, -1), timeout=10, message="rabbitmq message")
+        assert client.lrange(key, 0, -1) == [b"hello"]
+    finally:
+        worker.stop()
+        for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+            rabbit.channel.queue_delete(name)
+        rabbit.close()
+
+
+def test_fleet_worker_cli_consumes_the_queue(fleet_env, broker, tmp_path):
+    log = open(tmp_path / "worker.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "fleet", "worker", "-p", "1", "-t", "2"],
+                            env=fleet_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        token = uuid.uuid4().hex
+        actors.system.ping.send(token)
+        wait_for(lambda: token in (tmp_path / "worker.log").read_text(), timeout=30, message="pong")
+        line = next(l for l in (tmp_path / "worker.log").read_text().splitlines() if token in l)
+        assert '"msg": "pong"' in line
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0 or proc.returncode is not None
+
+
+@pytest.mark.parametrize("scheme", ["redis", "amqp"])
+def test_unreachable_broker_is_a_clear_error_within_5_seconds(fleet_env, scheme):
+    url = f"{scheme}://127.0.0.1:{free_port()}/"
+    started = time.monotonic()
+    result = fleet("worker", env=dict(fleet_env, BROKER_URL=url), timeout=30)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"fleet: broker unreachable at {url}")
+    assert elapsed < 8  # 5 s of retrying plus interpreter start-up
+
+
+def test_password_in_broker_url_is_not_printed(fleet_env):
+    url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
+    result = fleet("worker", env=dict(fleet_env, BROKER_URL=url), timeout=30)
+    assert result.returncode == 1
+    assert "hunter2-secret" not in result.stderr and ":***@" in result.stderr

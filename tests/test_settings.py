@@ -1,0 +1,67 @@
+import pytest
+
+from fleet.settings import SettingsError, load_settings
+from tests.helpers import fleet
+
+
+def test_defaults_need_no_server(tmp_path):
+    s = load_settings({"FLEET_VAR_DIR": str(tmp_path)})
+    assert s.database_url == f"sqlite:///{tmp_path}/fleet.db"
+    assert s.embedded_broker and s.broker_url == f"unix://{tmp_path}/redis.sock"
+    assert s.retry_delays == (60, 300, 1800)
+    assert (s.circuit_failures, s.circuit_reset, s.heartbeat_timeout) == (5, 60, 60)
+    assert s.openai_model == "gpt-4o-mini"
+    assert s.series_api_url.startswith("https://api4.thetvdb.com")
+
+
+def test_values_are_parsed(tmp_path):
+    s = load_settings({
+        "FLEET_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": "postgresql://u:p@db/fleet",
+        "BROKER_URL": "amqp://guest:guest@mq:5672/",
+        "FLEET_RETRY_DELAYS": "1, 2,3",
+        "FLEET_CIRCUIT_RESET": "0.5",
+    })
+    assert s.retry_delays == (1, 2, 3)
+    assert s.is_rabbitmq and not s.embedded_broker
+    assert s.circuit_reset == 0.5
+
+
+@pytest.mark.parametrize("variable,value,problem", [
+    ("DATABASE_URL", "fleet.db", "is not a URL"),
+    ("DATABASE_URL", "mysql://x/y", "unsupported scheme 'mysql'"),
+    ("BROKER_URL", "kafka://x", "unsupported scheme 'kafka'"),
+    ("FLEET_RETRY_DELAYS", "60,-1", "must be at least 0"),
+    ("FLEET_RETRY_DELAYS", "60,soon", "is not a whole number"),
+    ("FLEET_CIRCUIT_FAILURES", "0", "must be at least 1"),
+    ("FLEET_CIRCUIT_RESET", "abc", "is not a number"),
+    ("FLEET_HEARTBEAT_TIMEOUT", "-5", "must be at least 1"),
+    ("OPENAI_BASE_URL", "localhost:8000", "is not a URL"),
+])
+def test_bad_value_names_variable(tmp_path, variable, value, problem):
+    with pytest.raises(SettingsError) as err:
+        load_settings({"FLEET_VAR_DIR": str(tmp_path), variable: value})
+    assert err.value.variable == variable
+    assert problem in str(err.value)
+
+
+def test_bad_value_stops_the_cli_with_one_line_and_exit_2(fleet_env):
+    result = fleet("db", "status", env=dict(fleet_env, FLEET_CIRCUIT_FAILURES="-3"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["fleet: FLEET_CIRCUIT_FAILURES: '-3' must be at least 1"]
+
+
+def test_dotenv_file_is_read(fleet_env, tmp_path):
+    (tmp_path / ".env").write_text("FLEET_RETRY_DELAYS=oops\n")
+    env = dict(fleet_env)
+    env.pop("FLEET_RETRY_DELAYS", None)
+    result = fleet("db", "status", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "FLEET_RETRY_DELAYS" in result.stderr
+
+
+def test_secret_key_is_generated_once_and_private(tmp_path):
+    s = load_settings({"FLEET_VAR_DIR": str(tmp_path)})
+    key = s.secret_key
+    assert len(key) == 64 and s.secret_key == key
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600

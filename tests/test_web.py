@@ -1,0 +1,102 @@
+import re
+
+import pytest
+
+from fleet.net import free_port
+from fleet.settings import load_settings
+
+
+@pytest.fixture
+def app(db, broker, settings):
+    from admin.app import create_app
+
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def account(db):
+    from fleet.cli.accounts import create_account
+
+    return create_account("op@example.com", "a-long-password", "admin")
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
+
+
+def test_healthz_is_public_and_200_when_healthy(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json["status"] == "ok"
+    assert response.json["checks"]["database"]["ok"] and response.json["checks"]["broker"]["ok"]
+
+
+def test_healthz_is_503_with_the_failing_check(db, tmp_path):
+    from admin import health
+
+    down = load_settings({"FLEET_VAR_DIR": str(tmp_path), "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    checks = health.run_checks(down)
+    assert checks["database"]["ok"] and not checks["broker"]["ok"]
+    assert "broker unreachable" in checks["broker"]["error"]
+
+
+def test_healthz_returns_503_over_http(db, tmp_path):
+    from admin import health
+    from flask import Flask
+
+    app = Flask(__name__)
+    app.config["FLEET_SETTINGS"] = load_settings(
+        {"FLEET_VAR_DIR": str(tmp_path), "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    app.register_blueprint(health.blueprint)
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json["failing"] == ["broker"]
+
+
+def test_panel_needs_login(client):
+    response = client.get("/admin/")
+    assert response.status_code == 302
+    assert "/admin/login" in response.headers["Location"]
+
+
+def test_login_with_csrf_then_logout(client, account):
+    page = client.get("/admin/login")
+    assert page.status_code == 200 and b"Log in" in page.data
+    response = client.post("/admin/login?next=/admin/", data={
+        "email": "op@example.com", "password": "a-long-password", "csrf_token": _csrf(page.text)})
+    assert response.status_code == 302 and response.headers["Location"] == "/admin/"
+    dashboard = client.get("/admin/")
+    assert dashboard.status_code == 200 and b"op@example.com" in dashboard.data
+    cookie = response.headers.get("Set-Cookie", "")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    logout = client.post("/admin/logout", data={"csrf_token": _csrf(dashboard.text)})
+    assert logout.status_code == 302
+    assert client.get("/admin/").status_code == 302
+
+
+def test_wrong_password_is_refused(client, account):
+    page = client.get("/admin/login")
+    response = client.post("/admin/login", data={
+        "email": "op@example.com", "password": "nope-nope", "csrf_token": _csrf(page.text)})
+    assert response.status_code == 401 and b"Wrong email or password." in response.data
+    assert client.get("/admin/").status_code == 302
+
+
+def test_login_without_csrf_token_is_refused(client, account):
+    response = client.post("/admin/login", data={"email": "op@example.com", "password": "a-long-password"})
+    assert response.status_code == 400
+    assert client.get("/admin/").status_code == 302
+
+
+def test_open_redirect_after_login_is_ignored(client, account):
+    page = client.get("/admin/login")
+    response = client.post("/admin/login?next=//evil.example/", data={
+        "email": "op@example.com", "password": "a-long-password", "csrf_token": _csrf(page.text)})
+    assert response.headers["Location"] == "/admin/"
