@@ -41,6 +41,7 @@ class Settings:
     circuit_reset: float
     heartbeat_timeout: float
     secret_key_override: str | None = field(repr=False)
+    state_redis_url: str | None = None
 
     @property
     def redis_socket(self) -> Path:
@@ -102,6 +103,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     )
     embedded = "BROKER_URL" not in env
     broker_url = f"unix://{var_dir}/redis.sock" if embedded else _url("BROKER_URL", env["BROKER_URL"], BROKER_SCHEMES)
+    if "FLEET_STATE_REDIS_URL" in env:
+        state_redis_url = _url("FLEET_STATE_REDIS_URL", env["FLEET_STATE_REDIS_URL"], {"redis", "rediss", "unix"})
+    else:
+        state_redis_url = None if broker_url.startswith("amqp") else broker_url
     openai_base_url = env.get("OPENAI_BASE_URL")
     if openai_base_url:
         _url("OPENAI_BASE_URL", openai_base_url, {"http", "https"})
@@ -121,6 +126,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         circuit_reset=_number("FLEET_CIRCUIT_RESET", env.get("FLEET_CIRCUIT_RESET", "60"), integer=False, minimum=0.1),
         heartbeat_timeout=_number("FLEET_HEARTBEAT_TIMEOUT", env.get("FLEET_HEARTBEAT_TIMEOUT", "60"), integer=False, minimum=1),
         secret_key_override=env.get("FLEET_SECRET_KEY"),
+        state_redis_url=state_redis_url,
     )
 
 

@@ -28,9 +28,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from fleet.cli import accounts, database, processes
+    from fleet.cli import accounts, database, jobs, processes, simulate
 
-    for module in (processes, database, accounts):
+    for module in (processes, database, accounts, jobs, simulate):
         for command in module.commands:
             cli.add_command(command)
 

@@ -1,0 +1,151 @@
+"""The one registry of error codes, and the classifier that maps any exception to one.
+
+Every failure Fleet stores (JobLog, domain rows, dead letters) carries a code from
+`CODES`. `classify(exc)` is the only place that knows which exception means what.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from time import time
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    retryable: bool
+    sentence: str
+    trips_breaker: bool = False  # does it say the service itself is unhealthy?
+
+
+CODES: dict[str, ErrorCode] = {
+    e.code: e
+    for e in [
+        ErrorCode("ERR_API_TIMEOUT", True, "The external API did not answer in time.", trips_breaker=True),
+        ErrorCode("ERR_RATE_LIMIT", True, "The external API asked us to slow down (HTTP 429); retried later."),
+        ErrorCode("ERR_QUOTA_EXCEEDED", False, "The account's quota or credit at the provider is used up; top it up, then retry."),
+        ErrorCode("ERR_API_UNAVAILABLE", True, "The external API failed on its side (HTTP 5xx).", trips_breaker=True),
+        ErrorCode("ERR_CONNECTION", True, "The external API could not be reached (network or DNS).", trips_breaker=True),
+        ErrorCode("ERR_AUTH", False, "The external API refused our credentials (HTTP 401/403); check the API key."),
+        ErrorCode("ERR_BAD_REQUEST", False, "The external API rejected the request as invalid (HTTP 400/422)."),
+        ErrorCode("ERR_NOT_FOUND", False, "The external API does not know the requested item (HTTP 404)."),
+        ErrorCode("ERR_INVALID_RESPONSE", False, "The external API answered with malformed or unexpected data."),
+        ErrorCode("ERR_CIRCUIT_OPEN", True, "Calls to this service are paused after repeated failures; the job waits until it recovers."),
+        ErrorCode("ERR_TIME_LIMIT", True, "The job ran longer than its time limit and was stopped."),
+        ErrorCode("ERR_INTERNAL", False, "An unexpected error inside Fleet; see the traceback."),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Classified:
+    code: ErrorCode
+    message: str
+    retry_after: float | None = None  # seconds the API asked us to wait
+
+    @property
+    def retryable(self) -> bool:
+        return self.code.retryable
+
+
+class JobError(Exception):
+    """Raised by actors and clients to fail with a specific code."""
+
+    def __init__(self, code: str, message: str, retry_after: float | None = None):
+        if code not in CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(headers) -> float | None:
+    """Seconds from a `Retry-After` header (delta or HTTP date), if any."""
+    value = headers.get("retry-after") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time())
+    except (TypeError, ValueError):
+        return None
+
+
+def code_for_status(status: int, body_text: str = "") -> str:
+    if status == 429:
+        return "ERR_QUOTA_EXCEEDED" if "insufficient_quota" in body_text else "ERR_RATE_LIMIT"
+    if status in (401, 403):
+        return "ERR_AUTH"
+    if status == 404:
+        return "ERR_NOT_FOUND"
+    if status == 408:
+        return "ERR_API_TIMEOUT"
+    if status >= 500:
+        return "ERR_API_UNAVAILABLE"
+    if 400 <= status < 500:
+        return "ERR_BAD_REQUEST"
+    return "ERR_INVALID_RESPONSE"
+
+
+def _classify_openai(exc) -> Classified | None:
+    try:
+        import openai
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(exc, openai.APITimeoutError):
+        return Classified(CODES["ERR_API_TIMEOUT"], "OpenAI did not answer in time")
+    if isinstance(exc, openai.APIConnectionError):
+        return Classified(CODES["ERR_CONNECTION"], f"OpenAI unreachable: {exc}")
+    if isinstance(exc, openai.APIStatusError):
+        body = json.dumps(exc.body) if exc.body is not None else ""
+        code = code_for_status(exc.status_code, f"{body} {getattr(exc, 'code', '') or ''}")
+        return Classified(CODES[code], f"OpenAI HTTP {exc.status_code}: {exc.message}",
+                          retry_after_seconds(exc.response.headers))
+    if isinstance(exc, (openai.APIResponseValidationError, openai.LengthFinishReasonError,
+                        openai.ContentFilterFinishReasonError)):
+        return Classified(CODES["ERR_INVALID_RESPONSE"], f"OpenAI answer unusable: {exc}")
+    return None
+
+
+def _classify_requests(exc) -> Classified | None:
+    import requests
+
+    if isinstance(exc, requests.Timeout):
+        return Classified(CODES["ERR_API_TIMEOUT"], f"API timeout: {exc}")
+    if isinstance(exc, requests.ConnectionError):
+        return Classified(CODES["ERR_CONNECTION"], f"API unreachable: {exc}")
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        response = exc.response
+        code = code_for_status(response.status_code, response.text[:2000])
+        return Classified(CODES[code], f"HTTP {response.status_code} from {response.url}",
+                          retry_after_seconds(response.headers))
+    if isinstance(exc, requests.exceptions.InvalidJSONError):
+        return Classified(CODES["ERR_INVALID_RESPONSE"], f"API answered invalid JSON: {exc}")
+    return None
+
+
+def classify(exc: BaseException) -> Classified:
+    """The error code, an operator-readable message and any Retry-After for `exc`."""
+    if isinstance(exc, JobError):
+        return Classified(CODES[exc.code], str(exc), exc.retry_after)
+
+    from dramatiq.middleware import TimeLimitExceeded
+    from pybreaker import CircuitBreakerError
+
+    if isinstance(exc, TimeLimitExceeded):
+        return Classified(CODES["ERR_TIME_LIMIT"], "the job exceeded its time limit")
+    if isinstance(exc, CircuitBreakerError):
+        return Classified(CODES["ERR_CIRCUIT_OPEN"], str(exc) or "circuit breaker open")
+    for classifier in (_classify_openai, _classify_requests):
+        found = classifier(exc)
+        if found:
+            return found
+    import jsonschema
+
+    if isinstance(exc, (json.JSONDecodeError, jsonschema.ValidationError)):
+        return Classified(CODES["ERR_INVALID_RESPONSE"], f"invalid response: {str(exc).splitlines()[0]}")
+    return Classified(CODES["ERR_INTERNAL"], f"{type(exc).__name__}: {exc}")
