@@ -1,9 +1,4 @@
-"""Dramatiq actors, a module a domain. Importing this package installs Fleet's broker.
+"""Dramatiq actors, a module a domain, and Fleet's middleware (`actors.middleware`).
 
-`dramatiq actors` (what `fleet worker` runs) imports it in every worker process.
+`actors.all` is what worker processes import: it boots Fleet and declares every actor.
 """
-from fleet.runtime import boot
-
-boot()
-
-from actors import system  # noqa: E402,F401  (declares the actors on the broker above)

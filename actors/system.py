@@ -6,8 +6,7 @@ import dramatiq
 log = logging.getLogger("fleet.actors.system")
 
 
-@dramatiq.actor(queue_name="fleet", max_retries=0)
-def ping(token: str) -> str:
-    """A no-op that proves a worker consumes the queue; `fleet` health tooling sends it."""
-    log.info("pong", extra={"token": token})
-    return token
+@dramatiq.actor(queue_name="fleet", retry_delays=())
+def ping(nonce: str) -> None:
+    """A no-op that proves a worker consumes the queue: it logs `pong` with the nonce."""
+    log.info("pong", extra={"nonce": nonce})

@@ -1,7 +1,7 @@
 """The Flask app factory: panel under /admin, /healthz, later /metrics and /api."""
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, g, request
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 from flask_wtf.csrf import CSRFProtect
@@ -9,6 +9,7 @@ from flask_wtf.csrf import CSRFProtect
 from admin import auth, health
 from admin.views import DashboardView
 from db.database import database
+from fleet import trace
 from fleet.runtime import boot
 from fleet.settings import Settings
 
@@ -30,12 +31,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     Admin(app, name="Fleet", index_view=DashboardView(url="/admin"), theme=Bootstrap4Theme())
 
     @app.before_request
-    def _open_db():
+    def _start_request():
+        g.trace_token = trace.set_context(trace_id=trace.new_trace_id(), path=request.path)
         database.connect(reuse_if_open=True)
 
     @app.teardown_request
-    def _close_db(exc):
+    def _end_request(exc):
         if not database.is_closed():
             database.close()
+        if "trace_token" in g:
+            trace.reset_context(g.pop("trace_token"))
 
     return app

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from peewee import CharField, DateTimeField, Model
+from peewee import CharField, DateTimeField, FloatField, IntegerField, Model, TextField
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from db.database import database
@@ -41,3 +41,28 @@ class PanelAccount(BaseModel):
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+
+class JobLog(BaseModel):
+    """A row per attempt of a job: what ran, how it ended, how long it took."""
+
+    STATUSES = ("started", "success", "failed", "retrying", "deferred")
+
+    run_id = CharField(unique=True)
+    job_class = CharField()
+    message_id = CharField()
+    queue = CharField()
+    status = CharField()
+    attempt = IntegerField(default=1)
+    error_code = CharField(null=True)
+    message = TextField(null=True)
+    traceback = TextField(null=True)
+    args = TextField(null=True)
+    duration_seconds = FloatField(null=True)
+    trace_id = CharField(null=True)
+    worker = CharField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    finished_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "job_log"

@@ -6,6 +6,8 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+from fleet import trace
+from fleet.redact import redact
 from fleet.settings import Settings
 
 CONTEXT_FIELDS = ("trace_id", "actor", "message_id", "attempt", "error_code", "queue")
@@ -19,13 +21,14 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **trace.current(),
         }
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 line[key] = value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return redact(json.dumps(line, default=str))
 
 
 def configure_logging(settings: Settings, level: int = logging.INFO) -> None:

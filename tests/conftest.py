@@ -18,6 +18,7 @@ import redis as redis_lib
 
 from fleet.net import free_port
 
+TEST_OPENAI_KEY = "sk-fleet-test-4f1c9a7e2b"
 POSTGRES_URL = os.environ.get("FLEET_TEST_POSTGRES_URL")
 RABBITMQ_URL = os.environ.get("FLEET_TEST_RABBITMQ_URL")
 
@@ -55,8 +56,9 @@ os.environ.update(
     DATABASE_URL=f"sqlite:///{_session_dir}/fleet.db",
     BROKER_URL=REDIS_URL,
     FLEET_SECRET_KEY="test-secret-key",
+    OPENAI_API_KEY=TEST_OPENAI_KEY,
 )
-for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SERIES_API_URL", "SERIES_API_KEY"):
+for key in ("OPENAI_BASE_URL", "SERIES_API_URL", "SERIES_API_KEY"):
     os.environ.pop(key, None)
 
 
@@ -125,7 +127,7 @@ def broker(settings):
     """The global Fleet broker on the test Redis, flushed before each test."""
     import dramatiq
 
-    import actors  # noqa: F401  (declares every actor on the broker)
+    import actors.all  # noqa: F401  (declares every actor on the broker)
 
     broker = dramatiq.get_broker()
     broker.client.flushdb()

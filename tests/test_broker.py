@@ -7,7 +7,8 @@ import dramatiq
 import pytest
 import redis
 
-import actors  # noqa: F401  (installs the Fleet broker on the test Redis)
+import actors.all  # noqa: F401  (installs the Fleet broker on the test Redis)
+from actors import system
 from fleet.broker import build_broker
 from fleet.net import free_port
 from fleet.settings import load_settings
@@ -66,11 +67,11 @@ def test_fleet_worker_cli_consumes_the_queue(fleet_env, broker, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "fleet", "worker", "-p", "1", "-t", "2"],
                             env=fleet_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        token = uuid.uuid4().hex
-        actors.system.ping.send(token)
-        wait_for(lambda: token in (tmp_path / "worker.log").read_text(), timeout=30, message="pong")
-        line = next(l for l in (tmp_path / "worker.log").read_text().splitlines() if token in l)
-        assert '"msg": "pong"' in line
+        nonce = uuid.uuid4().hex
+        system.ping.send(nonce)
+        wait_for(lambda: nonce in (tmp_path / "worker.log").read_text(), timeout=30, message="pong")
+        line = next(l for l in (tmp_path / "worker.log").read_text().splitlines() if nonce in l)
+        assert '"msg": "pong"' in line and '"actor": "ping"' in line
     finally:
         proc.terminate()
         assert proc.wait(15) == 0 or proc.returncode is not None

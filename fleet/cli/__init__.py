@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import click
 
-from fleet import FleetError, __version__
+from fleet import FleetError, __version__, trace
 from fleet.settings import SettingsError
 
 
 class FleetGroup(click.Group):
-    """Turns Fleet's own errors into one line on stderr and their exit code."""
+    """Runs each command under a new trace id; turns Fleet's own errors into one line
+    on stderr and their exit code."""
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with trace.traced():
+                return super().invoke(ctx)
         except SettingsError as exc:
             click.echo(f"fleet: {exc}", err=True)
             ctx.exit(2)

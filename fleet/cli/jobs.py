@@ -1,9 +1,97 @@
+from datetime import timedelta
+
 import click
+import dramatiq
+from rich.console import Console
+from rich.table import Table
+
+from db import joblog
+from db.models import utcnow
+from fleet import FleetError, dead_letters
+from fleet.broker import check_broker
+from fleet.cli.database import open_database
+from fleet.runtime import boot
+
+
+def _broker():
+    settings = boot()
+    check_broker(settings)
+    return dramatiq.get_broker()
+
+
+def _report(verb: str, done: int, missing: list[str]) -> None:
+    click.echo(f"{verb} {done} dead letter(s).")
+    if missing:
+        raise FleetError(f"no dead letter with id {', '.join(missing)}")
 
 
 @click.group("jobs")
 def jobs_group() -> None:
     """Job logs, dead letters and cleanup."""
+
+
+@jobs_group.command("dead-letters")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+def dead_letters_command(limit: int) -> None:
+    """List the newest dead letters (jobs that failed for good)."""
+    broker = _broker()
+    letters = dead_letters.list_dead_letters(broker, limit)
+    if not letters:
+        click.echo("No dead letters.")
+        return
+    table = Table("message id", "actor", "queue", "error code", "error", "failed at (UTC)")
+    for d in letters:
+        table.add_row(d.message_id, d.actor, d.queue, d.error_code or "-", (d.error or "")[:80],
+                      d.failed_at.strftime("%Y-%m-%d %H:%M:%S"))
+    Console(width=200).print(table)
+    click.echo(f"{dead_letters.count_dead_letters(broker)} dead letter(s) in all.")
+
+
+@jobs_group.command("requeue")
+@click.argument("message_ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Requeue every dead letter.")
+def requeue_command(message_ids: tuple[str, ...], everything: bool) -> None:
+    """Send dead letters again, with a fresh retry budget."""
+    if bool(message_ids) == everything:
+        raise click.UsageError("give message ids or --all (not both)")
+    done, missing = dead_letters.requeue(_broker(), None if everything else list(message_ids))
+    _report("Requeued", done, missing)
+
+
+@jobs_group.command("delete")
+@click.argument("message_ids", nargs=-1, required=True)
+def delete_command(message_ids: tuple[str, ...]) -> None:
+    """Delete dead letters for good."""
+    done, missing = dead_letters.delete(_broker(), list(message_ids))
+    _report("Deleted", done, missing)
+
+
+@jobs_group.command("cleanup")
+@click.option("--days", type=click.FloatRange(min=0), default=7, show_default=True, help="Delete finished rows older than this.")
+@click.option("--keep", type=click.IntRange(min=0), default=100, show_default=True, help="Never delete the newest N rows.")
+def cleanup_command(days: float, keep: int) -> None:
+    """Delete old finished JobLog rows, in batches."""
+    open_database()
+    deleted = joblog.cleanup(days, keep)
+    click.echo(f"Deleted {deleted} job log row(s) older than {days:g} day(s); kept the newest {keep}.")
+
+
+@jobs_group.command("stats")
+@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=24, show_default=True)
+def stats_command(hours: float) -> None:
+    """Attempts per job class and status, and the average duration of successful ones."""
+    open_database()
+    rows = joblog.stats_by_class(utcnow() - timedelta(hours=hours))
+    if not rows:
+        click.echo(f"No jobs in the last {hours:g} hour(s).")
+        return
+    statuses = ["success", "failed", "retrying", "deferred", "started"]
+    table = Table("job class", *statuses, "avg success (s)")
+    for row in rows:
+        avg = row["avg_success_seconds"]
+        table.add_row(row["job_class"], *(str(row["counts"].get(s, 0)) for s in statuses),
+                      f"{avg:.3f}" if avg is not None else "-")
+    Console(width=160).print(table)
 
 
 commands = [jobs_group]

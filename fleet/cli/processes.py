@@ -28,7 +28,7 @@ def worker_command(processes: int | None, threads: int | None, queues: tuple[str
     """Run Dramatiq workers for every actor, with all of Fleet's middleware."""
     settings = boot()
     check_broker(settings)
-    argv = [sys.executable, "-m", "dramatiq", "actors"]
+    argv = [sys.executable, "-m", "dramatiq", "actors.all"]
     if processes:
         argv += ["--processes", str(processes)]
     if threads:

@@ -1,0 +1,9 @@
+"""Boot Fleet (settings, database, broker) and declare every actor on its broker.
+
+`fleet worker` runs `dramatiq actors.all`, so each worker process imports this first.
+"""
+from fleet.runtime import boot
+
+boot()
+
+from actors import system  # noqa: E402,F401

@@ -1,0 +1,30 @@
+"""Fleet's Dramatiq middleware, one concern a class.
+
+Order matters: `before_*` hooks run in list order, `after_*` hooks in reverse, so
+retries decide a message's outcome before unique locks and JobLog read it.
+"""
+from __future__ import annotations
+
+from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications, TimeLimit
+
+from actors.middleware.breakers import CircuitDeferral
+from actors.middleware.joblog import JobLogWriter
+from actors.middleware.retries import BackoffRetries
+from actors.middleware.trace import TraceContext
+from actors.middleware.unique import UniqueJobs
+from fleet.settings import Settings
+
+
+def fleet_middleware(settings: Settings) -> list:
+    return [
+        AgeLimit(),
+        TimeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        TraceContext(),
+        JobLogWriter(),
+        CircuitDeferral(),
+        UniqueJobs(),
+        BackoffRetries(settings.retry_delays),
+    ]

@@ -1,0 +1,164 @@
+"""Writes a JobLog row per attempt, from a buffer, in batches, off the worker threads.
+
+A row is buffered when an attempt starts and completed when it ends; a background
+thread writes the buffer every FLUSH_INTERVAL seconds (an attempt that ends before
+that is inserted once, already complete). Shutdown flushes what is left.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import traceback as tb
+import uuid
+
+from dramatiq.middleware import Middleware
+
+from actors.middleware.outcome import get_outcome
+from db.database import database
+from db.models import JobLog, utcnow
+from fleet.redact import redact
+
+log = logging.getLogger("fleet.joblog")
+
+FLUSH_INTERVAL = 0.5
+MAX_MESSAGE = 2_000
+MAX_TRACEBACK = 8_000
+INSERT_CHUNK = 200
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    text = redact(text)
+    return text if text is None or len(text) <= limit else text[: limit - 15] + "\n…(cut)"
+
+
+class _Entry:
+    __slots__ = ("row", "started", "inserted", "dirty")
+
+    def __init__(self, row: dict):
+        self.row = row
+        self.started = time.monotonic()
+        self.inserted = False
+        self.dirty = True
+
+
+class JobLogWriter(Middleware):
+    def __init__(self, flush_interval: float = FLUSH_INTERVAL):
+        self.flush_interval = flush_interval
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self._entries: dict[str, _Entry] = {}  # run id -> entry
+        self._running: dict[str, str] = {}  # message id -> run id of its attempt in progress
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._write_lock = threading.Lock()
+
+    # -- hooks -------------------------------------------------------------
+    def after_process_boot(self, broker):
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def after_worker_boot(self, broker, worker):
+        self._stop.clear()
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="fleet-joblog", daemon=True)
+            self._thread.start()
+
+    def after_worker_shutdown(self, broker, worker):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.flush()
+
+    def before_process_message(self, broker, message):
+        attempt = message.options.get("retries", 0) + 1
+        run_id = uuid.uuid4().hex
+        row = {
+            "run_id": run_id,
+            "job_class": message.actor_name,
+            "message_id": message.message_id,
+            "queue": message.queue_name,
+            "status": "started",
+            "attempt": attempt,
+            "args": _cut(json.dumps({"args": message.args, "kwargs": message.kwargs}, default=str), MAX_MESSAGE),
+            "trace_id": message.options.get("trace_id"),
+            "worker": self.worker_name,
+            "created_at": utcnow(),
+        }
+        with self._lock:
+            self._entries[run_id] = _Entry(row)
+            self._running[message.message_id] = run_id
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        outcome = get_outcome(message)
+        status = outcome.status if outcome else ("success" if exception is None else "failed")
+        changes = {"status": status, "finished_at": utcnow()}
+        if outcome and outcome.error:
+            changes["error_code"] = outcome.error.code.code
+            changes["message"] = _cut(outcome.error.message, MAX_MESSAGE)
+        if exception is not None:
+            text = "".join(tb.format_exception(type(exception), exception, exception.__traceback__))
+            changes["traceback"] = _cut(text, MAX_TRACEBACK)
+        self._finish(message, changes)
+
+    def after_skip_message(self, broker, message):
+        outcome = get_outcome(message)
+        changes = {"status": outcome.status if outcome else "deferred", "finished_at": utcnow()}
+        if outcome and outcome.error:
+            changes["error_code"] = outcome.error.code.code
+            changes["message"] = _cut(outcome.error.message, MAX_MESSAGE)
+        self._finish(message, changes)
+
+    def _finish(self, message, changes: dict) -> None:
+        with self._lock:
+            entry = self._entries.get(self._running.pop(message.message_id, ""))
+            if entry is None:
+                return
+            changes["duration_seconds"] = round(time.monotonic() - entry.started, 6)
+            entry.row.update(changes)
+            entry.dirty = True
+
+    # -- writing -----------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            try:
+                self.flush()
+            except Exception:
+                log.exception("JobLog flush failed; will try again")
+
+    def flush(self) -> None:
+        """Write every new or changed row; keep finished rows out of the buffer afterwards."""
+        with self._write_lock:
+            with self._lock:
+                batch = [(key, e) for key, e in self._entries.items() if e.dirty]
+                for _, e in batch:
+                    e.dirty = False
+                snapshot = [(key, e, dict(e.row), e.inserted) for key, e in batch]
+            if not snapshot:
+                return
+            try:
+                self._write(snapshot)
+            except Exception:
+                with self._lock:
+                    for _, e, _, _ in snapshot:
+                        e.dirty = True
+                raise
+            with self._lock:
+                for key, e, row, _ in snapshot:
+                    e.inserted = True
+                    if row["status"] != "started" and not e.dirty:
+                        self._entries.pop(key, None)
+
+    @staticmethod
+    def _write(snapshot) -> None:
+        new = [row for _, _, row, inserted in snapshot if not inserted]
+        updates = [row for _, _, row, inserted in snapshot if inserted]
+        with database.connection_context():
+            with database.atomic():
+                for i in range(0, len(new), INSERT_CHUNK):
+                    JobLog.insert_many(new[i : i + INSERT_CHUNK]).execute()
+                for row in updates:
+                    fields = {k: v for k, v in row.items() if k != "run_id"}
+                    JobLog.update(**fields).where(JobLog.run_id == row["run_id"]).execute()

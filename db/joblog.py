@@ -1,0 +1,52 @@
+"""Queries over JobLog: the statistics of seed 001 and the cleanup of seed 002."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from peewee import fn
+
+from db.models import JobLog, utcnow
+
+CLEANUP_BATCH = 5_000
+
+
+def successes_since(job_class: str, since: datetime) -> int:
+    """How many jobs of one class succeeded since a moment (e.g. today's midnight)."""
+    return JobLog.select().where(
+        (JobLog.job_class == job_class) & (JobLog.status == "success") & (JobLog.created_at >= since)
+    ).count()
+
+
+def stats_by_class(since: datetime) -> list[dict]:
+    """Per job class: attempts by status and the average duration of successful ones."""
+    rows = (
+        JobLog.select(JobLog.job_class, JobLog.status, fn.COUNT(JobLog.id).alias("n"),
+                      fn.AVG(JobLog.duration_seconds).alias("avg"))
+        .where(JobLog.created_at >= since)
+        .group_by(JobLog.job_class, JobLog.status)
+        .dicts()
+    )
+    stats: dict[str, dict] = {}
+    for row in rows:
+        entry = stats.setdefault(row["job_class"], {"job_class": row["job_class"], "counts": {}, "avg_success_seconds": None})
+        entry["counts"][row["status"]] = row["n"]
+        if row["status"] == "success":
+            entry["avg_success_seconds"] = row["avg"]
+    return sorted(stats.values(), key=lambda e: e["job_class"])
+
+
+def cleanup(days: float, keep: int) -> int:
+    """Delete finished rows older than `days`, in batches, never the newest `keep` rows."""
+    cutoff = utcnow() - timedelta(days=days)
+    floor = (JobLog.select(JobLog.id).order_by(JobLog.id.desc()).offset(keep).limit(1).scalar()) if keep else None
+    if keep and floor is None:
+        return 0  # fewer rows than we must keep
+    deleted = 0
+    while True:
+        query = JobLog.select(JobLog.id).where((JobLog.created_at < cutoff) & (JobLog.status != "started"))
+        if floor is not None:
+            query = query.where(JobLog.id <= floor)
+        ids = [row.id for row in query.limit(CLEANUP_BATCH)]
+        if not ids:
+            return deleted
+        deleted += JobLog.delete().where(JobLog.id.in_(ids)).execute()

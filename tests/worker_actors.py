@@ -1,0 +1,63 @@
+"""Actors for runtime tests, importable by an in-process Worker and by `dramatiq tests.worker_actors`.
+
+They report what happened through Redis (the broker's own), so a test can see what a
+worker in another process did.
+"""
+import os
+import time
+
+from actors.all import *  # noqa: F401,F403  (boots Fleet, declares the real actors)
+from actors.base import fleet_actor
+from fleet.errors import JobError
+from fleet.state import state_redis
+
+
+def _note(key: str, value: str) -> None:
+    state_redis().rpush(f"test:{key}", value)
+
+
+def gave_up(message, error) -> None:
+    _note(f"gave-up:{message.args[0]}", error.code.code)
+
+
+@fleet_actor(queue_name="tests", retry_delays=(1, 2), on_give_up=gave_up)
+def flaky(key: str, failures: int, code: str = "ERR_API_UNAVAILABLE", retry_after: float | None = None) -> None:
+    """Fails `failures` times with `code`, then succeeds; notes the time of every attempt."""
+    _note(key, repr(time.time()))
+    if state_redis().llen(f"test:{key}") <= failures:
+        raise JobError(code, f"planned failure {code}", retry_after=retry_after)
+
+
+@fleet_actor(queue_name="tests", unique=True)
+def unique_sleeper(key: str, seconds: float) -> None:
+    _note(key, "start")
+    time.sleep(seconds)
+    _note(key, "done")
+
+
+@fleet_actor(queue_name="tests", service="openai", retry_delays=(1, 1, 1), on_give_up=gave_up)
+def needs_openai(key: str) -> None:
+    _note(key, "ran")
+
+
+@fleet_actor(queue_name="tests", time_limit=120_000)
+def slow(key: str, seconds: float) -> None:
+    _note(key, f"start:{os.getpid()}")
+    time.sleep(seconds)
+    _note(key, f"done:{os.getpid()}")
+
+
+@fleet_actor(queue_name="tests")
+def count(key: str) -> None:
+    state_redis().incr(f"test:{key}")
+
+
+@fleet_actor(queue_name="tests", retry_delays=())
+def leaks_secret(key: str) -> None:
+    from fleet.settings import get_settings
+
+    api_key = get_settings().openai_api_key
+    import logging
+
+    logging.getLogger("tests.leak").warning("calling with key %s and header Bearer %s", api_key, api_key)
+    raise RuntimeError(f"provider rejected key={api_key} Authorization: Bearer {api_key}")
