@@ -78,7 +78,9 @@ def supervisord_config(settings: Settings, listed: list[Program]) -> str:
             "startsecs=1",
             "startretries=5",
             f"stopwaitsecs={STOP_GRACE}",
-            "stopasgroup=true",
+            # SIGTERM to the program only: Dramatiq's main process forwards it to its workers,
+            # and a second SIGTERM sent to the whole group would kill them without a graceful stop.
+            "stopasgroup=false",
             "killasgroup=true",
             "redirect_stderr=true",
             "stdout_logfile=/dev/fd/1",

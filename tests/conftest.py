@@ -57,6 +57,9 @@ os.environ.update(
     BROKER_URL=REDIS_URL,
     FLEET_SECRET_KEY="test-secret-key",
     OPENAI_API_KEY=TEST_OPENAI_KEY,
+    # breakers open after 3 service failures and half-open after 2 s, so outages fit in a test
+    FLEET_CIRCUIT_FAILURES="3",
+    FLEET_CIRCUIT_RESET="2",
 )
 for key in ("OPENAI_BASE_URL", "SERIES_API_URL", "SERIES_API_KEY"):
     os.environ.pop(key, None)
