@@ -6,4 +6,4 @@ from fleet.runtime import boot
 
 boot()
 
-from actors import system  # noqa: E402,F401
+from actors import system, workouts  # noqa: E402,F401

@@ -29,4 +29,8 @@ class FleetActor(dramatiq.Actor):
 
 
 def fleet_actor(fn=None, **options):
+    """Declare an actor on Fleet's broker (booting Fleet first, so any module may import actors)."""
+    from fleet.runtime import boot
+
+    boot()
     return dramatiq.actor(fn, actor_class=FleetActor, **options)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from peewee import CharField, DateTimeField, FloatField, IntegerField, Model, TextField
+import json
+
+from peewee import CharField, DateTimeField, FloatField, ForeignKeyField, IntegerField, Model, TextField
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from db.database import database
@@ -11,6 +13,16 @@ from db.database import database
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class JSONField(TextField):
+    """JSON stored as text: the same on SQLite and PostgreSQL."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
 
 
 class BaseModel(Model):
@@ -66,3 +78,44 @@ class JobLog(BaseModel):
 
     class Meta:
         table_name = "job_log"
+
+
+class User(BaseModel):
+    """A user of the app, who owns workout plans (not a panel account)."""
+
+    email = CharField(unique=True)
+    name = CharField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "app_user"
+
+
+class Plan(BaseModel):
+    user = ForeignKeyField(User, backref="plans", on_delete="CASCADE")
+    goal = TextField()
+    days = IntegerField()
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "plan"
+
+
+class WorkoutPlan(BaseModel):
+    """One day of a plan: `pending` until generated, `failed` with a code when it could not be."""
+
+    STATUSES = ("pending", "generated", "failed")
+
+    plan = ForeignKeyField(Plan, backref="workouts", on_delete="CASCADE")
+    day = IntegerField()
+    status = CharField(default="pending")
+    content = JSONField(null=True)
+    error_code = CharField(null=True)
+    error_message = TextField(null=True)
+    attempts = IntegerField(default=0)
+    cost_usd = FloatField(default=0)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "workout_plan"

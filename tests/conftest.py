@@ -48,6 +48,8 @@ def _start_redis(port: int, workdir: Path) -> subprocess.Popen:
 
 _redis_proc = _start_redis(_redis_port, _session_dir / "redis")
 REDIS_URL = f"redis://127.0.0.1:{_redis_port}/0"
+# The session's OpenAI simulator (started on first use) is where Fleet's settings point.
+_openai_port = free_port()
 
 for key in [k for k in os.environ if k.startswith("FLEET_") and not k.startswith("FLEET_TEST_")]:
     del os.environ[key]
@@ -57,11 +59,12 @@ os.environ.update(
     BROKER_URL=REDIS_URL,
     FLEET_SECRET_KEY="test-secret-key",
     OPENAI_API_KEY=TEST_OPENAI_KEY,
+    OPENAI_BASE_URL=f"http://127.0.0.1:{_openai_port}/v1",
     # breakers open after 3 service failures and half-open after 2 s, so outages fit in a test
     FLEET_CIRCUIT_FAILURES="3",
     FLEET_CIRCUIT_RESET="2",
 )
-for key in ("OPENAI_BASE_URL", "SERIES_API_URL", "SERIES_API_KEY"):
+for key in ("SERIES_API_URL", "SERIES_API_KEY"):
     os.environ.pop(key, None)
 
 
@@ -106,6 +109,23 @@ def rabbitmq_url():
     if not RABBITMQ_URL:
         pytest.skip("FLEET_TEST_RABBITMQ_URL is not set")
     return RABBITMQ_URL
+
+
+@pytest.fixture(scope="session")
+def _session_openai():
+    from fleet.simulators.openai_sim import start_openai_simulator
+
+    server = start_openai_simulator(port=_openai_port, api_key=TEST_OPENAI_KEY)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def openai_sim(_session_openai):
+    """The OpenAI simulator Fleet's settings point at, with no faults, for this test."""
+    _session_openai.reset()
+    yield _session_openai
+    _session_openai.reset()
 
 
 @pytest.fixture

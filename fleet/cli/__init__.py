@@ -30,9 +30,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from fleet.cli import accounts, database, jobs, processes, simulate
+    from fleet.cli import accounts, database, jobs, processes, simulate, workouts
 
-    for module in (processes, database, accounts, jobs, simulate):
+    for module in (processes, database, accounts, jobs, workouts, simulate):
         for command in module.commands:
             cli.add_command(command)
 
