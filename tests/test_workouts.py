@@ -233,3 +233,25 @@ def test_outage_within_the_retry_horizon_leaves_every_day_generated(make_plan, b
         worker.stop()
         generate_user_workout_plan.options.pop("retry_delays", None)
     assert WorkoutPlan.select().where(WorkoutPlan.status == "failed").count() == 0
+
+
+def test_rescue_stale_redispatches_plans_with_no_job_in_flight(make_plan, broker):
+    from datetime import timedelta
+
+    from db.models import utcnow
+    from fleet.workouts import dispatch, stale_plans
+
+    stuck = make_plan("s1@x.io", ["pending", "generated"])
+    in_flight = make_plan("s2@x.io", ["pending"])
+    fresh = make_plan("s3@x.io", ["pending"])
+    three_hours_ago = utcnow() - timedelta(hours=3)
+    WorkoutPlan.update(updated_at=three_hours_ago).where(WorkoutPlan.plan.in_([stuck, in_flight])).execute()
+    assert dispatch(in_flight.user_id, in_flight.id) is not None  # its job is queued already
+
+    result = run("rescue-stale", "--hours", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("Found 2 plan(s) with days pending for more than 2 hour(s); "
+                                     "dispatched 1 generation job(s) (1 already in flight).")
+    assert queued_jobs(broker) == 2  # the one before, and the stuck plan's
+    assert json.loads(run("status", "--json").stdout)["stale_pending"] == 2
+    assert [plan for _, plan in stale_plans(2)] == [stuck.id, in_flight.id]  # not the fresh one
