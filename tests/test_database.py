@@ -60,3 +60,15 @@ def test_postgresql_is_pooled(postgres_url):
 def test_global_binding_is_used_by_models(db):
     assert database.obj is not None
     assert PanelAccount.select().count() == 0
+
+
+def test_unreachable_database_is_one_clear_line(fleet_env):
+    from fleet.net import free_port
+    from tests.helpers import fleet
+
+    url = f"postgresql://postgres:pw-secret@127.0.0.1:{free_port()}/fleet"
+    result = fleet("db", "migrate", env=dict(fleet_env, DATABASE_URL=url))
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("fleet: database unreachable at postgresql://postgres:***@127.0.0.1:")
+    assert "pw-secret" not in result.stderr

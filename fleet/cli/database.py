@@ -14,7 +14,7 @@ def open_database(*, require_schema: bool = True):
     try:
         database.connect(reuse_if_open=True)
     except OperationalError as exc:
-        raise FleetError(f"database unreachable at {redact_url(settings.database_url)}: {str(exc).strip()}")
+        raise FleetError(f"database unreachable at {redact_url(settings.database_url)}: {' '.join(str(exc).split())}")
     if require_schema:
         pending = [s.name for s in migrations.status(database.obj) if s.applied_at is None]
         if pending:
