@@ -18,6 +18,27 @@ def seed_demo(settings: Settings) -> None:
     click.echo(f"fleet: demo login {DEMO_EMAIL} / {DEMO_PASSWORD}")
 
 
+DEMO_OPENAI_KEY = "sk-fleet-demo-simulated"
+DEMO_SERIES_KEY = "fleet-demo-series-key"
+
+
 def demo_programs(settings: Settings):
-    """Extra programs and environment for the demo (the simulators come with the job runtime)."""
-    return [], {}
+    """The two API simulators on free ports, with a few faults, and the environment pointing at them."""
+    from fleet.net import free_port
+    from fleet.up import Program
+
+    openai_port, series_port = free_port(), free_port()
+    programs = [
+        Program("openai-simulator", ["simulate", "openai", "--port", str(openai_port), "--api-key", DEMO_OPENAI_KEY,
+                                     "--latency-ms", "400", "--fail", "429=0.05,503=0.05,malformed=0.03"], 20),
+        Program("series-simulator", ["simulate", "series-api", "--port", str(series_port), "--api-key", DEMO_SERIES_KEY,
+                                     "--latency-ms", "100", "--fail", "429=0.03,503=0.03,timeout=0.01",
+                                     "--hang-seconds", "15"], 20),
+    ]
+    env = {
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{openai_port}/v1",
+        "OPENAI_API_KEY": DEMO_OPENAI_KEY,
+        "SERIES_API_URL": f"http://127.0.0.1:{series_port}",
+        "SERIES_API_KEY": DEMO_SERIES_KEY,
+    }
+    return programs, env

@@ -1,9 +1,89 @@
+"""`fleet simulate openai|series-api`: the API simulators in the foreground."""
+from __future__ import annotations
+
 import click
+
+
+class FailSpec(click.ParamType):
+    name = "FAULT=P,…"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        from fleet.simulators.faults import parse_fail_spec
+
+        try:
+            return parse_fail_spec(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class IdList(click.ParamType):
+    name = "ID,…"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (set, frozenset)):
+            return value
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        bad = [p for p in parts if not p.isdigit()]
+        if bad:
+            self.fail(f"{bad[0]!r} is not an id", param, ctx)
+        return {int(p) for p in parts}
+
+
+def _common(command):
+    options = [
+        click.option("--host", default="127.0.0.1", show_default=True),
+        click.option("--latency-ms", type=click.FloatRange(min=0), default=0, show_default=True,
+                     help="Delay before every API answer."),
+        click.option("--fail", "fail", type=FailSpec(), default="",
+                     help="Fault probabilities a request: 401, 429, quota, 500, 502, 503, timeout, malformed "
+                          "(e.g. 429=0.1,503=0.05)."),
+        click.option("--retry-after", type=click.FloatRange(min=0), default=1, show_default=True,
+                     help="Seconds in the Retry-After header of a 429."),
+        click.option("--hang-seconds", type=click.FloatRange(min=0), default=30, show_default=True,
+                     help="How long a 'timeout' fault hangs before answering 504."),
+        click.option("--api-key", help="The key clients must send (any key when unset)."),
+        click.option("--seed", type=int, help="Seed of the fault dice, for repeatable runs."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @click.group("simulate")
 def simulate_group() -> None:
     """Local simulators of the external APIs, for tests, demos and development."""
+
+
+@simulate_group.command("openai")
+@click.option("--port", type=click.IntRange(1, 65535), default=8100, show_default=True)
+@_common
+def simulate_openai(port: int, host: str, api_key: str | None, **faults) -> None:
+    """An OpenAI-compatible /v1/chat/completions answering Structured Outputs."""
+    from fleet.simulators.openai_sim import openai_app
+    from fleet.simulators.server import serve_forever
+
+    app = openai_app(api_key=api_key, **faults)
+    serve_forever(app, host, port, f"fleet: OpenAI simulator on http://{host}:{port}/v1 {_summary(api_key, faults)}")
+
+
+@simulate_group.command("series-api")
+@click.option("--port", type=click.IntRange(1, 65535), default=8101, show_default=True)
+@click.option("--missing", type=IdList(), default="", help="Ids answered with 404 (e.g. 12,13).")
+@_common
+def simulate_series(port: int, host: str, api_key: str | None, missing: set[int], **faults) -> None:
+    """A series data API in the shape of TheTVDB v4 (/login, /series/ID/extended, /episodes/ID/extended)."""
+    from fleet.simulators.series_sim import series_app
+    from fleet.simulators.server import serve_forever
+
+    app = series_app(api_key=api_key, missing=missing, **faults)
+    serve_forever(app, host, port, f"fleet: series API simulator on http://{host}:{port} {_summary(api_key, faults)}")
+
+
+def _summary(api_key: str | None, faults: dict) -> str:
+    fail = ",".join(f"{name}={p:g}" for name, p in faults["fail"].items()) or "none"
+    return f"(api key {'required' if api_key else 'any'}; faults {fail}; control at /_control)"
 
 
 commands = [simulate_group]

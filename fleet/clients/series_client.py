@@ -1,0 +1,109 @@
+"""The series data API (TheTVDB v4 shape): one login token shared by every worker via Redis."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
+
+from fleet.breakers import breaker
+from fleet.errors import JobError
+from fleet.settings import Settings
+from fleet.state import state_redis
+
+log = logging.getLogger(__name__)
+
+TOKEN_TTL = 24 * 3600  # TheTVDB tokens last a month; a day bounds how long a revoked one lingers
+_local_tokens: dict[str, str] = {}  # used only when there is no state Redis (RabbitMQ without one)
+_local_lock = threading.Lock()
+
+
+def retrying_session(connect_retries: int = 3) -> requests.Session:
+    """A session that retries connection errors only: never a read timeout, never a status."""
+    retry = Retry(total=connect_retries, connect=connect_retries, read=False, status=0,
+                  respect_retry_after_header=False, backoff_factor=0.2)
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class SeriesClient:
+    def __init__(self, settings: Settings, *, timeout: float = 10.0, connect_retries: int = 3):
+        if not settings.series_api_key:
+            raise JobError("ERR_AUTH", "SERIES_API_KEY is not set")
+        self._base = settings.series_api_url.rstrip("/")
+        self._api_key = settings.series_api_key
+        self._timeout = timeout
+        self._session = retrying_session(connect_retries)
+        self._redis = state_redis()
+        # One cache entry per API and key, so a changed key never reuses the old key's token.
+        fingerprint = hashlib.sha256(f"{self._base}\0{self._api_key}".encode()).hexdigest()[:16]
+        self._token_key = f"fleet:series_api:token:{fingerprint}"
+
+    def get_series(self, tvdb_id, *, episodes: bool = False) -> dict:
+        """The extended series record; with `episodes`, its episode list too."""
+        return self._data(f"/series/{tvdb_id}/extended", {"meta": "episodes"} if episodes else None)
+
+    def get_episode(self, tvdb_id) -> dict:
+        return self._data(f"/episodes/{tvdb_id}/extended")
+
+    def _data(self, path: str, params: dict | None = None) -> dict:
+        response = breaker("series_api").call(self._authorized_get, path, params)
+        try:
+            body = response.json()
+        except ValueError:
+            raise JobError("ERR_INVALID_RESPONSE", f"series API answered {path} with a body that is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+            raise JobError("ERR_INVALID_RESPONSE", f"series API answered {path} without a data object")
+        return body["data"]
+
+    def _authorized_get(self, path: str, params: dict | None) -> requests.Response:
+        """GET with the shared token; on 401 log in again once (unless another worker just did)."""
+        token = self._token()
+        response = self._get(path, params, token)
+        if response.status_code == 401:
+            log.info("series API token refused; logging in again")
+            response = self._get(path, params, self._token(stale=token))
+        response.raise_for_status()
+        return response
+
+    def _get(self, path: str, params: dict | None, token: str) -> requests.Response:
+        return self._session.get(f"{self._base}{path}", params=params, timeout=self._timeout,
+                                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+
+    def _token(self, stale: str | None = None) -> str:
+        """The cached token, unless it is `stale`; then (or when none is cached) a new login."""
+        cached = self._cached()
+        if cached and cached != stale:
+            return cached
+        token = self._login()
+        if self._redis is not None:
+            self._redis.set(self._token_key, token, ex=TOKEN_TTL)
+        else:
+            with _local_lock:
+                _local_tokens[self._token_key] = token
+        return token
+
+    def _cached(self) -> str | None:
+        if self._redis is None:
+            with _local_lock:
+                return _local_tokens.get(self._token_key)
+        value = self._redis.get(self._token_key)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def _login(self) -> str:
+        log.info("logging in to the series API")
+        response = self._session.post(f"{self._base}/login", json={"apikey": self._api_key}, timeout=self._timeout)
+        response.raise_for_status()
+        try:
+            token = response.json()["data"]["token"]
+        except (ValueError, KeyError, TypeError):
+            raise JobError("ERR_INVALID_RESPONSE", "series API login answered without a token") from None
+        if not isinstance(token, str) or not token:
+            raise JobError("ERR_INVALID_RESPONSE", "series API login answered without a token")
+        return token
