@@ -19,6 +19,15 @@ _breakers: dict[str, pybreaker.CircuitBreaker] = {}
 _lock = threading.Lock()
 
 
+class SharedBreaker(pybreaker.CircuitBreaker):
+    """pybreaker holds its lock for the whole protected call (its issue #55), which would let
+    one worker thread at a time talk to the service. The state lives in Redis and is shared
+    by every process anyway, so calls here may overlap."""
+
+    def call(self, func, *args, **kwargs):
+        return self.state.call(func, *args, **kwargs)
+
+
 def _healthy_failure(exc: BaseException) -> bool:
     return not classify(exc).code.trips_breaker
 
@@ -35,7 +44,7 @@ def breaker(service: str) -> pybreaker.CircuitBreaker:
                 if client is not None
                 else pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
             )
-            found = pybreaker.CircuitBreaker(
+            found = SharedBreaker(
                 fail_max=settings.circuit_failures,
                 reset_timeout=settings.circuit_reset,
                 exclude=[_healthy_failure],

@@ -60,7 +60,7 @@ def test_breaker_opened_in_one_process_defers_jobs_in_another(db, worker, broker
     got = wait_for(lambda: (r := list(JobLog.select().where(JobLog.message_id == message.message_id).order_by(JobLog.id)))
                    and r[-1].status == "success" and r, timeout=10, message="JobLog rows")
     deferred = [r for r in got if r.status == "deferred"]
-    assert deferred and all(r.error_code == "ERR_CIRCUIT_OPEN" for r in deferred)
+    assert deferred and all(r.error_code == "ERR_CIRCUIT_OPEN" for r in deferred), [(r.status, r.error_code) for r in got]
     assert all(r.attempt == 1 for r in got)  # deferral spends no retry budget
     assert got[-1].status == "success"
 

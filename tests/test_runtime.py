@@ -175,3 +175,25 @@ def test_statistics_of_the_seed_are_queries(db, worker, broker, key):
     assert successes_since("count", midnight) == 3
     [stats] = [s for s in stats_by_class(midnight) if s["job_class"] == "count"]
     assert stats["counts"] == {"success": 3} and stats["avg_success_seconds"] >= 0
+
+
+def test_rows_of_different_outcomes_written_in_one_batch_keep_their_codes(db, settings):
+    """A finished row after a started one in the same batch must not lose its error code."""
+    from dramatiq import Message
+    from dramatiq.broker import MessageProxy
+
+    from actors.middleware.joblog import JobLogWriter
+    from actors.middleware.outcome import Outcome, set_outcome
+    from fleet.errors import CODES, Classified
+
+    writer = JobLogWriter()
+    running = MessageProxy(Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={}))
+    failing = MessageProxy(Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={}))
+    writer.before_process_message(None, running)
+    writer.before_process_message(None, failing)
+    set_outcome(failing, Outcome("failed", Classified(CODES["ERR_AUTH"], "refused")))
+    writer.after_process_message(None, failing, exception=RuntimeError("refused"))
+    writer.flush()
+    stored = {r.message_id: r for r in JobLog.select()}
+    assert stored[running.message_id].status == "started"
+    assert (stored[failing.message_id].status, stored[failing.message_id].error_code) == ("failed", "ERR_AUTH")

@@ -86,6 +86,12 @@ class JobLogWriter(Middleware):
             "trace_id": message.options.get("trace_id"),
             "worker": self.worker_name,
             "created_at": utcnow(),
+            # every column, always: insert_many takes its columns from the first row of a batch
+            "error_code": None,
+            "message": None,
+            "traceback": None,
+            "duration_seconds": None,
+            "finished_at": None,
         }
         with self._lock:
             self._entries[run_id] = _Entry(row)
