@@ -29,6 +29,7 @@ class Program:
     name: str
     args: list[str]
     priority: int
+    oneshot: bool = False  # runs once after the others start, is not restarted
 
     @property
     def command(self) -> str:
@@ -74,8 +75,8 @@ def supervisord_config(settings: Settings, listed: list[Program]) -> str:
             f"[program:{program.name}]",
             f"command={program.command}",
             f"priority={program.priority}",
-            "autorestart=true",
-            "startsecs=1",
+            f"autorestart={'false' if program.oneshot else 'true'}",
+            f"startsecs={0 if program.oneshot else 1}",
             "startretries=5",
             f"stopwaitsecs={STOP_GRACE}",
             # SIGTERM to the program only: Dramatiq's main process forwards it to its workers,

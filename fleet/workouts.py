@@ -95,7 +95,7 @@ def stale_plans(hours: float) -> list[tuple[int, int]]:
     cutoff = utcnow() - timedelta(hours=hours)
     return list(
         WorkoutPlan.select(Plan.user, WorkoutPlan.plan).join(Plan)
-        .where((WorkoutPlan.status == "pending") & (WorkoutPlan.updated_at < cutoff))
+        .where((WorkoutPlan.status == "pending") & (WorkoutPlan.updated_at <= cutoff))
         .group_by(Plan.user, WorkoutPlan.plan).order_by(WorkoutPlan.plan).tuples()
     )
 

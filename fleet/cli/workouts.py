@@ -149,7 +149,8 @@ def retry_failed_command(plan_id: int | None, user_id: int | None, reset: bool, 
 
 
 @workouts_group.command("rescue-stale")
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=2, show_default=True)
+@click.option("--hours", type=click.FloatRange(min=0), default=2, show_default=True,
+              help="0 dispatches every plan with pending days.")
 def rescue_stale_command(hours: float) -> None:
     """Re-dispatch plans whose days stay pending longer than --hours with no job in flight."""
     _open(broker=True)
