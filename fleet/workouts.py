@@ -69,25 +69,24 @@ def failed_days(where) -> Iterator[WorkoutPlan]:
         last = chunk[-1].id
 
 
-def reset_plans(plan_ids: list[int]) -> int:
-    """Failed days of these plans back to pending, a chunk of plans per UPDATE."""
+def _reset_failed(column, ids: list[int]) -> int:
     reset = 0
     now = utcnow()
-    for i in range(0, len(plan_ids), CHUNK):
+    for i in range(0, len(ids), CHUNK):
         with database.atomic():
             reset += (WorkoutPlan.update(status="pending", updated_at=now)
-                      .where((WorkoutPlan.status == "failed") & WorkoutPlan.plan.in_(plan_ids[i:i + CHUNK])).execute())
+                      .where((WorkoutPlan.status == "failed") & column.in_(ids[i:i + CHUNK])).execute())
     return reset
+
+
+def reset_plans(plan_ids: list[int]) -> int:
+    """Failed days of these plans back to pending, an UPDATE per chunk of plans."""
+    return _reset_failed(WorkoutPlan.plan, plan_ids)
 
 
 def reset_days(day_ids: list[int]) -> int:
-    reset = 0
-    now = utcnow()
-    for i in range(0, len(day_ids), CHUNK):
-        with database.atomic():
-            reset += (WorkoutPlan.update(status="pending", updated_at=now)
-                      .where((WorkoutPlan.status == "failed") & WorkoutPlan.id.in_(day_ids[i:i + CHUNK])).execute())
-    return reset
+    """These days back to pending if they failed, an UPDATE per chunk."""
+    return _reset_failed(WorkoutPlan.id, day_ids)
 
 
 def stale_plans(hours: float) -> list[tuple[int, int]]:
