@@ -6,12 +6,19 @@ import re
 from fleet.settings import get_settings
 
 MASK = "***"
-_PATTERNS = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),
-    re.compile(r"(?i)((?:api[_-]?key|apikey|token|password|secret)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]{4,}"),
-    re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)"),
-]
+# Each alternative keeps its prefix (group `keep`) and masks the rest; one pass over the text.
+_SECRET = re.compile(
+    r"(?i)(?P<keep>bearer\s+)[A-Za-z0-9._~+/=-]{8,}"
+    r"|\bsk-[A-Za-z0-9_-]{8,}"
+    r"|(?P<keep2>(?:api[_-]?key|apikey|token|password|secret)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]{4,}"
+    r"|(?P<keep3>://[^:/@\s]*:)[^@\s]+(?P<at>@)"
+)
+
+
+def _mask(match: re.Match) -> str:
+    groups = match.groupdict()
+    prefix = groups["keep"] or groups["keep2"] or groups["keep3"] or ""
+    return prefix + MASK + (groups["at"] or "")
 
 
 def _secret_values() -> list[str]:
@@ -25,6 +32,4 @@ def redact(text: str | None) -> str | None:
         return text
     for value in _secret_values():
         text = text.replace(value, MASK)
-    for pattern in _PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + MASK + (m.group(2) if m.re.groups > 1 else ""), text)
-    return text
+    return _SECRET.sub(_mask, text)

@@ -197,3 +197,34 @@ def test_rows_of_different_outcomes_written_in_one_batch_keep_their_codes(db, se
     stored = {r.message_id: r for r in JobLog.select()}
     assert stored[running.message_id].status == "started"
     assert (stored[failing.message_id].status, stored[failing.message_id].error_code) == ("failed", "ERR_AUTH")
+
+
+def test_joblog_writer_writes_to_postgresql(postgres_url, settings):
+    from dramatiq import Message
+    from dramatiq.broker import MessageProxy
+
+    from actors.middleware.joblog import JobLogWriter
+    from db.database import database, open_database
+    from db.migrate import migrate
+
+    pg = open_database(postgres_url)
+    migrate(pg)
+    previous = database.obj
+    database.initialize(pg)
+    try:
+        writer = JobLogWriter()
+        messages = [MessageProxy(Message(queue_name="q", actor_name="pg", args=(i,), kwargs={}, options={}))
+                    for i in range(3)]
+        for m in messages:
+            writer.before_process_message(None, m)
+        writer.flush()  # three 'started' rows inserted
+        for m in messages[:2]:
+            writer.after_process_message(None, m)
+        writer.flush()  # two of them updated
+        with database.connection_context():
+            got = {r.message_id: r for r in JobLog.select().where(JobLog.job_class == "pg")}
+        assert sorted(r.status for r in got.values()) == ["started", "success", "success"]
+        assert all(r.created_at is not None for r in got.values())
+        assert got[messages[0].message_id].duration_seconds is not None
+    finally:
+        database.initialize(previous)

@@ -13,9 +13,10 @@ import socket
 import threading
 import time
 import traceback as tb
-import uuid
 
 from dramatiq.middleware import Middleware
+from peewee import PostgresqlDatabase
+from psycopg2.extras import execute_values
 
 from actors.middleware.outcome import get_outcome
 from db.database import database
@@ -74,7 +75,8 @@ class JobLogWriter(Middleware):
 
     def before_process_message(self, broker, message):
         attempt = message.options.get("retries", 0) + 1
-        run_id = uuid.uuid4().hex
+        # time-ordered, so the unique index on run_id grows at its end like the primary key
+        run_id = f"{time.time_ns():016x}{os.urandom(4).hex()}"
         row = {
             "run_id": run_id,
             "job_class": message.actor_name,
@@ -163,8 +165,25 @@ class JobLogWriter(Middleware):
         updates = [row for _, _, row, inserted in snapshot if inserted]
         with database.connection_context():
             with database.atomic():
-                for i in range(0, len(new), INSERT_CHUNK):
-                    JobLog.insert_many(new[i : i + INSERT_CHUNK]).execute()
+                if new:
+                    _insert_rows(new)
                 for row in updates:
                     fields = {k: v for k, v in row.items() if k != "run_id"}
                     JobLog.update(**fields).where(JobLog.run_id == row["run_id"]).execute()
+
+
+COLUMNS = ("run_id", "job_class", "message_id", "queue", "status", "attempt", "args", "trace_id", "worker",
+           "created_at", "error_code", "message", "traceback", "duration_seconds", "finished_at")
+
+
+def _insert_rows(rows: list[dict]) -> None:
+    """One prepared INSERT for the whole batch: building it with the ORM cost more than the write."""
+    db = database.obj
+    values = [tuple(row[c] for c in COLUMNS) for row in rows]
+    columns = ", ".join(f'"{c}"' for c in COLUMNS)
+    cursor = db.cursor()
+    if isinstance(db, PostgresqlDatabase):
+        execute_values(cursor, f'INSERT INTO "job_log" ({columns}) VALUES %s', values, page_size=INSERT_CHUNK)
+    else:
+        placeholders = ", ".join([db.param] * len(COLUMNS))
+        cursor.executemany(f'INSERT INTO "job_log" ({columns}) VALUES ({placeholders})', values)
