@@ -7,3 +7,4 @@ from fleet.runtime import boot
 boot()
 
 from actors import system, workouts  # noqa: E402,F401
+from admin import bulk  # noqa: E402,F401  (the panel's background retries)

@@ -1,4 +1,4 @@
-"""The Flask app factory: panel under /admin, /healthz, later /metrics and /api."""
+"""The Flask app factory: panel under /admin, JSON under /api, /healthz."""
 from __future__ import annotations
 
 from flask import Flask, g, request
@@ -6,8 +6,9 @@ from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 from flask_wtf.csrf import CSRFProtect
 
-from admin import auth, health
-from admin.views import DashboardView
+from admin import access, api, auth, health
+from admin.views import register_views
+from admin.views.dashboard import DashboardView
 from db.database import database
 from fleet import trace
 from fleet.runtime import boot
@@ -22,18 +23,24 @@ def create_app(settings: Settings | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,
         FLEET_SETTINGS=settings,
     )
     CSRFProtect(app)
     auth.init_app(app)
     app.register_blueprint(health.blueprint)
-    Admin(app, name="Fleet", index_view=DashboardView(url="/admin"), theme=Bootstrap4Theme())
+    app.register_blueprint(api.blueprint)
+    admin = Admin(app, name="Fleet", index_view=DashboardView(name="Dashboard", url="/admin"),
+                  theme=Bootstrap4Theme(base_template="fleet_base.html", fluid=True))
+    register_views(admin)
 
     @app.before_request
     def _start_request():
         g.trace_token = trace.set_context(trace_id=trace.new_trace_id(), path=request.path)
         database.connect(reuse_if_open=True)
+
+    app.before_request(access.guard)  # after the connection: loading the operator reads the database
 
     @app.teardown_request
     def _end_request(exc):

@@ -1,4 +1,4 @@
-"""Panel login: Flask-Login sessions over `PanelAccount` rows."""
+"""Panel login: Flask-Login sessions over `PanelAccount` rows, with failed logins throttled."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,6 +9,7 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
+from admin import throttle
 from db.models import PanelAccount, utcnow
 
 blueprint = Blueprint("auth", __name__, url_prefix="/admin")
@@ -44,15 +45,23 @@ def login():
     if current_user.is_authenticated:
         return redirect(url_for("admin.index"))
     form = LoginForm()
+    address = request.remote_addr or "unknown"
+    if request.method == "POST":
+        wait = throttle.retry_after(address)
+        if wait:
+            error = f"Too many failed logins; try again in {max(1, round(wait / 60))} minute(s)."
+            return render_template("login.html", form=form, error=error), 429, {"Retry-After": str(wait)}
     error = None
     if form.validate_on_submit():
         account = PanelAccount.get_or_none(PanelAccount.email == form.email.data.strip().lower())
         if account and account.check_password(form.password.data):
+            throttle.clear(address)
             account.last_login_at = utcnow()
             account.save(only=[PanelAccount.last_login_at])
             login_user(Operator(account.id, account.email, account.role))
             target = request.args.get("next", "")
             return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("admin.index"))
+        throttle.record_failure(address)
         error = "Wrong email or password."
     status = 401 if error else 200
     return render_template("login.html", form=form, error=error), status

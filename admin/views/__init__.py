@@ -1,0 +1,19 @@
+"""The panel's pages, one module each, registered on the Flask-Admin instance."""
+from __future__ import annotations
+
+from flask_admin import Admin
+
+from admin.views.dead_letters import DeadLettersView
+from admin.views.error_codes import ErrorCodesView
+from admin.views.failed_plans import FailedPlansView
+from admin.views.health import HealthView
+from admin.views.joblogs import JobLogView
+from db.models import JobLog, WorkoutPlan
+
+
+def register_views(admin: Admin) -> None:
+    admin.add_view(JobLogView(JobLog, name="Job logs", endpoint="joblogs", url="/admin/jobs"))
+    admin.add_view(FailedPlansView(WorkoutPlan, name="Failed plans", endpoint="failed_plans", url="/admin/failed-plans"))
+    admin.add_view(ErrorCodesView(name="Error codes", endpoint="error_codes", url="/admin/error-codes"))
+    admin.add_view(DeadLettersView(name="Dead letters", endpoint="dead_letters", url="/admin/dead-letters"))
+    admin.add_view(HealthView(name="Health", endpoint="health_page", url="/admin/health"))

@@ -1,0 +1,70 @@
+"""What every list of the panel shares: read-only, login, actions for admins only, fast paging."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask_admin.contrib.peewee import ModelView
+from flask_admin.model import typefmt
+
+from admin.access import PanelAccess, is_admin
+from db.database import database
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def utc(value) -> str:
+    return value.strftime(TIME_FORMAT) if value else ""
+
+
+def cut(text: str | None, limit: int = 160) -> str:
+    text = text or ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def csv_safe(value):
+    """Keep spreadsheets from running text from outside as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+class ReadOnlyModelView(PanelAccess, ModelView):
+    """A list with filters and details; rows change only through the view's actions."""
+
+    can_create = False
+    can_edit = False
+    can_delete = False
+    can_view_details = True
+    simple_list_pager = True  # no COUNT(*) over a big table on every page
+    named_filter_urls = True
+    page_size = 50
+    can_set_page_size = True
+    page_size_options = (20, 50, 100)
+    column_type_formatters = {**typefmt.BASE_FORMATTERS, datetime: lambda view, value, name: utc(value)}
+    column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: lambda view, value, name: utc(value)}
+    column_type_formatters_export = {**typefmt.EXPORT_FORMATTERS, datetime: lambda view, value, name: utc(value),
+                                     str: lambda view, value, name: csv_safe(value)}
+
+    def is_action_allowed(self, name: str) -> bool:
+        return is_admin() and super().is_action_allowed(name)
+
+    def get_one(self, id):
+        try:
+            return super().get_one(int(id))
+        except (TypeError, ValueError):
+            return None  # Flask-Admin says "Record does not exist."
+
+    def get_list(self, page, sort_column, sort_desc, search, filters, execute=True, page_size=None):
+        page = max(0, page or 0)  # a negative page is an error on PostgreSQL
+        count, query = super().get_list(page, sort_column, sort_desc, search, filters, execute=False,
+                                        page_size=page_size)
+        if page_size and page_size == self.export_max_rows:  # what Flask-Admin's CSV export asks for
+            return count, _stream(query)
+        return count, (list(query) if execute else query)
+
+
+def _stream(query):
+    """Rows for the CSV export, fetched while the response streams, after the request's
+    connection was closed (hence a connection of its own), without caching them."""
+    with database.connection_context():
+        yield from query.iterator()

@@ -1,0 +1,184 @@
+"""Failed plans: the `failed` days of workout plans, with retry and reset in bulk."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import abort, flash, redirect, request, url_for
+from flask_admin import expose
+from flask_admin.actions import action
+from flask_admin.contrib.peewee import filters as f
+from flask_admin.model import filters as base_filters
+from flask_login import current_user
+from markupsafe import Markup
+
+from admin.plan_query import matching
+from admin.views.base import ReadOnlyModelView, cut
+from db.models import Plan, WorkoutPlan
+from fleet import FleetError
+from fleet.errors import CODES
+from fleet.workouts import dispatch, reset_days
+
+CODE_OPTIONS = [(code, code) for code in CODES]
+
+
+class PlanFilter(f.BasePeeweeFilter):
+    """A filter that is also a key of `admin.plan_query`, so a background job can repeat it."""
+
+    key = ""
+
+    def __init__(self, name: str, options=None, data_type=None):
+        super().__init__(WorkoutPlan.plan, name, options, data_type)  # a column of this model: no extra join
+
+    def apply(self, query, value):
+        return query.where(matching({self.key: self.spec_value(value)}))
+
+    def spec_value(self, value):
+        return value
+
+
+class PlanIs(PlanFilter, base_filters.BaseIntFilter):
+    key = "plan"
+
+    def operation(self):
+        return "equals"
+
+
+class UserIs(PlanIs):
+    key = "user"
+
+
+class CodeIs(PlanFilter):
+    key = "error_code"
+
+    def operation(self):
+        return "equals"
+
+
+class FailedAfter(PlanFilter, base_filters.BaseDateTimeFilter):
+    key = "failed_after"
+
+    def operation(self):
+        return "after"
+
+    def spec_value(self, value: datetime) -> str:
+        return value.isoformat()
+
+
+class FailedBefore(FailedAfter):
+    key = "failed_before"
+
+    def operation(self):
+        return "before"
+
+
+def _code(view, context, model, name):
+    return Markup('<a href="{}">{}</a>').format(url_for("error_codes.index") + f"#{model.error_code}",
+                                                model.error_code) if model.error_code else ""
+
+
+class FailedPlansView(ReadOnlyModelView):
+    list_template = "failed_plans_list.html"
+    page_size = 50
+    column_list = ["plan", "user", "day", "error_code", "sentence", "error_message", "updated_at"]
+    column_details_list = ["id", "plan", "user", "day", "status", "attempts", "error_code", "sentence",
+                           "error_message", "created_at", "updated_at"]
+    column_labels = {"plan": "Plan", "user": "User", "error_code": "Error code", "sentence": "What it means",
+                     "error_message": "Message", "updated_at": "Failed at (UTC)"}
+    column_sortable_list = ["updated_at"]
+    column_default_sort = ("updated_at", True)
+    column_filters = [
+        PlanIs("Plan"),
+        UserIs("User"),
+        CodeIs("Error code", options=CODE_OPTIONS),
+        FailedAfter("Failed (UTC)"),
+        FailedBefore("Failed (UTC)"),
+    ]
+    column_formatters = {
+        "plan": lambda v, c, m, n: f"#{m.plan_id}",
+        "user": lambda v, c, m, n: f"#{m.plan.user_id}",
+        "sentence": lambda v, c, m, n: CODES[m.error_code].sentence if m.error_code in CODES else "",
+        "error_message": lambda v, c, m, n: cut(m.error_message, 200),
+        "error_code": _code,
+    }
+    column_formatters_detail = {**column_formatters, "error_message": lambda v, c, m, n: m.error_message}
+
+    def get_query(self):
+        return (WorkoutPlan.select(WorkoutPlan.id, WorkoutPlan.plan, WorkoutPlan.day, WorkoutPlan.status,
+                                   WorkoutPlan.attempts, WorkoutPlan.error_code, WorkoutPlan.error_message,
+                                   WorkoutPlan.created_at, WorkoutPlan.updated_at, Plan.id, Plan.user)
+                .join(Plan).where(WorkoutPlan.status == "failed"))
+
+    def get_one(self, id):
+        try:
+            return self.get_query().where(WorkoutPlan.id == int(id)).first()
+        except (TypeError, ValueError):
+            return None
+
+    # -- actions on the selected days ------------------------------------------------
+    def _selected(self, ids) -> list[int]:
+        try:
+            return [int(i) for i in ids]
+        except ValueError:
+            abort(400)
+
+    @action("retry", "Retry selected", "Set the selected days back to pending and generate them again?")
+    def action_retry(self, ids):
+        day_ids = self._selected(ids)
+        plans = sorted(set(WorkoutPlan.select(Plan.user, WorkoutPlan.plan).join(Plan)
+                           .where(WorkoutPlan.id.in_(day_ids) & (WorkoutPlan.status == "failed")).tuples()))
+        reset = reset_days(day_ids)
+        sent = sum(1 for user_id, plan_id in plans if dispatch(user_id, plan_id) is not None)
+        message = f"Retrying {reset} day(s) of {len(plans)} plan(s): dispatched {sent} generation job(s)"
+        if len(plans) - sent:
+            message += f" ({len(plans) - sent} already queued or running)"
+        flash(message + ".", "success")
+
+    @action("reset", "Reset selected", "Set the selected days back to pending without dispatching a job?")
+    def action_reset(self, ids):
+        reset = reset_days(self._selected(ids))
+        flash(f"{reset} day(s) reset to pending; no job dispatched.", "success")
+
+    # -- "Retry all matching the filter" ---------------------------------------------
+    def filter_spec(self) -> dict | None:
+        """The filters of this request as an `admin.plan_query` spec; None when one of them is
+        unknown or has a bad value (Flask-Admin would drop it, and the retry would reach further)."""
+        given = [arg for arg in request.args if arg.startswith("flt")]
+        parsed = self._get_list_filter_args() or []
+        if len(parsed) != len(given):
+            return None
+        spec: dict = {}
+        for index, _name, value in parsed:
+            flt = self._filters[index]
+            value = flt.spec_value(flt.clean(value))
+            if spec.setdefault(flt.key, value) != value:
+                return None  # two values for one key: the list shows nothing, so retry nothing
+        return spec
+
+    @expose("/retry-matching/", methods=("POST",))
+    def retry_matching(self):
+        from admin.bulk import start_retry
+
+        spec = self.filter_spec()
+        if spec is None:
+            flash("The filter is not valid; nothing was retried.", "error")
+            return redirect(self.get_url(".index_view", **request.args))
+        try:
+            bulk_id, plans = start_retry(spec, current_user.email)
+        except FleetError as exc:
+            flash(str(exc), "error")
+            return redirect(self.get_url(".index_view", **request.args))
+        if not plans:
+            flash("No failed plans match the filter; nothing to retry.", "warning")
+        else:
+            flash(Markup('Retry of {} matching plans started (<a href="{}">#{}</a>).').format(
+                plans, self.get_url(".bulk_status", bulk_id=bulk_id), bulk_id), "success")
+        return redirect(self.get_url(".index_view", **request.args))
+
+    @expose("/bulk/<bulk_id>/")
+    def bulk_status(self, bulk_id: str):
+        from admin.bulk import get_record
+
+        record = get_record(bulk_id)
+        if record is None:
+            abort(404)
+        return self.render("bulk_status.html", record=record)
