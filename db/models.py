@@ -60,7 +60,7 @@ class JobLog(BaseModel):
 
     STATUSES = ("started", "success", "failed", "retrying", "deferred")
 
-    run_id = CharField(unique=True)
+    run_id = CharField()
     job_class = CharField()
     message_id = CharField()
     queue = CharField()

@@ -6,14 +6,17 @@ each message's options, and is restored in the worker around the actor call.
 from __future__ import annotations
 
 import contextlib
-import uuid
+import os
+import time
 from contextvars import ContextVar
 
 _context: ContextVar[dict] = ContextVar("fleet_context", default={})
 
 
 def new_trace_id() -> str:
-    return uuid.uuid4().hex[:16]
+    """16 hex digits: microseconds, then 12 random bits. Time-ordered, so JobLog's trace-id
+    index grows at its end instead of splitting pages at random on every insert."""
+    return f"{time.time_ns() // 1000:013x}{os.urandom(2).hex()[:3]}"
 
 
 def current() -> dict:

@@ -75,8 +75,7 @@ class JobLogWriter(Middleware):
 
     def before_process_message(self, broker, message):
         attempt = message.options.get("retries", 0) + 1
-        # time-ordered, so the unique index on run_id grows at its end like the primary key
-        run_id = f"{time.time_ns():016x}{os.urandom(4).hex()}"
+        run_id = os.urandom(8).hex()
         row = {
             "run_id": run_id,
             "job_class": message.actor_name,
@@ -130,11 +129,14 @@ class JobLogWriter(Middleware):
 
     # -- writing -----------------------------------------------------------
     def _run(self) -> None:
+        # One connection for the thread's life: a new one each flush starts with a cold page cache.
+        database.connect(reuse_if_open=True)
         while not self._stop.wait(self.flush_interval):
             try:
                 self.flush()
             except Exception:
                 log.exception("JobLog flush failed; will try again")
+        database.close()
 
     def flush(self) -> None:
         """Write every new or changed row; keep finished rows out of the buffer afterwards."""
@@ -163,13 +165,15 @@ class JobLogWriter(Middleware):
     def _write(snapshot) -> None:
         new = [row for _, _, row, inserted in snapshot if not inserted]
         updates = [row for _, _, row, inserted in snapshot if inserted]
-        with database.connection_context():
-            with database.atomic():
-                if new:
-                    _insert_rows(new)
-                for row in updates:
-                    fields = {k: v for k, v in row.items() if k != "run_id"}
-                    JobLog.update(**fields).where(JobLog.run_id == row["run_id"]).execute()
+        database.connect(reuse_if_open=True)
+        with database.atomic():
+            if new:
+                _insert_rows(new)
+            for row in updates:
+                fields = {k: v for k, v in row.items() if k not in ("run_id", "message_id")}
+                JobLog.update(**fields).where(
+                    (JobLog.message_id == row["message_id"]) & (JobLog.run_id == row["run_id"])
+                ).execute()
 
 
 COLUMNS = ("run_id", "job_class", "message_id", "queue", "status", "attempt", "args", "trace_id", "worker",
