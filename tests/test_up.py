@@ -27,6 +27,14 @@ def _start_up(env, port, *extra):
                             start_new_session=True)
 
 
+def _cmdline(process) -> str:
+    """A child's command line; '' for one that just ended (the demo's one-shot job does)."""
+    try:
+        return " ".join(process.cmdline())
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return ""
+
+
 def _healthy(port):
     try:
         return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
@@ -52,7 +60,7 @@ def test_fleet_up_serves_the_panel_refuses_a_second_fleet_and_stops_cleanly(embe
         assert "a fleet is already running on" in second.stderr
 
         tree = psutil.Process(up.pid).children(recursive=True)
-        names = " ".join(" ".join(p.cmdline()) for p in tree)
+        names = " ".join(_cmdline(p) for p in tree)
         for part in ("redis-server", "dramatiq actors", "fleet scheduler", "fleet web",
                      "simulate openai", "simulate series-api"):
             assert part in names
