@@ -6,7 +6,7 @@ from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 from flask_wtf.csrf import CSRFProtect
 
-from admin import access, api, auth, health
+from admin import access, api, auth, health, metrics
 from admin.views import register_views
 from admin.views.dashboard import DashboardView
 from db.database import database
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     CSRFProtect(app)
     auth.init_app(app)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(metrics.blueprint)
     app.register_blueprint(api.blueprint)
     admin = Admin(app, name="Fleet", index_view=DashboardView(name="Dashboard", url="/admin"),
                   theme=Bootstrap4Theme(base_template="fleet_base.html", fluid=True))

@@ -100,3 +100,35 @@ def test_open_redirect_after_login_is_ignored(client, account):
     response = client.post("/admin/login?next=//evil.example/", data={
         "email": "op@example.com", "password": "a-long-password", "csrf_token": _csrf(page.text)})
     assert response.headers["Location"] == "/admin/"
+
+
+def test_metrics_are_public_and_count_queues_jobs_and_breakers(client, worker, broker):
+    import pybreaker
+
+    from fleet import dead_letters
+    from fleet.breakers import breaker
+    from fleet.errors import JobError
+    from tests import worker_actors as wa
+    from tests.helpers import wait_for
+
+    wa.count.send("metrics")
+    wa.flaky.send("metrics-dead", 5, "ERR_AUTH")
+    wait_for(lambda: dead_letters.count_dead_letters(broker) == 1, message="a dead letter")
+    broker.join("tests", timeout=10_000)
+
+    def down():
+        raise JobError("ERR_API_UNAVAILABLE", "HTTP 503")
+
+    for _ in range(3):
+        with pytest.raises((JobError, pybreaker.CircuitBreakerError)):
+            breaker("openai").call(down)
+
+    def scrape():
+        body = client.get("/metrics").text
+        return 'fleet_job_attempts_24h{status="success"} 1.0' in body and body
+
+    body = wait_for(scrape, timeout=10, message="the JobLog rows in /metrics")
+    assert 'fleet_queue_messages{queue="tests",state="dead"} 1.0' in body
+    assert 'fleet_job_attempts_24h{status="failed"} 1.0' in body
+    assert 'fleet_breaker_open{service="openai"} 1.0' in body
+    assert 'fleet_breaker_open{service="series_api"} 0.0' in body
