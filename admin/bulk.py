@@ -18,7 +18,7 @@ from admin.plan_query import describe, matching
 from db.models import Plan, WorkoutPlan, utcnow
 from fleet import FleetError
 from fleet.state import state_redis
-from fleet.workouts import CHUNK, dispatch, failed_plans, reset_days
+from fleet.workouts import CHUNK, failed_plans, reset_days, retry_in_chunks
 
 log = logging.getLogger("fleet.panel.bulk")
 
@@ -43,7 +43,6 @@ def _update(bulk_id: str, **fields) -> None:
     with client.pipeline() as pipe:
         pipe.hset(_key(bulk_id), mapping={k: "" if v is None else str(v) for k, v in fields.items()})
         pipe.expire(_key(bulk_id), RECORD_TTL).execute()
-
 
 
 def get_record(bulk_id: str) -> dict | None:
@@ -94,17 +93,15 @@ def retry_matching_plans(bulk_id: str, spec: dict) -> None:
         plans = failed_plans(where)
         _update(bulk_id, plans=len(plans), days=sum(p.failed_days for p in plans))
         processed = dispatched = in_flight = reset = 0
-        for i in range(0, len(plans), CHUNK):
-            chunk = plans[i:i + CHUNK]
-            # all of a plan's matching days are pending before its job can start
-            reset += reset_days(_matching_day_ids(where, [p.plan_id for p in chunk]))
-            for p in chunk:
-                if dispatch(p.user_id, p.plan_id) is None:
-                    in_flight += 1
-                else:
-                    dispatched += 1
-            processed += len(chunk)
-            _update(bulk_id, processed=processed, dispatched=dispatched, in_flight=in_flight, reset=reset)
+        # only the matching days of a chunk's plans go back to pending, all before their jobs start
+        chunks = retry_in_chunks(plans, lambda chunk: reset_days(_matching_day_ids(where, [p.plan_id for p in chunk])))
+        for _, sent, days in chunks:
+            dispatched += sent
+            in_flight += not sent
+            reset += days
+            processed += 1
+            if processed % CHUNK == 0 or processed == len(plans):
+                _update(bulk_id, processed=processed, dispatched=dispatched, in_flight=in_flight, reset=reset)
     except Exception as exc:
         _update(bulk_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:500],
                 finished_at=utcnow().isoformat(timespec="seconds"))

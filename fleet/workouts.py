@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterator
+from typing import Callable, Iterator
 
 from peewee import fn
 
@@ -35,6 +35,16 @@ def dispatch(user_id: int, plan_id: int):
     from actors.workouts import generate_user_workout_plan
 
     return generate_user_workout_plan.send(int(user_id), int(plan_id))
+
+
+def retry_in_chunks(plans: list[FailedPlan], reset: Callable[[list[FailedPlan]], int]) -> Iterator[tuple[FailedPlan, bool, int]]:
+    """Reset a chunk of plans (`reset` returns the days it reset), then dispatch a job for each;
+    yields (plan, whether a job was sent, days reset with its chunk or 0)."""
+    for i in range(0, len(plans), CHUNK):
+        chunk = plans[i:i + CHUNK]
+        days = reset(chunk)
+        for n, plan in enumerate(chunk):
+            yield plan, dispatch(plan.user_id, plan.plan_id) is not None, days if n == 0 else 0
 
 
 def failed_filter(plan_id: int | None = None, user_id: int | None = None, error_code: str | None = None):

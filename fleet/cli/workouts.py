@@ -133,16 +133,13 @@ def retry_failed_command(plan_id: int | None, user_id: int | None, reset: bool, 
         click.echo("Cancelled; no workout plan was changed.")
         return
     dispatched = 0
-    for i in range(0, len(plans), ops.CHUNK):
-        chunk = plans[i:i + ops.CHUNK]
-        ops.reset_plans([p.plan_id for p in chunk])
-        for p in chunk:
-            if ops.dispatch(p.user_id, p.plan_id) is None:
-                click.echo(f"  • Plan #{p.plan_id} (User #{p.user_id}) - {p.failed_days} failed workout(s): "
-                           "its generation job is already queued or running")
-                continue
-            dispatched += 1
-            click.echo(f"  ✓ Dispatched job for Plan #{p.plan_id} (User #{p.user_id}) - {p.failed_days} failed workout(s)")
+    for p, sent, _ in ops.retry_in_chunks(plans, lambda chunk: ops.reset_plans([c.plan_id for c in chunk])):
+        if not sent:
+            click.echo(f"  • Plan #{p.plan_id} (User #{p.user_id}) - {p.failed_days} failed workout(s): "
+                       "its generation job is already queued or running")
+            continue
+        dispatched += 1
+        click.echo(f"  ✓ Dispatched job for Plan #{p.plan_id} (User #{p.user_id}) - {p.failed_days} failed workout(s)")
     click.echo("")
     click.echo(f"Successfully dispatched {dispatched} generation job(s).")
     click.echo("Jobs are queued and will be processed by your queue worker.")
