@@ -1,10 +1,11 @@
 """Boot Fleet (settings, database, broker) and declare every actor on its broker.
 
-`fleet worker` runs `dramatiq actors.all`, so each worker process imports this first.
+`fleet worker` runs `dramatiq actors.all`, so each worker process imports this first; so
+does every entry point that sends or requeues messages of any actor (a broker that never
+declared an actor cannot route its messages).
 """
-from fleet.runtime import boot
+from actors.runtime import boot
 
 boot()
 
-from actors import system, workouts  # noqa: E402,F401
-from admin import bulk  # noqa: E402,F401  (the panel's background retries)
+from actors import accounts, jobs, system, workouts  # noqa: E402,F401

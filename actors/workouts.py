@@ -1,14 +1,31 @@
-"""AI generation of workout plans, one OpenAI call a plan day (seed 000)."""
+"""Workout plans: AI generation, one OpenAI call a plan day, and the operations every
+entry point shares (create, find failed, retry, reset, rescue, retry all matching a filter).
+
+The CLI's `retry-failed`, the panel's bulk actions and the scheduler all go through
+`retry_in_chunks` here: reset a chunk of failed days, then dispatch one job a plan.
+"""
 from __future__ import annotations
 
+import json
 import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable, Iterator
 
-from actors.base import fleet_actor
-from db.models import Plan, WorkoutPlan, utcnow
-from fleet.errors import Classified, JobError, classify
-from fleet.redact import redact
+from peewee import SQL, fn
+
+from actors.runtime import fleet_actor
+from core.errors import CODES, Classified, FleetError, JobError, classify
+from core.redact import redact
+from core.state import state_redis
+from db.database import database
+from db.models import utcnow
+from db.models.workouts import Plan, User, WorkoutPlan
 
 log = logging.getLogger("fleet.workouts")
+
+CHUNK = 500
 
 # Failures that will hit every other day of the plan just the same.
 ACCOUNT_WIDE = {"ERR_AUTH", "ERR_QUOTA_EXCEEDED"}
@@ -77,8 +94,8 @@ def _generate_day(client, plan: Plan, workout: WorkoutPlan) -> None:
              time_limit=30 * 60_000)
 def generate_user_workout_plan(user_id: int, plan_id: int) -> None:
     """Generate every pending day of a plan; generated days are skipped, so a rerun is cheap."""
-    from fleet.clients.openai_client import OpenAIClient
-    from fleet.settings import get_settings
+    from core.clients.openai_client import OpenAIClient
+    from core.settings import get_settings
 
     plan = Plan.get_or_none((Plan.id == plan_id) & (Plan.user == user_id))
     if plan is None:
@@ -103,3 +120,252 @@ def generate_user_workout_plan(user_id: int, plan_id: int) -> None:
         # The failed days carry their codes; failing the job too makes it count in JobLog.
         last = permanent[-1]
         raise JobError(last.code.code, f"{len(permanent)} day(s) of plan {plan_id} failed: {last.message}")
+
+
+# -- operations ------------------------------------------------------------------------
+
+@dataclass
+class FailedPlan:
+    plan_id: int
+    user_id: int
+    failed_days: int
+
+
+def create_plan(user_id: int, days: int, goal: str) -> Plan:
+    with database.atomic():
+        plan = Plan.create(user=user_id, goal=goal, days=days)
+        now = utcnow()
+        WorkoutPlan.insert_many(
+            [{"plan": plan.id, "day": d, "status": "pending", "created_at": now, "updated_at": now} for d in range(1, days + 1)]
+        ).execute()
+    return plan
+
+
+def dispatch(user_id: int, plan_id: int):
+    """Send the generation job; None when one for this plan is already queued or running."""
+    return generate_user_workout_plan.send(int(user_id), int(plan_id))
+
+
+def retry_in_chunks(plans: list[FailedPlan], reset: Callable[[list[FailedPlan]], int]) -> Iterator[tuple[FailedPlan, bool, int]]:
+    """Reset a chunk of plans (`reset` returns the days it reset), then dispatch a job for each;
+    yields (plan, whether a job was sent, days reset with its chunk or 0)."""
+    for i in range(0, len(plans), CHUNK):
+        chunk = plans[i:i + CHUNK]
+        days = reset(chunk)
+        for n, plan in enumerate(chunk):
+            yield plan, dispatch(plan.user_id, plan.plan_id) is not None, days if n == 0 else 0
+
+
+def failed_filter(plan_id: int | None = None, user_id: int | None = None, error_code: str | None = None):
+    where = WorkoutPlan.status == "failed"
+    if plan_id is not None:
+        where &= WorkoutPlan.plan == plan_id
+    if user_id is not None:
+        where &= Plan.user == user_id
+    if error_code is not None:
+        where &= WorkoutPlan.error_code == error_code
+    return where
+
+
+def failed_plans(where) -> list[FailedPlan]:
+    """Failed days grouped by plan, in one query."""
+    rows = (
+        WorkoutPlan.select(WorkoutPlan.plan, Plan.user, fn.COUNT(WorkoutPlan.id).alias("n"))
+        .join(Plan).where(where).group_by(WorkoutPlan.plan, Plan.user).order_by(WorkoutPlan.plan).tuples()
+    )
+    return [FailedPlan(plan_id, user_id, n) for plan_id, user_id, n in rows]
+
+
+def failed_days(where) -> Iterator[WorkoutPlan]:
+    """Failed days in id order, fetched in chunks (keyset pagination) so memory stays flat."""
+    last = 0
+    while True:
+        chunk = list(WorkoutPlan.select(WorkoutPlan.id, WorkoutPlan.plan, WorkoutPlan.day).join(Plan)
+                     .where(where & (WorkoutPlan.id > last)).order_by(WorkoutPlan.id).limit(CHUNK))
+        if not chunk:
+            return
+        yield from chunk
+        last = chunk[-1].id
+
+
+def _reset_failed(column, ids: list[int]) -> int:
+    reset = 0
+    now = utcnow()
+    for i in range(0, len(ids), CHUNK):
+        with database.atomic():
+            reset += (WorkoutPlan.update(status="pending", updated_at=now)
+                      .where((WorkoutPlan.status == "failed") & column.in_(ids[i:i + CHUNK])).execute())
+    return reset
+
+
+def reset_plans(plan_ids: list[int]) -> int:
+    """Failed days of these plans back to pending, an UPDATE per chunk of plans."""
+    return _reset_failed(WorkoutPlan.plan, plan_ids)
+
+
+def reset_days(day_ids: list[int]) -> int:
+    """These days back to pending if they failed, an UPDATE per chunk."""
+    return _reset_failed(WorkoutPlan.id, day_ids)
+
+
+def stale_plans(hours: float) -> list[tuple[int, int]]:
+    """(user id, plan id) of plans with days pending for longer than `hours`."""
+    cutoff = utcnow() - timedelta(hours=hours)
+    return list(
+        WorkoutPlan.select(Plan.user, WorkoutPlan.plan).join(Plan)
+        .where((WorkoutPlan.status == "pending") & (WorkoutPlan.updated_at <= cutoff))
+        .group_by(Plan.user, WorkoutPlan.plan).order_by(WorkoutPlan.plan).tuples()
+    )
+
+
+def status_counts(plan_id: int | None = None, user_id: int | None = None, stale_hours: float = 2) -> dict:
+    where = WorkoutPlan.id.is_null(False)
+    if plan_id is not None:
+        where &= WorkoutPlan.plan == plan_id
+    if user_id is not None:
+        where &= Plan.user == user_id
+    counts = dict(WorkoutPlan.select(WorkoutPlan.status, fn.COUNT(WorkoutPlan.id)).join(Plan)
+                  .where(where).group_by(WorkoutPlan.status).tuples())
+    cutoff = utcnow() - timedelta(hours=stale_hours)
+    stale = (WorkoutPlan.select().join(Plan)
+             .where(where & (WorkoutPlan.status == "pending") & (WorkoutPlan.updated_at < cutoff)).count())
+    return {"pending": counts.get("pending", 0), "generated": counts.get("generated", 0),
+            "failed": counts.get("failed", 0), "stale_pending": stale}
+
+
+def user_exists(user_id: int) -> bool:
+    return User.select().where(User.id == user_id).exists()
+
+
+def plan_exists(plan_id: int) -> bool:
+    return Plan.select().where(Plan.id == plan_id).exists()
+
+
+def failed_days_by_code() -> dict[str, int]:
+    rows = (WorkoutPlan.select(WorkoutPlan.error_code, fn.COUNT(SQL("*")))
+            .where(WorkoutPlan.error_code.in_(list(CODES)) & (WorkoutPlan.status == "failed"))
+            .group_by(WorkoutPlan.error_code).tuples())
+    return dict(rows)
+
+# -- the panel's filters ---------------------------------------------------------------
+# A filter is a plain dict (JSON-safe, so a background job can carry it): `plan`, `user`
+# (ids), `error_code`, `failed_after`, `failed_before` (ISO times, UTC). The failed-plans
+# list and "Retry all matching the filter" both use `matching`, so the job acts on
+# exactly the rows the operator saw.
+
+KEYS = ("plan", "user", "error_code", "failed_after", "failed_before")
+
+
+def _time(value) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def matching(spec: dict):
+    """Failed days that match `spec` (conditions on Plan need the query joined with Plan)."""
+    unknown = set(spec) - set(KEYS)
+    if unknown:
+        raise ValueError(f"unknown filter keys {sorted(unknown)}")
+    where = failed_filter(spec.get("plan"), spec.get("user"), spec.get("error_code"))
+    if spec.get("failed_after") is not None:
+        where &= WorkoutPlan.updated_at >= _time(spec["failed_after"])
+    if spec.get("failed_before") is not None:
+        where &= WorkoutPlan.updated_at < _time(spec["failed_before"])
+    return where
+
+
+def describe(spec: dict) -> str:
+    parts = [f"{key.replace('_', ' ')} {value}" for key, value in spec.items() if value is not None]
+    return ", ".join(parts) or "all failed plans"
+
+
+# -- "Retry all matching the filter" ----------------------------------------------------
+# The panel counts the matching plans, records `fleet:bulk:<id>` and sends
+# `retry_matching_plans`; a worker walks the plans in chunks (reset the matching days to
+# pending, then dispatch one generation job a plan) and keeps the record up to date.
+
+RECORD_TTL = 24 * 3600
+QUEUE = "panel"
+INTEGERS = ("plans", "days", "processed", "dispatched", "in_flight", "reset")  # fields of the record
+
+
+def _key(bulk_id: str) -> str:
+    return f"fleet:bulk:{bulk_id}"
+
+
+def _redis():
+    client = state_redis()
+    if client is None:
+        raise FleetError("bulk retries need a Redis for their progress: set FLEET_STATE_REDIS_URL")
+    return client
+
+
+def _update(bulk_id: str, **fields) -> None:
+    client = _redis()
+    with client.pipeline() as pipe:
+        pipe.hset(_key(bulk_id), mapping={k: "" if v is None else str(v) for k, v in fields.items()})
+        pipe.expire(_key(bulk_id), RECORD_TTL).execute()
+
+
+def get_record(bulk_id: str) -> dict | None:
+    raw = _redis().hgetall(_key(bulk_id))
+    if not raw:
+        return None
+    record = {k.decode(): v.decode() for k, v in raw.items()}
+    for name in INTEGERS:
+        if name in record:
+            record[name] = int(record[name] or 0)
+    record["filter"] = json.loads(record.get("filter") or "{}")
+    return record
+
+
+def count_matching_plans(spec: dict) -> int:
+    return (WorkoutPlan.select(fn.COUNT(WorkoutPlan.plan.distinct())).join(Plan)
+            .where(matching(spec)).scalar() or 0)
+
+
+def start_retry(spec: dict, started_by: str) -> tuple[str, int]:
+    """Record and send the job; (bulk id, matching plans). Nothing is sent when none match."""
+    matching(spec)  # refuse a bad filter here, not in the worker
+    plans = count_matching_plans(spec)
+    if not plans:
+        return "", 0
+    bulk_id = uuid.uuid4().hex[:12]
+    _update(bulk_id, id=bulk_id, kind="retry_failed_plans", status="queued", filter=json.dumps(spec),
+            description=describe(spec), plans=plans, days=0, processed=0, dispatched=0, in_flight=0, reset=0,
+            started_by=started_by, created_at=utcnow().isoformat(timespec="seconds"), finished_at=None, error=None)
+    retry_matching_plans.send(bulk_id, spec)
+    return bulk_id, plans
+
+
+def _matching_day_ids(where, plan_ids: list[int]) -> list[int]:
+    return [row[0] for row in WorkoutPlan.select(WorkoutPlan.id).join(Plan)
+            .where(where & WorkoutPlan.plan.in_(plan_ids)).tuples()]
+
+
+@fleet_actor(queue_name=QUEUE, time_limit=60 * 60_000, retry_delays=(10, 60))
+def retry_matching_plans(bulk_id: str, spec: dict) -> None:
+    """Reset the matching failed days to pending and dispatch a generation job per plan.
+
+    Idempotent: a rerun finds the days it already reset no longer failed.
+    """
+    where = matching(spec)
+    _update(bulk_id, status="running", started_at=utcnow().isoformat(timespec="seconds"))
+    try:
+        plans = failed_plans(where)
+        _update(bulk_id, plans=len(plans), days=sum(p.failed_days for p in plans))
+        processed = dispatched = in_flight = reset = 0
+        # only the matching days of a chunk's plans go back to pending, all before their jobs start
+        chunks = retry_in_chunks(plans, lambda chunk: reset_days(_matching_day_ids(where, [p.plan_id for p in chunk])))
+        for _, sent, days in chunks:
+            dispatched += sent
+            in_flight += not sent
+            reset += days
+            processed += 1
+            if processed % CHUNK == 0 or processed == len(plans):
+                _update(bulk_id, processed=processed, dispatched=dispatched, in_flight=in_flight, reset=reset)
+    except Exception as exc:
+        _update(bulk_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:500],
+                finished_at=utcnow().isoformat(timespec="seconds"))
+        raise
+    _update(bulk_id, status="done", finished_at=utcnow().isoformat(timespec="seconds"))
+    log.info("bulk retry done", extra={"bulk_id": bulk_id, "dispatched": dispatched, "in_flight": in_flight})

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from actors.workouts import get_record
+
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
 
 @blueprint.route("/bulk/<bulk_id>")
 def bulk(bulk_id: str):
-    from admin.bulk import get_record
-
     record = get_record(bulk_id)
     if record is None:
         return jsonify(error=f"no bulk job {bulk_id}"), 404

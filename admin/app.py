@@ -6,13 +6,13 @@ from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 from flask_wtf.csrf import CSRFProtect
 
+from actors.runtime import boot
 from admin import access, api, auth, health, metrics
 from admin.views import register_views
 from admin.views.dashboard import DashboardView
+from core import trace
+from core.settings import Settings
 from db.database import database
-from fleet import trace
-from fleet.runtime import boot
-from fleet.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -10,7 +10,8 @@ from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
 from admin import throttle
-from db.models import PanelAccount, utcnow
+from db.models import utcnow
+from db.models.accounts import PanelAccount
 
 blueprint = Blueprint("auth", __name__, url_prefix="/admin")
 login_manager = LoginManager()

@@ -8,8 +8,8 @@ from __future__ import annotations
 import dramatiq
 from flask import Blueprint, current_app, jsonify
 
+from core.broker import BrokerUnavailable, check_broker
 from db.database import database
-from fleet.broker import BrokerUnavailable, check_broker
 
 blueprint = Blueprint("health", __name__)
 
@@ -39,7 +39,7 @@ def check_broker_health(settings) -> dict:
 
 
 def check_queues() -> dict:
-    from fleet.queues import queue_depths
+    from core.queues import queue_depths
 
     try:
         depths = queue_depths(dramatiq.get_broker())
@@ -69,7 +69,7 @@ def check_error_rate() -> dict:
 
 
 def check_breakers() -> dict:
-    from fleet.breakers import states
+    from core.breakers import states
 
     try:
         found = states()

@@ -9,9 +9,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 
 from admin.stats import counts_by_status
+from core.breakers import states
+from core.queues import queue_depths
 from db.models import utcnow
-from fleet.breakers import states
-from fleet.queues import queue_depths
 
 blueprint = Blueprint("metrics", __name__)
 

@@ -1,4 +1,4 @@
-"""The panel's aggregate queries over JobLog and WorkoutPlan, each shaped to stay on an index.
+"""The panel's aggregate queries over JobLog, each shaped to stay on an index.
 
 JobLog has indexes on (status, created_at) and (error_code, created_at): counts are
 range scans of those (no full-table count), whatever the size of the table.
@@ -10,9 +10,10 @@ from datetime import datetime, timedelta
 
 from peewee import SQL, Case, fn
 
+from core.errors import CODES
 from db.database import database
-from db.models import JobLog, WorkoutPlan, utcnow
-from fleet.errors import CODES
+from db.models import utcnow
+from db.models.jobs import JobLog
 
 FAILED = ("failed", "retrying")  # attempts that ended with an error
 
@@ -64,13 +65,6 @@ def error_code_counts(now: datetime | None = None) -> dict[str, tuple[int, int, 
             .where(JobLog.error_code.in_(list(CODES)) & (JobLog.created_at >= week))
             .group_by(JobLog.error_code).tuples())
     return {code: (int(h or 0), int(d or 0), int(w or 0)) for code, h, d, w in rows}
-
-
-def failed_days_by_code() -> dict[str, int]:
-    rows = (WorkoutPlan.select(WorkoutPlan.error_code, fn.COUNT(SQL("*")))
-            .where(WorkoutPlan.error_code.in_(list(CODES)) & (WorkoutPlan.status == "failed"))
-            .group_by(WorkoutPlan.error_code).tuples())
-    return dict(rows)
 
 
 def distinct_values(model, column: str) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
-from fleet.state import state_redis
+from core.state import state_redis
 
 MAX_FAILURES = 5
 WINDOW = 300

@@ -3,7 +3,7 @@
 `FLEET_BENCH_SIDE` (set by throughput.py) says which broker it is declared on:
 
     bare   RedisBroker(url=BROKER_URL) with Dramatiq's default middleware
-    fleet  fleet.runtime.boot(): Fleet's broker, all of Fleet's middleware (JobLog on)
+    fleet  actors.runtime.boot(): Fleet's broker, all of Fleet's middleware (JobLog on)
 
 `python -m dramatiq bench_actors --path benchmarks` imports this module in each worker
 process; `python benchmarks/bench_actors.py N` enqueues N messages for the worker to eat.
@@ -28,8 +28,7 @@ def noop(n: int) -> None:
 
 def declare(side: str) -> dramatiq.Actor:
     if side == "fleet":
-        from actors.base import fleet_actor
-        from fleet.runtime import boot
+        from actors.runtime import boot, fleet_actor
 
         boot()  # settings from BROKER_URL, DATABASE_URL, FLEET_VAR_DIR
         return fleet_actor(noop, queue_name=QUEUE, actor_name=ACTOR)

@@ -7,7 +7,7 @@ codes) and 100,000 failed plan days in 20,000 plans, half of the plans failed wi
 ERR_API_TIMEOUT. Then, through the real Flask app and a logged-in admin session:
 
 - times the job-log list (unfiltered and filtered by error code), the error-codes page and the
-  failed-plans list: --requests each after a warm-up, 95th percentile against seed 003's 200 ms;
+  failed-plans list: --requests each after a warm-up, 95th percentile against a 200 ms target;
 - presses "Retry all matching the filter" on the ERR_API_TIMEOUT plans (10,000 plans) with a real
   Dramatiq worker on the `panel` queue (the generation jobs it sends stay queued) and times it
   from the POST until the job records `done`, against 30 s.
@@ -39,8 +39,8 @@ MIX = [("success", [None], 0.75), ("failed", ["ERR_AUTH", "ERR_INVALID_RESPONSE"
 
 
 def start_redis() -> tuple[subprocess.Popen, str]:
-    from fleet.embedded_redis import redis_server_binary
-    from fleet.net import free_port
+    from core.embedded_redis import redis_server_binary
+    from core.net import free_port
 
     port = free_port()
     proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--save", "", "--appendonly", "no",
@@ -102,7 +102,7 @@ def seed_plans(db, plans: int, days: int) -> None:
 
 
 def logged_in_client(app):
-    from fleet.cli.accounts import create_account
+    from actors.accounts import create_account
 
     create_account("bench@fleet.local", "bench-password", "admin")
     client = app.test_client()
@@ -134,7 +134,7 @@ def bulk_retry(client, token: str, expected_plans: int) -> tuple[float, dict, in
     import dramatiq
     from dramatiq import Worker
 
-    import admin.bulk  # noqa: F401  (the panel's actor, on the broker before the worker starts)
+    import actors.workouts  # noqa: F401  (declares the panel's background actor before the worker starts)
 
     broker = dramatiq.get_broker()
     worker = Worker(broker, queues={"panel"}, worker_threads=1, worker_timeout=100)
@@ -173,10 +173,10 @@ def main() -> int:
     try:
         import logging
 
+        from actors.runtime import boot
         from admin.app import create_app
         from db.database import database
         from db.migrate import migrate
-        from fleet.runtime import boot
 
         settings = boot()
         logging.getLogger().setLevel(logging.WARNING)

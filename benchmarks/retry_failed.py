@@ -7,7 +7,7 @@ Seeds 100,000 failed days in 20,000 plans (5 a plan) into SQLite and into Postgr
 scratch database is created and dropped), then runs the real CLI as a user would:
 `retry-failed --reset` (prints a line a day) and `retry-failed --yes` (a job a plan,
 sent through a private redis-server). Reports wall time and the peak RSS of the CLI
-process. Target of issue 4: each under 30 s, with bounded memory.
+process. Target: each under 30 s, with bounded memory.
 """
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis  # noqa: E402
 
+from core.embedded_redis import redis_server_binary  # noqa: E402
+from core.net import free_port  # noqa: E402
 from db.database import open_database  # noqa: E402
 from db.migrate import migrate  # noqa: E402
-from db.models import Plan, User, WorkoutPlan, utcnow  # noqa: E402
-from fleet.embedded_redis import redis_server_binary  # noqa: E402
-from fleet.net import free_port  # noqa: E402
+from db.models import utcnow  # noqa: E402
+from db.models.workouts import Plan, User, WorkoutPlan  # noqa: E402
 
 CHUNK = 5_000
 

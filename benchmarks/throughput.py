@@ -10,7 +10,7 @@ flushes it, enqueues all N messages for the no-op actor of `benchmarks/bench_act
 bare, Fleet, bare, Fleet, ...; the summary is the median of each side.
 
     bare   RedisBroker with Dramatiq's default middleware
-    Fleet  fleet.broker.build_broker (via fleet.runtime.boot): TraceContext, JobLogWriter,
+    Fleet  core.broker.build_broker (via actors.runtime.boot): TraceContext, JobLogWriter,
            CircuitDeferral, UniqueJobs, BackoffRetries and Dramatiq's own, JobLog on, into a
            fresh, migrated SQLite database per run (in a temporary directory)
 
@@ -51,11 +51,11 @@ REPO_DIR = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_DIR))
 
 from benchmarks.bench_actors import NAMESPACES, QUEUE, SIDE_ENV  # noqa: E402
+from core.embedded_redis import redis_server_binary  # noqa: E402
+from core.net import free_port  # noqa: E402
 from db.database import open_database  # noqa: E402
 from db.migrate import migrate  # noqa: E402
-from db.models import JobLog  # noqa: E402
-from fleet.embedded_redis import redis_server_binary  # noqa: E402
-from fleet.net import free_port  # noqa: E402
+from db.models.jobs import JobLog  # noqa: E402
 
 TARGET = 0.8
 SIDES = ("bare", "fleet")

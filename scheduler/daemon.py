@@ -6,7 +6,7 @@ import signal
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from fleet.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger("fleet.scheduler")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from fleet.net import free_port
+from core.net import free_port
 
 TEST_OPENAI_KEY = "sk-fleet-test-4f1c9a7e2b"
 POSTGRES_URL = os.environ.get("FLEET_TEST_POSTGRES_URL")
@@ -27,7 +27,7 @@ _redis_port = free_port()
 
 
 def _start_redis(port: int, workdir: Path) -> subprocess.Popen:
-    from fleet.embedded_redis import redis_server_binary
+    from core.embedded_redis import redis_server_binary
 
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
@@ -81,8 +81,8 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def settings():
-    from fleet.runtime import boot
-    from fleet.settings import get_settings
+    from actors.runtime import boot
+    from core.settings import get_settings
 
     return boot(get_settings())
 
@@ -113,7 +113,7 @@ def rabbitmq_url():
 
 @pytest.fixture(scope="session")
 def _session_openai():
-    from fleet.simulators.openai_sim import start_openai_simulator
+    from core.simulators.openai_sim import start_openai_simulator
 
     server = start_openai_simulator(port=_openai_port, api_key=TEST_OPENAI_KEY)
     yield server

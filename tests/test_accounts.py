@@ -1,6 +1,6 @@
 import pytest
 
-from db.models import PanelAccount
+from db.models.accounts import PanelAccount
 from tests.helpers import fleet
 
 

@@ -9,9 +9,10 @@ import redis
 
 import actors.all  # noqa: F401  (installs the Fleet broker on the test Redis)
 from actors import system
-from fleet.broker import build_broker
-from fleet.net import free_port
-from fleet.settings import load_settings
+from actors.middleware import fleet_middleware
+from core.broker import build_broker
+from core.net import free_port
+from core.settings import load_settings
 from tests.helpers import fleet, wait_for
 
 
@@ -43,7 +44,7 @@ def test_message_through_redis_is_processed_by_a_real_worker(recording_actor, wo
 
 def test_message_through_rabbitmq_is_processed_by_a_real_worker(rabbitmq_url, redis_url, tmp_path):
     settings = load_settings({"FLEET_VAR_DIR": str(tmp_path), "BROKER_URL": rabbitmq_url})
-    rabbit = build_broker(settings)
+    rabbit = build_broker(settings, fleet_middleware(settings))
     client, record = _recorder(redis_url)
     queue = "fleet_test_" + uuid.uuid4().hex[:8]
     actor = dramatiq.actor(record, actor_name="record", queue_name=queue, broker=rabbit)

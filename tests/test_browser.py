@@ -10,9 +10,10 @@ import threading
 
 import pytest
 
-import admin.bulk  # noqa: F401  (declares the panel's actor before the worker starts)
-from db.models import JobLog, WorkoutPlan
-from fleet.net import free_port
+import actors.workouts  # noqa: F401  (declares the panel's background actor before the worker starts)
+from core.net import free_port
+from db.models.jobs import JobLog
+from db.models.workouts import WorkoutPlan
 from tests.helpers import wait_for
 from tests.test_panel import PASSWORD, statuses
 
@@ -56,9 +57,9 @@ def page(server):
 @pytest.fixture
 def failures(db, broker, worker, openai_sim):
     """Plans whose generation failed for real: the simulator refused the key (ERR_AUTH, in JobLog too)."""
-    from fleet.cli.accounts import create_account
-    from fleet.workouts import create_plan, dispatch
-    from db.models import User
+    from actors.accounts import create_account
+    from actors.workouts import create_plan, dispatch
+    from db.models.workouts import User
 
     create_account("ops@example.com", PASSWORD, "admin")
     openai_sim.control(fail={"401": 1.0})

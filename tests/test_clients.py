@@ -12,13 +12,13 @@ import pybreaker
 import pytest
 import requests
 
-from fleet.breakers import breaker, forget_breakers
-from fleet.clients import Generation, OpenAIClient, SeriesClient, cost_usd
-from fleet.errors import JobError, classify
-from fleet.net import free_port
-from fleet.settings import get_settings, load_settings
-from fleet.simulators import start_openai_simulator, start_series_simulator
-from fleet.state import state_redis
+from core.breakers import breaker, forget_breakers
+from core.clients import Generation, OpenAIClient, SeriesClient, cost_usd
+from core.errors import JobError, classify
+from core.net import free_port
+from core.settings import get_settings, load_settings
+from core.simulators import start_openai_simulator, start_series_simulator
+from core.state import state_redis
 from tests.helpers import wait_for
 
 OPENAI_KEY = "sk-test-clients-5f1e2d3c4b5a69788796"
@@ -276,7 +276,7 @@ def test_missing_keys_are_auth_errors():
 # -- the demo --------------------------------------------------------------------------------
 
 def test_demo_simulators_serve_what_the_demo_environment_points_at():
-    from fleet.demo import demo_programs
+    from fleet.cli.demo import demo_programs
 
     programs, env = demo_programs(get_settings())
     simulators = [p for p in programs if p.args[0] == "simulate"]

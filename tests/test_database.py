@@ -3,7 +3,7 @@ from peewee import IntegrityError
 
 from db import migrate as migrations
 from db.database import database, open_database
-from db.models import PanelAccount
+from db.models.accounts import PanelAccount
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -63,7 +63,7 @@ def test_global_binding_is_used_by_models(db):
 
 
 def test_unreachable_database_is_one_clear_line(fleet_env):
-    from fleet.net import free_port
+    from core.net import free_port
     from tests.helpers import fleet
 
     url = f"postgresql://postgres:pw-secret@127.0.0.1:{free_port()}/fleet"

@@ -1,14 +1,20 @@
-"""Every failure of the real clients maps to its error code through `fleet.errors.classify`."""
+"""Every failure of the real clients maps to its error code through `core.errors.classify`."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 
-from fleet.clients import OpenAIClient, SeriesClient
-from fleet.errors import CODES, classify
+from core.clients import OpenAIClient, SeriesClient
+from core.errors import CODES, classify
 from tests.test_clients import (  # noqa: F401  (fixtures)
-    SCHEMA, closed_port_url, openai_settings, openai_sim, series_settings, series_sim, shared_state,
+    SCHEMA,
+    closed_port_url,
+    openai_settings,
+    openai_sim,
+    series_settings,
+    series_sim,
+    shared_state,
 )
 
 

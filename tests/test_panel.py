@@ -13,8 +13,10 @@ from datetime import timedelta
 
 import pytest
 
-import admin.bulk  # noqa: F401  (declares the panel's actor, as actors/all.py will)
-from db.models import JobLog, Plan, User, WorkoutPlan, utcnow
+import actors.workouts  # noqa: F401  (declares the panel's background actor before the worker starts)
+from db.models import utcnow
+from db.models.jobs import JobLog
+from db.models.workouts import Plan, User, WorkoutPlan
 
 PASSWORD = "a-long-password"
 SCRIPT = '<script>alert("pwned")</script>'
@@ -41,7 +43,7 @@ def log_in(client, email: str, password: str = PASSWORD, **kwargs):
 
 
 def operator(app, role: str):
-    from fleet.cli.accounts import create_account
+    from actors.accounts import create_account
 
     create_account(f"{role}@example.com", PASSWORD, role)
     client = app.test_client()
@@ -158,7 +160,7 @@ def test_a_post_without_csrf_token_is_refused(admin_client, broker):
 
 
 def test_the_session_cookie_is_httponly_and_samesite(app):
-    from fleet.cli.accounts import create_account
+    from actors.accounts import create_account
 
     create_account("c@example.com", PASSWORD, "admin")
     cookie = log_in(app.test_client(), "c@example.com").headers["Set-Cookie"]
@@ -166,8 +168,8 @@ def test_the_session_cookie_is_httponly_and_samesite(app):
 
 
 def test_repeated_failed_logins_from_one_address_get_429(app):
+    from actors.accounts import create_account
     from admin import throttle
-    from fleet.cli.accounts import create_account
 
     create_account("t@example.com", PASSWORD, "admin")
     client = app.test_client()
@@ -183,7 +185,7 @@ def test_repeated_failed_logins_from_one_address_get_429(app):
 # -- escaping --------------------------------------------------------------------------------
 
 def test_error_text_from_outside_is_escaped_everywhere(admin_client, broker):
-    from fleet.dead_letters import remember_error
+    from core.dead_letters import remember_error
 
     row = joblog(status="failed", error_code="ERR_INVALID_RESPONSE", message=SCRIPT, traceback=SCRIPT,
                  args=f'["{SCRIPT}"]')
@@ -378,7 +380,7 @@ def test_bulk_status_of_an_unknown_id_is_404(admin_client):
 # -- error codes -----------------------------------------------------------------------------
 
 def test_error_codes_page_counts_and_links(admin_client, db):
-    from fleet.errors import CODES
+    from core.errors import CODES
 
     now = utcnow()
     for n, age in enumerate([timedelta(minutes=5), timedelta(hours=3), timedelta(days=2), timedelta(days=9)]):
@@ -411,13 +413,13 @@ def _dead_letter(broker, nonce: str) -> None:
 
 
 def _dead_ids(broker) -> list[str]:
-    from fleet.dead_letters import list_dead_letters
+    from core.dead_letters import list_dead_letters
 
     return [d.message_id for d in list_dead_letters(broker)]
 
 
 def test_dead_letters_list_requeue_and_delete(admin_client, broker):
-    from fleet.dead_letters import remember_error
+    from core.dead_letters import remember_error
 
     for nonce in ("one", "two", "three"):
         _dead_letter(broker, nonce)
@@ -467,7 +469,7 @@ def test_dashboard_counts_live_workers(admin_client, broker, settings):
     """A worker on a broker of its own, as in another process (the panel leaves its own heartbeat out)."""
     from dramatiq import Worker
 
-    from fleet.broker import build_broker
+    from core.broker import build_broker
     from tests.helpers import wait_for
 
     assert '<p id="workers">0 live' in admin_client.get("/admin/").text
@@ -500,7 +502,7 @@ def test_healthz_fails_on_a_high_error_rate(app, db):
 
 
 def test_healthz_fails_while_a_breaker_is_open(app, admin_client):
-    from fleet.breakers import breaker
+    from core.breakers import breaker
 
     breaker("openai").open()
     try:

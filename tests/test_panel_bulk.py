@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import re
 
-import admin.bulk  # noqa: F401  (declares the panel's actor before the worker starts)
-from db.models import WorkoutPlan
+import actors.workouts  # noqa: F401  (declares the panel's background actor before the worker starts)
+from db.models.workouts import WorkoutPlan
 from tests.helpers import wait_for
 from tests.test_panel import admin_client, app, csrf_token, day_ids, failed_plan, flashes, statuses  # noqa: F401
 

@@ -1,6 +1,6 @@
 import pytest
 
-from fleet.redact import redact
+from core.redact import redact
 from tests.conftest import TEST_OPENAI_KEY
 
 

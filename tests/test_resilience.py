@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from db.models import JobLog
-from fleet.state import state_redis
+from core.state import state_redis
+from db.models.jobs import JobLog
 from tests import worker_actors as wa
 from tests.helpers import wait_for
 
@@ -43,8 +43,8 @@ def key():
 
 def test_breaker_opened_in_one_process_defers_jobs_in_another(db, worker, broker, key):
     trip = (
-        "from fleet.breakers import breaker\n"
-        "from fleet.errors import JobError\n"
+        "from core.breakers import breaker\n"
+        "from core.errors import JobError\n"
         "import pybreaker\n"
         "def down(): raise JobError('ERR_API_UNAVAILABLE', 'HTTP 503')\n"
         "for _ in range(3):\n"

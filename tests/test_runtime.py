@@ -1,14 +1,13 @@
 """The job runtime with real Redis and real workers: JobLog, retries, unique jobs, traces, dead letters."""
 import json
 import logging
-import time
 import uuid
 
 import pytest
 
-from db.models import JobLog
-from fleet import dead_letters, trace
-from fleet.state import state_redis
+from core import dead_letters, trace
+from core.state import state_redis
+from db.models.jobs import JobLog
 from tests import worker_actors as wa
 from tests.conftest import TEST_OPENAI_KEY
 from tests.helpers import fleet, wait_for
@@ -131,7 +130,7 @@ def test_api_key_reaches_no_log_line_and_no_joblog_row(db, worker, key, caplog):
     assert row.status == "failed" and row.error_code == "ERR_INTERNAL"
     stored = " ".join(str(getattr(row, f)) for f in ("message", "traceback", "args"))
     assert TEST_OPENAI_KEY not in stored and "***" in stored
-    from fleet.logs import JsonFormatter
+    from core.logs import JsonFormatter
 
     formatted = [JsonFormatter().format(r) for r in caplog.records]
     assert any("calling with key" in line for line in formatted)
@@ -165,7 +164,7 @@ def test_cleanup_deletes_old_finished_rows_in_batches_but_keeps_the_newest(db, f
 def test_statistics_of_the_seed_are_queries(db, worker, broker, key):
     from datetime import datetime, timezone
 
-    from db.joblog import stats_by_class, successes_since
+    from actors.jobs import stats_by_class, successes_since
 
     for i in range(3):
         wa.count.send(key)
@@ -184,7 +183,7 @@ def test_rows_of_different_outcomes_written_in_one_batch_keep_their_codes(db, se
 
     from actors.middleware.joblog import JobLogWriter
     from actors.middleware.outcome import Outcome, set_outcome
-    from fleet.errors import CODES, Classified
+    from core.errors import CODES, Classified
 
     writer = JobLogWriter()
     running = MessageProxy(Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={}))

@@ -1,6 +1,6 @@
 import pytest
 
-from fleet.settings import SettingsError, load_settings
+from core.settings import SettingsError, load_settings
 from tests.helpers import fleet
 
 

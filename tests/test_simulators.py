@@ -11,10 +11,10 @@ import jsonschema
 import pytest
 import requests
 
-from fleet.net import free_port
-from fleet.simulators import start_openai_simulator, start_series_simulator
-from fleet.simulators.faults import parse_fail_spec
-from fleet.simulators.openai_sim import generate
+from core.net import free_port
+from core.simulators import start_openai_simulator, start_series_simulator
+from core.simulators.faults import parse_fail_spec
+from core.simulators.openai_sim import generate
 from tests.helpers import fleet, wait_for
 
 KEY = "sk-test-simulator-0123456789"

@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from fleet.net import free_port
-from fleet.settings import load_settings
+from core.net import free_port
+from core.settings import load_settings
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def client(app):
 
 @pytest.fixture
 def account(db):
-    from fleet.cli.accounts import create_account
+    from actors.accounts import create_account
 
     return create_account("op@example.com", "a-long-password", "admin")
 
@@ -48,8 +48,9 @@ def test_healthz_is_503_with_the_failing_check(db, tmp_path):
 
 
 def test_healthz_returns_503_over_http(db, tmp_path):
-    from admin import health
     from flask import Flask
+
+    from admin import health
 
     app = Flask(__name__)
     app.config["FLEET_SETTINGS"] = load_settings(
@@ -105,9 +106,9 @@ def test_open_redirect_after_login_is_ignored(client, account):
 def test_metrics_are_public_and_count_queues_jobs_and_breakers(client, worker, broker):
     import pybreaker
 
-    from fleet import dead_letters
-    from fleet.breakers import breaker
-    from fleet.errors import JobError
+    from core import dead_letters
+    from core.breakers import breaker
+    from core.errors import JobError
     from tests import worker_actors as wa
     from tests.helpers import wait_for
 

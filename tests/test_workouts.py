@@ -6,7 +6,7 @@ import jsonschema
 import pytest
 
 from actors.workouts import WORKOUT_DAY_SCHEMA
-from db.models import Plan, User, WorkoutPlan
+from db.models.workouts import Plan, User, WorkoutPlan
 from tests.helpers import fleet, wait_for
 
 
@@ -166,8 +166,7 @@ def test_create_plan_generates_every_day_with_a_real_worker(db, broker, worker, 
 
 
 def test_redelivery_and_second_dispatch_never_generate_a_day_twice(make_plan, broker, worker, openai_sim):
-    from actors.workouts import generate_user_workout_plan
-    from fleet.workouts import dispatch
+    from actors.workouts import dispatch, generate_user_workout_plan
 
     plan = make_plan("r@x.io", ["pending", "pending"])
     first = dispatch(plan.user_id, plan.id)
@@ -186,7 +185,7 @@ def test_redelivery_and_second_dispatch_never_generate_a_day_twice(make_plan, br
 def test_401_fails_the_days_at_once_with_err_auth(make_plan, broker, worker, openai_sim):
     openai_sim.control(fail={"401": 1.0})
     plan = make_plan("auth@x.io", ["pending", "pending", "pending"])
-    from fleet.workouts import dispatch
+    from actors.workouts import dispatch
 
     dispatch(plan.user_id, plan.id)
     wait_for(lambda: statuses(plan) == ["failed"] * 3, timeout=30, message="failed days")
@@ -197,7 +196,7 @@ def test_401_fails_the_days_at_once_with_err_auth(make_plan, broker, worker, ope
 def test_malformed_answers_end_as_invalid_response(make_plan, broker, worker, openai_sim):
     openai_sim.control(sequence=["malformed", "ok"])
     plan = make_plan("bad@x.io", ["pending", "pending"])
-    from fleet.workouts import dispatch
+    from actors.workouts import dispatch
 
     dispatch(plan.user_id, plan.id)
     wait_for(lambda: "pending" not in statuses(plan), timeout=30, message="days settled")
@@ -210,8 +209,7 @@ def test_outage_within_the_retry_horizon_leaves_every_day_generated(make_plan, b
     breaker opens and defers the jobs without spending it, so nothing ends failed."""
     from dramatiq import Worker
 
-    from actors.workouts import generate_user_workout_plan
-    from fleet.workouts import dispatch
+    from actors.workouts import dispatch, generate_user_workout_plan
 
     generate_user_workout_plan.options["retry_delays"] = (1, 1, 1)
     worker = Worker(broker, worker_threads=2, worker_timeout=100)
@@ -238,8 +236,8 @@ def test_outage_within_the_retry_horizon_leaves_every_day_generated(make_plan, b
 def test_rescue_stale_redispatches_plans_with_no_job_in_flight(make_plan, broker):
     from datetime import timedelta
 
+    from actors.workouts import dispatch, stale_plans
     from db.models import utcnow
-    from fleet.workouts import dispatch, stale_plans
 
     stuck = make_plan("s1@x.io", ["pending", "generated"])
     in_flight = make_plan("s2@x.io", ["pending"])

@@ -7,9 +7,9 @@ import os
 import time
 
 from actors.all import *  # noqa: F401,F403  (boots Fleet, declares the real actors)
-from actors.base import fleet_actor
-from fleet.errors import JobError
-from fleet.state import state_redis
+from actors.runtime import fleet_actor
+from core.errors import JobError
+from core.state import state_redis
 
 
 def _note(key: str, value: str) -> None:
@@ -54,7 +54,7 @@ def count(key: str) -> None:
 
 @fleet_actor(queue_name="tests", retry_delays=())
 def leaks_secret(key: str) -> None:
-    from fleet.settings import get_settings
+    from core.settings import get_settings
 
     api_key = get_settings().openai_api_key
     import logging

@@ -12,7 +12,7 @@ from actors.middleware.joblog import JobLogWriter
 from actors.middleware.retries import BackoffRetries
 from actors.middleware.trace import TraceContext
 from actors.middleware.unique import UniqueJobs
-from fleet.settings import Settings
+from core.settings import Settings
 
 
 def fleet_middleware(settings: Settings) -> list:

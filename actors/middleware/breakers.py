@@ -4,8 +4,8 @@ import random
 from dramatiq.middleware import Middleware, SkipMessage
 
 from actors.middleware.outcome import Outcome, set_outcome
-from fleet.breakers import seconds_until_half_open
-from fleet.errors import CODES, Classified
+from core.breakers import seconds_until_half_open
+from core.errors import CODES, Classified
 
 log = logging.getLogger("fleet.breakers")
 

@@ -19,9 +19,10 @@ from peewee import PostgresqlDatabase
 from psycopg2.extras import execute_values
 
 from actors.middleware.outcome import get_outcome
+from core.redact import redact
 from db.database import database
-from db.models import JobLog, utcnow
-from fleet.redact import redact
+from db.models import utcnow
+from db.models.jobs import JobLog
 
 log = logging.getLogger("fleet.joblog")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fleet.errors import Classified
+from core.errors import Classified
 
 
 @dataclass

@@ -5,11 +5,11 @@ from dramatiq.middleware import Middleware
 
 from actors.middleware.breakers import defer
 from actors.middleware.outcome import Outcome, set_outcome
-from fleet.breakers import seconds_until_half_open
-from fleet.dead_letters import remember_error
-from fleet.errors import classify
-from fleet.redact import redact
-from fleet.settings import get_settings
+from core.breakers import seconds_until_half_open
+from core.dead_letters import remember_error
+from core.errors import classify
+from core.redact import redact
+from core.settings import get_settings
 
 log = logging.getLogger("fleet.retries")
 

@@ -1,6 +1,6 @@
 from dramatiq.middleware import Middleware
 
-from fleet import trace
+from core import trace
 
 
 class TraceContext(Middleware):

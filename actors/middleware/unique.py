@@ -5,7 +5,7 @@ import logging
 from dramatiq.middleware import Middleware, MiddlewareError
 
 from actors.middleware.outcome import get_outcome
-from fleet.state import state_redis
+from core.state import state_redis
 
 log = logging.getLogger("fleet.unique")
 

@@ -5,10 +5,11 @@ from flask_admin import Admin
 
 from admin.views.dead_letters import DeadLettersView
 from admin.views.error_codes import ErrorCodesView
-from admin.views.failed_plans import FailedPlansView
 from admin.views.health import HealthView
-from admin.views.joblogs import JobLogView
-from db.models import JobLog, WorkoutPlan
+from admin.views.jobs import JobLogView
+from admin.views.workouts import FailedPlansView
+from db.models.jobs import JobLog
+from db.models.workouts import WorkoutPlan
 
 
 def register_views(admin: Admin) -> None:

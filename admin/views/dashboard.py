@@ -10,10 +10,10 @@ from flask_admin import AdminIndexView, expose
 
 from admin.access import PanelAccess
 from admin.stats import counts_by_status, hourly
+from core.breakers import states
+from core.queues import live_workers, queue_depths
+from core.state import state_redis
 from db.models import utcnow
-from fleet.breakers import states
-from fleet.queues import live_workers, queue_depths
-from fleet.state import state_redis
 
 LEADER_KEY = "fleet:scheduler:leader"
 log = logging.getLogger("fleet.panel")

@@ -11,9 +11,9 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField
 
 from admin.access import PanelAccess, is_admin
-from fleet import FleetError
-from fleet import dead_letters as dl
-from fleet.redact import redact
+from core import dead_letters as dl
+from core.errors import FleetError
+from core.redact import redact
 
 SHOWN = 200
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from flask_admin import BaseView, expose
 
+from actors.workouts import failed_days_by_code
 from admin.access import PanelAccess, is_admin
-from admin.stats import error_code_counts, failed_days_by_code
-from fleet.errors import CODES
+from admin.stats import error_code_counts
+from core.errors import CODES
 
 # the "Error code equals" filter of the job-log and failed-plan lists, as Flask-Admin names it in URLs
 CODE_FILTER = "flt0_error_code_equals"

@@ -1,10 +1,14 @@
 """The `fleet` command. Each group lives in a module of its own."""
 from __future__ import annotations
 
+import sys
+
 import click
 
-from fleet import FleetError, __version__, trace
-from fleet.settings import SettingsError
+from core import trace
+from core.errors import FleetError
+from core.settings import SettingsError
+from fleet import __version__
 
 
 class FleetGroup(click.Group):
@@ -37,8 +41,12 @@ def _register() -> None:
             cli.add_command(command)
 
 
-_register()
-
-
 def main() -> None:
+    # The command modules import the domains, which boot Fleet and so read the settings:
+    # a bad value stops here with one line too.
+    try:
+        _register()
+    except SettingsError as exc:
+        click.echo(f"fleet: {exc}", err=True)
+        sys.exit(2)
     cli(prog_name="fleet")

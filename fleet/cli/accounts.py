@@ -1,28 +1,10 @@
 import sys
 
 import click
-from peewee import IntegrityError
 
-from db.models import PanelAccount
-from fleet import FleetError
+from actors.accounts import create_account
+from db.models.accounts import PanelAccount
 from fleet.cli.database import open_database
-
-MIN_PASSWORD = 8
-
-
-def create_account(email: str, password: str, role: str) -> PanelAccount:
-    email = email.strip().lower()
-    if "@" not in email or email.startswith("@") or email.endswith("@"):
-        raise FleetError(f"{email!r} is not an email address", exit_code=2)
-    if len(password) < MIN_PASSWORD:
-        raise FleetError(f"the password needs at least {MIN_PASSWORD} characters", exit_code=2)
-    account = PanelAccount(email=email, role=role)
-    account.set_password(password)
-    try:
-        account.save()
-    except IntegrityError:
-        raise FleetError(f"an account for {email} already exists") from None
-    return account
 
 
 @click.group("accounts")

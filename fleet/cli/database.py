@@ -1,11 +1,11 @@
 import click
 from peewee import OperationalError
 
+from actors.runtime import boot
+from core.errors import FleetError
+from core.urls import redact_url
 from db import migrate as migrations
 from db.database import database
-from fleet import FleetError
-from fleet.runtime import boot
-from fleet.urls import redact_url
 
 
 def open_database(*, require_schema: bool = True):

@@ -5,12 +5,13 @@ import dramatiq
 from rich.console import Console
 from rich.table import Table
 
-from db import joblog
+from actors import jobs as joblog
+from actors.runtime import boot
+from core import dead_letters
+from core.broker import check_broker
+from core.errors import FleetError
 from db.models import utcnow
-from fleet import FleetError, dead_letters
-from fleet.broker import check_broker
 from fleet.cli.database import open_database
-from fleet.runtime import boot
 
 
 def _broker():

@@ -6,16 +6,16 @@ import sys
 
 import click
 
-from fleet.broker import check_broker
-from fleet.net import ensure_port_free
-from fleet.runtime import boot
-from fleet.settings import get_settings
+from actors.runtime import boot
+from core.broker import check_broker
+from core.net import ensure_port_free
+from core.settings import get_settings
 
 
 @click.command("redis")
 def redis_command() -> None:
     """Run the embedded redis-server (AOF on, data under var/) in the foreground."""
-    from fleet.embedded_redis import exec_redis
+    from core.embedded_redis import exec_redis
 
     exec_redis(get_settings())
 
@@ -73,7 +73,7 @@ def web_command(host: str, port: int, threads: int) -> None:
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=8, show_default=True)
 def up_command(demo: bool, host: str, port: int, processes: int, threads: int) -> None:
     """Run the whole fleet in the foreground under supervisord; Ctrl-C stops it."""
-    from fleet.up import run_fleet
+    from fleet.cli.up import run_fleet
 
     sys.exit(run_fleet(get_settings(), demo=demo, host=host, port=port, processes=processes, threads=threads))
 

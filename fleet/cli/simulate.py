@@ -10,7 +10,7 @@ class FailSpec(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, dict):
             return value
-        from fleet.simulators.faults import parse_fail_spec
+        from core.simulators.faults import parse_fail_spec
 
         try:
             return parse_fail_spec(value)
@@ -61,8 +61,8 @@ def simulate_group() -> None:
 @_common
 def simulate_openai(port: int, host: str, api_key: str | None, **faults) -> None:
     """An OpenAI-compatible /v1/chat/completions answering Structured Outputs."""
-    from fleet.simulators.openai_sim import openai_app
-    from fleet.simulators.server import serve_forever
+    from core.simulators.openai_sim import openai_app
+    from core.simulators.server import serve_forever
 
     app = openai_app(api_key=api_key, **faults)
     serve_forever(app, host, port, f"fleet: OpenAI simulator on http://{host}:{port}/v1 {_summary(api_key, faults)}")
@@ -74,8 +74,8 @@ def simulate_openai(port: int, host: str, api_key: str | None, **faults) -> None
 @_common
 def simulate_series(port: int, host: str, api_key: str | None, missing: set[int], **faults) -> None:
     """A series data API in the shape of TheTVDB v4 (/login, /series/ID/extended, /episodes/ID/extended)."""
-    from fleet.simulators.series_sim import series_app
-    from fleet.simulators.server import serve_forever
+    from core.simulators.series_sim import series_app
+    from core.simulators.server import serve_forever
 
     app = series_app(api_key=api_key, missing=missing, **faults)
     serve_forever(app, host, port, f"fleet: series API simulator on http://{host}:{port} {_summary(api_key, faults)}")

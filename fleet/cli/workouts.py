@@ -1,4 +1,4 @@
-"""`fleet workouts …`: the workflow and console lines of seed 000, word for word."""
+"""`fleet workouts …`: the workflow of the retry command, its console lines word for word."""
 from __future__ import annotations
 
 import json
@@ -8,12 +8,12 @@ from peewee import IntegrityError
 from rich.console import Console
 from rich.table import Table
 
-from db.models import User, WorkoutPlan
-from fleet import FleetError
-from fleet import workouts as ops
-from fleet.broker import check_broker
+from actors import workouts as ops
+from core.broker import check_broker
+from core.errors import FleetError
+from core.settings import get_settings
+from db.models.workouts import User, WorkoutPlan
 from fleet.cli.database import open_database
-from fleet.settings import get_settings
 
 QUESTION = "Do you want to retry generating these workout plans? (yes/no) [yes]:"
 
@@ -44,7 +44,7 @@ def _confirmed() -> bool:
 
 @click.group("workouts")
 def workouts_group() -> None:
-    """AI-generated workout plans (seed 000)."""
+    """AI-generated workout plans: create, inspect, retry failed days."""
 
 
 @workouts_group.command("add-user")

@@ -9,9 +9,9 @@ import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
-from fleet import FleetError
-from fleet.settings import Settings
-from fleet.urls import redact_url
+from core.errors import FleetError
+from core.settings import Settings
+from core.urls import redact_url
 
 REDIS_NAMESPACE = "fleet"
 CONNECT_TIMEOUT = 5.0
@@ -32,11 +32,8 @@ def redis_client(url: str, timeout: float = CONNECT_TIMEOUT) -> redis.Redis:
     )
 
 
-def build_broker(settings: Settings, middleware: list | None = None) -> dramatiq.Broker:
-    if middleware is None:
-        from actors.middleware import fleet_middleware
-
-        middleware = fleet_middleware(settings)
+def build_broker(settings: Settings, middleware: list) -> dramatiq.Broker:
+    """The broker of BROKER_URL with exactly `middleware` (boot hands in Fleet's)."""
     if settings.is_rabbitmq:
         return RabbitmqBroker(url=settings.broker_url, middleware=middleware, confirm_delivery=True)
     return RedisBroker(

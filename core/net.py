@@ -1,6 +1,6 @@
 import socket
 
-from fleet import FleetError
+from core.errors import FleetError
 
 
 def ensure_port_free(host: str, port: int) -> None:

@@ -1,5 +1,5 @@
 """Clients of the external APIs. Each call goes through the service's shared circuit breaker."""
-from fleet.clients.openai_client import Generation, OpenAIClient, cost_usd
-from fleet.clients.series_client import SeriesClient
+from core.clients.openai_client import Generation, OpenAIClient, cost_usd
+from core.clients.series_client import SeriesClient
 
 __all__ = ["Generation", "OpenAIClient", "SeriesClient", "cost_usd"]

@@ -9,9 +9,9 @@ from markupsafe import Markup
 
 from admin.stats import distinct_values
 from admin.views.base import ReadOnlyModelView, cut
-from db.models import JobLog
-from fleet.errors import CODES
-from fleet.redact import redact
+from core.errors import CODES
+from core.redact import redact
+from db.models.jobs import JobLog
 
 CODE_OPTIONS = [(code, code) for code in CODES]
 STATUS_OPTIONS = [(s, s) for s in JobLog.STATUSES]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from fleet.settings import get_settings
+from core.settings import get_settings
 
 MASK = "***"
 # Each alternative keeps its prefix (group `keep`) and masks the rest; one pass over the text.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import redis
 
-from fleet import FleetError
-from fleet.settings import Settings
+from core.errors import FleetError
+from core.settings import Settings
 
 
 def redis_server_binary() -> str:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import jsonschema
 import openai
 
-from fleet.breakers import breaker
-from fleet.errors import JobError
-from fleet.settings import Settings
+from core.breakers import breaker
+from core.errors import JobError
+from core.settings import Settings
 
 # USD per 1M tokens (input, output), from OpenAI's price list. A model not listed here
 # (or a provider behind OPENAI_BASE_URL with other prices) is costed at 0, not guessed.

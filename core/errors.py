@@ -1,4 +1,5 @@
-"""The one registry of error codes, and the classifier that maps any exception to one.
+"""The one registry of error codes, the classifier that maps any exception to one, and
+`FleetError`, the error an entry point prints as one line.
 
 Every failure Fleet stores (JobLog, domain rows, dead letters) carries a code from
 `CODES`. `classify(exc)` is the only place that knows which exception means what.
@@ -9,6 +10,17 @@ import json
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from time import time
+
+
+class FleetError(Exception):
+    """An error the CLI prints as one line (`fleet: …`) before exiting with `exit_code`."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 @dataclass(frozen=True)

@@ -7,87 +7,18 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shlex
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from fleet import FleetError
-from fleet.broker import check_broker
-from fleet.net import ensure_port_free
-from fleet.settings import Settings
-
-STOP_GRACE = 6  # seconds a program gets after SIGTERM; Ctrl-C must end the fleet within 10
-
-
-@dataclass
-class Program:
-    name: str
-    args: list[str]
-    priority: int
-    oneshot: bool = False  # runs once after the others start, is not restarted
-
-    @property
-    def command(self) -> str:
-        return shlex.join([sys.executable, "-m", "fleet", *self.args])
-
-
-def programs(settings: Settings, *, host: str, port: int, processes: int, threads: int, extra: list[Program]) -> list[Program]:
-    listed = []
-    if settings.embedded_broker:
-        listed.append(Program("redis", ["redis"], 10))
-    listed += extra
-    listed += [
-        Program("worker", ["worker", "-p", str(processes), "-t", str(threads)], 30),
-        Program("scheduler", ["scheduler"], 40),
-        Program("web", ["web", "--host", host, "--port", str(port)], 50),
-    ]
-    return listed
-
-
-def supervisord_config(settings: Settings, listed: list[Program]) -> str:
-    var = settings.var_dir
-    lines = [
-        "[supervisord]",
-        "nodaemon=true",
-        f"logfile={var}/log/supervisord.log",
-        f"pidfile={var}/supervisord.pid",
-        f"childlogdir={var}/log",
-        "loglevel=warn",
-        "",
-        "[unix_http_server]",
-        f"file={var}/supervisor.sock",
-        "chmod=0700",
-        "",
-        "[supervisorctl]",
-        f"serverurl=unix://{var}/supervisor.sock",
-        "",
-        "[rpcinterface:supervisor]",
-        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-    ]
-    for program in listed:
-        lines += [
-            "",
-            f"[program:{program.name}]",
-            f"command={program.command}",
-            f"priority={program.priority}",
-            f"autorestart={'false' if program.oneshot else 'true'}",
-            f"startsecs={0 if program.oneshot else 1}",
-            "startretries=5",
-            f"stopwaitsecs={STOP_GRACE}",
-            # SIGTERM to the program only: Dramatiq's main process forwards it to its workers,
-            # and a second SIGTERM sent to the whole group would kill them without a graceful stop.
-            "stopasgroup=false",
-            "killasgroup=true",
-            "redirect_stderr=true",
-            "stdout_logfile=/dev/fd/1",
-            "stdout_logfile_maxbytes=0",
-        ]
-    return "\n".join(lines) + "\n"
+from core.broker import check_broker
+from core.errors import FleetError
+from core.net import ensure_port_free
+from core.settings import Settings
+from fleet.cli.supervisor import Program, programs, supervisord_config
 
 
 def hold_fleet_lock(var_dir: Path) -> int:
@@ -117,7 +48,7 @@ def prepare(settings: Settings, *, demo: bool, host: str, port: int) -> None:
     for name in migrate(open_database(require_schema=False)):
         click.echo(f"fleet: applied migration {name}")
     if demo:
-        from fleet.demo import seed_demo
+        from fleet.cli.demo import seed_demo
 
         seed_demo(settings)
 
@@ -128,7 +59,7 @@ def run_fleet(settings: Settings, *, demo: bool, host: str, port: int, processes
     extra: list[Program] = []
     env = dict(os.environ, FLEET_VAR_DIR=str(settings.var_dir), PYTHONUNBUFFERED="1")
     if demo:
-        from fleet.demo import demo_programs
+        from fleet.cli.demo import demo_programs
 
         extra, demo_env = demo_programs(settings)
         env.update(demo_env)

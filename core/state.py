@@ -8,8 +8,8 @@ from functools import lru_cache
 
 import redis
 
-from fleet.broker import redis_client
-from fleet.settings import get_settings
+from core.broker import redis_client
+from core.settings import get_settings
 
 
 @lru_cache(maxsize=4)

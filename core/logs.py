@@ -6,9 +6,9 @@ import logging
 import sys
 from datetime import datetime, timezone
 
-from fleet import trace
-from fleet.redact import redact
-from fleet.settings import Settings
+from core import trace
+from core.redact import redact
+from core.settings import Settings
 
 CONTEXT_FIELDS = ("trace_id", "actor", "message_id", "attempt", "error_code", "queue")
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}

@@ -1,4 +1,4 @@
-"""`fleet_actor`: Dramatiq's actor, with the options of Fleet's middleware.
+"""The job runtime a domain declares its actors with: `boot` and `fleet_actor`.
 
     @fleet_actor(queue_name="workouts", service="openai", unique=True, on_give_up=mark_failed)
     def generate(plan_id): ...
@@ -13,9 +13,18 @@ import logging
 
 import dramatiq
 
+from actors.middleware import fleet_middleware
 from actors.middleware.unique import DuplicateJob
+from core import boot as core_boot
+from core.settings import Settings
 
 log = logging.getLogger("fleet.actors")
+
+
+def boot(settings: Settings | None = None) -> Settings:
+    """Settings, logging, database, and the broker with all of Fleet's middleware; what every
+    entry point calls before its work (once a process)."""
+    return core_boot.boot(settings, middleware=fleet_middleware)
 
 
 class FleetActor(dramatiq.Actor):
@@ -30,7 +39,5 @@ class FleetActor(dramatiq.Actor):
 
 def fleet_actor(fn=None, **options):
     """Declare an actor on Fleet's broker (booting Fleet first, so any module may import actors)."""
-    from fleet.runtime import boot
-
     boot()
     return dramatiq.actor(fn, actor_class=FleetActor, **options)

@@ -10,9 +10,9 @@ import time
 
 import pybreaker
 
-from fleet.errors import classify
-from fleet.settings import get_settings
-from fleet.state import state_redis
+from core.errors import classify
+from core.settings import get_settings
+from core.state import state_redis
 
 SERVICES = ("openai", "series_api")
 _breakers: dict[str, pybreaker.CircuitBreaker] = {}

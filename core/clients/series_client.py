@@ -9,10 +9,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
-from fleet.breakers import breaker
-from fleet.errors import JobError
-from fleet.settings import Settings
-from fleet.state import state_redis
+from core.breakers import breaker
+from core.errors import JobError
+from core.settings import Settings
+from core.state import state_redis
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 
-from fleet import FleetError
+from core.errors import FleetError
 
 RESET_OPTIONS = ("retries", "error_code", "error", "traceback", "deferrals", "requeue_timestamp", "eta")
 ERROR_TTL = 7 * 86400  # as long as Dramatiq keeps the dead letter itself

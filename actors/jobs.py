@@ -1,11 +1,12 @@
-"""Queries over JobLog: the statistics of seed 001 and the cleanup of seed 002."""
+"""Job logs: the statistics per job class and the cleanup of old rows, shared by the CLI and the panel."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
 from peewee import fn
 
-from db.models import JobLog, utcnow
+from db.models import utcnow
+from db.models.jobs import JobLog
 
 CLEANUP_BATCH = 5_000
 

@@ -13,9 +13,9 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from fleet import FleetError
-from fleet.net import ensure_port_free
-from fleet.simulators.faults import FaultState
+from core.errors import FleetError
+from core.net import ensure_port_free
+from core.simulators.faults import FaultState
 
 HTTP_FAULTS = {"401": 401, "429": 429, "quota": 429, "500": 500, "502": 502, "503": 503}
 

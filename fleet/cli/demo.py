@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import click
 
-from db.models import PanelAccount, User
-from fleet.settings import Settings
+from core.settings import Settings
+from db.models.accounts import PanelAccount
+from db.models.workouts import User
 
 DEMO_EMAIL = "admin@fleet.local"
 DEMO_PASSWORD = "fleet-demo"
@@ -24,8 +25,8 @@ def seed_demo(settings: Settings) -> None:
     one-shot `rescue-stale --hours 0` that dispatches them); the simulator's faults leave some
     days failed, to look at in the panel and retry.
     """
-    from fleet.cli.accounts import create_account
-    from fleet.workouts import create_plan
+    from actors.accounts import create_account
+    from actors.workouts import create_plan
 
     if not PanelAccount.select().where(PanelAccount.email == DEMO_EMAIL).exists():
         create_account(DEMO_EMAIL, DEMO_PASSWORD, "admin")
@@ -43,8 +44,8 @@ DEMO_SERIES_KEY = "fleet-demo-series-key"
 
 def demo_programs(settings: Settings):
     """The two API simulators on free ports, with a few faults, and the environment pointing at them."""
-    from fleet.net import free_port
-    from fleet.up import Program
+    from core.net import free_port
+    from fleet.cli.supervisor import Program
 
     openai_port, series_port = free_port(), free_port()
     programs = [

@@ -13,8 +13,8 @@ import time
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
-from fleet.simulators.faults import FaultState
-from fleet.simulators.server import SimulatorApp, SimulatorServer, json_response
+from core.simulators.faults import FaultState
+from core.simulators.server import SimulatorApp, SimulatorServer, json_response
 
 WORDS = ("alpha bravo calm deep easy firm glide high iron jump keen light move north open push quick rest "
          "steady tempo upper vital warm yield zone").split()

@@ -11,18 +11,16 @@ from flask_admin.model import filters as base_filters
 from flask_login import current_user
 from markupsafe import Markup
 
-from admin.plan_query import matching
+from actors.workouts import dispatch, get_record, matching, reset_days, start_retry
 from admin.views.base import ReadOnlyModelView, cut
-from db.models import Plan, WorkoutPlan
-from fleet import FleetError
-from fleet.errors import CODES
-from fleet.workouts import dispatch, reset_days
+from core.errors import CODES, FleetError
+from db.models.workouts import Plan, WorkoutPlan
 
 CODE_OPTIONS = [(code, code) for code in CODES]
 
 
 class PlanFilter(f.BasePeeweeFilter):
-    """A filter that is also a key of `admin.plan_query`, so a background job can repeat it."""
+    """A filter that is also a key of `actors.workouts.matching`, so a background job can repeat it."""
 
     key = ""
 
@@ -140,7 +138,7 @@ class FailedPlansView(ReadOnlyModelView):
 
     # -- "Retry all matching the filter" ---------------------------------------------
     def filter_spec(self) -> dict | None:
-        """The filters of this request as an `admin.plan_query` spec; None when one of them is
+        """The filters of this request as an `actors.workouts.matching` spec; None when one of them is
         unknown or has a bad value (Flask-Admin would drop it, and the retry would reach further)."""
         given = [arg for arg in request.args if arg.startswith("flt")]
         parsed = self._get_list_filter_args() or []
@@ -156,8 +154,6 @@ class FailedPlansView(ReadOnlyModelView):
 
     @expose("/retry-matching/", methods=("POST",))
     def retry_matching(self):
-        from admin.bulk import start_retry
-
         spec = self.filter_spec()
         if spec is None:
             flash("The filter is not valid; nothing was retried.", "error")
@@ -176,8 +172,6 @@ class FailedPlansView(ReadOnlyModelView):
 
     @expose("/bulk/<bulk_id>/")
     def bulk_status(self, bulk_id: str):
-        from admin.bulk import get_record
-
         record = get_record(bulk_id)
         if record is None:
             abort(404)

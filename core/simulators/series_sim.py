@@ -13,8 +13,8 @@ import threading
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
-from fleet.simulators.faults import FaultState
-from fleet.simulators.server import SimulatorApp, SimulatorServer, json_response
+from core.simulators.faults import FaultState
+from core.simulators.server import SimulatorApp, SimulatorServer, json_response
 
 WORDS = ("amber bridge coast dawn ember falcon garden harbor island jade kingdom lantern meadow "
          "night orchard prairie quartz river summit tide union valley winter").split()

@@ -1,0 +1,32 @@
+"""Operator accounts of the panel."""
+from __future__ import annotations
+
+from peewee import CharField, DateTimeField
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from db.models import BaseModel, utcnow
+
+
+class PanelAccount(BaseModel):
+    """An operator of the panel (not a user of the app)."""
+
+    ROLES = ("admin", "viewer")
+
+    email = CharField(unique=True)
+    password_hash = CharField()
+    role = CharField(default="viewer")
+    created_at = DateTimeField(default=utcnow)
+    last_login_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "panel_account"
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"

@@ -1,0 +1,31 @@
+"""The job log: a row per attempt of any job."""
+from __future__ import annotations
+
+from peewee import CharField, DateTimeField, FloatField, IntegerField, TextField
+
+from db.models import BaseModel, utcnow
+
+
+class JobLog(BaseModel):
+    """A row per attempt of a job: what ran, how it ended, how long it took."""
+
+    STATUSES = ("started", "success", "failed", "retrying", "deferred")
+
+    run_id = CharField()
+    job_class = CharField()
+    message_id = CharField()
+    queue = CharField()
+    status = CharField()
+    attempt = IntegerField(default=1)
+    error_code = CharField(null=True)
+    message = TextField(null=True)
+    traceback = TextField(null=True)
+    args = TextField(null=True)
+    duration_seconds = FloatField(null=True)
+    trace_id = CharField(null=True)
+    worker = CharField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    finished_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "job_log"
