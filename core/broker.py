@@ -1,6 +1,8 @@
 """Builds the Dramatiq broker named by BROKER_URL and checks that it answers."""
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 
 import dramatiq
@@ -26,6 +28,37 @@ class BrokerUnavailable(FleetError):
 MAINTENANCE_CHANCE = 100_000
 
 
+class FleetRedisBroker(RedisBroker):
+    """Dramatiq's Redis broker, whose enqueues can be gathered into one pipeline per batch.
+
+    Inside `with broker.pipelined():` a thread's enqueues still run every middleware hook,
+    but their Redis write (Dramatiq's dispatch script) is queued on a pipeline that is sent
+    in one round trip when the block ends; other threads are not affected.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def pipelined(self):
+        pipe = self.client.pipeline(transaction=False)
+        self._local.pipe = pipe
+        try:
+            yield pipe
+        finally:
+            self._local.pipe = None
+        pipe.execute()
+
+    def do_enqueue(self, queue_name: str, *args):
+        pipe = getattr(self._local, "pipe", None)
+        if pipe is None:
+            return self._dispatch("enqueue")(queue_name, *args)
+        command = ["enqueue", int(time.time() * 1000), queue_name, self.broker_id, self.heartbeat_timeout,
+                   self.dead_message_ttl, "0", self._max_unpack_size(), *args]
+        return self.scripts["dispatch"](keys=[self.namespace], args=command, client=pipe)
+
+
 def redis_client(url: str, timeout: float = CONNECT_TIMEOUT) -> redis.Redis:
     return redis.Redis.from_url(
         url, socket_connect_timeout=timeout, socket_timeout=timeout + 5, health_check_interval=30
@@ -36,7 +69,7 @@ def build_broker(settings: Settings, middleware: list) -> dramatiq.Broker:
     """The broker of BROKER_URL with exactly `middleware` (boot hands in Fleet's)."""
     if settings.is_rabbitmq:
         return RabbitmqBroker(url=settings.broker_url, middleware=middleware, confirm_delivery=True)
-    return RedisBroker(
+    return FleetRedisBroker(
         client=redis_client(settings.broker_url),
         middleware=middleware,
         namespace=REDIS_NAMESPACE,

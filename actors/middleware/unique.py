@@ -44,8 +44,26 @@ class UniqueJobs(Middleware):
     def _is_unique(self, broker, message) -> bool:
         return bool(broker.get_actor(message.actor_name).options.get("unique"))
 
+    def claim_many(self, broker, messages: list) -> list:
+        """The messages whose locks this call took, in one round trip; the others are duplicates.
+        Their enqueue then skips the claim (`before_enqueue` sees `unique_claimed`)."""
+        client = state_redis()
+        if client is None or not messages or not self._is_unique(broker, messages[0]):
+            return messages
+        keys = [unique_key(m.actor_name, m.args, m.kwargs) for m in messages]
+        with client.pipeline(transaction=False) as pipe:
+            for key, message in zip(keys, messages):
+                pipe.set(key, message.message_id, nx=True, ex=QUEUED_TTL)
+            taken = pipe.execute()
+        claimed = []
+        for key, message, ok in zip(keys, messages, taken):
+            if ok:
+                message.options.update(unique_key=key, unique_claimed=True)
+                claimed.append(message)
+        return claimed
+
     def before_enqueue(self, broker, message, delay):
-        if not self._is_unique(broker, message):
+        if message.options.pop("unique_claimed", False) or not self._is_unique(broker, message):
             return
         client = state_redis()
         if client is None:
