@@ -6,11 +6,12 @@ from datetime import timedelta
 import dramatiq
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from admin.stats import counts_by_status
 from core.breakers import states
 from core.queues import queue_depths
+from core.state import state_redis
 from db.models import utcnow
 
 blueprint = Blueprint("metrics", __name__)
@@ -37,6 +38,11 @@ class FleetCollector:
         for service, state in states().items():
             breakers.add_metric([service], 1 if state == "open" else 0)
         yield breakers
+
+        client = state_redis()
+        if client is not None:  # the JobLog writers count there what their full buffers could not keep
+            yield CounterMetricFamily("fleet_joblog_dropped", "Attempts that got no JobLog row (writer buffer full).",
+                                      value=int(client.get("fleet:joblog:dropped") or 0))
 
 
 @blueprint.route("/metrics")

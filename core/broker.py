@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import threading
 import time
 
 import dramatiq
 import pika
 import redis
+from dramatiq import Message
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff
+from dramatiq.errors import ConnectionClosed, DecodeError
 
 from core.errors import FleetError
 from core.settings import Settings
@@ -26,19 +32,33 @@ class BrokerUnavailable(FleetError):
 # A dead worker's unacked messages are found by a maintenance pass that runs on this
 # share of fetches (out of 1,000,000); Dramatiq's 0.1 % would leave them for many minutes.
 MAINTENANCE_CHANCE = 100_000
+WAKE_TOKENS = 8  # wake-up tokens a queue keeps for its idle consumers
+INVALID_ACTOR = "<invalid message>"  # the actor of the stand-in for a message that cannot be decoded
+RAW_LIMIT = 4_000  # bytes of an invalid message kept
+
+
+def _wake_key(namespace: str, queue_name: str) -> str:
+    return f"{namespace}:{queue_name}.wake"
 
 
 class FleetRedisBroker(RedisBroker):
-    """Dramatiq's Redis broker, whose enqueues can be gathered into one pipeline per batch.
+    """Dramatiq's Redis broker with three changes:
 
-    Inside `with broker.pipelined():` a thread's enqueues still run every middleware hook,
-    but their Redis write (Dramatiq's dispatch script) is queued on a pipeline that is sent
-    in one round trip when the block ends; other threads are not affected.
+    - enqueues can be gathered into one pipeline per batch: inside `with broker.pipelined():`
+      a thread's enqueues still run every middleware hook, but their Redis writes are queued
+      on a pipeline sent in one round trip when the block ends; other threads are not affected;
+    - every enqueue also pushes a wake-up token for the queue, on which idle consumers block
+      (see `FleetRedisConsumer`);
+    - its consumers are `FleetRedisConsumer`s.
     """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._local = threading.local()
+
+    @property
+    def consumer_class(self):
+        return FleetRedisConsumer
 
     @contextlib.contextmanager
     def pipelined(self):
@@ -50,13 +70,119 @@ class FleetRedisBroker(RedisBroker):
             self._local.pipe = None
         pipe.execute()
 
+    def current_pipeline(self):
+        """The pipeline of this thread's `pipelined()` block, if it is in one."""
+        return getattr(self._local, "pipe", None)
+
     def do_enqueue(self, queue_name: str, *args):
-        pipe = getattr(self._local, "pipe", None)
+        pipe = self.current_pipeline()
         if pipe is None:
-            return self._dispatch("enqueue")(queue_name, *args)
+            self._dispatch("enqueue")(queue_name, *args)
+            with self.client.pipeline(transaction=False) as wake:
+                self._wake(wake, queue_name).execute()
+            return
         command = ["enqueue", int(time.time() * 1000), queue_name, self.broker_id, self.heartbeat_timeout,
                    self.dead_message_ttl, "0", self._max_unpack_size(), *args]
-        return self.scripts["dispatch"](keys=[self.namespace], args=command, client=pipe)
+        self.scripts["dispatch"](keys=[self.namespace], args=command, client=pipe)
+        self._wake(pipe, queue_name)
+
+    def _wake(self, pipe, queue_name: str):
+        key = _wake_key(self.namespace, queue_name)
+        return pipe.rpush(key, 1).ltrim(key, -WAKE_TOKENS, -1)
+
+
+def _as_connection_error(fn):
+    """Any Redis error is a connection error to Dramatiq's consumer thread, which then restarts
+    its consumer; upstream lets e.g. a failed requeue escape from the thread's error handler,
+    and the thread (the delayed queue's consumer, say) dies for good."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise ConnectionClosed(exc) from None
+
+    return wrapped
+
+
+class FleetRedisConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, hardened (each a patch around upstream behaviour):
+
+    - every Redis error is a `ConnectionClosed` (`_as_connection_error`);
+    - a message that cannot be decoded is not raised out of the iterator, which stranded the
+      messages fetched with it and brought it back after every restart: its stored data is
+      cut to RAW_LIMIT bytes and a stand-in for the actor INVALID_ACTOR takes its place,
+      which Dramatiq's consumer moves to the dead letters as a message of an unknown actor;
+    - an idle consumer blocks on its queue's wake-up list (BLPOP, up to the worker timeout)
+      instead of sleeping up to a second between polls, so a message sent to an idle worker
+      starts within milliseconds at no more idle cost;
+    - closing gives back the messages fetched but not handed out yet.
+    """
+
+    ack = _as_connection_error(_RedisConsumer.ack)
+    nack = _as_connection_error(_RedisConsumer.nack)
+    requeue = _as_connection_error(_RedisConsumer.requeue)
+
+    @_as_connection_error
+    def __next__(self):
+        while True:
+            if self.message_cache:
+                data = self.message_cache.pop(0)
+                if data is None:
+                    continue  # its body was gone from Redis (upstream warns the same way)
+                self.misses = 0
+                try:
+                    message = Message.decode(data)
+                except DecodeError as exc:
+                    message = self._stand_in(data, exc)
+                    if message is None:
+                        continue
+                self.queued_message_ids.add(message.message_id)
+                return MessageProxy(message)
+            room = self.prefetch - self.outstanding_message_count
+            if room > 0:
+                self.message_cache = self.broker.do_fetch(self.queue_name, room)
+                if self.message_cache:
+                    continue
+                self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                # Block until an enqueue wakes us, for as long as upstream would sleep at most.
+                self.broker.client.blpop([_wake_key(self.broker.namespace, self.queue_name)], self.timeout / 1000)
+                return None
+            self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+            time.sleep(backoff_ms / 1000)
+            return None
+
+    def _stand_in(self, data: bytes, error: DecodeError) -> Message | None:
+        """The stand-in for an undecodable message, or None if it is no longer ours."""
+        acks = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+        bodies = f"{self.broker.namespace}:{self.queue_name}.msgs"
+        ids = list(self.broker.client.smembers(acks))
+        stored = self.broker.client.hmget(bodies, ids) if ids else []
+        redis_id = next((rid.decode() for rid, body in zip(ids, stored) if body == data), None)
+        if redis_id is None:
+            return None
+        self.broker.client.hset(bodies, redis_id, data[:RAW_LIMIT])
+        cause = error.__cause__ or error
+        reason = f"not a valid message ({type(cause).__name__}: {str(cause)[:120]}): {data[:200]!r}"
+        logging.getLogger("fleet.broker").error("message that cannot be decoded set aside", extra={
+            "queue": self.queue_name, "redis_message_id": redis_id, "error": reason})
+        return Message(queue_name=self.queue_name, actor_name=INVALID_ACTOR, args=(), kwargs={},
+                       options={"redis_message_id": redis_id, "invalid_reason": reason}, message_id=redis_id)
+
+    def close(self):
+        ids = []
+        for data in self.message_cache:
+            try:
+                ids.append(Message.decode(data).options["redis_message_id"])
+            except (DecodeError, KeyError, TypeError):
+                pass
+        self.message_cache = []
+        if ids:
+            try:
+                self.broker.do_requeue(self.queue_name, *ids)
+            except redis.RedisError:
+                pass  # Redis is away: HeldMessages gives them back once it is here again
 
 
 def redis_client(url: str, timeout: float = CONNECT_TIMEOUT) -> redis.Redis:

@@ -42,6 +42,8 @@ class Settings:
     heartbeat_timeout: float
     secret_key_override: str | None = field(repr=False)
     state_redis_url: str | None = None
+    max_defer: float = 6 * 3600
+    allow_local_state: bool = False
 
     @property
     def redis_socket(self) -> Path:
@@ -86,6 +88,14 @@ def _number(name: str, value: str, *, integer: bool, minimum: float) -> float:
     return number
 
 
+def _flag(name: str, value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(name, f"{value!r} is not a yes/no value (use 1 or 0)")
+
+
 def _delays(name: str, value: str) -> tuple[int, ...]:
     parts = [p.strip() for p in value.split(",") if p.strip()]
     return tuple(int(_number(name, p, integer=True, minimum=0)) for p in parts)
@@ -127,6 +137,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         heartbeat_timeout=_number("FLEET_HEARTBEAT_TIMEOUT", env.get("FLEET_HEARTBEAT_TIMEOUT", "60"), integer=False, minimum=1),
         secret_key_override=env.get("FLEET_SECRET_KEY"),
         state_redis_url=state_redis_url,
+        max_defer=_number("FLEET_MAX_DEFER", env.get("FLEET_MAX_DEFER", str(6 * 3600)), integer=False, minimum=0),
+        allow_local_state=_flag("FLEET_ALLOW_LOCAL_STATE", env.get("FLEET_ALLOW_LOCAL_STATE", "0")),
     )
 
 

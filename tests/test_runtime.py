@@ -114,13 +114,24 @@ def test_unique_job_sent_twice_runs_once(db, worker, broker, key):
     first = wa.unique_sleeper.send(key, 1.0)
     second = wa.unique_sleeper.send(key, 1.0)
     assert first is not None and second is None
-    wait_for(lambda: "start" in notes(key), message="start")
-    assert wa.unique_sleeper.send(key, 1.0) is None  # running counts too
     wait_for(lambda: "done" in notes(key), message="done")
     broker.join("tests", timeout=10_000)
+    worker.join()
     assert notes(key) == ["start", "done"]
     assert wa.unique_sleeper.send(key, 1.0) is not None  # finished: the lock is gone
     assert wa.unique_sleeper.send(key + "-other", 1.0) is not None  # other arguments are other jobs
+
+
+def test_sends_while_the_job_runs_get_one_follow_up_run(db, worker, broker, key):
+    """The running job may have read its input before the sender changed it: one more run after it."""
+    assert wa.unique_sleeper.send(key, 1.0) is not None
+    wait_for(lambda: "start" in notes(key), message="start")
+    assert wa.unique_sleeper.send(key, 1.0) is None  # running counts as in flight
+    assert wa.unique_sleeper.send(key, 1.0) is None
+    wait_for(lambda: notes(key).count("done") == 2, message="the follow-up run")
+    broker.join("tests", timeout=10_000)
+    worker.join()
+    assert notes(key) == ["start", "done", "start", "done"]
 
 
 def test_api_key_reaches_no_log_line_and_no_joblog_row(db, worker, key, caplog):

@@ -113,9 +113,31 @@ def test_reset_only(three_plans, broker):
         f"  - WorkoutPlan #{days[(b.id, 2)]} (Plan #{b.id}, Day 2) reset to pending",
         f"  - WorkoutPlan #{days[(b.id, 3)]} (Plan #{b.id}, Day 3) reset to pending",
         "Status reset complete. Run workout generation job to retry.",
+        "To generate them now: fleet workouts generate --all-pending",
     ]
     assert statuses(a) == ["pending", "pending", "generated", "pending"]
     assert queued_jobs(broker) == 0
+
+
+def test_generate_dispatches_one_unique_job_a_plan_with_pending_days(three_plans, make_plan, broker):
+    a, b, c = three_plans
+    done = make_plan("done@x.io", ["generated"])
+    reset = run("retry-failed", "--plan", str(a.id), "--reset")
+    assert reset.stdout.splitlines()[-1] == f"To generate them now: fleet workouts generate --plan {a.id}"
+
+    one = run("generate", "--plan", str(a.id))
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.strip() == "Dispatched 1 generation job(s) (0 already queued or running)."
+    every = run("generate", "--all-pending")
+    assert every.stdout.strip() == "Dispatched 1 generation job(s) (1 already queued or running)."  # c; a is queued
+    assert sorted(json.loads(d)["args"][1] for d in broker.client.hvals("fleet:workouts.msgs")) == [a.id, c.id]
+    assert run("generate", "--plan", str(done.id)).stdout.strip() == f"Plan #{done.id} has no pending days."
+    assert run("generate", "--plan", str(b.id)).stdout.strip() == f"Plan #{b.id} has no pending days."  # failed only
+
+    assert run("generate").returncode == 2
+    assert run("generate", "--plan", "1", "--all-pending").returncode == 2
+    missing = run("generate", "--plan", "999999")
+    assert missing.returncode == 1 and missing.stderr.strip() == "fleet: no plan with id 999999"
 
 
 def test_no_failed_plans(make_plan, broker):

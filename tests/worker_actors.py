@@ -61,3 +61,18 @@ def leaks_secret(key: str) -> None:
 
     logging.getLogger("tests.leak").warning("calling with key %s and header Bearer %s", api_key, api_key)
     raise RuntimeError(f"provider rejected key={api_key} Authorization: Bearer {api_key}")
+
+
+FAULTS = {
+    "database": lambda: __import__("peewee").OperationalError("server closed the connection unexpectedly"),
+    "redis": lambda: __import__("redis").ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+    "bug": lambda: KeyError("a key the code expected"),
+}
+
+
+@fleet_actor(queue_name="tests", retry_delays=(0, 0), on_give_up=gave_up)
+def breaks(key: str, kind: str, failures: int = 1) -> None:
+    """Raises a real exception of `kind` (not a JobError) `failures` times, then succeeds."""
+    _note(key, kind)
+    if state_redis().llen(f"test:{key}") <= failures:
+        raise FAULTS[kind]()

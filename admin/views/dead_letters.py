@@ -19,6 +19,8 @@ SHOWN = 200
 
 
 def _show_args(letter: dl.DeadLetter) -> str:
+    if letter.raw is not None:
+        return redact(f"raw: {letter.raw[:300]}")
     text = json.dumps(list(letter.args), default=str)
     return redact(text + (" " + json.dumps(letter.kwargs, default=str) if letter.kwargs else ""))
 
@@ -71,9 +73,22 @@ class DeadLettersView(PanelAccess, ActionsMixin, BaseView):
         if missing:
             flash(f"{len(missing)} were gone already (requeued or deleted meanwhile).", "warning")
 
+    def _requeue(self, ids) -> None:
+        import actors.all  # noqa: F401  (a requeue runs every middleware, which looks up the actor)
+
+        def requeue(broker, ids):
+            result = dl.requeue(broker, ids)
+            if result.in_flight:
+                flash(f"{result.in_flight} dropped: the same job is queued or running already.", "info")
+            if result.invalid:
+                flash(f"{result.invalid} are not valid messages and cannot be sent again; delete them.", "warning")
+            return result.requeued, result.missing
+
+        self._apply("Requeued", requeue, ids)
+
     @action("requeue", "Requeue", "Send the selected messages again with a fresh retry budget?")
     def action_requeue(self, ids):
-        self._apply("Requeued", dl.requeue, list(ids))
+        self._requeue(list(ids))
 
     @action("delete", "Delete", "Delete the selected messages for good?")
     def action_delete(self, ids):
@@ -81,5 +96,5 @@ class DeadLettersView(PanelAccess, ActionsMixin, BaseView):
 
     @expose("/requeue-all/", methods=("POST",))
     def requeue_all(self):
-        self._apply("Requeued", dl.requeue, None)
+        self._requeue(None)
         return redirect(self.get_url(".index"))

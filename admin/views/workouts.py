@@ -11,7 +11,8 @@ from flask_admin.model import filters as base_filters
 from flask_login import current_user
 from markupsafe import Markup
 
-from actors.workouts import dispatch, get_record, matching, reset_days, start_retry
+from actors.workouts import (count_plans_with_pending_days, dispatch, generate_pending, get_record, matching,
+                             reset_days, start_retry)
 from admin.views.base import ReadOnlyModelView, cut
 from core.errors import CODES, FleetError
 from db.models.workouts import Plan, WorkoutPlan
@@ -134,7 +135,20 @@ class FailedPlansView(ReadOnlyModelView):
     @action("reset", "Reset selected", "Set the selected days back to pending without dispatching a job?")
     def action_reset(self, ids):
         reset = reset_days(self._selected(ids))
-        flash(f"{reset} day(s) reset to pending; no job dispatched.", "success")
+        flash(f"{reset} day(s) reset to pending; no job dispatched yet: use “Generate pending”.", "success")
+
+    # -- "Generate pending" ------------------------------------------------------------
+    @expose("/")
+    def index_view(self):
+        self._template_args["pending_plans"] = count_plans_with_pending_days()
+        return super().index_view()
+
+    @expose("/generate-pending/", methods=("POST",))
+    def generate_pending(self):
+        sent, in_flight = generate_pending()
+        message = f"Dispatched {sent} generation job(s) for plans with pending days"
+        flash(message + (f" ({in_flight} already queued or running)." if in_flight else "."), "success")
+        return redirect(self.get_url(".index_view", **request.args))
 
     # -- "Retry all matching the filter" ---------------------------------------------
     def filter_spec(self) -> dict | None:
