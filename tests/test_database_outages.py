@@ -5,7 +5,6 @@ import os
 import uuid
 
 import pytest
-from peewee import InterfaceError, OperationalError
 
 from actors.middleware.joblog import DROPPED_KEY, JobLogWriter
 from core import dead_letters
@@ -19,24 +18,6 @@ from tests.helpers import backends, fleet, start_worker, stop_worker, terminate_
 
 def notes(key):
     return [v.decode() for v in state_redis().lrange(f"test:{key}", 0, -1)]
-
-
-def test_a_terminated_backend_never_poisons_the_pool(own_postgres_url):
-    db = open_database(own_postgres_url, max_connections=2)
-    db.connect()
-    db.execute_sql("SELECT 1")
-    db.close()  # back to the pool, idle
-    assert terminate_backends(own_postgres_url) == 1
-    db.connect()  # the pool finds the idle connection dead and opens a new one
-    assert db.execute_sql("SELECT 1").fetchone() == (1,)
-
-    terminate_backends(own_postgres_url)  # now while it is checked out
-    with pytest.raises((OperationalError, InterfaceError)):
-        db.execute_sql("SELECT 1")
-    db.close()  # a broken connection goes back: the pool closes it instead of keeping it
-    db.connect()
-    assert db.execute_sql("SELECT 1").fetchone() == (1,)
-    db.close_all()
 
 
 def test_a_worker_process_pools_a_connection_a_thread_plus_two(worker):

@@ -6,6 +6,7 @@ import jsonschema
 import pytest
 
 from actors.workouts import WORKOUT_DAY_SCHEMA
+from db.models.jobs import JobLog
 from db.models.workouts import Plan, User, WorkoutPlan
 from tests.helpers import fleet, wait_for
 
@@ -188,20 +189,22 @@ def test_create_plan_generates_every_day_with_a_real_worker(db, broker, worker, 
 
 
 def test_redelivery_and_second_dispatch_never_generate_a_day_twice(make_plan, broker, worker, openai_sim):
-    from actors.workouts import dispatch, generate_user_workout_plan
+    from actors.workouts import dispatch
 
     plan = make_plan("r@x.io", ["pending", "pending"])
     first = dispatch(plan.user_id, plan.id)
     assert dispatch(plan.user_id, plan.id) is None  # unique: already queued
     wait_for(lambda: statuses(plan) == ["generated", "generated"], timeout=30, message="generated")
     broker.join("workouts", timeout=10_000)
-    # a redelivered copy of the same message (as after a worker crash) finds nothing to do
-    broker.enqueue(generate_user_workout_plan.message(plan.user_id, plan.id))
+    # the same message delivered again (as after a worker crash: same message id) finds nothing to do
+    broker.enqueue(first)
     broker.join("workouts", timeout=10_000)
     worker.join()
     assert openai_sim.stats()["requests"] == 2
     assert [w.attempts for w in WorkoutPlan.select().where(WorkoutPlan.plan == plan)] == [1, 1]
-    assert first is not None
+    runs = wait_for(lambda: (r := list(JobLog.select().where(JobLog.job_class == "generate_user_workout_plan")))
+                    and len(r) == 2 and r, message="two JobLog rows")
+    assert {r.message_id for r in runs} == {first.message_id} and {r.status for r in runs} == {"success"}
 
 
 def test_401_fails_the_days_at_once_with_err_auth(make_plan, broker, worker, openai_sim):
@@ -275,3 +278,38 @@ def test_rescue_stale_redispatches_plans_with_no_job_in_flight(make_plan, broker
     assert queued_jobs(broker) == 2  # the one before, and the stuck plan's
     assert json.loads(run("status", "--json").stdout)["stale_pending"] == 2
     assert [plan for _, plan in stale_plans(2)] == [stuck.id, in_flight.id]  # not the fresh one
+
+
+# -- an operator acts while the plan's job runs ---------------------------------------------
+
+def _days(plan) -> list[WorkoutPlan]:
+    return list(WorkoutPlan.select().where(WorkoutPlan.plan == plan).order_by(WorkoutPlan.day))
+
+
+def test_a_day_reset_while_the_plan_job_runs_is_generated(make_plan, broker, worker, openai_sim):
+    """Before: the job had read its pending days once, the dispatch was dropped as a duplicate,
+    and the reset day stayed pending with nothing queued."""
+    from actors.workouts import dispatch, reset_days
+
+    openai_sim.control(latency_ms=800)
+    plan = make_plan("race@x.io", ["pending", "failed"])
+    assert dispatch(plan.user_id, plan.id) is not None
+    wait_for(lambda: openai_sim.stats()["requests"] >= 1, message="the job running")
+    assert reset_days([_days(plan)[1].id]) == 1
+    assert dispatch(plan.user_id, plan.id) is None  # its job runs: a duplicate
+    wait_for(lambda: statuses(plan) == ["generated", "generated"], timeout=30, message="both days generated")
+
+
+def test_a_give_up_fails_only_the_days_its_own_attempt_tried(make_plan, broker, worker, openai_sim):
+    """Before: the give-up marked the operator's freshly reset day failed with the job's old error."""
+    from actors.workouts import dispatch, generate_user_workout_plan, reset_days
+
+    openai_sim.control(latency_ms=800, sequence=["429"])  # the first call is refused, later ones answer
+    plan = make_plan("giveup@x.io", ["pending", "failed"])
+    generate_user_workout_plan.send_with_options(args=(plan.user_id, plan.id), retry_delays=())  # no retry
+    wait_for(lambda: openai_sim.stats()["requests"] >= 1, message="the job running")
+    reset_days([_days(plan)[1].id])
+    assert dispatch(plan.user_id, plan.id) is None
+    wait_for(lambda: "pending" not in statuses(plan), timeout=30, message="both days settled")
+    days = _days(plan)
+    assert [(d.status, d.error_code) for d in days] == [("failed", "ERR_RATE_LIMIT"), ("generated", None)]

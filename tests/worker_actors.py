@@ -76,3 +76,13 @@ def breaks(key: str, kind: str, failures: int = 1) -> None:
     _note(key, kind)
     if state_redis().llen(f"test:{key}") <= failures:
         raise FAULTS[kind]()
+
+
+@fleet_actor(queue_name="tests", retry_delays=(1,))
+def fails_slowly(key: str, seconds: float) -> None:
+    """The first attempt works `seconds`, then fails (retryable); the next one succeeds."""
+    _note(key, "start")
+    if state_redis().llen(f"test:{key}") <= 1:
+        time.sleep(seconds)
+        raise JobError("ERR_API_UNAVAILABLE", "planned failure after a while")
+    _note(key, "done")
