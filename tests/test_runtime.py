@@ -156,6 +156,15 @@ def test_expected_retries_log_a_warning_with_the_code_and_give_ups_their_traceba
     assert not [r for r in mine if r.getMessage().startswith("Failed to process message")]  # Dramatiq's ERROR line
 
 
+def test_the_give_up_hook_runs_first_and_again_when_it_fails(db, worker, broker, key):
+    """Before: the hook ran after the dead letter's Redis write, and a failing hook was only logged."""
+    message = wa.gives_up.send(key)
+    wait_for(lambda: dead_letters.count_dead_letters(broker) == 1, timeout=30, message="the dead letter")
+    assert notes(f"hook:{key}") == ["first", "first"]  # tried again (the database was away), both before any other write
+    [letter] = dead_letters.list_dead_letters(broker)
+    assert (letter.message_id, letter.error_code) == (message.message_id, "ERR_BAD_REQUEST")
+
+
 def test_unique_job_sent_twice_runs_once(db, worker, broker, key):
     first = wa.unique_sleeper.send(key, 1.0)
     second = wa.unique_sleeper.send(key, 1.0)

@@ -86,3 +86,29 @@ def fails_slowly(key: str, seconds: float) -> None:
         time.sleep(seconds)
         raise JobError("ERR_API_UNAVAILABLE", "planned failure after a while")
     _note(key, "done")
+
+
+def _outage():
+    raise JobError("ERR_API_UNAVAILABLE", "HTTP 503")
+
+
+@fleet_actor(queue_name="tests", service="openai", retry_delays=(1, 1, 1), on_give_up=gave_up)
+def calls_openai(key: str) -> None:
+    """Calls the OpenAI breaker with a call that fails like a service that is down."""
+    from core.breakers import breaker
+
+    _note(key, "ran")
+    breaker("openai").call(_outage)
+
+
+def _hook_fails_once(message, error) -> None:
+    key = message.args[0]
+    recorded = state_redis().exists(f"fleet:dead-error:{message.message_id}")
+    _note(f"hook:{key}", "after the dead letter's record" if recorded else "first")
+    if state_redis().incr(f"test:hook-runs:{key}") == 1:
+        raise __import__("peewee").OperationalError("server closed the connection unexpectedly")
+
+
+@fleet_actor(queue_name="tests", retry_delays=(), on_give_up=_hook_fails_once)
+def gives_up(key: str) -> None:
+    raise JobError("ERR_BAD_REQUEST", "planned permanent failure")

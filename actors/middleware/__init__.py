@@ -14,6 +14,7 @@ from actors.middleware.connections import DatabaseConnections
 from actors.middleware.held import HeldMessages
 from actors.middleware.invalid import InvalidMessages
 from actors.middleware.joblog import JobLogWriter
+from actors.middleware.lifecycle import DieWithMainProcess
 from actors.middleware.retries import BackoffRetries
 from actors.middleware.settle import Settlement
 from actors.middleware.trace import TraceContext
@@ -28,6 +29,7 @@ def fleet_middleware(settings: Settings) -> list:
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
+        DieWithMainProcess(),
         DatabaseConnections(),
         HeldMessages(),
         TraceContext(),
