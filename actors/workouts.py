@@ -208,31 +208,29 @@ def failed_plans(where) -> list[FailedPlan]:
     return [FailedPlan(plan_id, user_id, n) for plan_id, user_id, n in rows]
 
 
-def failed_days(where) -> Iterator[WorkoutPlan]:
-    """Failed days in id order, fetched in chunks (keyset pagination) so memory stays flat."""
-    last = 0
-    while True:
-        chunk = list(WorkoutPlan.select(WorkoutPlan.id, WorkoutPlan.plan, WorkoutPlan.day).join(Plan)
-                     .where(where & (WorkoutPlan.id > last)).order_by(WorkoutPlan.id).limit(CHUNK))
-        if not chunk:
-            return
-        yield from chunk
-        last = chunk[-1].id
-
-
 def _reset_failed(column, ids: list[int]) -> int:
-    reset = 0
-    now = utcnow()
+    return sum(1 for _ in _reset_failed_listed(column, ids))
+
+
+def _reset_failed_listed(column, ids: list[int]) -> Iterator[tuple[int, int, int]]:
+    """Set the failed days among `ids` back to pending, an UPDATE … RETURNING a chunk; yields
+    (day id, plan id, day) of each, in id order within a chunk."""
     for i in range(0, len(ids), CHUNK):
         with database.atomic():
-            reset += (WorkoutPlan.update(status="pending", updated_at=now)
-                      .where((WorkoutPlan.status == "failed") & column.in_(ids[i:i + CHUNK])).execute())
-    return reset
+            rows = list(WorkoutPlan.update(status="pending", updated_at=utcnow())
+                        .where((WorkoutPlan.status == "failed") & column.in_(ids[i:i + CHUNK]))
+                        .returning(WorkoutPlan.id, WorkoutPlan.plan, WorkoutPlan.day).tuples().execute())
+        yield from sorted(rows)
 
 
 def reset_plans(plan_ids: list[int]) -> int:
     """Failed days of these plans back to pending, an UPDATE per chunk of plans."""
     return _reset_failed(WorkoutPlan.plan, plan_ids)
+
+
+def reset_plans_listed(plan_ids: list[int]) -> Iterator[tuple[int, int, int]]:
+    """As `reset_plans`, yielding (day id, plan id, day) of each day it reset."""
+    return _reset_failed_listed(WorkoutPlan.plan, plan_ids)
 
 
 def reset_days(day_ids: list[int]) -> int:

@@ -122,9 +122,8 @@ def retry_failed_command(plan_id: int | None, user_id: int | None, reset: bool, 
 
     if reset:
         click.echo("Resetting status to pending...")
-        for day in ops.failed_days(where):
-            click.echo(f"  - WorkoutPlan #{day.id} (Plan #{day.plan_id}, Day {day.day}) reset to pending")
-        ops.reset_plans([p.plan_id for p in plans])
+        for day_id, plan, day in ops.reset_plans_listed([p.plan_id for p in plans]):
+            click.echo(f"  - WorkoutPlan #{day_id} (Plan #{plan}, Day {day}) reset to pending")
         click.echo("Status reset complete. Run workout generation job to retry.")
         click.echo(f"To generate them now: fleet workouts generate {f'--plan {plan_id}' if plan_id else '--all-pending'}")
         return
