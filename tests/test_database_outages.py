@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from actors.middleware.joblog import DROPPED_KEY, JobLogWriter
+from actors.middleware.joblog import JobLogWriter
 from core import dead_letters
 from core.state import state_redis
 from db.database import database, open_database
@@ -111,6 +111,7 @@ def test_rows_beyond_the_buffer_bound_are_counted_and_reported(db, broker, setti
     from dramatiq import Message
     from dramatiq.broker import MessageProxy
 
+    from actors.middleware.joblog import DROPPED_KEY
     from admin.app import create_app
 
     writer = JobLogWriter(max_buffered=3)

@@ -20,6 +20,14 @@ PLANS, DAYS = 50, 4
 def test_nothing_is_lost_when_the_database_and_redis_fail(own_postgres_url, openai_sim, tmp_path):
     pg = open_database(own_postgres_url)
     server = RedisServer(tmp_path / "redis").start()
+    try:
+        _soak(pg, server, own_postgres_url, openai_sim, tmp_path)
+    finally:
+        server.stop()
+        pg.close_all()
+
+
+def _soak(pg, server, own_postgres_url, openai_sim, tmp_path):
     env = dict(os.environ, DATABASE_URL=own_postgres_url, BROKER_URL=server.url, FLEET_HEARTBEAT_TIMEOUT="5",
                FLEET_RETRY_DELAYS="1,1,2,2,3,3,5,5", FLEET_VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
     with pg.bind_ctx([User, Plan, WorkoutPlan, JobLog]):
@@ -64,5 +72,3 @@ def test_nothing_is_lost_when_the_database_and_redis_fail(own_postgres_url, open
         assert {r.status for r in rows} <= {"success", "retrying", "deferred"}
         assert not [r for r in rows if r.error_code == "ERR_INTERNAL"]
         client.close()
-    server.stop()
-    pg.close_all()

@@ -120,12 +120,14 @@ def test_unknown_command_and_option_are_usage_errors(fleet_env):
 def test_killing_fleet_up_or_supervisord_leaves_no_orphan(embedded_env, tmp_path, victim):
     """Before: SIGKILL of supervisord left redis, workers, scheduler and web under PID 1 (and a
     new `fleet up` started beside them); SIGKILL of `fleet up` left supervisord and all children."""
+    import contextlib
     import os
 
     from core.lifecycle import lock_fleet
 
     port = free_port()
     up = _start_up(embedded_env, port)
+    tree = []
     try:
         wait_for(lambda: _healthy(port), timeout=40, message="/healthz 200")
         wait_for(lambda: sum("dramatiq actors" in _cmdline(p) for p in psutil.Process(up.pid).children(recursive=True)) == 2,
@@ -141,6 +143,9 @@ def test_killing_fleet_up_or_supervisord_leaves_no_orphan(embedded_env, tmp_path
         if up.poll() is None:
             up.kill()
             up.wait()
+        for process in tree:  # whatever this test started and is still there (it must not be)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
     locks = lock_fleet(tmp_path / "var")  # the tree's lock is free: a new fleet may start
     assert isinstance(locks, tuple), locks
     for fd in locks:
