@@ -106,6 +106,16 @@ def _as_connection_error(fn):
     return wrapped
 
 
+def _root_cause(error: BaseException) -> str:
+    """What Dramatiq's DecodeError wraps (its encoder keeps the cause in `args`, not `__cause__`)."""
+    cause = error
+    while True:
+        inner = next((a for a in cause.args if isinstance(a, BaseException)), None) or cause.__cause__
+        if inner is None:
+            return f"{type(cause).__name__}: {str(cause)[:120]}"
+        cause = inner
+
+
 class FleetRedisConsumer(_RedisConsumer):
     """Dramatiq's Redis consumer, hardened (each a patch around upstream behaviour):
 
@@ -163,8 +173,7 @@ class FleetRedisConsumer(_RedisConsumer):
         if redis_id is None:
             return None
         self.broker.client.hset(bodies, redis_id, data[:RAW_LIMIT])
-        cause = error.__cause__ or error
-        reason = f"not a valid message ({type(cause).__name__}: {str(cause)[:120]}): {data[:200]!r}"
+        reason = f"not a valid message ({_root_cause(error)}); it starts {data[:80]!r}"
         logging.getLogger("fleet.broker").error("message that cannot be decoded set aside", extra={
             "queue": self.queue_name, "redis_message_id": redis_id, "error": reason})
         return Message(queue_name=self.queue_name, actor_name=INVALID_ACTOR, args=(), kwargs={},

@@ -20,7 +20,7 @@ SHOWN = 200
 
 def _show_args(letter: dl.DeadLetter) -> str:
     if letter.raw is not None:
-        return redact(f"raw: {letter.raw[:300]}")
+        return redact(f"raw: {letter.raw[:200]}" + ("…" if len(letter.raw) > 200 else ""))
     text = json.dumps(list(letter.args), default=str)
     return redact(text + (" " + json.dumps(letter.kwargs, default=str) if letter.kwargs else ""))
 
