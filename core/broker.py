@@ -76,15 +76,22 @@ class FleetRedisBroker(RedisBroker):
 
     def do_enqueue(self, queue_name: str, *args):
         pipe = self.current_pipeline()
-        if pipe is None:
-            self._dispatch("enqueue")(queue_name, *args)
-            with self.client.pipeline(transaction=False) as wake:
-                self._wake(wake, queue_name).execute()
-            return
+        maintenance = "0" if pipe is not None else self._should_do_maintenance("enqueue")
         command = ["enqueue", int(time.time() * 1000), queue_name, self.broker_id, self.heartbeat_timeout,
-                   self.dead_message_ttl, "0", self._max_unpack_size(), *args]
-        self.scripts["dispatch"](keys=[self.namespace], args=command, client=pipe)
-        self._wake(pipe, queue_name)
+                   self.dead_message_ttl, maintenance, self._max_unpack_size(), *args]
+        if pipe is not None:
+            self.scripts["dispatch"](keys=[self.namespace], args=command, client=pipe)
+            self._wake(pipe, queue_name)
+            return
+        # Dramatiq's enqueue script and the wake-up token in one round trip.
+        dispatch = self.scripts["dispatch"]
+        with self.client.pipeline(transaction=False) as own:
+            own.evalsha(dispatch.sha, 1, self.namespace, *command)
+            self._wake(own, queue_name)
+            try:
+                own.execute()
+            except redis.exceptions.NoScriptError:  # a restarted Redis forgot the script: load it
+                dispatch(keys=[self.namespace], args=command)
 
     def _wake(self, pipe, queue_name: str):
         key = _wake_key(self.namespace, queue_name)
