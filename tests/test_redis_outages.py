@@ -40,46 +40,45 @@ def notes(client, key):
     return [v.decode() for v in client.lrange(f"test:{key}", 0, -1)]
 
 
-def test_every_consumer_recovers_after_a_redis_crash_and_delayed_messages_still_run(private_redis, db, tmp_path):
-    """Before: the delayed queue's consumer dropped the retries it held (or its thread died)."""
+@pytest.fixture
+def crash_worker(private_redis, db, tmp_path):
+    """A worker process on the private Redis (heartbeat timeout 3 s): its environment and a client."""
     env = dict(os.environ, BROKER_URL=private_redis.url, FLEET_HEARTBEAT_TIMEOUT="3")
-    client = redis.Redis.from_url(private_redis.url)
     worker = start_worker(tmp_path / "worker.log", "-p", "1", "-t", "2", env=env)
-    key = uuid.uuid4().hex
-    try:
-        send(env, "flaky", key, 1, retry_delays=[6])
-        wait_for(lambda: client.hlen("fleet:tests.DQ.msgs") == 1 and len(notes(client, key)) == 1, timeout=30,
-                 message="the retry held by the delayed queue's consumer")
-        private_redis.kill()
-        time.sleep(1)  # down for a moment: every consumer meets the broken connection
-        private_redis.start()
-        wait_for(lambda: len(notes(client, key)) == 2, timeout=40, message="the retry run after the crash")
-        after = uuid.uuid4().hex
-        send(env, "count", after)
-        wait_for(lambda: client.get(f"test:{after}") == b"1", timeout=20, message="a new message after the crash")
-    finally:
-        assert stop_worker(worker) == 0
-    log = (tmp_path / "worker.log").read_text()
-    assert "Exception in thread" not in log
-
-
-def test_a_retry_that_cannot_be_enqueued_is_not_acked(private_redis, db, tmp_path):
-    """Before: the retry's enqueue failed while Redis was down, the message was acked anyway: lost."""
-    env = dict(os.environ, BROKER_URL=private_redis.url, FLEET_HEARTBEAT_TIMEOUT="3")
     client = redis.Redis.from_url(private_redis.url)
-    worker = start_worker(tmp_path / "worker.log", "-p", "1", "-t", "1", env=env)
+    yield env, client
+    assert stop_worker(worker) == 0
+    assert "Exception in thread" not in (tmp_path / "worker.log").read_text()  # no consumer thread died
+
+
+def test_every_consumer_recovers_after_a_redis_crash_and_delayed_messages_still_run(private_redis, crash_worker):
+    """Before: the delayed queue's consumer dropped the retries it held (or its thread died)."""
+    env, client = crash_worker
     key = uuid.uuid4().hex
-    try:
-        message_id = send(env, "fails_slowly", key, 3.0)
-        wait_for(lambda: notes(client, key) == ["start"], timeout=30, message="the first attempt")
-        private_redis.kill()  # the attempt fails while Redis is down: its retry cannot be enqueued
-        time.sleep(5)
-        private_redis.start()
-        wait_for(lambda: notes(client, key) == ["start", "start", "done"], timeout=40, message="the retry")
-    finally:
-        assert stop_worker(worker) == 0
-    got = wait_for(lambda: list(JobLog.select().where(JobLog.message_id == message_id).order_by(JobLog.id)),
-                   message="JobLog rows")
+    send(env, "flaky", key, 1, retry_delays=[6])
+    wait_for(lambda: client.hlen("fleet:tests.DQ.msgs") == 1 and len(notes(client, key)) == 1, timeout=30,
+             message="the retry held by the delayed queue's consumer")
+    private_redis.kill()
+    time.sleep(1)  # down for a moment: every consumer meets the broken connection
+    private_redis.start()
+    wait_for(lambda: len(notes(client, key)) == 2, timeout=40, message="the retry run after the crash")
+    after = uuid.uuid4().hex
+    send(env, "count", after)
+    wait_for(lambda: client.get(f"test:{after}") == b"1", timeout=20, message="a new message after the crash")
+
+
+def test_a_retry_that_cannot_be_enqueued_is_not_acked(private_redis, crash_worker):
+    """Before: the retry's enqueue failed while Redis was down, the message was acked anyway: lost."""
+    env, client = crash_worker
+    key = uuid.uuid4().hex
+    message_id = send(env, "fails_slowly", key, 3.0)
+    wait_for(lambda: notes(client, key) == ["start"], timeout=30, message="the first attempt")
+    private_redis.kill()  # the attempt fails while Redis is down: its retry cannot be enqueued
+    time.sleep(5)
+    private_redis.start()
+    wait_for(lambda: notes(client, key) == ["start", "start", "done"], timeout=40, message="the retry")
+    got = wait_for(lambda: (r := list(JobLog.select().where(JobLog.message_id == message_id).order_by(JobLog.id)))
+                   and len(r) == 2 and r, message="JobLog rows")
     assert [(r.attempt, r.status) for r in got] == [(1, "retrying"), (2, "success")]
 
 
