@@ -288,7 +288,7 @@ def test_csv_export_follows_the_filter(admin_client, logs):
     response = admin_client.get("/admin/jobs/export/csv/?flt0_error_code_equals=ERR_API_TIMEOUT")
     assert response.status_code == 200 and response.mimetype == "text/csv"
     table = list(csv.DictReader(io.StringIO(response.text)))
-    assert [r["Message Id"] for r in table] == ["msg-3", "msg-4"]
+    assert [r["Message id"] for r in table] == ["msg-3", "msg-4"]
     assert {r["Error code"] for r in table} == {"ERR_API_TIMEOUT"}
 
 

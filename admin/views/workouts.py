@@ -11,7 +11,7 @@ from flask_admin.model import filters as base_filters
 from flask_login import current_user
 from markupsafe import Markup
 
-from actors.workouts import dispatch, get_record, matching, reset_days, start_retry
+from actors.workouts import count_matching, dispatch, get_record, matching, reset_days, start_retry
 from admin.views.base import ReadOnlyModelView, as_id, cut
 from core.errors import CODES, FleetError
 from db.models.workouts import Plan, WorkoutPlan
@@ -150,6 +150,12 @@ class FailedPlansView(ReadOnlyModelView):
             if spec.setdefault(flt.key, value) != value:
                 return None  # two values for one key: the list shows nothing, so retry nothing
         return spec
+
+    def render(self, template, **kwargs):
+        if template == self.list_template and getattr(current_user, "is_admin", False):
+            spec = self.filter_spec()  # what "Retry all matching the filter" would touch, shown before the click
+            kwargs["matching"] = count_matching(spec) if spec is not None else None
+        return super().render(template, **kwargs)
 
     @expose("/retry-matching/", methods=("POST",))
     def retry_matching(self):
