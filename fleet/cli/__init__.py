@@ -59,9 +59,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from fleet.cli import accounts, database, jobs, processes, simulate, workouts
+    from fleet.cli import accounts, database, demo, jobs, processes, simulate, workouts
 
-    for module in (processes, database, accounts, jobs, workouts, simulate):
+    for module in (processes, database, accounts, jobs, workouts, simulate, demo):
         for command in module.commands:
             cli.add_command(command)
 
