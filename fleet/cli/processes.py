@@ -63,7 +63,11 @@ def web_command(host: str, port: int, threads: int) -> None:
     ensure_port_free(host, port)
     app = create_app()
     click.echo(f"Fleet panel: http://{host}:{port}/admin")
-    waitress.serve(app, host=host, port=port, threads=threads, ident="fleet")
+    # Behind FLEET_TRUSTED_PROXIES proxies the app reads X-Forwarded-* itself (werkzeug's ProxyFix);
+    # waitress must pass them on instead of dropping them as it does by default.
+    trusts_proxies = get_settings().trusted_proxies > 0
+    waitress.serve(app, host=host, port=port, threads=threads, ident="fleet",
+                   clear_untrusted_proxy_headers=not trusts_proxies)
 
 
 @click.command("up")
