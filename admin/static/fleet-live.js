@@ -5,6 +5,7 @@
   "use strict";
   var PERIOD = 5000;
   var timer = null;
+  var fetching = false;
 
   function regions(root) {
     return root.querySelectorAll("[data-live], table.model-list");
@@ -31,11 +32,12 @@
 
   function refresh() {
     if (document.visibilityState !== "visible" || busy()) return schedule();
+    fetching = true;
     fetch(window.location.href, {credentials: "same-origin", headers: {"X-Fleet-Live": "1"}})
       .then(function (r) { return r.ok && !r.redirected ? r.text() : null; })
       .then(function (html) { if (html) swap(html); })
       .catch(function () { /* the next round tries again */ })
-      .then(schedule);
+      .then(function () { fetching = false; schedule(); });
   }
 
   document.addEventListener("visibilitychange", function () {
@@ -48,6 +50,6 @@
       document.querySelectorAll("input.action-checkbox").forEach(function (box) { box.checked = e.target.checked; });
     }
   });
-  window.fleetLive = {polling: function () { return timer !== null; }};
+  window.fleetLive = {polling: function () { return document.visibilityState === "visible" && (timer !== null || fetching); }};
   if (regions(document).length) schedule();
 })();

@@ -74,8 +74,9 @@ def _trace(view, context, model, name):
 
 
 def _message_id(view, context, model, name):
-    return Markup('<a class="fleet-id" href="{}" title="Every attempt of this message">{}</a>').format(
-        url_for(".index_view", flt0_message_id_equals=model.message_id), model.message_id)
+    short = model.message_id if len(model.message_id) <= 13 else model.message_id[:8] + "…"
+    return Markup('<a class="fleet-id" href="{}" title="{} (every attempt of this message)">{}</a>').format(
+        url_for(".index_view", flt0_message_id_equals=model.message_id), model.message_id, short)
 
 
 def _pre(text: str | None):
