@@ -5,23 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from db.models.workouts import WorkoutPlan
+from tests.attack_panel import OVERSIZED
 from tests.test_panel import (admin_client, app, csrf_token, failed_plan, flashes, joblog, rows,  # noqa: F401
                               statuses)
 
 HUGE = str(10**23)
 
 
-@pytest.mark.parametrize("path", [
-    f"/admin/jobs/?page={'9' * 20}",
-    f"/admin/failed-plans/?page={'9' * 20}",
-    f"/admin/failed-plans/?flt0_plan_equals={HUGE}",
-    f"/admin/failed-plans/?flt0_user_equals={HUGE}",
-    f"/admin/failed-plans/?flt0_plan_equals=-{HUGE}",
-    "/admin/jobs/?" + "&".join(f"flt{i}_status_equals=failed" for i in range(300)),
-    "/admin/failed-plans/?" + "&".join(f"flt{i}_error_code_equals=ERR_AUTH" for i in range(300)),
-    "/admin/jobs/?search=" + "+".join(f"w{i}" for i in range(300)),
-])
+@pytest.mark.parametrize("path", [p for p in OVERSIZED if p.startswith(("/admin/jobs/?", "/admin/failed-plans/?"))]
+                         + [f"/admin/failed-plans/?flt0_plan_equals=-{HUGE}"])
 def test_oversized_list_input_gives_a_list_or_a_message(admin_client, db, path):
     failed_plan("o@x.io")
     joblog(status="failed")

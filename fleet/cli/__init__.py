@@ -30,6 +30,13 @@ def unwritable(exc: OSError) -> str | None:
     return f"cannot write {path} ({exc.strerror or exc}): FLEET_VAR_DIR ({var_dir}) must be a writable directory"
 
 
+def exit_if_unwritable(exc: OSError) -> None:
+    line = unwritable(exc)
+    if line is not None:
+        click.echo(f"fleet: {line}", err=True)
+        sys.exit(2)
+
+
 class FleetGroup(click.Group):
     """Runs each command under a new trace id; turns Fleet's own errors into one line
     on stderr and their exit code."""
@@ -45,11 +52,8 @@ class FleetGroup(click.Group):
             click.echo(f"fleet: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except OSError as exc:
-            line = unwritable(exc)
-            if line is None:
-                raise
-            click.echo(f"fleet: {line}", err=True)
-            ctx.exit(2)
+            exit_if_unwritable(exc)
+            raise
 
 
 @click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,9 +79,6 @@ def main() -> None:
         click.echo(f"fleet: {exc}", err=True)
         sys.exit(2)
     except OSError as exc:
-        line = unwritable(exc)
-        if line is None:
-            raise
-        click.echo(f"fleet: {line}", err=True)
-        sys.exit(2)
+        exit_if_unwritable(exc)
+        raise
     cli(prog_name="fleet")
