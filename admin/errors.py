@@ -17,6 +17,7 @@ from limits.errors import StorageError
 from werkzeug.exceptions import HTTPException
 
 from core import trace
+from core.redact import redact
 
 log = logging.getLogger("fleet.panel")
 
@@ -41,8 +42,9 @@ def init_app(app: Flask) -> None:
     for exceptions, what in OUTAGES:
         def outage(exc, what=what):
             log.warning("request failed: %s", what, exc_info=exc)
+            reason = redact(" ".join(str(exc).split()))[:500]
             return _answer(503, f"Unavailable: {what}.",
-                           f"{type(exc).__name__}: {exc}. Pages that do not need it still work; try again shortly.")
+                           f"{type(exc).__name__}: {reason} Pages that do not need it still work; try again shortly.")
         for exc_class in exceptions:
             app.register_error_handler(exc_class, outage)
 
