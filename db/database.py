@@ -23,7 +23,13 @@ def _private_file(path: Path) -> None:
     """The database holds password hashes: create it (and so its -wal and -shm, which SQLite
     creates with the database's mode) readable by its owner only, like the secret key."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    if not path.exists():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+    # chmod, never open: closing any descriptor of a database this process has open would drop
+    # SQLite's POSIX locks on it (and so corrupt it under concurrent writers)
     for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         if file.exists() and file.stat().st_mode & 0o077:
             file.chmod(0o600)
