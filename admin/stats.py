@@ -35,7 +35,7 @@ class Day:
 def _hour(column):
     if isinstance(database.obj, PostgresqlDatabase):
         return fn.to_char(fn.date_trunc("hour", column), "YYYY-MM-DD HH24")
-    return fn.strftime("%Y-%m-%d %H", column)
+    return fn.substr(column, 1, 13)  # peewee stores 'YYYY-MM-DD HH:MM:SS.ffffff'; cheaper than strftime
 
 
 def last_day(now: datetime | None = None) -> Day:
@@ -44,7 +44,9 @@ def last_day(now: datetime | None = None) -> Day:
     first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
     hour = _hour(JobLog.created_at)
     rows = (JobLog.select(hour.alias("hour"), JobLog.status, fn.COUNT(SQL("*")))
-            .where(JobLog.created_at >= first).group_by(hour, JobLog.status).tuples())
+            # naming every status lets the (status, created_at) index cover the query: no table reads
+            .where(JobLog.status.in_(JobLog.STATUSES) & (JobLog.created_at >= first))
+            .group_by(hour, JobLog.status).tuples())
     statuses = dict.fromkeys(JobLog.STATUSES, 0)
     per_hour: dict[str, list[int]] = {}
     for bucket, status, n in rows:
