@@ -21,26 +21,29 @@ from actors.middleware.outcome import get_outcome
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 _lock = threading.Lock()
-_metrics: dict[str, tuple] = {}  # directory -> (counter, histogram), once a process
+_metrics: tuple | None = None  # (counter, histogram), once a process
 
 
 def multiprocess_metrics(directory: Path):
-    """This process's counter and histogram, writing into `directory` (made on first use)."""
-    key = str(directory)
+    """This process's counter and histogram, writing into `directory` (made on first use).
+
+    One directory a process, the first one asked for: prometheus_client reads it from the
+    environment whenever it opens a file, so changing it later would split the counts."""
+    global _metrics
     with _lock:
-        if key not in _metrics:
+        if _metrics is None:
             from prometheus_client import CollectorRegistry, Counter, Histogram, values
 
             directory.mkdir(parents=True, exist_ok=True)
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = key  # read by each value when it opens its file
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # not an inherited one: ours
             values.ValueClass = values.MultiProcessValue()
             registry = CollectorRegistry()  # not the global one: these are read from the files
             counter = Counter("fleet_jobs", "Attempts of jobs, by actor, queue and how they ended.",
                               ["actor", "queue", "status"], registry=registry)
             histogram = Histogram("fleet_job_duration_seconds", "Duration of attempts, by actor and how they ended.",
                                   ["actor", "status"], buckets=BUCKETS, registry=registry)
-            _metrics[key] = (counter, histogram)
-        return _metrics[key]
+            _metrics = (counter, histogram)
+        return _metrics
 
 
 class PrometheusMetrics(Middleware):
