@@ -348,9 +348,15 @@ def get_record(bulk_id: str) -> dict | None:
     return record
 
 
+def count_matching(spec: dict) -> tuple[int, int]:
+    """(failed days, plans) that match the filter, in one query."""
+    days, plans = (WorkoutPlan.select(fn.COUNT(SQL("*")), fn.COUNT(WorkoutPlan.plan.distinct())).join(Plan)
+                   .where(matching(spec)).tuples().get())
+    return days or 0, plans or 0
+
+
 def count_matching_plans(spec: dict) -> int:
-    return (WorkoutPlan.select(fn.COUNT(WorkoutPlan.plan.distinct())).join(Plan)
-            .where(matching(spec)).scalar() or 0)
+    return count_matching(spec)[1]
 
 
 def start_retry(spec: dict, started_by: str) -> tuple[str, int]:

@@ -5,6 +5,7 @@ line on stderr and exit code 2.
 """
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -42,8 +43,14 @@ class Settings:
     heartbeat_timeout: float
     secret_key_override: str | None = field(repr=False)
     state_redis_url: str | None = None
+    trusted_proxies: int = 0  # proxies in front of `fleet web` whose X-Forwarded-* headers are believed
     max_defer: float = 6 * 3600
     allow_local_state: bool = False
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where worker processes keep their Prometheus counters for /metrics (multiprocess mode)."""
+        return self.var_dir / "metrics"
 
     @property
     def redis_socket(self) -> Path:
@@ -67,6 +74,16 @@ class Settings:
         return path.read_text().strip()
 
 
+# Upper bounds: a value past them is a typo (or `inf`), and would overflow a timer or Redis.
+MAX_RETRY_DELAY = 7 * 86400  # seconds before one retry
+MAX_RETRIES = 20
+MAX_CIRCUIT_FAILURES = 10_000
+MAX_CIRCUIT_RESET = 86400  # seconds a breaker stays open
+MAX_HEARTBEAT_TIMEOUT = 3600  # seconds before a dead worker's messages run again
+MAX_TRUSTED_PROXIES = 10
+MAX_DEFER = 30 * 86400  # seconds a message may wait for open breakers in all
+
+
 def _url(name: str, value: str, schemes: set[str]) -> str:
     parsed = urlparse(value)
     if not parsed.scheme or "://" not in value:
@@ -74,17 +91,25 @@ def _url(name: str, value: str, schemes: set[str]) -> str:
     if parsed.scheme not in schemes:
         allowed = ", ".join(sorted(s + "://" for s in schemes))
         raise SettingsError(name, f"unsupported scheme {parsed.scheme!r} (use {allowed})")
+    try:
+        parsed.port  # noqa: B018  (raises on a port that is not a number from 0 to 65535)
+    except ValueError:
+        raise SettingsError(name, f"{value!r} has a port that is not a number from 1 to 65535") from None
     return value
 
 
-def _number(name: str, value: str, *, integer: bool, minimum: float) -> float:
+def _number(name: str, value: str, *, integer: bool, minimum: float, maximum: float) -> float:
     try:
         number = int(value) if integer else float(value)
     except ValueError:
         kind = "a whole number" if integer else "a number"
         raise SettingsError(name, f"{value!r} is not {kind}") from None
+    if not math.isfinite(number):
+        raise SettingsError(name, f"{value!r} is not a finite number")
     if number < minimum:
         raise SettingsError(name, f"{value!r} must be at least {minimum:g}")
+    if number > maximum:
+        raise SettingsError(name, f"{value!r} must be at most {maximum:g}")
     return number
 
 
@@ -98,7 +123,9 @@ def _flag(name: str, value: str) -> bool:
 
 def _delays(name: str, value: str) -> tuple[int, ...]:
     parts = [p.strip() for p in value.split(",") if p.strip()]
-    return tuple(int(_number(name, p, integer=True, minimum=0)) for p in parts)
+    if len(parts) > MAX_RETRIES:
+        raise SettingsError(name, f"{len(parts)} delays; at most {MAX_RETRIES} retries")
+    return tuple(int(_number(name, p, integer=True, minimum=0, maximum=MAX_RETRY_DELAY)) for p in parts)
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -132,12 +159,18 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         series_api_url=_url("SERIES_API_URL", env.get("SERIES_API_URL", DEFAULT_SERIES_API_URL), {"http", "https"}),
         series_api_key=env.get("SERIES_API_KEY"),
         retry_delays=_delays("FLEET_RETRY_DELAYS", env.get("FLEET_RETRY_DELAYS", "60,300,1800")),
-        circuit_failures=int(_number("FLEET_CIRCUIT_FAILURES", env.get("FLEET_CIRCUIT_FAILURES", "5"), integer=True, minimum=1)),
-        circuit_reset=_number("FLEET_CIRCUIT_RESET", env.get("FLEET_CIRCUIT_RESET", "60"), integer=False, minimum=0.1),
-        heartbeat_timeout=_number("FLEET_HEARTBEAT_TIMEOUT", env.get("FLEET_HEARTBEAT_TIMEOUT", "60"), integer=False, minimum=1),
+        circuit_failures=int(_number("FLEET_CIRCUIT_FAILURES", env.get("FLEET_CIRCUIT_FAILURES", "5"), integer=True,
+                                     minimum=1, maximum=MAX_CIRCUIT_FAILURES)),
+        circuit_reset=_number("FLEET_CIRCUIT_RESET", env.get("FLEET_CIRCUIT_RESET", "60"), integer=False,
+                              minimum=0.1, maximum=MAX_CIRCUIT_RESET),
+        heartbeat_timeout=_number("FLEET_HEARTBEAT_TIMEOUT", env.get("FLEET_HEARTBEAT_TIMEOUT", "60"), integer=False,
+                                  minimum=1, maximum=MAX_HEARTBEAT_TIMEOUT),
+        trusted_proxies=int(_number("FLEET_TRUSTED_PROXIES", env.get("FLEET_TRUSTED_PROXIES", "0"), integer=True,
+                                    minimum=0, maximum=MAX_TRUSTED_PROXIES)),
         secret_key_override=env.get("FLEET_SECRET_KEY"),
         state_redis_url=state_redis_url,
-        max_defer=_number("FLEET_MAX_DEFER", env.get("FLEET_MAX_DEFER", str(6 * 3600)), integer=False, minimum=0),
+        max_defer=_number("FLEET_MAX_DEFER", env.get("FLEET_MAX_DEFER", str(6 * 3600)), integer=False,
+                          minimum=0, maximum=MAX_DEFER),
         allow_local_state=_flag("FLEET_ALLOW_LOCAL_STATE", env.get("FLEET_ALLOW_LOCAL_STATE", "0")),
     )
 

@@ -9,6 +9,7 @@ terminated backend or a database restart costs the work that was running, not th
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -35,6 +36,22 @@ SQLITE_PRAGMAS = {
 }
 
 
+def _private_file(path: Path) -> None:
+    """The database holds password hashes: create it (and so its -wal and -shm, which SQLite
+    creates with the database's mode) readable by its owner only, like the secret key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+    # chmod, never open: closing any descriptor of a database this process has open would drop
+    # SQLite's POSIX locks on it (and so corrupt it under concurrent writers)
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists() and file.stat().st_mode & 0o077:
+            file.chmod(0o600)
+
+
 def open_database(url: str, max_connections: int = DEFAULT_POOL) -> Database:
     """SQLite with WAL and a busy timeout, or PostgreSQL; both pooled (an in-memory SQLite is not)."""
     parsed = urlparse(url)
@@ -42,7 +59,7 @@ def open_database(url: str, max_connections: int = DEFAULT_POOL) -> Database:
         path = url[len("sqlite:///"):] or ":memory:"
         if path == ":memory:":
             return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=10)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(path))
         # A pooled connection moves between threads (one at a time), hence check_same_thread.
         return PooledSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, max_connections=max_connections,
                                     stale_timeout=STALE_AFTER, timeout=POOL_WAIT, check_same_thread=False)

@@ -15,6 +15,8 @@ from actors.middleware.held import HeldMessages
 from actors.middleware.invalid import InvalidMessages
 from actors.middleware.joblog import JobLogWriter
 from actors.middleware.lifecycle import DieWithMainProcess
+from actors.middleware.metrics import PrometheusMetrics
+from actors.middleware.presence import WorkerPresence
 from actors.middleware.retries import BackoffRetries
 from actors.middleware.settle import Settlement
 from actors.middleware.trace import TraceContext
@@ -33,6 +35,8 @@ def fleet_middleware(settings: Settings) -> list:
         DatabaseConnections(),
         HeldMessages(),
         TraceContext(),
+        WorkerPresence(settings.heartbeat_timeout),
+        PrometheusMetrics(settings.metrics_dir),
         InvalidMessages(),
         JobLogWriter(),
         CircuitDeferral(),

@@ -11,9 +11,9 @@ from flask_admin.model import filters as base_filters
 from flask_login import current_user
 from markupsafe import Markup
 
-from actors.workouts import (count_plans_with_pending_days, dispatch, generate_pending, get_record, matching,
-                             reset_days, start_retry)
-from admin.views.base import ReadOnlyModelView, cut
+from actors.workouts import (count_matching, count_plans_with_pending_days, dispatch, generate_pending, get_record,
+                             matching, reset_days, start_retry)
+from admin.views.base import ReadOnlyModelView, as_id, cut
 from core.errors import CODES, FleetError
 from db.models.workouts import Plan, WorkoutPlan
 
@@ -40,6 +40,9 @@ class PlanIs(PlanFilter, base_filters.BaseIntFilter):
 
     def operation(self):
         return "equals"
+
+    def validate(self, value) -> bool:
+        return as_id(value) is not None  # a number past 64 bits would overflow the query
 
 
 class UserIs(PlanIs):
@@ -108,17 +111,13 @@ class FailedPlansView(ReadOnlyModelView):
                 .join(Plan).where(WorkoutPlan.status == "failed"))
 
     def get_one(self, id):
-        try:
-            return self.get_query().where(WorkoutPlan.id == int(id)).first()
-        except (TypeError, ValueError):
-            return None
+        row_id = as_id(id)
+        return None if row_id is None else self.get_query().where(WorkoutPlan.id == row_id).first()
 
     # -- actions on the selected days ------------------------------------------------
     def _selected(self, ids) -> list[int]:
-        try:
-            return [int(i) for i in ids]
-        except ValueError:
-            abort(400)
+        """The selected day ids; ids that are not ones (text, past 64 bits) match no day."""
+        return [i for i in (as_id(raw) for raw in ids) if i is not None]
 
     @action("retry", "Retry selected", "Set the selected days back to pending and generate them again?")
     def action_retry(self, ids):
@@ -138,11 +137,6 @@ class FailedPlansView(ReadOnlyModelView):
         flash(f"{reset} day(s) reset to pending; no job dispatched yet: use “Generate pending”.", "success")
 
     # -- "Generate pending" ------------------------------------------------------------
-    @expose("/")
-    def index_view(self):
-        self._template_args["pending_plans"] = count_plans_with_pending_days()
-        return super().index_view()
-
     @expose("/generate-pending/", methods=("POST",))
     def generate_pending(self):
         sent, in_flight = generate_pending()
@@ -165,6 +159,13 @@ class FailedPlansView(ReadOnlyModelView):
             if spec.setdefault(flt.key, value) != value:
                 return None  # two values for one key: the list shows nothing, so retry nothing
         return spec
+
+    def render(self, template, **kwargs):
+        if template == self.list_template and getattr(current_user, "is_admin", False):
+            spec = self.filter_spec()  # what "Retry all matching the filter" would touch, shown before the click
+            kwargs["matching"] = count_matching(spec) if spec is not None else None
+            kwargs["pending_plans"] = count_plans_with_pending_days()  # what "Generate pending" would dispatch
+        return super().render(template, **kwargs)
 
     @expose("/retry-matching/", methods=("POST",))
     def retry_matching(self):

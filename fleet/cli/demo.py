@@ -1,5 +1,12 @@
-"""`fleet up --demo`: demo data and the API simulators, so a newcomer sees jobs run and fail."""
+"""`fleet up --demo`: demo data, the API simulators, and a trickle of new work, so a newcomer
+sees jobs run and fail for as long as the demo runs."""
 from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from typing import Callable
 
 import click
 
@@ -55,6 +62,7 @@ def demo_programs(settings: Settings):
                                      "--latency-ms", "100", "--fail", "429=0.03,503=0.03,timeout=0.01",
                                      "--hang-seconds", "15"], 20),
         Program("demo-jobs", ["workouts", "rescue-stale", "--hours", "0"], 60, oneshot=True),
+        Program("demo-trickle", ["demo", "trickle"], 60),
     ]
     env = {
         "OPENAI_BASE_URL": f"http://127.0.0.1:{openai_port}/v1",
@@ -66,3 +74,65 @@ def demo_programs(settings: Settings):
         "FLEET_CIRCUIT_RESET": "15",
     }
     return programs, env
+
+
+# -- the trickle: new work every little while -----------------------------------------------
+# Each step is a function that starts one piece of demo work; `fleet demo trickle` runs the
+# next step every TRICKLE_SECONDS, round-robin. A domain adds its own step to TRICKLE.
+
+TRICKLE_SECONDS = 20
+TRICKLE_GOALS = ["Run a faster 5k", "Touch my toes by summer", "Ten push-ups in a row", "Ski season fitness",
+                 "Stronger knees for hiking", "Swim a mile without stopping"]
+log = logging.getLogger("fleet.demo")
+
+
+def new_workout_plan() -> str:
+    """A new plan for a demo user, its generation job dispatched."""
+    from actors.workouts import create_plan, dispatch
+
+    email = random.choice(sorted({e for e, _, _ in DEMO_PLANS}))
+    user, _ = User.get_or_create(email=email, defaults={"name": email.split("@")[0].title()})
+    plan = create_plan(user.id, random.randint(2, 5), random.choice(TRICKLE_GOALS))
+    dispatch(user.id, plan.id)
+    return f"workout plan #{plan.id} ({plan.days} days) for {email}"
+
+
+TRICKLE: list[Callable[[], str]] = [new_workout_plan]
+
+
+def run_trickle(every: float, rounds: int | None = None) -> None:
+    """Run the next step every `every` seconds (`rounds` steps, or until stopped)."""
+    steps = itertools.cycle(TRICKLE)
+    for n in itertools.count():
+        if rounds is not None and n >= rounds:
+            return
+        if n or rounds is None:
+            time.sleep(every)  # under `fleet up`, the seeded plans go first
+        step = next(steps)
+        try:
+            click.echo(f"fleet: demo: {step()}")
+        except Exception:  # the demo keeps going through a broker or database hiccup
+            log.warning("demo step %s failed", step.__name__, exc_info=True)
+
+
+@click.group("demo", hidden=True)
+def demo_group() -> None:
+    """What `fleet up --demo` runs besides the fleet."""
+
+
+@demo_group.command("trickle")
+@click.option("--every", type=click.FloatRange(1, 3600), default=TRICKLE_SECONDS, show_default=True,
+              help="Seconds between two new pieces of work.")
+@click.option("--rounds", type=click.IntRange(1, 10**6), help="Stop after this many (default: run until stopped).")
+def trickle_command(every: float, rounds: int | None) -> None:
+    """Start new demo work every little while: a new workout plan (and whatever other domains add)."""
+    from actors.runtime import boot
+    from core.broker import check_broker
+    from fleet.cli.database import open_database
+
+    open_database()
+    check_broker(boot())
+    run_trickle(every, rounds)
+
+
+commands = [demo_group]

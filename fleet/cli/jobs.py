@@ -12,6 +12,7 @@ from core.broker import check_broker
 from core.errors import FleetError
 from db.models import utcnow
 from fleet.cli.database import open_database
+from fleet.cli.types import DAYS, HOURS, Number
 
 
 def _broker(*, declare_actors: bool = False):
@@ -77,8 +78,8 @@ def delete_command(message_ids: tuple[str, ...]) -> None:
 
 
 @jobs_group.command("cleanup")
-@click.option("--days", type=click.FloatRange(min=0), default=7, show_default=True, help="Delete finished rows older than this.")
-@click.option("--keep", type=click.IntRange(min=0), default=100, show_default=True, help="Never delete the newest N rows.")
+@click.option("--days", type=DAYS, default=7, show_default=True, help="Delete finished rows older than this.")
+@click.option("--keep", type=click.IntRange(0, 10**9), default=100, show_default=True, help="Never delete the newest N rows.")
 def cleanup_command(days: float, keep: int) -> None:
     """Delete old finished JobLog rows, in batches."""
     open_database()
@@ -87,7 +88,7 @@ def cleanup_command(days: float, keep: int) -> None:
 
 
 @jobs_group.command("stats")
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=24, show_default=True)
+@click.option("--hours", type=Number(0, HOURS.max, min_open=True), default=24, show_default=True)
 def stats_command(hours: float) -> None:
     """Attempts per job class and status, and the average duration of successful ones."""
     open_database()

@@ -7,6 +7,7 @@ parent, so killing `fleet up` or supervisord leaves no orphan (`core.lifecycle`)
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +39,8 @@ def prepare(settings: Settings, *, demo: bool, host: str, port: int) -> None:
 
     ensure_port_free(host, port)
     require_shared_state(settings)
+    # the workers' Prometheus counters of an earlier run (multiprocess files): this fleet starts at zero
+    shutil.rmtree(settings.metrics_dir, ignore_errors=True)
     if not settings.embedded_broker:
         check_broker(settings)
     for name in migrate(open_database(require_schema=False)):
