@@ -162,9 +162,9 @@ class FleetRedisConsumer(_RedisConsumer):
                 self.message_cache = self.broker.do_fetch(self.queue_name, room)
                 if self.message_cache:
                     continue
-                self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                # Block until an enqueue wakes us, for as long as upstream would sleep at most.
-                self.broker.client.blpop([_wake_key(self.broker.namespace, self.queue_name)], self.timeout / 1000)
+                # Block until an enqueue wakes us, at most as long as upstream would sleep.
+                self.broker.client.blpop([_wake_key(self.broker.namespace, self.queue_name)],
+                                         max(0.01, self.timeout / 1000))
                 return None
             self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
             time.sleep(backoff_ms / 1000)

@@ -188,18 +188,25 @@ def test_create_plan_generates_every_day_with_a_real_worker(db, broker, worker, 
     assert [d["status"] for d in status["days"]] == ["generated"] * 3
 
 
-def test_redelivery_and_second_dispatch_never_generate_a_day_twice(make_plan, broker, worker, openai_sim):
+def test_redelivery_and_second_dispatch_never_generate_a_day_twice(make_plan, broker, openai_sim):
+    from dramatiq import Worker
+
     from actors.workouts import dispatch
 
     plan = make_plan("r@x.io", ["pending", "pending"])
     first = dispatch(plan.user_id, plan.id)
     assert dispatch(plan.user_id, plan.id) is None  # unique: already queued
-    wait_for(lambda: statuses(plan) == ["generated", "generated"], timeout=30, message="generated")
-    broker.join("workouts", timeout=10_000)
-    # the same message delivered again (as after a worker crash: same message id) finds nothing to do
-    broker.enqueue(first)
-    broker.join("workouts", timeout=10_000)
-    worker.join()
+    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        wait_for(lambda: statuses(plan) == ["generated", "generated"], timeout=30, message="generated")
+        broker.join("workouts", timeout=10_000)
+        # the same message delivered again (as after a worker crash: same message id) finds nothing to do
+        broker.enqueue(first)
+        broker.join("workouts", timeout=10_000)
+        worker.join()
+    finally:
+        worker.stop()
     assert openai_sim.stats()["requests"] == 2
     assert [w.attempts for w in WorkoutPlan.select().where(WorkoutPlan.plan == plan)] == [1, 1]
     runs = wait_for(lambda: (r := list(JobLog.select().where(JobLog.job_class == "generate_user_workout_plan")))
