@@ -16,6 +16,7 @@ from dotenv import load_dotenv
 DATABASE_SCHEMES = {"sqlite", "postgres", "postgresql"}
 BROKER_SCHEMES = {"redis", "rediss", "unix", "amqp", "amqps"}
 DEFAULT_SERIES_API_URL = "https://api4.thetvdb.com/v4"
+MAX_BATCH_CHUNK = 50
 
 
 class SettingsError(Exception):
@@ -42,6 +43,7 @@ class Settings:
     heartbeat_timeout: float
     secret_key_override: str | None = field(repr=False)
     state_redis_url: str | None = None
+    batch_chunk: int = 50  # items a chunk job of a batch works, at most MAX_BATCH_CHUNK
 
     @property
     def redis_socket(self) -> Path:
@@ -91,6 +93,13 @@ def _delays(name: str, value: str) -> tuple[int, ...]:
     return tuple(int(_number(name, p, integer=True, minimum=0)) for p in parts)
 
 
+def _batch_chunk(value: str) -> int:
+    chunk = int(_number("FLEET_BATCH_CHUNK", value, integer=True, minimum=1))
+    if chunk > MAX_BATCH_CHUNK:
+        raise SettingsError("FLEET_BATCH_CHUNK", f"{value!r} must be at most {MAX_BATCH_CHUNK}")
+    return chunk
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if environ is None:
         load_dotenv(Path.cwd() / ".env", override=False)
@@ -127,6 +136,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         heartbeat_timeout=_number("FLEET_HEARTBEAT_TIMEOUT", env.get("FLEET_HEARTBEAT_TIMEOUT", "60"), integer=False, minimum=1),
         secret_key_override=env.get("FLEET_SECRET_KEY"),
         state_redis_url=state_redis_url,
+        batch_chunk=_batch_chunk(env.get("FLEET_BATCH_CHUNK", str(MAX_BATCH_CHUNK))),
     )
 
 
