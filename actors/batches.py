@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -180,38 +181,115 @@ def _claimable(owner: str):
     return (BatchItem.status == "pending") | ((BatchItem.status == "running") & (BatchItem.owner == owner))
 
 
-def _claim(run: ItemRun) -> bool:
-    """pending (or left running by this same message) → running; False if another job has it."""
-    now = utcnow()
-    with database.atomic():
-        taken = (BatchItem.update(status="running", owner=run.owner, started_at=now, finished_at=None,
-                                  attempts=BatchItem.attempts + 1)
-                 .where((BatchItem.id == run.item.id) & _claimable(run.owner)).execute())
-        if taken:
-            BatchChunk.update(current_item=run.item.key, touched_at=now).where(_chunk_row(run.batch.id, run.chunk)).execute()
-    return bool(taken)
+@dataclass
+class _Outcome:
+    run: ItemRun
+    status: str  # succeeded | failed | pending (handed back for a retry of the chunk)
+    result: dict | None = None
+    error: Classified | None = None
+
+    def fields(self, now: datetime) -> dict:
+        """The item's new columns (the same for every item of a group with the same outcome)."""
+        error = self.error
+        return {"status": self.status, "owner": None, "cost_usd": BatchItem.cost_usd + self.run.cost_usd,
+                "tokens": BatchItem.tokens + self.run.tokens, "result": self.result,
+                "finished_at": None if self.status == "pending" else now,
+                "error_code": error.code.code if error else None,
+                "error_message": redact(error.message)[:MAX_MESSAGE] if error else None}
+
+    def same_as(self) -> tuple:
+        e = self.error
+        return (self.status, repr(self.result), self.run.cost_usd, self.run.tokens,
+                e.code.code if e else None, e.message if e else None)
 
 
-def _settle(run: ItemRun, status: str, *, result: dict | None = None, error: Classified | None = None) -> None:
-    """The item's outcome and its chunk's counters, in one transaction. `pending` hands the item
-    back for a retry of the chunk (its charge still counts)."""
-    now = utcnow()
-    item = {"status": status, "owner": None, "cost_usd": BatchItem.cost_usd + run.cost_usd,
-            "tokens": BatchItem.tokens + run.tokens, "finished_at": None if status == "pending" else now,
-            "result": result, "error_code": error.code.code if error else None,
-            "error_message": redact(error.message)[:MAX_MESSAGE] if error else None}
-    ended = status in ("succeeded", "failed")
-    counters = {"cost_usd": BatchChunk.cost_usd + run.cost_usd, "tokens": BatchChunk.tokens + run.tokens,
-                "current_item": None, "touched_at": now}
-    if ended:
-        counters["processed"] = BatchChunk.processed + 1
-        counters[status] = getattr(BatchChunk, status) + 1
-    with database.atomic():
-        mine = (BatchItem.id == run.item.id) & (BatchItem.status == "running") & (BatchItem.owner == run.owner)
-        if BatchItem.update(**item).where(mine).execute():
-            BatchChunk.update(**counters).where(_chunk_row(run.batch.id, run.chunk)).execute()
-        else:
-            log.warning("batch item was taken from its job", extra={"batch_id": run.batch.id, "position": run.item.position})
+class ChunkRun:
+    """One run of one chunk job. Items are claimed and settled a group at a time, each commit
+    also claiming the next group: the group doubles while its items take under GROUP_WINDOW
+    together (no-ops cost a transaction per many items) and is one item as soon as they are
+    slow, so an AI call's result is committed before the next call starts."""
+
+    GROUP_WINDOW = 0.05  # seconds
+
+    def __init__(self, kind: Kind, batch: Batch, number: int, owner: str):
+        self.kind, self.batch, self.number, self.owner = kind, batch, number, owner
+        self.done: list[_Outcome] = []
+
+    def work(self) -> None:
+        size = 1
+        while group := self._commit(claim=size):
+            started = time.monotonic()
+            for n, item in enumerate(group):
+                run = ItemRun(self.batch, item, self.owner, self.number)
+                try:
+                    result = self.kind.handle(run)
+                except Exception as exc:
+                    error = classify(exc)
+                    if error.retryable:  # hand it and the rest of the group back; the job retries
+                        self.done.append(_Outcome(run, "pending", error=error))
+                        self._commit(release=group[n + 1:])
+                        raise
+                    self.done.append(_Outcome(run, "failed", error=error))
+                    log.info("batch item failed", extra={"batch_id": self.batch.id, "position": item.position,
+                                                         "error_code": error.code.code})
+                else:
+                    self.done.append(_Outcome(run, "succeeded", result))
+                if n + 1 < len(group) and time.monotonic() - started >= self.GROUP_WINDOW:
+                    self._commit()
+            quick = time.monotonic() - started < self.GROUP_WINDOW
+            size = min(size * 2, MAX_BATCH_CHUNK) if quick else 1
+
+    def _commit(self, *, claim: int = 0, release: Sequence[BatchItem] = ()) -> list[BatchItem]:
+        """In one transaction: settle what is done (items and the chunk's counters), hand back
+        `release`d items that never ran, and claim up to `claim` more; returns those claimed."""
+        now = utcnow()
+        claimed: list[BatchItem] = []
+        with database.atomic():
+            counters = self._settle(now)
+            if release:
+                (BatchItem.update(status="pending", owner=None, attempts=BatchItem.attempts - 1)
+                 .where(BatchItem.id.in_([i.id for i in release]) & self._mine()).execute())
+            if claim:
+                claimed = self._claim(claim, now)
+                counters["current_item"] = claimed[0].key if claimed else None
+            if counters:
+                counters["touched_at"] = now
+                BatchChunk.update(**counters).where(_chunk_row(self.batch.id, self.number)).execute()
+        self.done.clear()
+        return claimed
+
+    def _mine(self):
+        return (BatchItem.status == "running") & (BatchItem.owner == self.owner)
+
+    def _settle(self, now: datetime) -> dict:
+        groups: dict[tuple, list[_Outcome]] = {}
+        for outcome in self.done:
+            groups.setdefault(outcome.same_as(), []).append(outcome)
+        totals = {"processed": 0, "succeeded": 0, "failed": 0, "cost_usd": 0.0, "tokens": 0}
+        for alike in groups.values():
+            first = alike[0]
+            settled = (BatchItem.update(**first.fields(now))
+                       .where(BatchItem.id.in_([o.run.item.id for o in alike]) & self._mine()).execute())
+            if settled < len(alike):
+                log.warning("batch items were taken from their job", extra={"batch_id": self.batch.id,
+                                                                            "items": len(alike) - settled})
+            if first.status != "pending":
+                totals["processed"] += settled
+                totals[first.status] += settled
+            totals["cost_usd"] += settled * first.run.cost_usd
+            totals["tokens"] += settled * first.run.tokens
+        return {name: getattr(BatchChunk, name) + value for name, value in totals.items() if value}
+
+    def _claim(self, size: int, now: datetime) -> list[BatchItem]:
+        """pending items (or ones left running by this same message, after a redelivery) → running."""
+        next_ids = (BatchItem.select(BatchItem.id).where(_chunk_items(self.batch, self.number) & _claimable(self.owner))
+                    .order_by(BatchItem.position).limit(size))
+        (BatchItem.update(status="running", owner=self.owner, started_at=now, finished_at=None,
+                          attempts=BatchItem.attempts + 1)
+         .where(BatchItem.id.in_(next_ids)).execute())
+        return list(BatchItem.select(BatchItem.id, BatchItem.position, BatchItem.key)
+                    .where(_chunk_items(self.batch, self.number) & self._mine() & (BatchItem.started_at == now))
+                    .order_by(BatchItem.position))
 
 
 def work_chunk(kind: Kind, batch_id: str, number: int) -> None:
@@ -224,27 +302,7 @@ def work_chunk(kind: Kind, batch_id: str, number: int) -> None:
     if batch.status == "queued":
         Batch.update(status="processing", started_at=utcnow()).where(
             (Batch.id == batch_id) & (Batch.status == "queued")).execute()
-    while True:  # again until nothing is left: a retry may hand items back while we run
-        todo = list(BatchItem.select(BatchItem.id, BatchItem.position, BatchItem.key)
-                    .where(_chunk_items(batch, number) & _claimable(owner)).order_by(BatchItem.position))
-        if not todo:
-            break
-        for item in todo:
-            run = ItemRun(batch, item, owner, number)
-            if not _claim(run):
-                continue
-            try:
-                result = kind.handle(run)
-            except Exception as exc:
-                error = classify(exc)
-                if error.retryable:
-                    _settle(run, "pending", error=error)
-                    raise
-                _settle(run, "failed", error=error)
-                log.info("batch item failed", extra={"batch_id": batch_id, "position": item.position,
-                                                     "error_code": error.code.code})
-            else:
-                _settle(run, "succeeded", result=result)
+    ChunkRun(kind, batch, number, owner).work()
     finish_if_done(batch_id)
 
 
