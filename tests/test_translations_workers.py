@@ -86,6 +86,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_translates_nothing_twice(db
         survivor = start_worker(tmp_path, "survivor", "-p", "1", "-t", "2", **heartbeat)
         resumed = fleet("batches", "resume", batch.id, env=dict(os.environ))
         assert resumed.returncode == 0, resumed.stderr
+        assert "chunk(s) still queued or running" in resumed.stdout  # Dramatiq redelivers the dead worker's chunks
         done = finished(batch.id, timeout=90)
     finally:
         for proc in (doomed, survivor):

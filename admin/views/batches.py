@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import abort, flash, redirect, request, url_for
 from flask_admin import BaseView, expose
 
+import actors.all  # noqa: F401  (every batch kind: resume and retry need the kind's actor)
 from actors import batches as ops
 from admin.access import PanelAccess, is_admin
 from core.errors import FleetError
@@ -134,6 +135,8 @@ class BatchesView(PanelAccess, BaseView):
             flash(act(), "success")
         except FleetError as exc:
             flash(str(exc), "error")
+            if Batch.get_or_none(Batch.id == batch_id) is None:
+                return redirect(self.get_url(".index"))
         return redirect(self.get_url(".details", batch_id=batch_id))
 
     @expose("/<batch_id>/cancel/", methods=("POST",))

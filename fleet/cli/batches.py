@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
+import actors.all  # noqa: F401  (every batch kind: resume and retry need the kind's actor)
 from actors import batches as ops
 from core.broker import check_broker
 from core.settings import get_settings
