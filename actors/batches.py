@@ -404,7 +404,7 @@ def _log_finish(batch: Batch) -> None:
         error_code=top,
         message=(f"batch {batch.id} ({batch.kind}: {batch.title[:200]}) {status_label(batch)}: "
                  f"{batch.succeeded} succeeded, {batch.failed} failed, {batch.cancelled} cancelled of {batch.total}; "
-                 f"${batch.cost_usd:.4f}, {batch.tokens} tokens"),
+                 f"{usd(batch.cost_usd)}, {batch.tokens} tokens"),
         args=f'{{"batch": "{batch.id}"}}', trace_id=trace.trace_id(), worker=f"{socket.gethostname()}:{os.getpid()}",
         duration_seconds=(batch.finished_at - batch.started_at).total_seconds() if batch.started_at else None,
         created_at=batch.finished_at, finished_at=batch.finished_at,
@@ -547,6 +547,11 @@ def find_batch(ref: str) -> Batch:
     if found is None:
         raise FleetError(f"no batch with id {ref}")
     return found
+
+
+def usd(amount: float) -> str:
+    """Money as operators read it: AI calls cost fractions of a cent."""
+    return f"${amount:.6f}" if amount < 1 else f"${amount:,.2f}"
 
 
 def status_label(batch: Batch) -> str:

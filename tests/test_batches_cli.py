@@ -36,7 +36,7 @@ def test_list_show_and_monitor_a_finished_batch(db, broker, worker):
     shown = run("batches", "show", batch.id[:8])
     assert shown.returncode == 0, shown.stderr
     for line in (f"Batch {batch.id} (test_steps): cli batch", "Status: completed with 1 failure",
-                 "Succeeded: 2  Failed: 1  Cancelled: 0  Total: 3", "Cost: $0.0045  Tokens: 36",
+                 "Succeeded: 2  Failed: 1  Cancelled: 0  Total: 3", "Cost: $0.004500  Tokens: 36",
                  "Error ERR_BAD_REQUEST × 1: The external API rejected the request as invalid (HTTP 400/422)."):
         assert line in shown.stdout
     assert "planned failure of fail:ERR_BAD_REQUEST:b" in shown.stdout
@@ -52,7 +52,7 @@ def test_list_show_and_monitor_a_finished_batch(db, broker, worker):
     watched = run("batches", "monitor", batch.id, "--watch")
     assert watched.returncode == 0
     assert watched.stdout.splitlines()[-1] == (f"Batch {batch.id} completed with 1 failure: 2 succeeded, 1 failed, "
-                                               "0 cancelled of 3; $0.0045, 36 tokens.")
+                                               "0 cancelled of 3; $0.004500, 36 tokens.")
 
 
 def test_monitor_watch_follows_a_running_batch_and_exits_1_when_it_is_cancelled(db, broker, worker):

@@ -28,7 +28,7 @@ def test_the_list_shows_each_batch_with_its_progress(admin_client, broker, worke
     page = admin_client.get("/admin/batches/").text
     row = re.search(rf'<tr data-batch="{done.id}" data-running="0">(.*?)</tr>', page, re.S).group(1)
     assert "finished one" in row and "completed with 1 failure" in row and "badge-warning" in row
-    assert 'style="width: 100.0%;"' in row and "2 of 2" in row and "$0.0030" in row
+    assert 'style="width: 100.0%;"' in row and "2 of 2" in row and "$0.003000" in row
     assert f'data-batch="{waiting.id}"' in page
     only = admin_client.get("/admin/batches/?status=completed").text
     assert "finished one" in only and "queued one" not in only
@@ -59,6 +59,8 @@ def test_the_detail_page_and_its_json_show_the_same_batch(admin_client, broker, 
     assert [i["key"] for i in failed] == ["fail:ERR_QUOTA_EXCEEDED:b"]
     assert "planned failure of fail:ERR_QUOTA_EXCEEDED:b" in admin_client.get(f"/admin/batches/{batch.id}/?items=failed").text
     assert 'data-finished="1"' in page  # the page's script does not poll a finished batch
+    assert data["actions"] == {"cancel": False, "resume": False, "retry": True}
+    assert re.search(r'data-action="cancel"\s+hidden', page) and re.search(r'data-action="retry"\s+>', page)
 
 
 @pytest.mark.parametrize("query", ["?items=nope", "?offset=x", "?limit=0", "?limit=100000"])

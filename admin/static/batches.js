@@ -101,6 +101,9 @@
       document.getElementById("batch-status").className = "badge badge-" + data.colour + " p-2";
       paintErrors(document.getElementById("batch-errors"), data.errors);
       paintItems(document.getElementById("batch-items"), data.items);
+      document.querySelectorAll("#batch-actions form[data-action]").forEach(function (form) {
+        form.hidden = !data.actions[form.getAttribute("data-action")];
+      });
       if (data.finished) {
         page.setAttribute("data-finished", "1");
         document.getElementById("batch-live").textContent = "";

@@ -69,10 +69,26 @@ def _time(iso: str | None) -> str:
     return iso.replace("T", " ").removesuffix("Z") if iso else "–"
 
 
+def _value(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _pairs(data: dict | None, skip: tuple = ()) -> str:
+    return ", ".join(f"{k.replace('_', ' ')}: {_value(v)}" for k, v in (data or {}).items() if v is not None and k not in skip)
+
+
 def _result(item: dict) -> str:
-    if item["error_code"]:
-        return item["error_message"] or ""
-    return ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in (item["result"] or {}).items())
+    return item["error_message"] or "" if item["error_code"] else _pairs(item["result"])
+
+
+def actions(data: dict) -> dict:
+    """Which actions apply to the batch as it is now."""
+    return {"cancel": not data["finished"] and data["status"] != "cancelled", "resume": not data["finished"],
+            "retry": data["failed"] > 0 and data["status"] != "cancelled"}
 
 
 def for_page(snap: ops.Snapshot) -> dict:
@@ -86,13 +102,14 @@ def for_page(snap: ops.Snapshot) -> dict:
         "failed": f"{data['failed']:,}", "cancelled": f"{data['cancelled']:,}",
         "current_item": data["current_item"] or "–",
         "rate": f"{data['rate_per_second']:.2f} items/s" if data["rate_per_second"] else "–",
-        "eta": _duration(data["eta_seconds"]), "cost": f"${data['cost_usd']:.4f}", "tokens": f"{data['tokens']:,}",
+        "eta": _duration(data["eta_seconds"]), "cost": ops.usd(data["cost_usd"]), "tokens": f"{data['tokens']:,}",
         "created_at": _time(data["created_at"]), "started_at": _time(data["started_at"]),
-        "finished_at": _time(data["finished_at"]),
+        "finished_at": _time(data["finished_at"]), "options": _pairs(data["options"], skip=("uploads",)),
     }
+    data["actions"] = actions(data)
     downloads = snap.batch.kind == "translation" and (snap.batch.options or {}).get("uploads")
     for item in data["items"]:
-        item["shown"] = {"result": _result(item), "cost": f"${item['cost_usd']:.4f}" if item["cost_usd"] else "",
+        item["shown"] = {"result": _result(item), "cost": ops.usd(item["cost_usd"]) if item["cost_usd"] else "",
                          "finished_at": _time(item["finished_at"]) if item["finished_at"] else "",
                          "download": url_for("translations.download", batch_id=snap.batch.id, position=item["position"])
                          if downloads and item["status"] == "succeeded" else None}

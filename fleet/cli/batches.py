@@ -40,12 +40,12 @@ def _rate(snap: ops.Snapshot) -> str:
 def progress_line(snap: ops.Snapshot) -> str:
     b = snap.batch
     return (f"{ops.status_label(b)}  {snap.percent:g}%  {b.processed}/{b.total}  {_rate(snap)}  ETA {_eta(snap.eta_seconds)}  "
-            f"${b.cost_usd:.4f}  current: {b.current_item or '-'}")
+            f"{ops.usd(b.cost_usd)}  current: {b.current_item or '-'}")
 
 
 def final_line(b: Batch) -> str:
     return (f"Batch {b.id} {ops.status_label(b)}: {b.succeeded} succeeded, {b.failed} failed, "
-            f"{b.cancelled} cancelled of {b.total}; ${b.cost_usd:.4f}, {b.tokens} tokens.")
+            f"{b.cancelled} cancelled of {b.total}; {ops.usd(b.cost_usd)}, {b.tokens} tokens.")
 
 
 def exit_code(b: Batch) -> int:
@@ -72,7 +72,7 @@ def list_command(status: str | None, limit: int) -> None:
     for b in found:
         snap = ops.Snapshot(b)
         table.add_row(b.id[:ops.SHORT_ID], b.kind, b.title[:50], ops.status_label(b),
-                      f"{snap.percent:g}% ({b.processed}/{b.total})", str(b.failed), f"${b.cost_usd:.4f}",
+                      f"{snap.percent:g}% ({b.processed}/{b.total})", str(b.failed), ops.usd(b.cost_usd),
                       b.created_at.strftime("%Y-%m-%d %H:%M:%S"))
     Console(width=180).print(table)
 
@@ -94,7 +94,7 @@ def show_command(batch_id: str, as_json: bool, failed: bool, limit: int) -> None
     click.echo(f"Status: {ops.status_label(b)}")
     click.echo(f"Progress: {progress_line(snap)}")
     click.echo(f"Succeeded: {b.succeeded}  Failed: {b.failed}  Cancelled: {b.cancelled}  Total: {b.total}")
-    click.echo(f"Cost: ${b.cost_usd:.4f}  Tokens: {b.tokens}")
+    click.echo(f"Cost: {ops.usd(b.cost_usd)}  Tokens: {b.tokens}")
     stamps = [("created", b.created_at), ("started", b.started_at), ("finished", b.finished_at)]
     click.echo("  ".join(f"{name}: {at:%Y-%m-%d %H:%M:%S}" for name, at in stamps if at) + " (UTC)"
                + (f"  by {b.created_by}" if b.created_by else ""))
@@ -106,7 +106,7 @@ def show_command(batch_id: str, as_json: bool, failed: bool, limit: int) -> None
             outcome = (f"{i.error_code}: {i.error_message}" if i.error_code
                        else ", ".join(f"{k}: {v}" for k, v in (i.result or {}).items()))
             table.add_row(str(i.position + 1), i.key, i.status, str(i.attempts), outcome[:120],
-                          f"${i.cost_usd:.4f}" if i.cost_usd else "")
+                          ops.usd(i.cost_usd) if i.cost_usd else "")
         Console(width=200).print(table)
         shown = len(snap.items)
         everything = b.failed if failed else b.total
@@ -126,7 +126,7 @@ def watch(batch_id: str, interval: float = WATCH_INTERVAL) -> int:
             while True:
                 b = snap.batch
                 bar.update(task, completed=b.processed, description=ops.status_label(b), rate=_rate(snap),
-                           eta=_eta(snap.eta_seconds), cost=f"${b.cost_usd:.4f}", current=(b.current_item or "")[-60:])
+                           eta=_eta(snap.eta_seconds), cost=ops.usd(b.cost_usd), current=(b.current_item or "")[-60:])
                 if b.finished_at is not None:
                     break
                 time.sleep(interval)
