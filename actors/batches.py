@@ -87,9 +87,10 @@ class ItemRun:
 class Kind:
     name: str
     label: str
-    handle: Callable[[ItemRun], dict | None]
+    handle: Callable  # (run) -> result, or with `many` (runs) -> [result or Exception, …]
     actor: dramatiq.Actor
     on_prune: Callable[[Batch], None] | None = None
+    many: bool = False
 
 
 KINDS: dict[str, Kind] = {}
@@ -98,10 +99,14 @@ FINISH_HOOKS: list[Callable[[Batch], None]] = []
 
 def batch_kind(name: str, *, label: str, queue_name: str = "batches", service: str | None = None,
                time_limit: int = 60 * 60_000, retry_delays: tuple[int, ...] | None = None,
-               on_prune: Callable[[Batch], None] | None = None):
+               on_prune: Callable[[Batch], None] | None = None, many: bool = False):
     """Register `handle(run: ItemRun) -> result dict` as the item handler of batch kind `name`
     and declare the chunk actor that runs it (queue, breaker `service`, time limit of a chunk).
-    The handler raises to fail the item (`JobError` chooses the code)."""
+    The handler raises to fail the item (`JobError` chooses the code).
+
+    With `many=True` the handler gets the runs of a group of claimed items at once (items that
+    are quick to do, where a query for all of them beats one a item) and returns a result or
+    an exception for each; an exception it raises applies to the whole group."""
 
     def register(handle):
         def work(batch_id: str, number: int) -> None:
@@ -112,7 +117,7 @@ def batch_kind(name: str, *, label: str, queue_name: str = "batches", service: s
                             service=service, time_limit=time_limit, on_give_up=_give_up, **options)
         if name in KINDS:
             raise ValueError(f"batch kind {name!r} is registered twice")
-        KINDS[name] = Kind(name, label, handle, actor, on_prune)
+        KINDS[name] = Kind(name, label, handle, actor, on_prune, many)
         return handle
 
     return register
@@ -219,25 +224,53 @@ class ChunkRun:
         size = 1
         while group := self._commit(claim=size):
             started = time.monotonic()
-            for n, item in enumerate(group):
-                run = ItemRun(self.batch, item, self.owner, self.number)
-                try:
-                    result = self.kind.handle(run)
-                except Exception as exc:
-                    error = classify(exc)
-                    if error.retryable:  # hand it and the rest of the group back; the job retries
-                        self.done.append(_Outcome(run, "pending", error=error))
-                        self._commit(release=group[n + 1:])
-                        raise
-                    self.done.append(_Outcome(run, "failed", error=error))
-                    log.info("batch item failed", extra={"batch_id": self.batch.id, "position": item.position,
-                                                         "error_code": error.code.code})
-                else:
-                    self.done.append(_Outcome(run, "succeeded", result))
-                if n + 1 < len(group) and time.monotonic() - started >= self.GROUP_WINDOW:
-                    self._commit()
+            if self.kind.many:
+                self._work_together(group)
+            else:
+                self._work_each(group, started)
             quick = time.monotonic() - started < self.GROUP_WINDOW
             size = min(size * 2, MAX_BATCH_CHUNK) if quick else 1
+
+    def _work_each(self, group: list[BatchItem], started: float) -> None:
+        for n, item in enumerate(group):
+            run = ItemRun(self.batch, item, self.owner, self.number)
+            try:
+                result = self.kind.handle(run)
+            except Exception as exc:
+                self._failed(run, exc, unrun=group[n + 1:])
+            else:
+                self.done.append(_Outcome(run, "succeeded", result))
+            if n + 1 < len(group) and time.monotonic() - started >= self.GROUP_WINDOW:
+                self._commit()
+
+    def _work_together(self, group: list[BatchItem]) -> None:
+        runs = [ItemRun(self.batch, item, self.owner, self.number) for item in group]
+        try:
+            results = self.kind.handle(runs)
+        except Exception as exc:
+            error = classify(exc)
+            if error.retryable:
+                self.done += [_Outcome(run, "pending", error=error) for run in runs]
+                self._commit()
+                raise
+            results = [exc] * len(runs)
+        for n, (run, result) in enumerate(zip(runs, results)):
+            if isinstance(result, Exception):
+                self._failed(run, result, unrun=group[n + 1:])
+            else:
+                self.done.append(_Outcome(run, "succeeded", result))
+
+    def _failed(self, run: ItemRun, exc: Exception, unrun: Sequence[BatchItem] = ()) -> None:
+        """A permanent error fails the item; a retryable one hands it (and `unrun`) back and
+        fails the job, which Fleet retries."""
+        error = classify(exc)
+        if error.retryable:
+            self.done.append(_Outcome(run, "pending", error=error))
+            self._commit(release=unrun)
+            raise exc
+        self.done.append(_Outcome(run, "failed", error=error))
+        log.info("batch item failed", extra={"batch_id": self.batch.id, "position": run.item.position,
+                                             "error_code": error.code.code})
 
     def _commit(self, *, claim: int = 0, release: Sequence[BatchItem] = ()) -> list[BatchItem]:
         """In one transaction: settle what is done (items and the chunk's counters), hand back

@@ -287,17 +287,27 @@ RETRY_KIND = "workouts_retry"
 PLAN_KEY = "Plan #"
 
 
-@batch_kind(RETRY_KIND, label="Retry failed plans", queue_name="panel")
-def retry_matching_plan(run: ItemRun) -> dict:
-    """Reset the plan's days that match the batch's filter, then dispatch its generation job.
-    Idempotent: a rerun finds those days no longer failed, and the job already queued."""
-    plan_id = int(run.item.key.removeprefix(PLAN_KEY))
-    plan = Plan.get_or_none(Plan.id == plan_id)
-    if plan is None:
-        raise JobError("ERR_NOT_FOUND", f"plan {plan_id} no longer exists")
-    reset = reset_days(_matching_day_ids(matching(run.options["filter"]), [plan_id]))
-    sent = dispatch(plan.user_id, plan_id) is not None
-    return {"days_reset": reset, "dispatched": sent}
+@batch_kind(RETRY_KIND, label="Retry failed plans", queue_name="panel", many=True)
+def retry_matching_plans(runs: list[ItemRun]) -> list:
+    """For each plan: reset its days that match the batch's filter, then dispatch its generation
+    job; a group of plans takes one query and one UPDATE. Idempotent: a rerun finds those days
+    no longer failed, and the job already queued."""
+    plan_ids = [int(run.item.key.removeprefix(PLAN_KEY)) for run in runs]
+    users = dict(Plan.select(Plan.id, Plan.user).where(Plan.id.in_(plan_ids)).tuples())
+    days = (WorkoutPlan.select(WorkoutPlan.id, WorkoutPlan.plan).join(Plan)
+            .where(matching(runs[0].options["filter"]) & WorkoutPlan.plan.in_(plan_ids)).tuples())
+    by_plan: dict[int, list[int]] = {}
+    for day_id, plan_id in days:
+        by_plan.setdefault(plan_id, []).append(day_id)
+    reset_days([day for ids in by_plan.values() for day in ids])
+    results: list = []
+    for plan_id in plan_ids:
+        if plan_id not in users:
+            results.append(JobError("ERR_NOT_FOUND", f"plan {plan_id} no longer exists"))
+            continue
+        sent = dispatch(users[plan_id], plan_id) is not None
+        results.append({"days_reset": len(by_plan.get(plan_id, [])), "dispatched": sent})
+    return results
 
 
 def start_retry(spec: dict, started_by: str) -> tuple[Batch | None, int]:
@@ -309,8 +319,3 @@ def start_retry(spec: dict, started_by: str) -> tuple[Batch | None, int]:
     batch = create_batch(RETRY_KIND, f"Retry failed plans: {describe(spec)}",
                          [f"{PLAN_KEY}{p.plan_id}" for p in plans], options={"filter": spec}, created_by=started_by)
     return batch, len(plans)
-
-
-def _matching_day_ids(where, plan_ids: list[int]) -> list[int]:
-    return [row[0] for row in WorkoutPlan.select(WorkoutPlan.id).join(Plan)
-            .where(where & WorkoutPlan.plan.in_(plan_ids)).tuples()]

@@ -46,3 +46,21 @@ def steps(run: ItemRun) -> dict:
     elif action == "flaky" and redis.incr(f"test:flaky:{run.batch.id}:{run.item.position}") <= int(args[0]):
         raise JobError("ERR_API_UNAVAILABLE", f"planned outage for {run.item.key}")
     return {"done": run.item.key}
+
+
+MANY_KIND = "test_many"
+
+
+@batch_kind(MANY_KIND, label="Test steps, a group at a time", queue_name="tests", retry_delays=(1,), many=True)
+def many_steps(runs: list[ItemRun]) -> list:
+    """The same steps, a group of items a call: failures come back as exceptions, one an item;
+    `flaky` raises for the whole group."""
+    redis = state_redis()
+    results = []
+    for run in runs:
+        redis.rpush(runs_key(run.batch.id), f"{run.owner} {run.item.position}")
+        action, *args = run.item.key.split(":")
+        if action == "flaky" and redis.incr(f"test:flaky:{run.batch.id}:{run.item.position}") <= int(args[0]):
+            raise JobError("ERR_RATE_LIMIT", f"planned rate limit for {run.item.key}")
+        results.append(JobError(args[0], f"planned failure of {run.item.key}") if action == "fail" else {"done": run.item.key})
+    return results

@@ -67,3 +67,25 @@ def test_retry_all_failed_with_a_code_from_the_error_codes_page(admin_client, br
     assert "Retry of 3 matching plans started." in flashes(response.text)
     assert response.request.path.startswith("/admin/batches/")
     wait_for(lambda: all(statuses(p) == ["generated"] for p in plans), timeout=30, message="generated")
+
+
+def test_a_plan_deleted_before_its_retry_fails_its_item_not_the_batch(admin_client, broker, openai_sim):
+    from dramatiq import Worker
+
+    from actors import batches
+    from actors.workouts import start_retry
+
+    kept, gone = failed_plan("kept@x.io"), failed_plan("gone@x.io")
+    batch, plans = start_retry({"error_code": "ERR_API_TIMEOUT"}, "ops@example.com")
+    assert plans == 2
+    gone.delete_instance(recursive=True)
+    worker = Worker(broker, worker_threads=2, worker_timeout=50)
+    worker.start()
+    try:
+        done = wait_for(lambda: (b := batches.find_batch(batch.id)).finished_at and b, timeout=30, message="the batch")
+        wait_for(lambda: statuses(kept) == ["generated"], timeout=30, message="the kept plan generated")
+    finally:
+        worker.stop()
+    assert (done.succeeded, done.failed) == (1, 1)
+    failed = batches.items(batch.id, "failed")[0]
+    assert (failed.key, failed.error_code) == (f"Plan #{gone.id}", "ERR_NOT_FOUND")
