@@ -5,11 +5,13 @@ handler that works one item. `create_batch` writes the batch, its items and a co
 a chunk, then sends one chunk job per `chunk_size` (≤ 50) items with `send_many`. A chunk
 job works its items in position order:
 
-- it *claims* an item (pending, or running under its own message id after a redelivery),
-  runs the handler, and settles the item together with its chunk's counters in one
-  transaction. Only that job writes that chunk row, so workers never queue on one counter
-  row; the batch's progress is the sum of its chunk rows. An item already succeeded is never
-  claimed again, so a redelivered or resumed chunk pays no AI call twice.
+- it *claims* items (pending, or running under its own message id after a redelivery), runs
+  the handler on each, and settles them together with its chunk's counters in one
+  transaction that also claims what comes next: a group of quick items at once, one item
+  at a time as soon as they are slow (`ChunkRun`). Only that job writes that chunk row, so
+  workers never queue on one counter row; the batch's progress is the sum of its chunk rows.
+  An item already succeeded is never claimed again, so a redelivered or resumed chunk pays
+  no AI call twice.
 - a non-retryable error fails the item with its code and the chunk goes on; a retryable one
   puts the item back to pending and fails the job, which Fleet retries (or defers while the
   kind's service breaker is open); when the retry budget is spent, the chunk's open items
@@ -105,7 +107,7 @@ def batch_kind(name: str, *, label: str, queue_name: str = "batches", service: s
     The handler raises to fail the item (`JobError` chooses the code).
 
     With `many=True` the handler gets the runs of a group of claimed items at once (items that
-    are quick to do, where a query for all of them beats one a item) and returns a result or
+    are quick to do, where a query for all of them beats one an item) and returns a result or
     an exception for each; an exception it raises applies to the whole group."""
 
     def register(handle):
@@ -317,9 +319,10 @@ class ChunkRun:
         """pending items (or ones left running by this same message, after a redelivery) → running."""
         next_ids = (BatchItem.select(BatchItem.id).where(_chunk_items(self.batch, self.number) & _claimable(self.owner))
                     .order_by(BatchItem.position).limit(size))
+        # claimable again in the outer WHERE: PostgreSQL re-checks it on a row another job took meanwhile
         (BatchItem.update(status="running", owner=self.owner, started_at=now, finished_at=None,
                           attempts=BatchItem.attempts + 1)
-         .where(BatchItem.id.in_(next_ids)).execute())
+         .where(BatchItem.id.in_(next_ids) & _claimable(self.owner)).execute())
         return list(BatchItem.select(BatchItem.id, BatchItem.position, BatchItem.key)
                     .where(_chunk_items(self.batch, self.number) & self._mine() & (BatchItem.started_at == now))
                     .order_by(BatchItem.position))

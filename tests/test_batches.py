@@ -361,3 +361,49 @@ def test_prune_deletes_old_finished_batches_with_their_items_and_keeps_the_newes
     assert BatchItem.select().where(BatchItem.batch == made[2]).count() == 2
     assert ops.prune(days=30, keep=0) == 2  # never the unfinished one, never the recent one
     assert {b.id for b in Batch.select()} == {running.id, recent.id}
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+@pytest.fixture
+def on_postgresql(postgres_url, db):
+    """The models bound to the session's PostgreSQL database, migrated, batch tables empty."""
+    from db.database import database, open_database
+    from db.migrate import migrate
+
+    pg = open_database(postgres_url)
+    migrate(pg)
+    previous = database.obj
+    database.initialize(pg)
+    try:
+        with database.connection_context():
+            for table in ("batch_item", "batch_chunk", "batch"):
+                database.execute_sql(f'DELETE FROM "{table}"')
+            database.execute_sql("DELETE FROM job_log WHERE job_class = 'batch'")
+        yield pg
+    finally:
+        pg.close_all()
+        database.initialize(previous)
+
+
+def test_the_runtime_on_postgresql(on_postgresql, broker, run_worker):
+    """Row locks instead of SQLite's one lock: eight threads finishing chunks of one item at the
+    same moment still finish each batch once; cancel and retry take the batch row's lock."""
+    made = [ops.create_batch(bk.KIND, f"pg {n}", [f"sleep:0.02:{i}" for i in range(12)], chunk_size=1)
+            for n in range(3)]
+    with_failure = ops.create_batch(bk.KIND, "pg retry", ["ok:a", "fail:ERR_BAD_REQUEST:pg-retry"], chunk_size=1)
+    with run_worker(threads=8):
+        done = [finished(b.id) for b in [*made, with_failure]]
+        bk.heal("pg-retry")
+        assert ops.retry(with_failure.id) == 1
+        retried = finished(with_failure.id)
+        stopped = ops.create_batch(bk.KIND, "pg cancel", [f"sleep:0.05:{i}" for i in range(40)], chunk_size=5)
+        wait_for(lambda: chunk_sums(stopped.id)["processed"] >= 2, timeout=30, message="a few items done")
+        ops.cancel(stopped.id)
+        cancelled = finished(stopped.id)
+    for batch in done[:3]:
+        assert (batch.status, batch.succeeded) == ("completed", 12) and len(finish_rows(batch.id)) == 1
+        assert_counters_match_items(batch)
+    assert (retried.succeeded, retried.failed, len(finish_rows(retried.id))) == (2, 0, 2)
+    assert cancelled.status == "cancelled" and cancelled.succeeded + cancelled.cancelled == 40
+    assert_counters_match_items(cancelled)
