@@ -102,3 +102,29 @@ def test_jobs_cleanup_prunes_finished_batches_older_than_30_days(db, broker):
                      total=0, chunk_size=1, created_at=utcnow(), finished_at=utcnow()).execute()
     assert "Deleted 1 finished batch(es)" in run("jobs", "cleanup").stdout
     assert Batch.get_or_none(Batch.id == old.id) is None
+
+
+def test_monitor_watch_draws_a_progress_bar_on_a_terminal(db, broker, worker):
+    import pty
+    import subprocess
+    import sys
+
+    batch = ops.create_batch(bk.KIND, "on a terminal", [f"sleep:0.05:{i}" for i in range(30)], chunk_size=5)
+    terminal, child_end = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "fleet", "batches", "monitor", batch.id, "--watch"],
+                            stdin=subprocess.DEVNULL, stdout=child_end, stderr=subprocess.PIPE, env=dict(os.environ))
+    os.close(child_end)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(terminal)
+    assert proc.wait(60) == 0, proc.stderr.read().decode()
+    text = screen.decode(errors="replace")
+    assert "━" in text and "100%" in text and "30/30" in text  # rich's bar, percentage, processed/total
+    assert "items/s" in text and f"Batch {batch.id} completed: 30 succeeded" in text

@@ -43,6 +43,7 @@ def test_start_a_translation_from_the_form_and_watch_it_reach_100_percent(page, 
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
     page.evaluate("window.fleetMarker = 'still the same page'")
     first = page.inner_text("#batch-progress")
+    assert page.is_visible("#batch-cancel") and not page.is_visible("#batch-retry")
     assert first != "100 %", "the batch ended before its page was seen"
     seen = {first}
 
@@ -56,6 +57,8 @@ def test_start_a_translation_from_the_form_and_watch_it_reach_100_percent(page, 
     assert page.evaluate("window.fleetMarker") == "still the same page"  # a reload would have lost it
     assert len(seen) >= 2  # it moved on the page
     assert page.inner_text("#batch-status") == "completed"
+    assert not page.is_visible("#batch-cancel") and not page.is_visible("#batch-resume")  # they no longer apply
+    assert not page.is_visible("#batch-retry")  # nothing failed
     assert page.inner_text("[data-show=progress]") == "6 of 6"
     statuses = page.locator("#batch-items .fleet-item-succeeded").all_inner_texts()
     assert statuses == ["succeeded"] * FILES

@@ -121,16 +121,17 @@ def watch(batch_id: str, interval: float = WATCH_INTERVAL) -> int:
     if sys.stdout.isatty():
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}  ETA {task.fields[eta]}  {task.fields[cost]}  {task.fields[current]}"))
+        def fields(snap: ops.Snapshot) -> dict:
+            b = snap.batch
+            return {"completed": b.processed, "description": ops.status_label(b), "rate": _rate(snap),
+                    "eta": _eta(snap.eta_seconds), "cost": ops.usd(b.cost_usd), "current": (b.current_item or "")[-60:]}
+
         with Progress(*columns, console=Console(), refresh_per_second=4) as bar:
-            task = bar.add_task(ops.status_label(snap.batch), total=snap.batch.total)
-            while True:
-                b = snap.batch
-                bar.update(task, completed=b.processed, description=ops.status_label(b), rate=_rate(snap),
-                           eta=_eta(snap.eta_seconds), cost=ops.usd(b.cost_usd), current=(b.current_item or "")[-60:])
-                if b.finished_at is not None:
-                    break
+            task = bar.add_task(total=snap.batch.total, **fields(snap))
+            while snap.batch.finished_at is None:
                 time.sleep(interval)
                 snap = ops.snapshot(batch_id, limit=0)
+                bar.update(task, **fields(snap))
     else:
         last = None
         while True:
