@@ -5,7 +5,8 @@ handler that works one item. `create_batch` writes the batch, its items and a co
 a chunk, then sends one chunk job per `chunk_size` (≤ 50) items with `send_many`. A chunk
 job works its items in position order:
 
-- it *claims* items (pending, or running under its own message id after a redelivery), runs
+- it *claims* items (pending, or running under its own message id after a redelivery; the
+  job holding its chunk's unique lock also takes over what a lost job left running), runs
   the handler on each, and settles them together with its chunk's counters in one
   transaction that also claims what comes next: a group of quick items at once, one item
   at a time as soon as they are slow (`ChunkRun`). Only that job writes that chunk row, so
@@ -22,9 +23,10 @@ job works its items in position order:
   transaction; the finish hooks run after it commits. It can only happen once per run of
   the batch (a retry opens it again).
 
-Chunk jobs are unique jobs, so the unique lock of a chunk says it is queued or running;
-`resume` sends again exactly the chunks with open items and no lock (a lost message, a
-worker that died for good), after putting their orphaned running items back to pending.
+Chunk jobs are unique jobs, so the unique lock of a chunk says its job is queued or running,
+and that job is the only one working the chunk; `resume` sends again exactly the chunks with
+open items and no lock (a lost message, a worker that died for good), and their new jobs take
+over the items the lost ones left running.
 """
 from __future__ import annotations
 
@@ -184,8 +186,22 @@ def _chunk_row(batch_id: str, number: int):
     return (BatchChunk.batch == batch_id) & (BatchChunk.number == number)
 
 
-def _claimable(owner: str):
-    return (BatchItem.status == "pending") | ((BatchItem.status == "running") & (BatchItem.owner == owner))
+def _claimable(owner: str, takes_over: bool = False):
+    """pending, or running under this message (redelivered after its worker died); with
+    `takes_over`, running under any message (see `holds_chunk`)."""
+    running = BatchItem.status == "running"
+    return (BatchItem.status == "pending") | (running if takes_over else running & (BatchItem.owner == owner))
+
+
+def _lock_key(kind: Kind, batch_id: str, number: int) -> str:
+    return unique_key(kind.actor.actor_name, [batch_id, number], {})
+
+
+def holds_chunk(kind: Kind, batch_id: str, number: int, owner: str) -> bool:
+    """Does this message hold its chunk's unique lock? Then no other job works the chunk, and
+    items another message left running were left by a job that is gone."""
+    client = state_redis()
+    return client is not None and client.get(_lock_key(kind, batch_id, number)) == owner.encode()
 
 
 @dataclass
@@ -218,12 +234,13 @@ class ChunkRun:
 
     GROUP_WINDOW = 0.05  # seconds
 
-    def __init__(self, kind: Kind, batch: Batch, number: int, owner: str):
+    def __init__(self, kind: Kind, batch: Batch, number: int, owner: str, takes_over: bool = False):
         self.kind, self.batch, self.number, self.owner = kind, batch, number, owner
+        self.claimable = _claimable(owner, takes_over)
         self.done: list[_Outcome] = []
 
     def work(self) -> None:
-        size = 1
+        size = self.batch.chunk_size if self.kind.many else 1  # a `many` kind says its items are quick
         while group := self._commit(claim=size):
             started = time.monotonic()
             if self.kind.many:
@@ -317,12 +334,12 @@ class ChunkRun:
 
     def _claim(self, size: int, now: datetime) -> list[BatchItem]:
         """pending items (or ones left running by this same message, after a redelivery) → running."""
-        next_ids = (BatchItem.select(BatchItem.id).where(_chunk_items(self.batch, self.number) & _claimable(self.owner))
+        next_ids = (BatchItem.select(BatchItem.id).where(_chunk_items(self.batch, self.number) & self.claimable)
                     .order_by(BatchItem.position).limit(size))
         # claimable again in the outer WHERE: PostgreSQL re-checks it on a row another job took meanwhile
         (BatchItem.update(status="running", owner=self.owner, started_at=now, finished_at=None,
                           attempts=BatchItem.attempts + 1)
-         .where(BatchItem.id.in_(next_ids) & _claimable(self.owner)).execute())
+         .where(BatchItem.id.in_(next_ids) & self.claimable).execute())
         return list(BatchItem.select(BatchItem.id, BatchItem.position, BatchItem.key)
                     .where(_chunk_items(self.batch, self.number) & self._mine() & (BatchItem.started_at == now))
                     .order_by(BatchItem.position))
@@ -338,24 +355,31 @@ def work_chunk(kind: Kind, batch_id: str, number: int) -> None:
     if batch.status == "queued":
         Batch.update(status="processing", started_at=utcnow()).where(
             (Batch.id == batch_id) & (Batch.status == "queued")).execute()
-    ChunkRun(kind, batch, number, owner).work()
+    takes_over = holds_chunk(kind, batch_id, number, owner)
+    if batch.status == "cancelled" and takes_over:  # what a lost job was running is not started again
+        with database.atomic():
+            gone = (BatchItem.update(status="cancelled", owner=None, finished_at=utcnow())
+                    .where(_chunk_items(batch, number) & (BatchItem.status == "running")).execute())
+            Batch.update(cancelled=Batch.cancelled + gone).where(Batch.id == batch_id).execute()
+    ChunkRun(kind, batch, number, owner, takes_over).work()
     finish_if_done(batch_id)
 
 
 def _give_up(message, error: Classified) -> None:
     """`on_give_up` of chunk jobs: the chunk's open items fail with the last code."""
     batch_id, number = message.args[:2]
-    fail_open_items(batch_id, number, message.message_id, error)
+    kind = KINDS[message.actor_name.removeprefix("batch_chunk_")]
+    fail_open_items(batch_id, number, message.message_id, error, holds_chunk(kind, batch_id, number, message.message_id))
     finish_if_done(batch_id)
 
 
-def fail_open_items(batch_id: str, number: int, owner: str, error: Classified) -> int:
+def fail_open_items(batch_id: str, number: int, owner: str, error: Classified, takes_over: bool = False) -> int:
     batch = Batch.get_or_none(Batch.id == batch_id)
     if batch is None:
         return 0
     now = utcnow()
     text = redact(error.message)[:MAX_MESSAGE]
-    open_items = _chunk_items(batch, number) & _claimable(owner)
+    open_items = _chunk_items(batch, number) & _claimable(owner, takes_over)
     with database.atomic():
         attempted = (BatchItem.update(status="failed", owner=None, finished_at=now, error_code=error.code.code,
                                       error_message=text)
@@ -480,16 +504,15 @@ def _in_flight(kind: Kind, batch_id: str, numbers: list[int]) -> set[int]:
                          "set FLEET_STATE_REDIS_URL")
     with client.pipeline(transaction=False) as pipe:
         for n in numbers:
-            pipe.exists(unique_key(kind.actor.actor_name, [batch_id, n], {}))
+            pipe.exists(_lock_key(kind, batch_id, n))
         held = pipe.execute()
     return {n for n, h in zip(numbers, held) if h}
 
 
 @dataclass
 class Resumed:
-    sent: int = 0  # chunk jobs sent again
+    sent: int = 0  # chunk jobs sent again (each takes over what its lost job left running)
     in_flight: int = 0  # chunks with open items whose job is queued or running
-    reset: int = 0  # items left running by a lost job, back to pending
     finished: bool = False  # nothing was open: the batch finished now
 
 
@@ -514,18 +537,8 @@ def resume(batch_id: str) -> Resumed:
     lost = [n for n in numbers if n not in held]
     report.in_flight = len(held)
     if lost:
-        orphans = ((BatchItem.batch == batch_id) & (BatchItem.status == "running")
-                   & (BatchItem.position / batch.chunk_size).in_(lost))
-        if batch.status == "cancelled":  # what the lost job was running is not started again
-            with database.atomic():
-                gone = BatchItem.update(status="cancelled", owner=None, finished_at=utcnow()).where(orphans).execute()
-                Batch.update(cancelled=Batch.cancelled + gone).where(Batch.id == batch_id).execute()
-            report.finished = finish_if_done(batch_id)
-            return report
-        report.reset = BatchItem.update(status="pending", owner=None).where(orphans).execute()
         report.sent, _ = kind.actor.send_many((batch_id, n) for n in lost)
-    log.info("batch resumed", extra={"batch_id": batch_id, "chunks_sent": report.sent, "chunks_in_flight": report.in_flight,
-                                     "items_reset": report.reset})
+    log.info("batch resumed", extra={"batch_id": batch_id, "chunks_sent": report.sent, "chunks_in_flight": report.in_flight})
     return report
 
 

@@ -246,7 +246,7 @@ def test_retry_runs_only_the_failed_items_again_in_the_same_batch(db, broker, ru
 def test_resume_sends_nothing_while_every_chunk_is_queued(db, broker):
     batch = ops.create_batch(bk.KIND, "queued", [f"ok:{i}" for i in range(10)], chunk_size=4)
     report = ops.resume(batch.id)
-    assert (report.sent, report.in_flight, report.reset) == (0, 3, 0)
+    assert (report.sent, report.in_flight) == (0, 3)
     assert queued_chunks(broker) == 3
 
 
@@ -259,13 +259,42 @@ def test_resume_sends_again_the_chunks_whose_jobs_were_lost(db, broker, run_work
     broker.client.flushdb()
 
     report = ops.resume(batch.id)
-    assert (report.sent, report.in_flight, report.reset) == (3, 0, 1)
+    assert (report.sent, report.in_flight) == (3, 0)
     assert ops.resume(batch.id).sent == 0  # now they are queued: a second resume sends nothing
     with run_worker():
         done = finished(batch.id)
     assert (done.status, done.succeeded) == ("completed", 10)
-    assert sorted(p for _, p in bk.runs(batch.id)) == list(range(10))
+    assert sorted(p for _, p in bk.runs(batch.id)) == list(range(10))  # the dead job's item too, once
+    assert ops.items(batch.id)[5].attempts == 2
     assert len(finish_rows(batch.id)) == 1
+    assert_counters_match_items(done)
+
+
+def test_a_job_that_does_not_hold_its_chunk_leaves_another_jobs_running_items_alone(db, broker):
+    """Two copies of a chunk's job (a lock that expired, a dead letter requeued by hand): only
+    the holder of the chunk's lock takes over items another message has running."""
+    batch = ops.create_batch(bk.KIND, "two copies", ["ok:a", "ok:b", "ok:c"])
+    BatchItem.update(status="running", owner="a-live-job", attempts=1).where(
+        (BatchItem.batch == batch.id) & (BatchItem.position == 1)).execute()
+    kind = ops.KINDS[bk.KIND]
+    state_redis().set(unique_key(kind.actor.actor_name, [batch.id, 0], {}), "a-live-job")
+    ops.work_chunk(kind, batch.id, 0)  # a copy that is not the lock holder
+    assert [i.status for i in ops.items(batch.id)] == ["succeeded", "running", "succeeded"]
+    assert Batch.get_by_id(batch.id).finished_at is None
+    assert sorted(p for _, p in bk.runs(batch.id)) == [0, 2]
+
+
+def test_resuming_a_cancelled_batch_cancels_what_its_lost_job_left_running(db, broker, run_worker):
+    batch = ops.create_batch(bk.KIND, "cancelled, then lost", ["ok:a", "ok:b", "ok:c"])
+    BatchItem.update(status="running", owner="a-dead-job", attempts=1).where(
+        (BatchItem.batch == batch.id) & (BatchItem.position == 0)).execute()
+    assert ops.cancel(batch.id) == 2
+    broker.client.flushdb()
+    assert ops.resume(batch.id).sent == 1
+    with run_worker():
+        done = finished(batch.id)
+    assert (done.status, done.cancelled, done.processed) == ("cancelled", 3, 0)
+    assert bk.runs(batch.id) == []
     assert_counters_match_items(done)
 
 

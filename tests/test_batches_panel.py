@@ -84,7 +84,7 @@ def test_admins_cancel_resume_and_retry_from_the_page(admin_client, broker):
     page = admin_client.get(f"/admin/batches/{batch.id}/").text
     assert all(f'id="batch-{a}"' in page for a in ("cancel", "resume", "retry"))
     resumed = post(admin_client, f"/admin/batches/{batch.id}/resume/")
-    assert "Sent 0 chunk job(s) again (0 item(s) left running by a lost job back to pending); 3 chunk(s) still queued or running." in flashes(resumed.text)
+    assert "Sent 0 lost chunk job(s) again; 3 chunk(s) still queued or running." in flashes(resumed.text)
     cancelled = post(admin_client, f"/admin/batches/{batch.id}/cancel/")
     assert "Cancelled 5 pending item(s); running items finish." in flashes(cancelled.text)
     assert Batch.get_by_id(batch.id).status == "cancelled"

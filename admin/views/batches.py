@@ -164,8 +164,7 @@ class BatchesView(PanelAccess, BaseView):
     def resume(self, batch_id: str):
         def act():
             done = ops.resume(batch_id)
-            return (f"Sent {done.sent} chunk job(s) again ({done.reset} item(s) left running by a lost job back to "
-                    f"pending); {done.in_flight} chunk(s) still queued or running.")
+            return f"Sent {done.sent} lost chunk job(s) again; {done.in_flight} chunk(s) still queued or running."
         return self._act(batch_id, act)
 
     @expose("/<batch_id>/retry/", methods=("POST",))

@@ -174,8 +174,8 @@ def cancel_command(batch_id: str) -> None:
 @batches_group.command("resume")
 @click.argument("batch_id")
 def resume_command(batch_id: str) -> None:
-    """Send again the chunks whose job was lost (items left running by a dead worker, or pending
-    with no chunk job queued)."""
+    """Send again the chunks whose job was lost (a message the broker lost, a worker gone for
+    good); each new job takes over what its lost one left running."""
     _open(broker=True)
     batch = ops.find_batch(batch_id)
     done = ops.resume(batch.id)
@@ -184,8 +184,8 @@ def resume_command(batch_id: str) -> None:
     elif done.finished:
         click.echo(f"Batch {batch.id} had no open item left; it is finished now.")
     else:
-        click.echo(f"Sent {done.sent} chunk job(s) of batch {batch.id} again ({done.reset} item(s) left running by a "
-                   f"lost job back to pending); {done.in_flight} chunk(s) still queued or running.")
+        click.echo(f"Sent {done.sent} lost chunk job(s) of batch {batch.id} again; "
+                   f"{done.in_flight} chunk(s) still queued or running.")
 
 
 @batches_group.command("retry")
