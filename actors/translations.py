@@ -50,8 +50,8 @@ FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 
 SYSTEM_PROMPT = (
-    "You are a professional translator. Translate every segment of the user's JSON from the "
-    "language `from` into the language `to`. Keep placeholders such as {name}, {{ name }}, %s, "
+    "You are a professional translator. Translate every segment of the user's JSON from "
+    "`from_language` into `to_language`. Keep placeholders such as {name}, {{ name }}, %s, "
     "%(name)s and :count, HTML tags, Markdown syntax, URLs and code exactly as they are. Answer "
     "with JSON: `segments`, the translations in the same order, one for each segment given."
 )
@@ -282,7 +282,8 @@ def translate_segments(client, segments: list[str], source: str, target: str, fm
     translated: list[str] = []
     requests = 0
     for part in requests_for(segments):
-        prompt = json.dumps({"from": source, "to": target, "format": fmt, "segments": part}, ensure_ascii=False)
+        prompt = json.dumps({"from": source, "from_language": language_name(source), "to": target,
+                             "to_language": language_name(target), "format": fmt, "segments": part}, ensure_ascii=False)
         answer = client.generate_json(SYSTEM_PROMPT, prompt, SCHEMA, "translation")
         requests += 1
         run.charge(answer.cost_usd, answer.prompt_tokens + answer.completion_tokens)
