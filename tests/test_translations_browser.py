@@ -7,7 +7,7 @@ import re
 
 from db.models.batches import Batch
 from tests.helpers import wait_for
-from tests.test_browser import CHROMIUM, page, pytestmark, server  # noqa: F401
+from tests.test_browser import page, pytestmark, server  # noqa: F401  (a skip mark outside CI without chromium)
 from tests.test_panel import PASSWORD
 
 FILES = 6
