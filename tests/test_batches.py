@@ -190,7 +190,7 @@ def test_cancel_mid_way_lets_the_running_item_finish_and_runs_nothing_after(db, 
     try:
         wait_for(lambda: chunk_sums(batch.id)["processed"] >= 3, timeout=30, message="three items done")
         cancelled = ops.cancel(batch.id)
-        assert 0 < cancelled < 17
+        assert 0 < cancelled <= 17
         assert Batch.get_by_id(batch.id).status == "cancelled"
         done = finished(batch.id)
         ran = len(bk.runs(batch.id))
@@ -346,7 +346,7 @@ def test_chunk_locks_are_the_runtimes_unique_locks(db, broker):
 # -- reading ----------------------------------------------------------------------------------
 
 def test_progress_read_through_the_api_never_goes_back(db, broker, admin_client):
-    batch = ops.create_batch(bk.KIND, "monotonic", [f"sleep:0.01:{i}" for i in range(150)], chunk_size=10)
+    batch = ops.create_batch(bk.KIND, "monotonic", [f"sleep:0.02:{i}" for i in range(150)], chunk_size=10)
     seen = []
     worker = Worker(broker, worker_threads=6, worker_timeout=50)
     worker.start()
