@@ -17,6 +17,7 @@ from dotenv import load_dotenv
 DATABASE_SCHEMES = {"sqlite", "postgres", "postgresql"}
 BROKER_SCHEMES = {"redis", "rediss", "unix", "amqp", "amqps"}
 DEFAULT_SERIES_API_URL = "https://api4.thetvdb.com/v4"
+MAX_BATCH_CHUNK = 50
 
 
 class SettingsError(Exception):
@@ -44,6 +45,7 @@ class Settings:
     secret_key_override: str | None = field(repr=False)
     state_redis_url: str | None = None
     trusted_proxies: int = 0  # proxies in front of `fleet web` whose X-Forwarded-* headers are believed
+    batch_chunk: int = 50  # items a chunk job of a batch works, at most MAX_BATCH_CHUNK
 
     @property
     def metrics_dir(self) -> Path:
@@ -158,6 +160,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                     minimum=0, maximum=MAX_TRUSTED_PROXIES)),
         secret_key_override=env.get("FLEET_SECRET_KEY"),
         state_redis_url=state_redis_url,
+        batch_chunk=int(_number("FLEET_BATCH_CHUNK", env.get("FLEET_BATCH_CHUNK", str(MAX_BATCH_CHUNK)), integer=True,
+                                minimum=1, maximum=MAX_BATCH_CHUNK)),
     )
 
 
