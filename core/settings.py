@@ -17,6 +17,7 @@ from dotenv import load_dotenv
 DATABASE_SCHEMES = {"sqlite", "postgres", "postgresql"}
 BROKER_SCHEMES = {"redis", "rediss", "unix", "amqp", "amqps"}
 DEFAULT_SERIES_API_URL = "https://api4.thetvdb.com/v4"
+MAX_BATCH_CHUNK = 50
 
 
 class SettingsError(Exception):
@@ -44,6 +45,7 @@ class Settings:
     secret_key_override: str | None = field(repr=False)
     state_redis_url: str | None = None
     trusted_proxies: int = 0  # proxies in front of `fleet web` whose X-Forwarded-* headers are believed
+    batch_chunk: int = 50  # items a chunk job of a batch works, at most MAX_BATCH_CHUNK
     max_defer: float = 6 * 3600
     allow_local_state: bool = False
 
@@ -169,6 +171,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                     minimum=0, maximum=MAX_TRUSTED_PROXIES)),
         secret_key_override=env.get("FLEET_SECRET_KEY"),
         state_redis_url=state_redis_url,
+        batch_chunk=int(_number("FLEET_BATCH_CHUNK", env.get("FLEET_BATCH_CHUNK", str(MAX_BATCH_CHUNK)), integer=True,
+                                minimum=1, maximum=MAX_BATCH_CHUNK)),
         max_defer=_number("FLEET_MAX_DEFER", env.get("FLEET_MAX_DEFER", str(6 * 3600)), integer=False,
                           minimum=0, maximum=MAX_DEFER),
         allow_local_state=_flag("FLEET_ALLOW_LOCAL_STATE", env.get("FLEET_ALLOW_LOCAL_STATE", "0")),

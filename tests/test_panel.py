@@ -95,7 +95,8 @@ def flashes(page: str) -> list[str]:
 # -- access ----------------------------------------------------------------------------------
 
 PAGES = ["/admin/", "/admin/jobs/", "/admin/jobs/details/?id=1", "/admin/jobs/export/csv/", "/admin/failed-plans/",
-         "/admin/error-codes/", "/admin/dead-letters/", "/admin/health/", "/admin/failed-plans/bulk/abc/"]
+         "/admin/error-codes/", "/admin/dead-letters/", "/admin/health/", "/admin/batches/", "/admin/translations/",
+         "/admin/batches/abc/"]
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -107,7 +108,8 @@ def test_anonymous_is_sent_to_the_login_page(app, path):
 
 def test_anonymous_api_is_401_and_health_is_public(app):
     client = app.test_client()
-    assert client.get("/api/bulk/abc").status_code == 401
+    assert client.get("/api/batches/abc").status_code == 401
+    assert client.get("/api/batches").status_code == 401
     assert client.get("/healthz").status_code == 200
     assert client.get("/admin/login").status_code == 200
     assert client.get("/admin/static/bootstrap/bootstrap4/css/bootstrap.min.css").status_code == 200
@@ -383,9 +385,9 @@ def test_retry_matching_refuses_a_filter_it_cannot_honour(admin_client, broker, 
     assert statuses(plan) == ["failed"] and broker.client.hlen("fleet:panel.msgs") == 0
 
 
-def test_bulk_status_of_an_unknown_id_is_404(admin_client):
-    assert admin_client.get("/api/bulk/nope").status_code == 404
-    assert admin_client.get("/admin/failed-plans/bulk/nope/").status_code == 404
+def test_an_unknown_batch_is_404(admin_client):
+    assert admin_client.get("/api/batches/nope").status_code == 404
+    assert admin_client.get("/admin/batches/nope/").status_code == 404
 
 
 # -- error codes -----------------------------------------------------------------------------

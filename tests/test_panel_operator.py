@@ -6,8 +6,17 @@ import re
 
 import actors.workouts  # noqa: F401
 from db.models.jobs import JobLog
-from tests.test_panel import (_dead_ids, _dead_letter, admin_client, app, csrf_token, failed_plan, flashes,  # noqa: F401
-                              joblog, viewer_client)
+from tests.test_panel import (  # noqa: F401
+    _dead_ids,
+    _dead_letter,
+    admin_client,
+    app,
+    csrf_token,
+    failed_plan,
+    flashes,
+    joblog,
+    viewer_client,
+)
 
 
 def test_retry_all_matching_shows_days_and_plans_before_the_click(admin_client, db):

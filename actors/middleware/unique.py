@@ -32,30 +32,51 @@ LOCK_TTL = 24 * 3600  # a backstop: a lock outlives any sane backlog, and still 
 CLAIM_GRACE_MS = 5_000
 FOLLOW_UP_OPTIONS = ("trace_id", "retry_delays", "time_limit", "max_defer")
 
+# Shared by the scripts: is the message a lock names still queued, delayed or running? A lock
+# in the old format (a bare message id) is taken as alive; its TTL ends it.
+_ALIVE = """
+local now = redis.call('time')
+local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local function holder_of(current, namespace, introspect, grace)
+  local holder, queue, rid, at, state = string.match(current, '^(%S+) (%S+) (%S+) (%d+) (%a)$')
+  if holder == nil then return current, nil, true end
+  if introspect == '1' and now_ms - tonumber(at) > tonumber(grace) then
+    return holder, state, redis.call('hexists', namespace .. ':' .. queue .. '.msgs', rid) == 1
+  end
+  return holder, state, true
+end
+"""
+
 # KEYS: lock, follow-up flag. ARGV: message id, queue, Redis id, state (q|r), ttl, namespace,
 # 1 if the lock's queue can be looked at (the broker is this Redis), grace (ms).
 # Returns nil when the caller holds the lock now, else the holder's lock value.
-_CLAIM = """
-local now = redis.call('time')
-local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+_CLAIM = _ALIVE + """
 local current = redis.call('get', KEYS[1])
 if current then
-  local holder, queue, rid, at, state = string.match(current, '^(%S+) (%S+) (%S+) (%d+) (%a)$')
-  if holder == nil then holder = current end
-  if holder ~= ARGV[1] then
-    local alive = true
-    if queue and ARGV[7] == '1' and now_ms - tonumber(at) > tonumber(ARGV[8]) then
-      alive = redis.call('hexists', ARGV[6] .. ':' .. queue .. '.msgs', rid) == 1
-    end
-    if alive then
-      if state == 'r' then redis.call('set', KEYS[2], '1', 'ex', ARGV[5]) end
-      return current
-    end
+  local holder, state, alive = holder_of(current, ARGV[6], ARGV[7], ARGV[8])
+  if holder ~= ARGV[1] and alive then
+    if state == 'r' then redis.call('set', KEYS[2], '1', 'ex', ARGV[5]) end
+    return current
   end
 end
 redis.call('set', KEYS[1], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. now_ms .. ' ' .. ARGV[4], 'ex', ARGV[5])
 if ARGV[4] == 'r' then redis.call('del', KEYS[2]) end
 return false
+"""
+
+# KEYS: locks. ARGV: namespace, 1 if the queues can be looked at, grace (ms).
+# Returns, a lock, the message id holding it while that message is alive, else nil.
+_LIVE_HOLDERS = _ALIVE + """
+local found = {}
+for i, key in ipairs(KEYS) do
+  found[i] = false
+  local current = redis.call('get', key)
+  if current then
+    local holder, state, alive = holder_of(current, ARGV[1], ARGV[2], ARGV[3])
+    if alive then found[i] = holder end
+  end
+end
+return found
 """
 
 # KEYS: lock, follow-up flag. ARGV: message id. Returns 1 when a follow-up was asked for.
@@ -69,6 +90,31 @@ if current and string.match(current, '^(%S+)') == ARGV[1] then
 end
 return 0
 """
+_scripts: dict[tuple[int, str], object] = {}
+
+
+def _script(client, source: str):
+    """`source` registered with this client (once)."""
+    key = (id(client), source)
+    if key not in _scripts:
+        _scripts[key] = client.register_script(source)
+    return _scripts[key]
+
+
+def _introspects(broker) -> bool:
+    """Can a lock's message be looked for in the queues? Only when the broker is the state Redis."""
+    return isinstance(broker, RedisBroker) and get_settings().state_redis_url == get_settings().broker_url
+
+
+def live_holders(broker, keys: list[str]) -> list[str | None]:
+    """For each lock, the id of the message holding it while that message is queued, delayed or
+    running; None for a free or stale lock (the next send takes it over). One round trip."""
+    client = state_redis()
+    if client is None or not keys:
+        return [None] * len(keys)
+    found = _script(client, _LIVE_HOLDERS)(keys=keys, args=[getattr(broker, "namespace", ""),
+                                                               "1" if _introspects(broker) else "0", CLAIM_GRACE_MS])
+    return [holder.decode() if holder else None for holder in found]
 
 
 class DuplicateJob(MiddlewareError):
@@ -95,9 +141,6 @@ class UniqueJobs(Middleware):
     """Actors declared `unique=True` (or messages sent with `unique=True`) have at most one
     message per arguments queued, delayed or running; see the module's docstring."""
 
-    def __init__(self):
-        self._claim = self._release = None
-
     @property
     def actor_options(self):
         return {"unique"}
@@ -110,26 +153,16 @@ class UniqueJobs(Middleware):
         except ActorNotFound:
             return False
 
-    def _scripts(self, client):
-        if self._claim is None or self._claim.registered_client is not client:
-            self._claim, self._release = client.register_script(_CLAIM), client.register_script(_RELEASE)
-        return self._claim, self._release
-
-    @staticmethod
-    def _introspects(broker) -> bool:
-        """Can a lock's message be looked for in the queues? Only when the broker is the state Redis."""
-        return isinstance(broker, RedisBroker) and get_settings().state_redis_url == get_settings().broker_url
-
     def _claim_args(self, broker, message, state: str) -> list:
         namespace = getattr(broker, "namespace", "")
         return [message.message_id, message.queue_name, message.options.get("redis_message_id", "*"), state,
-                LOCK_TTL, namespace, "1" if self._introspects(broker) else "0", CLAIM_GRACE_MS]
+                LOCK_TTL, namespace, "1" if _introspects(broker) else "0", CLAIM_GRACE_MS]
 
     def claim(self, broker, message, state: str = "q", client=None):
         """Take or refresh the message's lock; the holder's lock value when another message holds it."""
         key = message.options["unique_key"]
-        claim, _ = self._scripts(state_redis())
-        return claim(keys=[key, key + ":again"], args=self._claim_args(broker, message, state), client=client)
+        return _script(state_redis(), _CLAIM)(keys=[key, key + ":again"], args=self._claim_args(broker, message, state),
+                                               client=client)
 
     def claim_many(self, broker, messages: list) -> list:
         """The messages whose locks this call took, in one round trip; the others are duplicates.
@@ -159,7 +192,7 @@ class UniqueJobs(Middleware):
         first_send = "unique_key" not in message.options
         message.options.setdefault("unique_key", unique_key(message.actor_name, message.args, message.kwargs))
         pipe = getattr(broker, "current_pipeline", lambda: None)()
-        if claimed and pipe is not None and self._introspects(broker):
+        if claimed and pipe is not None and _introspects(broker):
             self.claim(broker, message, client=pipe)  # names the queued copy, in the enqueue's round trip
             return
         holder = self.claim(broker, message)
@@ -190,8 +223,7 @@ class UniqueJobs(Middleware):
         self.after_process_message(broker, message)
 
     def _release_and_follow_up(self, broker, message, key: str) -> None:
-        _, release = self._scripts(state_redis())
-        if not release(keys=[key, key + ":again"], args=[message.message_id]):
+        if not _script(state_redis(), _RELEASE)(keys=[key, key + ":again"], args=[message.message_id]):
             return
         # The flag is gone with the lock now: the follow-up must be sent even if this step runs again.
         later(message, "send follow-up job", lambda: self._follow_up(broker, message))

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from flask_admin import Admin
 
+from admin.views.batches import BatchesView
 from admin.views.dead_letters import DeadLettersView
 from admin.views.error_codes import ErrorCodesView
 from admin.views.health import HealthView
 from admin.views.jobs import JobLogView
+from admin.views.translations import TranslationsView
 from admin.views.workouts import FailedPlansView
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan
@@ -15,6 +17,8 @@ from db.models.workouts import WorkoutPlan
 def register_views(admin: Admin) -> None:
     admin.add_view(JobLogView(JobLog, name="Job logs", endpoint="joblogs", url="/admin/jobs"))
     admin.add_view(FailedPlansView(WorkoutPlan, name="Failed plans", endpoint="failed_plans", url="/admin/failed-plans"))
+    admin.add_view(BatchesView(name="Batches", endpoint="batches", url="/admin/batches"))
+    admin.add_view(TranslationsView(name="New translation", endpoint="translations", url="/admin/translations"))
     admin.add_view(ErrorCodesView(name="Error codes", endpoint="error_codes", url="/admin/error-codes"))
     admin.add_view(DeadLettersView(name="Dead letters", endpoint="dead_letters", url="/admin/dead-letters"))
     admin.add_view(HealthView(name="Health", endpoint="health_page", url="/admin/health"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import abort, flash, redirect, request, url_for
+from flask import flash, redirect, request, url_for
 from flask_admin import expose
 from flask_admin.actions import action
 from flask_admin.contrib.peewee import filters as f
@@ -11,8 +11,8 @@ from flask_admin.model import filters as base_filters
 from flask_login import current_user
 from markupsafe import Markup
 
-from actors.workouts import (count_matching, count_plans_with_pending_days, dispatch, generate_pending, get_record,
-                             matching, reset_days, start_retry)
+from actors.workouts import (count_matching, count_plans_with_pending_days, dispatch, generate_pending, matching,
+                             reset_days, start_retry)
 from admin.views.base import ReadOnlyModelView, as_id, cut
 from core.errors import CODES, FleetError
 from db.models.workouts import Plan, WorkoutPlan
@@ -174,20 +174,12 @@ class FailedPlansView(ReadOnlyModelView):
             flash("The filter is not valid; nothing was retried.", "error")
             return redirect(self.get_url(".index_view", **request.args))
         try:
-            bulk_id, plans = start_retry(spec, current_user.email)
+            batch, plans = start_retry(spec, current_user.email)
         except FleetError as exc:
             flash(str(exc), "error")
             return redirect(self.get_url(".index_view", **request.args))
-        if not plans:
+        if batch is None:
             flash("No failed plans match the filter; nothing to retry.", "warning")
-        else:
-            flash(Markup('Retry of {} matching plans started (<a href="{}">#{}</a>).').format(
-                plans, self.get_url(".bulk_status", bulk_id=bulk_id), bulk_id), "success")
-        return redirect(self.get_url(".index_view", **request.args))
-
-    @expose("/bulk/<bulk_id>/")
-    def bulk_status(self, bulk_id: str):
-        record = get_record(bulk_id)
-        if record is None:
-            abort(404)
-        return self.render("bulk_status.html", record=record)
+            return redirect(self.get_url(".index_view", **request.args))
+        flash(f"Retry of {plans} matching plans started.", "success")
+        return redirect(url_for("batches.details", batch_id=batch.id))

@@ -63,9 +63,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from fleet.cli import accounts, database, demo, jobs, processes, simulate, workouts
+    from fleet.cli import accounts, batches, database, demo, jobs, processes, simulate, translations, workouts
 
-    for module in (processes, database, accounts, jobs, workouts, simulate, demo):
+    for module in (processes, database, accounts, jobs, workouts, batches, translations, simulate, demo):
         for command in module.commands:
             cli.add_command(command)
 

@@ -45,6 +45,24 @@ def seed_demo(settings: Settings) -> None:
     click.echo(f"fleet: demo login {DEMO_EMAIL} / {DEMO_PASSWORD}")
 
 
+DEMO_TEXTS = {  # German files the demo translates into Dutch, as a batch
+    "willkommen.md": "# Willkommen\n\nHallo {name}, schön, dass du da bist.\n\nDein Plan beginnt am Montag.\n",
+    "erinnerung.txt": "Du hast :count offene Trainingstage.\n\nBleib dran!\n",
+    "menue.json": '{"start": "Start", "plans": "Meine Pläne", "settings": "Einstellungen", "logout": "Abmelden"}\n',
+    "hilfe.md": "## Hilfe\n\nSchreib uns an <b>support@example.com</b>.\n",
+}
+
+
+def demo_texts(settings: Settings) -> list[str]:
+    """The demo's German files under var/demo/de (written once)."""
+    folder = settings.var_dir / "demo" / "de"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in DEMO_TEXTS.items():
+        if not (folder / name).exists():
+            (folder / name).write_text(text, encoding="utf-8")
+    return [str(folder / name) for name in DEMO_TEXTS]
+
+
 DEMO_OPENAI_KEY = "sk-fleet-demo-simulated"
 DEMO_SERIES_KEY = "fleet-demo-series-key"
 
@@ -63,6 +81,8 @@ def demo_programs(settings: Settings):
                                      "--hang-seconds", "15"], 20),
         Program("demo-jobs", ["workouts", "rescue-stale", "--hours", "0"], 60, oneshot=True),
         Program("demo-trickle", ["demo", "trickle"], 60),
+        Program("demo-translation", ["translate", "--from", "de", "--to", "nl", "--out",
+                                     str(settings.var_dir / "demo" / "nl"), *demo_texts(settings)], 60, oneshot=True),
     ]
     env = {
         "OPENAI_BASE_URL": f"http://127.0.0.1:{openai_port}/v1",

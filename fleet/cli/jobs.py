@@ -5,6 +5,7 @@ import dramatiq
 from rich.console import Console
 from rich.table import Table
 
+from actors import batches
 from actors import jobs as joblog
 from actors.runtime import boot
 from core import dead_letters
@@ -81,10 +82,14 @@ def delete_command(message_ids: tuple[str, ...]) -> None:
 @click.option("--days", type=DAYS, default=7, show_default=True, help="Delete finished rows older than this.")
 @click.option("--keep", type=click.IntRange(0, 10**9), default=100, show_default=True, help="Never delete the newest N rows.")
 def cleanup_command(days: float, keep: int) -> None:
-    """Delete old finished JobLog rows, in batches."""
+    """Delete old finished JobLog rows, in batches; and finished batches older than 30 days with
+    their items (never the newest 100 batches)."""
     open_database()
     deleted = joblog.cleanup(days, keep)
     click.echo(f"Deleted {deleted} job log row(s) older than {days:g} day(s); kept the newest {keep}.")
+    pruned = batches.prune()
+    click.echo(f"Deleted {pruned} finished batch(es) older than {batches.PRUNE_DAYS} days with their items; "
+               f"kept the newest {batches.PRUNE_KEEP}.")
 
 
 @jobs_group.command("stats")
