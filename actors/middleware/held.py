@@ -36,9 +36,10 @@ class HeldMessages(Middleware):
     def after_worker_boot(self, broker, worker):
         if not isinstance(broker, RedisBroker):
             return
-        self._stop.clear()
+        self._stop = threading.Event()  # this worker's: a thread of an earlier one must not outlive it
         interval = max(0.5, broker.heartbeat_timeout / 1000 / 3)
-        self._thread = threading.Thread(target=self._watch, args=(broker, worker, interval), name="fleet-held", daemon=True)
+        self._thread = threading.Thread(target=self._watch, args=(broker, worker, interval, self._stop),
+                                        name="fleet-held", daemon=True)
         self._thread.start()
 
     def before_worker_shutdown(self, broker, worker):
@@ -71,9 +72,9 @@ class HeldMessages(Middleware):
                     pass
         return ids
 
-    def _watch(self, broker: RedisBroker, worker, interval: float) -> None:
+    def _watch(self, broker: RedisBroker, worker, interval: float, stop: threading.Event) -> None:
         suspects: dict[str, set[str]] = {}
-        while not self._stop.wait(interval):
+        while not stop.wait(interval):
             try:
                 suspects = self.give_back_lost(broker, worker, suspects)
             except Exception as exc:  # Redis away: look again next time
