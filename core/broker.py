@@ -56,12 +56,13 @@ class FleetRedisBroker(RedisBroker):
     """
 
     def __init__(self, **kwargs):
+        self._hooks: dict[str, list] = {}  # signal -> the hooks that do something, in middleware order
         super().__init__(**kwargs)
         self._local = threading.local()
 
     def add_middleware(self, middleware, **kwargs) -> None:
         super().add_middleware(middleware, **kwargs)
-        self._hooks: dict[str, list] = {}  # signal -> the hooks that do something, in middleware order
+        self._hooks = {}
 
     def _hooks_of(self, signal: str) -> list:
         hooks = self._hooks.get(signal)
