@@ -43,7 +43,7 @@ from typing import Callable, Iterable, Sequence
 import dramatiq
 from peewee import SQL, SqliteDatabase, fn
 
-from actors.middleware.unique import unique_key
+from actors.middleware.unique import holder_of, live_holders, unique_key
 from actors.runtime import fleet_actor, task
 from core import trace
 from core.errors import CODES, Classified, FleetError, classify
@@ -201,7 +201,7 @@ def holds_chunk(kind: Kind, batch_id: str, number: int, owner: str) -> bool:
     """Does this message hold its chunk's unique lock? Then no other job works the chunk, and
     items another message left running were left by a job that is gone."""
     client = state_redis()
-    return client is not None and client.get(_lock_key(kind, batch_id, number)) == owner.encode()
+    return client is not None and holder_of(client.get(_lock_key(kind, batch_id, number))) == owner
 
 
 @dataclass
@@ -497,16 +497,13 @@ def _open_chunks(batch: Batch) -> list[int]:
 
 
 def _in_flight(kind: Kind, batch_id: str, numbers: list[int]) -> set[int]:
-    """Chunks whose job is queued, delayed or running: their unique lock is held."""
+    """Chunks whose job is queued, delayed or running: their unique lock is held by a live message."""
     client = state_redis()
     if client is None:
         raise FleetError("resuming a batch needs the state Redis to tell queued chunks from lost ones: "
                          "set FLEET_STATE_REDIS_URL")
-    with client.pipeline(transaction=False) as pipe:
-        for n in numbers:
-            pipe.exists(_lock_key(kind, batch_id, n))
-        held = pipe.execute()
-    return {n for n, h in zip(numbers, held) if h}
+    held = live_holders(kind.actor.broker, [_lock_key(kind, batch_id, n) for n in numbers])
+    return {n for n, h in zip(numbers, held) if h}  # a stale lock (its job lost) is not in flight
 
 
 @dataclass

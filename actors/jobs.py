@@ -62,11 +62,13 @@ def retry_job(broker, job: JobLog) -> str:
     """Run a failed job again: its dead letter is requeued when there is one, else the same actor
     is sent the same arguments (through the unique check). Returns what happened, in words."""
     try:
-        requeued, _ = dead_letters.requeue(broker, [job.message_id])
+        result = dead_letters.requeue(broker, [job.message_id])
     except FleetError:
-        requeued = 0  # RabbitMQ: dead letters are not reachable from here
-    if requeued:
+        result = None  # RabbitMQ: dead letters are not reachable from here
+    if result and result.requeued:
         return f"Requeued the dead letter of message {job.message_id} with a fresh retry budget."
+    if result and result.in_flight:
+        return f"An identical {job.job_class} job is already queued or running; its dead letter was dropped."
     try:
         actor = broker.get_actor(job.job_class)
     except ActorNotFound:

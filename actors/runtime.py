@@ -5,7 +5,9 @@
 
 `service` defers jobs while that service's breaker is open, `unique` makes a second send
 of the same arguments a no-op (send returns None), `retry_delays` overrides
-FLEET_RETRY_DELAYS, `on_give_up(message, error)` runs when the job fails for good.
+FLEET_RETRY_DELAYS, `max_defer` FLEET_MAX_DEFER, `on_give_up(message, error)` runs when the
+job fails for good (`attempt_started_at(message)` says when its last attempt began). A
+message's own options (`actor.send_with_options(..., retry_delays=(5,))`) override the actor's.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Iterable, Iterator
 import dramatiq
 
 from actors.middleware import fleet_middleware
+from actors.middleware.retries import attempt_started_at  # noqa: F401  (for on_give_up hooks)
 from actors.middleware.unique import DuplicateJob, UniqueJobs
 from core import boot as core_boot
 from core.broker import FleetRedisBroker

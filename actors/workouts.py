@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 from peewee import SQL, fn
 
 from actors.batches import ItemRun, batch_kind, create_batch
-from actors.runtime import fleet_actor
+from actors.runtime import attempt_started_at, fleet_actor
 from core.errors import CODES, Classified, JobError, classify
 from core.redact import redact
 from db.database import database
@@ -74,9 +74,12 @@ def mark_failed(query, error: Classified) -> int:
 
 
 def fail_remaining_days(message, error: Classified) -> None:
-    """`on_give_up`: the retry budget is spent, so the plan's pending days fail with the last code."""
+    """`on_give_up`: the retry budget is spent, so the pending days this attempt worked on fail
+    with the last code; a day an operator set back to pending while it ran is left pending
+    (the follow-up job the unique lock sends generates it)."""
     plan_id = (list(message.args) + [message.kwargs.get("plan_id")])[1]
-    failed = mark_failed(WorkoutPlan.plan == plan_id, error)
+    tried = (WorkoutPlan.plan == plan_id) & (WorkoutPlan.updated_at <= attempt_started_at(message))
+    failed = mark_failed(tried, error)
     log.warning("plan generation gave up", extra={"plan_id": plan_id, "days_failed": failed, "error_code": error.code.code})
 
 
@@ -90,6 +93,11 @@ def _generate_day(client, plan: Plan, workout: WorkoutPlan) -> None:
     ).where((WorkoutPlan.id == workout.id) & (WorkoutPlan.status == "pending")).execute()
 
 
+def _pending_days(plan: Plan) -> list[WorkoutPlan]:
+    return list(WorkoutPlan.select().where((WorkoutPlan.plan == plan) & (WorkoutPlan.status == "pending"))
+                .order_by(WorkoutPlan.day))
+
+
 @fleet_actor(queue_name="workouts", service="openai", unique=True, on_give_up=fail_remaining_days,
              time_limit=30 * 60_000)
 def generate_user_workout_plan(user_id: int, plan_id: int) -> None:
@@ -101,21 +109,26 @@ def generate_user_workout_plan(user_id: int, plan_id: int) -> None:
     if plan is None:
         raise JobError("ERR_NOT_FOUND", f"plan {plan_id} of user {user_id} does not exist")
     client = OpenAIClient(get_settings())
-    pending = list(WorkoutPlan.select().where((WorkoutPlan.plan == plan) & (WorkoutPlan.status == "pending"))
-                   .order_by(WorkoutPlan.day))
     permanent: list[Classified] = []
-    for workout in pending:
-        try:
-            _generate_day(client, plan, workout)
-        except Exception as exc:
-            error = classify(exc)
-            if error.retryable:
-                raise  # the job retries later; days generated so far stay done
-            permanent.append(error)
-            if error.code.code in ACCOUNT_WIDE:
-                mark_failed(WorkoutPlan.plan == plan, error)
-                break
-            mark_failed(WorkoutPlan.id == workout.id, error)
+    tried: set[int] = set()
+    # Days set back to pending while the job runs are picked up by the next pass; one reset
+    # after the last pass gets a follow-up job when the unique lock is released.
+    while pending := [w for w in _pending_days(plan) if w.id not in tried]:
+        for workout in pending:
+            tried.add(workout.id)
+            try:
+                _generate_day(client, plan, workout)
+            except Exception as exc:
+                error = classify(exc)
+                if error.retryable:
+                    raise  # the job retries later; days generated so far stay done
+                permanent.append(error)
+                if error.code.code in ACCOUNT_WIDE:
+                    mark_failed(WorkoutPlan.plan == plan, error)
+                    break
+                mark_failed(WorkoutPlan.id == workout.id, error)
+        if permanent and permanent[-1].code.code in ACCOUNT_WIDE:
+            break
     if permanent:
         # The failed days carry their codes; failing the job too makes it count in JobLog.
         last = permanent[-1]
@@ -144,6 +157,25 @@ def create_plan(user_id: int, days: int, goal: str) -> Plan:
 def dispatch(user_id: int, plan_id: int):
     """Send the generation job; None when one for this plan is already queued or running."""
     return generate_user_workout_plan.send(int(user_id), int(plan_id))
+
+
+def plans_with_pending_days(plan_id: int | None = None):
+    """(user id, plan id) of every plan with pending days (or of `plan_id`), in plan order."""
+    where = WorkoutPlan.status == "pending"
+    if plan_id is not None:
+        where &= WorkoutPlan.plan == plan_id
+    return (WorkoutPlan.select(Plan.user, WorkoutPlan.plan).join(Plan).where(where)
+            .group_by(Plan.user, WorkoutPlan.plan).order_by(WorkoutPlan.plan).tuples())
+
+
+def count_plans_with_pending_days() -> int:
+    return WorkoutPlan.select(fn.COUNT(WorkoutPlan.plan.distinct())).where(WorkoutPlan.status == "pending").scalar() or 0
+
+
+def generate_pending(plan_id: int | None = None) -> tuple[int, int]:
+    """One generation job for each plan with pending days (or for `plan_id`), a chunk of plans
+    a round trip; returns (sent, already queued or running)."""
+    return generate_user_workout_plan.send_many(plans_with_pending_days(plan_id).iterator())
 
 
 def retry_in_chunks(plans: list[FailedPlan], reset: Callable[[list[FailedPlan]], int]) -> Iterator[tuple[FailedPlan, bool, int]]:
@@ -176,31 +208,29 @@ def failed_plans(where) -> list[FailedPlan]:
     return [FailedPlan(plan_id, user_id, n) for plan_id, user_id, n in rows]
 
 
-def failed_days(where) -> Iterator[WorkoutPlan]:
-    """Failed days in id order, fetched in chunks (keyset pagination) so memory stays flat."""
-    last = 0
-    while True:
-        chunk = list(WorkoutPlan.select(WorkoutPlan.id, WorkoutPlan.plan, WorkoutPlan.day).join(Plan)
-                     .where(where & (WorkoutPlan.id > last)).order_by(WorkoutPlan.id).limit(CHUNK))
-        if not chunk:
-            return
-        yield from chunk
-        last = chunk[-1].id
-
-
 def _reset_failed(column, ids: list[int]) -> int:
-    reset = 0
-    now = utcnow()
+    return sum(1 for _ in _reset_failed_listed(column, ids))
+
+
+def _reset_failed_listed(column, ids: list[int]) -> Iterator[tuple[int, int, int]]:
+    """Set the failed days among `ids` back to pending, an UPDATE … RETURNING a chunk; yields
+    (day id, plan id, day) of each, in id order within a chunk."""
     for i in range(0, len(ids), CHUNK):
         with database.atomic():
-            reset += (WorkoutPlan.update(status="pending", updated_at=now)
-                      .where((WorkoutPlan.status == "failed") & column.in_(ids[i:i + CHUNK])).execute())
-    return reset
+            rows = list(WorkoutPlan.update(status="pending", updated_at=utcnow())
+                        .where((WorkoutPlan.status == "failed") & column.in_(ids[i:i + CHUNK]))
+                        .returning(WorkoutPlan.id, WorkoutPlan.plan, WorkoutPlan.day).tuples().execute())
+        yield from sorted(rows)
 
 
 def reset_plans(plan_ids: list[int]) -> int:
     """Failed days of these plans back to pending, an UPDATE per chunk of plans."""
     return _reset_failed(WorkoutPlan.plan, plan_ids)
+
+
+def reset_plans_listed(plan_ids: list[int]) -> Iterator[tuple[int, int, int]]:
+    """As `reset_plans`, yielding (day id, plan id, day) of each day it reset."""
+    return _reset_failed_listed(WorkoutPlan.plan, plan_ids)
 
 
 def reset_days(day_ids: list[int]) -> int:

@@ -16,12 +16,13 @@ import logging
 import dramatiq
 from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from admin.cache import cached
 from core.breakers import states
 from core.queues import queue_depths
+from core.state import state_redis
 
 blueprint = Blueprint("metrics", __name__)
 log = logging.getLogger("fleet.panel")
@@ -47,8 +48,16 @@ def breaker_gauges() -> list:
     return [breakers]
 
 
+def joblog_counters() -> list:
+    """What the JobLog writers' full buffers could not keep (they count it in Redis)."""
+    client = state_redis()
+    dropped = int(client.get("fleet:joblog:dropped") or 0) if client is not None else 0
+    return [CounterMetricFamily("fleet_joblog_dropped", "Attempts that got no JobLog row (writer buffer full).",
+                                value=dropped)]
+
+
 # Each part reads one thing; a part that fails is reported, the others still are.
-GAUGES = {"queues": queue_gauges, "breakers": breaker_gauges}
+GAUGES = {"queues": queue_gauges, "breakers": breaker_gauges, "joblog": joblog_counters}
 
 
 class GaugeCollector:

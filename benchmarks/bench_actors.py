@@ -1,42 +1,85 @@
-"""The no-op actor that benchmarks/throughput.py measures, bare or under Fleet.
+"""The actors the benchmarks measure, bare or under Fleet.
 
-`FLEET_BENCH_SIDE` (set by throughput.py) says which broker it is declared on:
+`FLEET_BENCH_SIDE` (set by throughput.py and latency.py) says which broker they are declared on:
 
     bare   RedisBroker(url=BROKER_URL) with Dramatiq's default middleware
     fleet  actors.runtime.boot(): Fleet's broker, all of Fleet's middleware (JobLog on)
 
+    bench_noop    does nothing: the job system's own cost (throughput.py, "no-op")
+    bench_full    works JOB_SECONDS, longer than a JobLog flush, so its start row is written
+                  before its finish row; under Fleet it is declared unique=True, service="openai"
+                  and makes its work a call through the openai breaker (throughput.py, "full")
+    bench_probe   records how long after its sending it started (latency.py)
+
 `python -m dramatiq bench_actors --path benchmarks` imports this module in each worker
-process; `python benchmarks/bench_actors.py N` enqueues N messages for the worker to eat.
+process; `python benchmarks/bench_actors.py ACTOR N` enqueues N messages for the worker to
+eat; `python benchmarks/bench_actors.py probe N GAP` sends N probes GAP seconds apart.
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 import dramatiq
+import redis
 
 SIDE_ENV = "FLEET_BENCH_SIDE"
 QUEUE = "bench"
-ACTOR = "bench_noop"
+ACTORS = {"noop": "bench_noop", "full": "bench_full"}
 NAMESPACES = {"bare": "dramatiq", "fleet": "fleet"}  # Redis key prefix of each side's broker
+LATENCY_KEY = "bench:latency"
 PIPELINE_CHUNK = 1_000
+JOB_SECONDS = 0.6  # > the JobLog's flush interval (0.5 s)
+
+_client = None
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ["BROKER_URL"])
+    return _client
 
 
 def noop(n: int) -> None:
     """Does nothing: the benchmark measures the job system, not the job."""
 
 
-def declare(side: str) -> dramatiq.Actor:
+def work(n: int) -> None:
+    time.sleep(JOB_SECONDS)
+
+
+def work_through_breaker(n: int) -> None:
+    from core.breakers import breaker
+
+    breaker("openai").call(time.sleep, JOB_SECONDS)
+
+
+def probe(sent_at: float) -> None:
+    _redis().rpush(LATENCY_KEY, repr(time.time() - sent_at))
+
+
+def declare(side: str) -> dict[str, dramatiq.Actor]:
     if side == "fleet":
         from actors.runtime import boot, fleet_actor
 
         boot()  # settings from BROKER_URL, DATABASE_URL, FLEET_VAR_DIR
-        return fleet_actor(noop, queue_name=QUEUE, actor_name=ACTOR)
+        return {
+            "noop": fleet_actor(noop, queue_name=QUEUE, actor_name=ACTORS["noop"]),
+            "full": fleet_actor(work_through_breaker, queue_name=QUEUE, actor_name=ACTORS["full"],
+                                unique=True, service="openai"),
+            "probe": fleet_actor(probe, queue_name=QUEUE, actor_name="bench_probe"),
+        }
     if side == "bare":
         from dramatiq.brokers.redis import RedisBroker
 
         dramatiq.set_broker(RedisBroker(url=os.environ["BROKER_URL"]))
-        return dramatiq.actor(noop, queue_name=QUEUE, actor_name=ACTOR)
+        return {
+            "noop": dramatiq.actor(noop, queue_name=QUEUE, actor_name=ACTORS["noop"]),
+            "full": dramatiq.actor(work, queue_name=QUEUE, actor_name=ACTORS["full"]),
+            "probe": dramatiq.actor(probe, queue_name=QUEUE, actor_name="bench_probe"),
+        }
     raise SystemExit(f"{SIDE_ENV} must be 'bare' or 'fleet', not {side!r}")
 
 
@@ -60,10 +103,21 @@ def enqueue(actor: dramatiq.Actor, count: int) -> None:
     pipe.execute()
 
 
+def send_probes(actor: dramatiq.Actor, count: int, gap: float) -> None:
+    """One probe every `gap` seconds, each through the side's own send."""
+    for _ in range(count):
+        started = time.monotonic()
+        actor.send(time.time())
+        time.sleep(max(0.0, gap - (time.monotonic() - started)))
+
+
 side = os.environ.get(SIDE_ENV)
-noop_actor = declare(side) if side else None
+actors = declare(side) if side else {}
 
 if __name__ == "__main__":
-    if noop_actor is None:
+    if not actors:
         raise SystemExit(f"set {SIDE_ENV}=bare|fleet")
-    enqueue(noop_actor, int(sys.argv[1]))
+    if sys.argv[1] == "probe":
+        send_probes(actors["probe"], int(sys.argv[2]), float(sys.argv[3]))
+    else:
+        enqueue(actors[sys.argv[1]], int(sys.argv[2]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import pybreaker
 
@@ -15,17 +16,72 @@ from core.settings import get_settings
 from core.state import state_redis
 
 SERVICES = ("openai", "series_api")
+TRIAL_TTL = 120  # seconds: a trial call's token expires if its caller dies
 _breakers: dict[str, pybreaker.CircuitBreaker] = {}
 _lock = threading.Lock()
+_local = threading.local()
+_local_trials: set[str] = set()  # without a state Redis, trials are per process
+
+_END_TRIAL = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def _trial_key(service: str) -> str:
+    return f"fleet:breaker:{service}:trial"
+
+
+def _take_trial(service: str) -> str | None:
+    token = uuid.uuid4().hex
+    client = state_redis()
+    if client is None:
+        with _lock:
+            if service in _local_trials:
+                return None
+            _local_trials.add(service)
+            return token
+    return token if client.set(_trial_key(service), token, nx=True, ex=TRIAL_TTL) else None
+
+
+def _end_trial(service: str, token: str) -> None:
+    client = state_redis()
+    if client is None:
+        with _lock:
+            _local_trials.discard(service)
+    else:
+        client.eval(_END_TRIAL, 1, _trial_key(service), token)
+
+
+def trial_in_progress(service: str) -> bool:
+    client = state_redis()
+    return bool(client.exists(_trial_key(service))) if client is not None else service in _local_trials
 
 
 class SharedBreaker(pybreaker.CircuitBreaker):
     """pybreaker holds its lock for the whole protected call (its issue #55), which would let
     one worker thread at a time talk to the service. The state lives in Redis and is shared
-    by every process anyway, so calls here may overlap."""
+    by every process anyway, so calls here may overlap while the breaker is closed.
+
+    While it is half-open, exactly one call across the fleet is the trial: the caller that
+    takes the Redis token `fleet:breaker:<service>:trial`; every other call fails with
+    CircuitBreakerError, so its job keeps waiting (pybreaker alone lets every thread of
+    every process through at once)."""
 
     def call(self, func, *args, **kwargs):
-        return self.state.call(func, *args, **kwargs)
+        if getattr(_local, "trial", None) == self.name or self.current_state == pybreaker.STATE_CLOSED:
+            return self.state.call(func, *args, **kwargs)
+        if _seconds_open(self) > 0:
+            return self.state.call(func, *args, **kwargs)  # still open: pybreaker refuses the call
+        token = _take_trial(self.name)
+        if token is None:
+            raise pybreaker.CircuitBreakerError(f"{self.name}: another trial call is in progress")
+        _local.trial = self.name
+        try:
+            return self.state.call(func, *args, **kwargs)
+        finally:
+            _local.trial = None
+            _end_trial(self.name, token)
 
 
 def _healthy_failure(exc: BaseException) -> bool:
@@ -55,9 +111,7 @@ def breaker(service: str) -> pybreaker.CircuitBreaker:
         return found
 
 
-def seconds_until_half_open(service: str) -> float:
-    """0 when calls may go through (closed or half-open), else how long the breaker stays open."""
-    cb = breaker(service)
+def _seconds_open(cb: pybreaker.CircuitBreaker) -> float:
     if cb.current_state != pybreaker.STATE_OPEN:
         return 0.0
     opened_at = cb._state_storage.opened_at
@@ -65,6 +119,19 @@ def seconds_until_half_open(service: str) -> float:
         return 0.0
     opened = opened_at.timestamp() if hasattr(opened_at, "timestamp") else float(opened_at)
     return max(0.0, opened + cb.reset_timeout - time.time())
+
+
+def seconds_to_wait(service: str) -> float:
+    """0 when a call may go through now; else how long a job should wait: the rest of the time
+    the breaker stays open, or a few seconds while another process makes the trial call."""
+    cb = breaker(service)
+    state = cb.current_state
+    if state == pybreaker.STATE_CLOSED:
+        return 0.0
+    remaining = _seconds_open(cb)
+    if remaining > 0:
+        return remaining
+    return max(1.0, min(5.0, cb.reset_timeout)) if trial_in_progress(service) else 0.0
 
 
 def states() -> dict[str, str]:

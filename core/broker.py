@@ -2,14 +2,21 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import threading
 import time
 
 import dramatiq
 import pika
 import redis
+from dramatiq import Message
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff
+from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.middleware import Middleware, MiddlewareError
 
 from core.errors import FleetError
 from core.settings import Settings
@@ -26,19 +33,66 @@ class BrokerUnavailable(FleetError):
 # A dead worker's unacked messages are found by a maintenance pass that runs on this
 # share of fetches (out of 1,000,000); Dramatiq's 0.1 % would leave them for many minutes.
 MAINTENANCE_CHANCE = 100_000
+WAKE_TOKENS = 8  # wake-up tokens a queue keeps for its idle consumers
+INVALID_ACTOR = "<invalid message>"  # the actor of the stand-in for a message that cannot be decoded
+RAW_LIMIT = 4_000  # bytes of an invalid message kept
+
+
+def _wake_key(namespace: str, queue_name: str) -> str:
+    return f"{namespace}:{queue_name}.wake"
 
 
 class FleetRedisBroker(RedisBroker):
-    """Dramatiq's Redis broker, whose enqueues can be gathered into one pipeline per batch.
+    """Dramatiq's Redis broker with four changes:
 
-    Inside `with broker.pipelined():` a thread's enqueues still run every middleware hook,
-    but their Redis write (Dramatiq's dispatch script) is queued on a pipeline that is sent
-    in one round trip when the block ends; other threads are not affected.
+    - enqueues can be gathered into one pipeline per batch: inside `with broker.pipelined():`
+      a thread's enqueues still run every middleware hook, but their Redis writes are queued
+      on a pipeline sent in one round trip when the block ends; other threads are not affected;
+    - every enqueue also pushes a wake-up token for the queue, on which idle consumers block
+      (see `FleetRedisConsumer`);
+    - its consumers are `FleetRedisConsumer`s;
+    - a signal calls only the middleware that implement its hook (Dramatiq calls every
+      middleware's no-op too: four signals a message times sixteen middleware).
     """
 
     def __init__(self, **kwargs):
+        self._hooks: dict[str, list] = {}  # signal -> the hooks that do something, in middleware order
         super().__init__(**kwargs)
         self._local = threading.local()
+
+    def add_middleware(self, middleware, **kwargs) -> None:
+        super().add_middleware(middleware, **kwargs)
+        self._hooks = {}
+
+    def _hooks_of(self, signal: str) -> list:
+        hooks = self._hooks.get(signal)
+        if hooks is None:
+            noop = getattr(Middleware, signal, None)
+            hooks = self._hooks[signal] = [getattr(m, signal) for m in self.middleware
+                                           if getattr(getattr(m, signal), "__func__", None) is not noop]
+        return hooks
+
+    def emit_before(self, signal: str, *args, **kwargs) -> None:
+        signal = "before_" + signal
+        for hook in self._hooks_of(signal):
+            try:
+                hook(self, *args, **kwargs)
+            except MiddlewareError:
+                raise
+            except Exception:
+                self.logger.critical("Unexpected failure in %s of %r.", signal, getattr(hook, "__self__", hook), exc_info=True)
+
+    def emit_after(self, signal: str, *args, **kwargs) -> None:
+        signal = "after_" + signal
+        for hook in reversed(self._hooks_of(signal)):
+            try:
+                hook(self, *args, **kwargs)
+            except Exception:
+                self.logger.critical("Unexpected failure in %s of %r.", signal, getattr(hook, "__self__", hook), exc_info=True)
+
+    @property
+    def consumer_class(self):
+        return FleetRedisConsumer
 
     @contextlib.contextmanager
     def pipelined(self):
@@ -50,13 +104,135 @@ class FleetRedisBroker(RedisBroker):
             self._local.pipe = None
         pipe.execute()
 
+    def current_pipeline(self):
+        """The pipeline of this thread's `pipelined()` block, if it is in one."""
+        return getattr(self._local, "pipe", None)
+
     def do_enqueue(self, queue_name: str, *args):
-        pipe = getattr(self._local, "pipe", None)
-        if pipe is None:
-            return self._dispatch("enqueue")(queue_name, *args)
+        pipe = self.current_pipeline()
+        maintenance = "0" if pipe is not None else self._should_do_maintenance("enqueue")
         command = ["enqueue", int(time.time() * 1000), queue_name, self.broker_id, self.heartbeat_timeout,
-                   self.dead_message_ttl, "0", self._max_unpack_size(), *args]
-        return self.scripts["dispatch"](keys=[self.namespace], args=command, client=pipe)
+                   self.dead_message_ttl, maintenance, self._max_unpack_size(), *args]
+        if pipe is not None:
+            self.scripts["dispatch"](keys=[self.namespace], args=command, client=pipe)
+            self._wake(pipe, queue_name)
+            return
+        # Dramatiq's enqueue script and the wake-up token in one round trip.
+        dispatch = self.scripts["dispatch"]
+        with self.client.pipeline(transaction=False) as own:
+            own.evalsha(dispatch.sha, 1, self.namespace, *command)
+            self._wake(own, queue_name)
+            try:
+                own.execute()
+            except redis.exceptions.NoScriptError:  # a restarted Redis forgot the script: load it
+                dispatch(keys=[self.namespace], args=command)
+
+    def _wake(self, pipe, queue_name: str):
+        key = _wake_key(self.namespace, queue_name)
+        return pipe.rpush(key, 1).ltrim(key, -WAKE_TOKENS, -1)
+
+
+def _as_connection_error(fn):
+    """Any Redis error is a connection error to Dramatiq's consumer thread, which then restarts
+    its consumer; upstream lets e.g. a failed requeue escape from the thread's error handler,
+    and the thread (the delayed queue's consumer, say) dies for good."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise ConnectionClosed(exc) from None
+
+    return wrapped
+
+
+def _root_cause(error: BaseException) -> str:
+    """What Dramatiq's DecodeError wraps (its encoder keeps the cause in `args`, not `__cause__`)."""
+    cause = error
+    while True:
+        inner = next((a for a in cause.args if isinstance(a, BaseException)), None) or cause.__cause__
+        if inner is None:
+            return f"{type(cause).__name__}: {str(cause)[:120]}"
+        cause = inner
+
+
+class FleetRedisConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, hardened (each a patch around upstream behaviour):
+
+    - every Redis error is a `ConnectionClosed` (`_as_connection_error`);
+    - a message that cannot be decoded is not raised out of the iterator, which stranded the
+      messages fetched with it and brought it back after every restart: its stored data is
+      cut to RAW_LIMIT bytes and a stand-in for the actor INVALID_ACTOR takes its place,
+      which Dramatiq's consumer moves to the dead letters as a message of an unknown actor;
+    - an idle consumer blocks on its queue's wake-up list (BLPOP, up to the worker timeout)
+      instead of sleeping up to a second between polls, so a message sent to an idle worker
+      starts within milliseconds at no more idle cost;
+    - closing gives back the messages fetched but not handed out yet.
+    """
+
+    ack = _as_connection_error(_RedisConsumer.ack)
+    nack = _as_connection_error(_RedisConsumer.nack)
+    requeue = _as_connection_error(_RedisConsumer.requeue)
+
+    @_as_connection_error
+    def __next__(self):
+        while True:
+            if self.message_cache:
+                data = self.message_cache.pop(0)
+                if data is None:
+                    continue  # its body was gone from Redis (upstream warns the same way)
+                self.misses = 0
+                try:
+                    message = Message.decode(data)
+                except DecodeError as exc:
+                    message = self._stand_in(data, exc)
+                    if message is None:
+                        continue
+                self.queued_message_ids.add(message.message_id)
+                return MessageProxy(message)
+            room = self.prefetch - self.outstanding_message_count
+            if room > 0:
+                self.message_cache = self.broker.do_fetch(self.queue_name, room)
+                if self.message_cache:
+                    continue
+                # Block until an enqueue wakes us, at most as long as upstream would sleep.
+                self.broker.client.blpop([_wake_key(self.broker.namespace, self.queue_name)],
+                                         max(0.01, self.timeout / 1000))
+                return None
+            self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+            time.sleep(backoff_ms / 1000)
+            return None
+
+    def _stand_in(self, data: bytes, error: DecodeError) -> Message | None:
+        """The stand-in for an undecodable message, or None if it is no longer ours."""
+        acks = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+        bodies = f"{self.broker.namespace}:{self.queue_name}.msgs"
+        ids = list(self.broker.client.smembers(acks))
+        stored = self.broker.client.hmget(bodies, ids) if ids else []
+        redis_id = next((rid.decode() for rid, body in zip(ids, stored) if body == data), None)
+        if redis_id is None:
+            return None
+        self.broker.client.hset(bodies, redis_id, data[:RAW_LIMIT])
+        reason = f"not a valid message ({_root_cause(error)}); it starts {data[:80]!r}"
+        logging.getLogger("fleet.broker").error("message that cannot be decoded set aside", extra={
+            "queue": self.queue_name, "redis_message_id": redis_id, "error": reason})
+        return Message(queue_name=self.queue_name, actor_name=INVALID_ACTOR, args=(), kwargs={},
+                       options={"redis_message_id": redis_id, "invalid_reason": reason}, message_id=redis_id)
+
+    def close(self):
+        ids = []
+        for data in self.message_cache:
+            try:
+                ids.append(Message.decode(data).options["redis_message_id"])
+            except (DecodeError, KeyError, TypeError):
+                pass
+        self.message_cache = []
+        if ids:
+            try:
+                self.broker.do_requeue(self.queue_name, *ids)
+            except redis.RedisError:
+                pass  # Redis is away: HeldMessages gives them back once it is here again
 
 
 def redis_client(url: str, timeout: float = CONNECT_TIMEOUT) -> redis.Redis:

@@ -1,31 +1,97 @@
-"""Dramatiq's dead-letter queues on Redis: list, requeue, delete.
+"""Dramatiq's dead-letter queues on Redis: list, requeue, delete, and resolve by a later success.
 
-A message lands here when it fails for good (non-retryable, or its retry budget spent).
-Keys: `<namespace>:<queue>.XQ` (ids by time) and `<namespace>:<queue>.XQ.msgs` (id -> data).
+A message lands here when it fails for good (a permanent error, its retry budget spent) or
+is not a valid job at all (ERR_INVALID_MESSAGE: not JSON, fields missing, unknown actor;
+kept as its raw bytes, cut). Keys: `<namespace>:<queue>.XQ` (Redis ids by time) and
+`<namespace>:<queue>.XQ.msgs` (Redis id -> data); `<namespace>:dead-error:<message id>`
+why it died; `<namespace>:dead-by-args:<actor>:<digest>` the dead letters of one actor and
+arguments, so a later success of the same job can remove them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.errors import DecodeError
+from dramatiq.middleware import MiddlewareError
 
 from core.errors import FleetError
 
-RESET_OPTIONS = ("retries", "error_code", "error", "traceback", "deferrals", "requeue_timestamp", "eta")
+RESET_OPTIONS = ("retries", "error_code", "error", "traceback", "deferrals", "deferred_seconds",
+                 "requeue_timestamp", "eta", "redis_message_id", "unique_key")
 ERROR_TTL = 7 * 86400  # as long as Dramatiq keeps the dead letter itself
+RAW_LIMIT = 4_000  # bytes of an invalid message kept in its dead letter
+ACTORS_TTL = 10.0  # seconds a process trusts its list of actors with dead letters
+
+
+def args_digest(args, kwargs) -> str:
+    return hashlib.sha1(json.dumps([args, kwargs], sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _error_key(broker: RedisBroker, message_id: str) -> str:
     return f"{broker.namespace}:dead-error:{message_id}"
 
 
+def _index_key(broker: RedisBroker, actor: str, digest: str) -> str:
+    return f"{broker.namespace}:dead-by-args:{actor}:{digest}"
+
+
+def _actors_key(broker: RedisBroker) -> str:
+    return f"{broker.namespace}:dead-actors"
+
+
 def remember_error(broker, message_id: str, code: str, text: str) -> None:
     """Keep why a message died: Dramatiq dead-letters the message as it was enqueued."""
     if isinstance(broker, RedisBroker):
         broker.client.set(_error_key(broker, message_id), json.dumps([code, text]), ex=ERROR_TTL)
+
+
+def record(broker, message, code: str, text: str) -> None:
+    """Before a message is dead-lettered: why, and under which actor and arguments."""
+    if not isinstance(broker, RedisBroker):
+        return
+    index = _index_key(broker, message.actor_name, args_digest(message.args, message.kwargs))
+    with broker.client.pipeline() as pipe:
+        pipe.set(_error_key(broker, message.message_id), json.dumps([code, text]), ex=ERROR_TTL)
+        queue = message.queue_name.removesuffix(".DQ")
+        pipe.hset(index, message.options["redis_message_id"], f"{queue} {message.message_id}")
+        pipe.expire(index, ERROR_TTL).sadd(_actors_key(broker), message.actor_name)
+        pipe.expire(_actors_key(broker), ERROR_TTL).execute()
+    _dead_actors.clear()
+
+
+_dead_actors: dict[str, object] = {}
+_dead_actors_lock = threading.Lock()
+
+
+def may_have_dead_letters(broker, actor: str) -> bool:
+    """Cheap check before `resolve`: actors with dead letters, read from Redis every few seconds."""
+    if not isinstance(broker, RedisBroker):
+        return False
+    with _dead_actors_lock:
+        if _dead_actors.get("until", 0) < time.monotonic():
+            names = {n.decode() for n in broker.client.smembers(_actors_key(broker))}
+            _dead_actors.update(until=time.monotonic() + ACTORS_TTL, names=names)
+        return actor in _dead_actors["names"]
+
+
+def resolve(broker, message) -> int:
+    """Remove the dead letters of the message's actor and arguments: a later run of the same
+    job succeeded, so what they record failing is done. Returns how many were removed."""
+    index = _index_key(broker, message.actor_name, args_digest(message.args, message.kwargs))
+    entries = broker.client.hgetall(index)
+    removed = 0
+    for redis_id, where in entries.items():
+        queue, message_id = where.decode().split(" ", 1)
+        removed += _remove(broker, queue, redis_id, message_id)
+    broker.client.delete(index)
+    return removed
 
 
 @dataclass
@@ -38,6 +104,11 @@ class DeadLetter:
     error_code: str | None
     error: str | None
     failed_at: datetime
+    raw: str | None = None  # the bytes of a message that is not a valid job, cut
+
+    @property
+    def requeueable(self) -> bool:
+        return self.raw is None
 
 
 def _redis_broker(broker) -> RedisBroker:
@@ -57,16 +128,29 @@ def _keys(broker: RedisBroker, queue: str) -> tuple[str, str]:
     return base, base + ".msgs"
 
 
+def _decode(redis_id: bytes, data: bytes) -> tuple[str, Message | None, str | None]:
+    """(message id, message or None, raw text when it is not a valid message)."""
+    try:
+        message = Message.decode(data)
+        return message.message_id, message, None
+    except DecodeError:
+        return redis_id.decode(), None, data[:RAW_LIMIT].decode("utf-8", errors="replace")
+
+
 def _letters(broker: RedisBroker, queue: str, redis_ids: list[bytes], scores: list[float]) -> list[DeadLetter]:
     """Dead letters from Redis ids (Dramatiq stores each under an id of its own, not the message id)."""
     _, msgs_key = _keys(broker, queue)
-    messages = [Message.decode(d) for d in broker.client.hmget(msgs_key, redis_ids) if d]
-    errors = broker.client.mget([_error_key(broker, m.message_id) for m in messages]) if messages else []
+    found = [(rid, data, score) for rid, data, score in zip(redis_ids, broker.client.hmget(msgs_key, redis_ids), scores)
+             if data is not None]
+    decoded = [_decode(rid, data) for rid, data, _ in found]
+    errors = broker.client.mget([_error_key(broker, mid) for mid, _, _ in decoded]) if decoded else []
     letters = []
-    for message, error, score in zip(messages, errors, scores):
+    for (message_id, message, raw), error, (_, _, score) in zip(decoded, errors, found):
         code, text = json.loads(error) if error else (None, None)
-        letters.append(DeadLetter(message.message_id, queue, message.actor_name, message.args, message.kwargs,
-                                  code, text, datetime.fromtimestamp(score / 1000, timezone.utc)))
+        letters.append(DeadLetter(
+            message_id, queue, message.actor_name if message else "(not a valid message)",
+            message.args if message else (), message.kwargs if message else {}, code, text,
+            datetime.fromtimestamp(score / 1000, timezone.utc), raw))
     return letters
 
 
@@ -87,43 +171,62 @@ def count_dead_letters(broker) -> int:
 
 
 def _locate(broker: RedisBroker, message_ids: list[str] | None):
-    """(queue, redis id, message) for the given message ids, or all when None; and the ids not found."""
+    """(queue, redis id, message id, message or None) for the given message ids, or all when
+    None; and the ids not found."""
     wanted = None if message_ids is None else set(message_ids)
     located = []
     for queue in _dead_queues(broker):
         for redis_id, data in broker.client.hscan_iter(_keys(broker, queue)[1], count=500):
-            message = Message.decode(data)
-            if wanted is None or message.message_id in wanted:
-                located.append((queue, redis_id, message))
-    found = {m.message_id for _, _, m in located}
+            message_id, message, _ = _decode(redis_id, data)
+            if wanted is None or message_id in wanted:
+                located.append((queue, redis_id, message_id, message))
+    found = {mid for _, _, mid, _ in located}
     missing = [] if message_ids is None else [m for m in message_ids if m not in found]
     return located, missing
 
 
-def _remove(broker: RedisBroker, queue: str, redis_id: bytes, message_id: str) -> None:
+def _remove(broker: RedisBroker, queue: str, redis_id: bytes | str, message_id: str) -> int:
     ids_key, msgs_key = _keys(broker, queue)
     with broker.client.pipeline() as pipe:
-        pipe.zrem(ids_key, redis_id).hdel(msgs_key, redis_id).delete(_error_key(broker, message_id)).execute()
+        removed, *_ = pipe.zrem(ids_key, redis_id).hdel(msgs_key, redis_id).delete(_error_key(broker, message_id)).execute()
+    return removed
 
 
-def requeue(broker, message_ids: list[str] | None) -> tuple[int, list[str]]:
-    """Send dead letters again with a fresh retry budget; returns (requeued, ids not found)."""
+@dataclass
+class Requeued:
+    requeued: int
+    in_flight: int  # the same job was queued or running already: the dead letter is dropped
+    invalid: int  # not a valid message: cannot be sent again (delete it)
+    missing: list[str]
+
+
+def requeue(broker, message_ids: list[str] | None) -> Requeued:
+    """Send dead letters again with a fresh retry budget, through the same unique check as
+    any send (the broker must have the actors declared: import `actors.all` first)."""
     broker = _redis_broker(broker)
     located, missing = _locate(broker, message_ids)
-    for queue, redis_id, message in located:
-        options = {k: v for k, v in message.options.items() if k not in RESET_OPTIONS and k != "redis_message_id"}
-        broker.enqueue(Message(queue_name=queue, actor_name=message.actor_name, args=message.args,
-                               kwargs=message.kwargs, options=options, message_id=message.message_id,
-                               message_timestamp=message.message_timestamp))
-        _remove(broker, queue, redis_id, message.message_id)
-    return len(located), missing
+    result = Requeued(0, 0, 0, missing)
+    for queue, redis_id, message_id, message in located:
+        if message is None:
+            result.invalid += 1
+            continue
+        options = {k: v for k, v in message.options.items() if k not in RESET_OPTIONS}
+        try:
+            broker.enqueue(Message(queue_name=queue, actor_name=message.actor_name, args=message.args,
+                                   kwargs=message.kwargs, options=options, message_id=message.message_id,
+                                   message_timestamp=message.message_timestamp))
+            result.requeued += 1
+        except MiddlewareError:  # a unique job already queued or running does the same work
+            result.in_flight += 1
+        _remove(broker, queue, redis_id, message_id)
+    return result
 
 
 def delete(broker, message_ids: list[str] | None) -> tuple[int, list[str]]:
     broker = _redis_broker(broker)
     located, missing = _locate(broker, message_ids)
-    for queue, redis_id, message in located:
-        _remove(broker, queue, redis_id, message.message_id)
+    for queue, redis_id, message_id, _ in located:
+        _remove(broker, queue, redis_id, message_id)
     return len(located), missing
 
 
@@ -133,6 +236,6 @@ def find_dead_letter(broker, message_id: str) -> DeadLetter | None:
     located, _ = _locate(broker, [message_id])
     if not located:
         return None
-    queue, redis_id, _ = located[0]
+    queue, redis_id, _, _ = located[0]
     score = broker.client.zscore(_keys(broker, queue)[0], redis_id) or 0
     return _letters(broker, queue, [redis_id], [score])[0]

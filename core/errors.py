@@ -46,7 +46,10 @@ CODES: dict[str, ErrorCode] = {
         ErrorCode("ERR_CIRCUIT_OPEN", True, "Calls to this service are paused after repeated failures; the job waits until it recovers."),
         ErrorCode("ERR_TIME_LIMIT", True, "The job ran longer than its time limit and was stopped."),
         ErrorCode("ERR_INPUT_FILE", False, "The input file cannot be used: missing, unreadable, binary, not UTF-8 text or too large; fix the file, then retry."),
-        ErrorCode("ERR_INTERNAL", False, "An unexpected error inside Fleet; see the traceback."),
+        ErrorCode("ERR_DATABASE", True, "The database could not be reached or dropped the connection; retried once it is back."),
+        ErrorCode("ERR_STATE_STORE", True, "Redis (queues, locks, breakers) could not be reached; retried once it is back."),
+        ErrorCode("ERR_INVALID_MESSAGE", False, "The queued message is not a valid job (not JSON, fields missing, or an unknown actor); it was set aside."),
+        ErrorCode("ERR_INTERNAL", True, "An unexpected error inside Fleet; retried within the budget, see the traceback."),
     ]
 }
 
@@ -141,6 +144,24 @@ def _classify_requests(exc) -> Classified | None:
     return None
 
 
+def _classify_infrastructure(exc) -> Classified | None:
+    import peewee
+    import redis
+    from dramatiq.errors import BrokerConnectionError
+    from playhouse.pool import MaxConnectionsExceeded
+
+    if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)):
+        return Classified(CODES["ERR_DATABASE"], f"database: {' '.join(str(exc).split())[:300] or type(exc).__name__}")
+    if isinstance(exc, (redis.RedisError, BrokerConnectionError)):
+        return Classified(CODES["ERR_STATE_STORE"], f"Redis: {str(exc)[:300] or type(exc).__name__}")
+    return None
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """Does `exc` say the database or Redis is away (rather than that the work itself failed)?"""
+    return _classify_infrastructure(exc) is not None
+
+
 def classify(exc: BaseException) -> Classified:
     """The error code, an operator-readable message and any Retry-After for `exc`."""
     if isinstance(exc, JobError):
@@ -153,7 +174,7 @@ def classify(exc: BaseException) -> Classified:
         return Classified(CODES["ERR_TIME_LIMIT"], "the job exceeded its time limit")
     if isinstance(exc, CircuitBreakerError):
         return Classified(CODES["ERR_CIRCUIT_OPEN"], str(exc) or "circuit breaker open")
-    for classifier in (_classify_openai, _classify_requests):
+    for classifier in (_classify_openai, _classify_requests, _classify_infrastructure):
         found = classifier(exc)
         if found:
             return found

@@ -46,6 +46,8 @@ class Settings:
     state_redis_url: str | None = None
     trusted_proxies: int = 0  # proxies in front of `fleet web` whose X-Forwarded-* headers are believed
     batch_chunk: int = 50  # items a chunk job of a batch works, at most MAX_BATCH_CHUNK
+    max_defer: float = 6 * 3600
+    allow_local_state: bool = False
 
     @property
     def metrics_dir(self) -> Path:
@@ -81,6 +83,7 @@ MAX_CIRCUIT_FAILURES = 10_000
 MAX_CIRCUIT_RESET = 86400  # seconds a breaker stays open
 MAX_HEARTBEAT_TIMEOUT = 3600  # seconds before a dead worker's messages run again
 MAX_TRUSTED_PROXIES = 10
+MAX_DEFER = 30 * 86400  # seconds a message may wait for open breakers in all
 
 
 def _url(name: str, value: str, schemes: set[str]) -> str:
@@ -110,6 +113,14 @@ def _number(name: str, value: str, *, integer: bool, minimum: float, maximum: fl
     if number > maximum:
         raise SettingsError(name, f"{value!r} must be at most {maximum:g}")
     return number
+
+
+def _flag(name: str, value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(name, f"{value!r} is not a yes/no value (use 1 or 0)")
 
 
 def _delays(name: str, value: str) -> tuple[int, ...]:
@@ -162,6 +173,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         state_redis_url=state_redis_url,
         batch_chunk=int(_number("FLEET_BATCH_CHUNK", env.get("FLEET_BATCH_CHUNK", str(MAX_BATCH_CHUNK)), integer=True,
                                 minimum=1, maximum=MAX_BATCH_CHUNK)),
+        max_defer=_number("FLEET_MAX_DEFER", env.get("FLEET_MAX_DEFER", str(6 * 3600)), integer=False,
+                          minimum=0, maximum=MAX_DEFER),
+        allow_local_state=_flag("FLEET_ALLOW_LOCAL_STATE", env.get("FLEET_ALLOW_LOCAL_STATE", "0")),
     )
 
 

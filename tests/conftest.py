@@ -109,6 +109,28 @@ def postgres_url():
     admin.close()
 
 
+@pytest.fixture
+def own_postgres_url(postgres_url):
+    """A PostgreSQL database of this test alone, migrated; its backends may be terminated
+    (`tests.helpers.terminate_backends`) without touching any other database."""
+    import psycopg2
+
+    from db.database import open_database
+    from db.migrate import migrate
+
+    name = f"fleet_own_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(POSTGRES_URL)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    url = f"{POSTGRES_URL.rpartition('/')[0]}/{name}"
+    db = open_database(url)
+    migrate(db)
+    db.close_all()
+    yield url
+    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
 @pytest.fixture(scope="session")
 def rabbitmq_url():
     if not RABBITMQ_URL:

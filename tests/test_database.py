@@ -1,5 +1,5 @@
 import pytest
-from peewee import IntegrityError
+from peewee import IntegrityError, InterfaceError, OperationalError
 
 from db import migrate as migrations
 from db.database import database, open_database
@@ -51,10 +51,25 @@ def test_sqlite_runs_in_wal_mode_with_busy_timeout(tmp_path):
     db.close()
 
 
-def test_postgresql_is_pooled(postgres_url):
-    from playhouse.pool import PooledPostgresqlDatabase
+def test_a_terminated_backend_never_poisons_the_pool(own_postgres_url):
+    """The pool checks a connection it hands out and one it takes back (not just its type)."""
+    from tests.helpers import terminate_backends
 
-    assert isinstance(open_database(postgres_url), PooledPostgresqlDatabase)
+    db = open_database(own_postgres_url, max_connections=2)
+    db.connect()
+    db.execute_sql("SELECT 1")
+    db.close()  # back to the pool, idle
+    assert terminate_backends(own_postgres_url) == 1
+    db.connect()  # the pool finds the idle connection dead and opens a new one
+    assert db.execute_sql("SELECT 1").fetchone() == (1,)
+
+    terminate_backends(own_postgres_url)  # now while it is checked out
+    with pytest.raises((OperationalError, InterfaceError)):
+        db.execute_sql("SELECT 1")
+    db.close()  # a broken connection goes back: the pool closes it instead of keeping it
+    db.connect()
+    assert db.execute_sql("SELECT 1").fetchone() == (1,)
+    db.close_all()
 
 
 def test_global_binding_is_used_by_models(db):

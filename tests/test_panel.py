@@ -333,15 +333,25 @@ def test_failed_plans_filters(admin_client, db):
     assert plans("?flt0_error_code_equals=ERR_UNKNOWN") == []
 
 
-def test_reset_selected_sets_days_pending_and_sends_nothing(admin_client, broker):
+def test_reset_selected_sets_days_pending_and_generate_pending_dispatches_their_job(admin_client, broker):
     plan = failed_plan("r@x.io", days=3)
     ids = day_ids(plan)
     response = admin_client.post("/admin/failed-plans/action/", data={
         "action": "reset", "rowid": ids[:2], "csrf_token": csrf_token(admin_client, "/admin/failed-plans/")},
         follow_redirects=True)
-    assert "2 day(s) reset to pending; no job dispatched." in flashes(response.text)
+    assert "2 day(s) reset to pending; no job dispatched yet: use “Generate pending”." in flashes(response.text)
     assert statuses(plan) == ["pending", "pending", "failed"]
     assert broker.client.hlen("fleet:workouts.msgs") == 0
+
+    page = admin_client.get("/admin/failed-plans/").text
+    assert "Generate pending (1 plan(s))" in page  # the count before the action
+    token = csrf_token(admin_client, "/admin/failed-plans/")
+    response = admin_client.post("/admin/failed-plans/generate-pending/", data={"csrf_token": token},
+                                 follow_redirects=True)
+    assert "Dispatched 1 generation job(s) for plans with pending days." in flashes(response.text)
+    assert broker.client.hlen("fleet:workouts.msgs") == 1
+    again = admin_client.post("/admin/failed-plans/generate-pending/", data={"csrf_token": token}, follow_redirects=True)
+    assert "Dispatched 0 generation job(s) for plans with pending days (1 already queued or running)." in flashes(again.text)
 
 
 def test_retry_selected_dispatches_one_job_a_plan(admin_client, broker):

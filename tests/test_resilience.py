@@ -5,8 +5,10 @@ import subprocess
 import sys
 import uuid
 
+import pybreaker
 import pytest
 
+from core.errors import JobError
 from core.state import state_redis
 from db.models.jobs import JobLog
 from tests import worker_actors as wa
@@ -96,3 +98,82 @@ def test_joblog_loses_no_row_when_the_worker_gets_sigterm_under_load(db, broker,
     assert 300 <= ran < 3000
     logged = JobLog.select().where((JobLog.job_class == "count") & (JobLog.status == "success")).count()
     assert logged == ran
+
+
+def _trip_openai_breaker():
+    from core.breakers import breaker
+
+    def down():
+        raise JobError("ERR_API_UNAVAILABLE", "HTTP 503")
+
+    for _ in range(3):
+        try:
+            breaker("openai").call(down)
+        except (JobError, pybreaker.CircuitBreakerError):
+            pass
+    assert breaker("openai").current_state == "open"
+
+
+def test_deferral_ends_at_max_defer_and_fails_like_a_spent_budget(db, worker, broker, key):
+    """Before: an outage of days deferred its jobs forever."""
+    _trip_openai_breaker()
+    message = wa.calls_openai.send_with_options(args=(key,), max_defer=1)
+    got = wait_for(lambda: (r := list(JobLog.select().where(JobLog.message_id == message.message_id).order_by(JobLog.id)))
+                   and r[-1].status == "failed" and r, timeout=30, message="the job failed")
+    assert [(r.status, r.error_code) for r in got] == [("deferred", "ERR_CIRCUIT_OPEN"), ("failed", "ERR_CIRCUIT_OPEN")]
+    wait_for(lambda: notes(f"gave-up:{key}") == ["ERR_CIRCUIT_OPEN"], message="on_give_up")
+    assert notes(key) == ["ran"]  # it ran once, as the half-open trial, which failed
+
+
+TRIAL = """
+import sys, time
+from core.breakers import breaker
+from core.state import state_redis
+state_redis().blpop([sys.argv[1] + ":go"], 30)
+def call():
+    state_redis().rpush(sys.argv[1], "subprocess")
+    time.sleep(2)
+try:
+    breaker("openai").call(call)
+    print("called")
+except Exception as exc:
+    print(type(exc).__name__)
+"""
+
+
+def test_half_open_lets_exactly_one_trial_call_through_across_the_fleet(broker, key):
+    """Before: every thread of every process made the trial call at once."""
+    import threading
+    import time
+
+    from core.breakers import breaker, seconds_to_wait
+
+    _trip_openai_breaker()
+    other = subprocess.Popen([sys.executable, "-c", TRIAL, f"test:{key}"], env=os.environ,
+                             stdout=subprocess.PIPE, text=True)
+    wait_for(lambda: seconds_to_wait("openai") == 0, timeout=10, message="the breaker due to half-open")
+    results, start = [], threading.Barrier(6)
+
+    def call():
+        state_redis().rpush(f"test:{key}", "thread")
+        time.sleep(2)
+
+    def attempt():
+        start.wait()
+        try:
+            breaker("openai").call(call)
+            results.append("called")
+        except pybreaker.CircuitBreakerError:
+            results.append("refused")
+
+    threads = [threading.Thread(target=attempt) for _ in range(5)]
+    for t in threads:
+        t.start()
+    state_redis().rpush(f"test:{key}:go", 1)
+    start.wait()
+    for t in threads:
+        t.join(10)
+    results.append(other.communicate(timeout=30)[0].strip().replace("CircuitBreakerError", "refused"))
+    assert len(notes(key)) == 1  # one trial call across both processes
+    assert sorted(results) == ["called"] + ["refused"] * 5
+    assert breaker("openai").current_state == "closed"  # the trial succeeded

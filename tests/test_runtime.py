@@ -102,6 +102,7 @@ def test_dead_letters_cli_lists_requeues_and_deletes(db, worker, broker, key, fl
 
     requeued = fleet("jobs", "requeue", first.message_id, env=env)
     assert requeued.returncode == 0 and "Requeued 1 dead letter(s)." in requeued.stdout
+    assert "ActorNotFound" not in requeued.stderr and '"critical"' not in requeued.stderr  # actors declared
     finished_rows(first.message_id, 2)  # failed once, then succeeded after the requeue
     assert [r.status for r in rows(first.message_id)] == ["failed", "success"]
 
@@ -110,17 +111,82 @@ def test_dead_letters_cli_lists_requeues_and_deletes(db, worker, broker, key, fl
     assert fleet("jobs", "requeue", env=env).returncode == 2  # neither ids nor --all
 
 
+def test_a_requeued_dead_letter_goes_through_the_unique_check(db, worker, broker, key):
+    dead = wa.flaky.send_with_options(args=(key, 5, "ERR_AUTH"), unique=True)  # a message option: unique
+    wait_for(lambda: dead_letters.count_dead_letters(broker) == 1, message="a dead letter")
+    worker.stop()
+    live = wa.flaky.send_with_options(args=(key, 5, "ERR_AUTH"), unique=True)
+    assert live is not None
+    result = dead_letters.requeue(broker, [dead.message_id])
+    assert (result.requeued, result.in_flight) == (0, 1)  # before: requeued over the live lock, twice queued
+    assert broker.client.hlen("fleet:tests.msgs") == 1
+    assert state_redis().get(live.options["unique_key"]).decode().split()[0] == live.message_id
+    assert dead_letters.count_dead_letters(broker) == 0
+
+
+def test_a_dead_letter_is_resolved_when_the_same_job_later_succeeds(db, worker, broker, key):
+    other = wa.flaky.send(key + "-other", 1, "ERR_BAD_REQUEST")
+    failed = wa.flaky.send(key, 1, "ERR_BAD_REQUEST")
+    wait_for(lambda: dead_letters.count_dead_letters(broker) == 2, message="two dead letters")
+    later = wa.flaky.send(key, 1, "ERR_BAD_REQUEST")  # the same actor and arguments: succeeds this time
+    finished_rows(later.message_id, 1)
+    wait_for(lambda: dead_letters.count_dead_letters(broker) == 1, message="the dead letter resolved")
+    assert [d.message_id for d in dead_letters.list_dead_letters(broker)] == [other.message_id]
+    assert failed.message_id != later.message_id
+
+
+def test_message_options_override_the_actors(db, worker, broker, key):
+    """flaky is declared with retry_delays=(1, 2); a message sent with none fails at once."""
+    message = wa.flaky.send_with_options(args=(key, 1, "ERR_API_UNAVAILABLE"), retry_delays=())
+    [row] = finished_rows(message.message_id, 1)
+    assert (row.status, row.error_code) == ("failed", "ERR_API_UNAVAILABLE")
+    wait_for(lambda: notes(f"gave-up:{key}") == ["ERR_API_UNAVAILABLE"], message="on_give_up")
+
+
+def test_expected_retries_log_a_warning_with_the_code_and_give_ups_their_traceback(db, worker, key, caplog):
+    caplog.set_level(logging.INFO)
+    message = wa.flaky.send_with_options(args=(key, 5, "ERR_API_TIMEOUT"), retry_delays=(0,))
+    finished_rows(message.message_id, 2)
+    wait_for(lambda: notes(f"gave-up:{key}"), message="on_give_up")
+    mine = caplog.records  # this test's only job
+    retrying = [r for r in mine if r.getMessage() == "job retrying"]
+    assert [(r.levelname, r.error_code, r.exc_info) for r in retrying] == [("WARNING", "ERR_API_TIMEOUT", None)]
+    [failed] = [r for r in mine if r.getMessage() == "job failed"]
+    assert failed.levelname == "ERROR" and failed.exc_info is not None
+    assert not [r for r in mine if r.getMessage().startswith("Failed to process message")]  # Dramatiq's ERROR line
+
+
+def test_the_give_up_hook_runs_first_and_again_when_it_fails(db, worker, broker, key):
+    """Before: the hook ran after the dead letter's Redis write, and a failing hook was only logged."""
+    message = wa.gives_up.send(key)
+    wait_for(lambda: dead_letters.count_dead_letters(broker) == 1, timeout=30, message="the dead letter")
+    assert notes(f"hook:{key}") == ["first", "first"]  # tried again (the database was away), both before any other write
+    [letter] = dead_letters.list_dead_letters(broker)
+    assert (letter.message_id, letter.error_code) == (message.message_id, "ERR_BAD_REQUEST")
+
+
 def test_unique_job_sent_twice_runs_once(db, worker, broker, key):
     first = wa.unique_sleeper.send(key, 1.0)
     second = wa.unique_sleeper.send(key, 1.0)
     assert first is not None and second is None
-    wait_for(lambda: "start" in notes(key), message="start")
-    assert wa.unique_sleeper.send(key, 1.0) is None  # running counts too
     wait_for(lambda: "done" in notes(key), message="done")
     broker.join("tests", timeout=10_000)
+    worker.join()
     assert notes(key) == ["start", "done"]
     assert wa.unique_sleeper.send(key, 1.0) is not None  # finished: the lock is gone
     assert wa.unique_sleeper.send(key + "-other", 1.0) is not None  # other arguments are other jobs
+
+
+def test_sends_while_the_job_runs_get_one_follow_up_run(db, worker, broker, key):
+    """The running job may have read its input before the sender changed it: one more run after it."""
+    assert wa.unique_sleeper.send(key, 1.0) is not None
+    wait_for(lambda: "start" in notes(key), message="start")
+    assert wa.unique_sleeper.send(key, 1.0) is None  # running counts as in flight
+    assert wa.unique_sleeper.send(key, 1.0) is None
+    wait_for(lambda: notes(key).count("done") == 2, message="the follow-up run")
+    broker.join("tests", timeout=10_000)
+    worker.join()
+    assert notes(key) == ["start", "done", "start", "done"]
 
 
 def test_api_key_reaches_no_log_line_and_no_joblog_row(db, worker, key, caplog):

@@ -32,7 +32,8 @@ def test_send_many_runs_the_middleware_and_skips_work_already_queued(db, broker)
     assert sorted(m.args[0] for m in messages) == sorted(keys)
     fresh = [m for m in messages if m.message_id != first.message_id]
     assert {m.options["trace_id"] for m in fresh} == {"trace-many"}
-    for m in fresh:  # each lock names its message, as a plain send's does
-        assert state_redis().get(m.options["unique_key"]).decode() == m.message_id
+    for m in fresh:  # each lock names its message and the queued copy, as a plain send's does
+        holder, queue, redis_id, _, state = state_redis().get(m.options["unique_key"]).decode().split()
+        assert (holder, queue, redis_id, state) == (m.message_id, "tests", m.options["redis_message_id"], "q")
         assert "unique_claimed" not in m.options
     assert wa.unique_sleeper.send(keys[3], 0) is None

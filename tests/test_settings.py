@@ -65,3 +65,31 @@ def test_secret_key_is_generated_once_and_private(tmp_path):
     key = s.secret_key
     assert len(key) == 64 and s.secret_key == key
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("command", [["worker"], ["scheduler"], ["web"]])
+def test_rabbitmq_without_a_state_redis_refuses_to_start(fleet_env, command):
+    """Before: unique jobs, breakers and the login throttle silently became per process."""
+    from core.net import free_port
+    from tests.helpers import fleet
+
+    env = dict(fleet_env, BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    env.pop("FLEET_STATE_REDIS_URL", None)
+    args = command + (["--port", str(free_port())] if command == ["web"] else [])
+    refused = fleet(*args, env=env, timeout=30)
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("fleet: FLEET_STATE_REDIS_URL: must be set with RabbitMQ") and "FLEET_ALLOW_LOCAL_STATE=1" in line
+    if command == ["worker"]:
+        trial = fleet("worker", env=dict(env, FLEET_ALLOW_LOCAL_STATE="1"), timeout=30)
+        assert trial.returncode == 1 and "broker unreachable" in trial.stderr  # past the check
+
+
+def test_max_defer_and_allow_local_state_are_validated():
+    assert load_settings({"FLEET_MAX_DEFER": "90"}).max_defer == 90
+    assert load_settings({}).max_defer == 6 * 3600
+    assert load_settings({"FLEET_ALLOW_LOCAL_STATE": "1"}).allow_local_state is True
+    with pytest.raises(SettingsError, match="FLEET_MAX_DEFER"):
+        load_settings({"FLEET_MAX_DEFER": "soon"})
+    with pytest.raises(SettingsError, match="FLEET_ALLOW_LOCAL_STATE"):
+        load_settings({"FLEET_ALLOW_LOCAL_STATE": "maybe"})

@@ -116,6 +116,42 @@ def test_unknown_command_and_option_are_usage_errors(fleet_env):
     assert bad.returncode == 2 and "No such option" in bad.stderr
 
 
+@pytest.mark.parametrize("victim", ["supervisord", "fleet up"])
+def test_killing_fleet_up_or_supervisord_leaves_no_orphan(embedded_env, tmp_path, victim):
+    """Before: SIGKILL of supervisord left redis, workers, scheduler and web under PID 1 (and a
+    new `fleet up` started beside them); SIGKILL of `fleet up` left supervisord and all children."""
+    import contextlib
+    import os
+
+    from core.lifecycle import lock_fleet
+
+    port = free_port()
+    up = _start_up(embedded_env, port)
+    tree = []
+    try:
+        wait_for(lambda: _healthy(port), timeout=40, message="/healthz 200")
+        wait_for(lambda: sum("dramatiq actors" in _cmdline(p) for p in psutil.Process(up.pid).children(recursive=True)) == 2,
+                 timeout=20, message="Dramatiq's main process and its worker process")
+        tree = psutil.Process(up.pid).children(recursive=True)
+        [supervisord] = [p for p in tree if "supervisor.supervisord" in _cmdline(p)]
+        assert len(tree) == 6  # supervisord, redis-server, scheduler, web, Dramatiq's main and its worker
+        os.kill(supervisord.pid if victim == "supervisord" else up.pid, signal.SIGKILL)
+        gone, alive = psutil.wait_procs(tree, timeout=30)
+        assert [_cmdline(p) for p in alive] == []
+        assert up.wait(15) is not None
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        for process in tree:  # whatever this test started and is still there (it must not be)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+    locks = lock_fleet(tmp_path / "var")  # the tree's lock is free: a new fleet may start
+    assert isinstance(locks, tuple), locks
+    for fd in locks:
+        os.close(fd)
+
+
 def test_demo_trickle_adds_a_plan_and_dispatches_its_job(fleet_env, redis_url):
     """`fleet up --demo` keeps new work coming: each round of the trickle is a new plan with its job."""
     import redis as redis_lib

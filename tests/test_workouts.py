@@ -6,6 +6,7 @@ import jsonschema
 import pytest
 
 from actors.workouts import WORKOUT_DAY_SCHEMA
+from db.models.jobs import JobLog
 from db.models.workouts import Plan, User, WorkoutPlan
 from tests.helpers import fleet, wait_for
 
@@ -113,9 +114,31 @@ def test_reset_only(three_plans, broker):
         f"  - WorkoutPlan #{days[(b.id, 2)]} (Plan #{b.id}, Day 2) reset to pending",
         f"  - WorkoutPlan #{days[(b.id, 3)]} (Plan #{b.id}, Day 3) reset to pending",
         "Status reset complete. Run workout generation job to retry.",
+        "To generate them now: fleet workouts generate --all-pending",
     ]
     assert statuses(a) == ["pending", "pending", "generated", "pending"]
     assert queued_jobs(broker) == 0
+
+
+def test_generate_dispatches_one_unique_job_a_plan_with_pending_days(three_plans, make_plan, broker):
+    a, b, c = three_plans
+    done = make_plan("done@x.io", ["generated"])
+    reset = run("retry-failed", "--plan", str(a.id), "--reset")
+    assert reset.stdout.splitlines()[-1] == f"To generate them now: fleet workouts generate --plan {a.id}"
+
+    one = run("generate", "--plan", str(a.id))
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.strip() == "Dispatched 1 generation job(s) (0 already queued or running)."
+    every = run("generate", "--all-pending")
+    assert every.stdout.strip() == "Dispatched 1 generation job(s) (1 already queued or running)."  # c; a is queued
+    assert sorted(json.loads(d)["args"][1] for d in broker.client.hvals("fleet:workouts.msgs")) == [a.id, c.id]
+    assert run("generate", "--plan", str(done.id)).stdout.strip() == f"Plan #{done.id} has no pending days."
+    assert run("generate", "--plan", str(b.id)).stdout.strip() == f"Plan #{b.id} has no pending days."  # failed only
+
+    assert run("generate").returncode == 2
+    assert run("generate", "--plan", "1", "--all-pending").returncode == 2
+    missing = run("generate", "--plan", "999999")
+    assert missing.returncode == 1 and missing.stderr.strip() == "fleet: no plan with id 999999"
 
 
 def test_no_failed_plans(make_plan, broker):
@@ -165,21 +188,30 @@ def test_create_plan_generates_every_day_with_a_real_worker(db, broker, worker, 
     assert [d["status"] for d in status["days"]] == ["generated"] * 3
 
 
-def test_redelivery_and_second_dispatch_never_generate_a_day_twice(make_plan, broker, worker, openai_sim):
-    from actors.workouts import dispatch, generate_user_workout_plan
+def test_redelivery_and_second_dispatch_never_generate_a_day_twice(make_plan, broker, openai_sim):
+    from dramatiq import Worker
+
+    from actors.workouts import dispatch
 
     plan = make_plan("r@x.io", ["pending", "pending"])
     first = dispatch(plan.user_id, plan.id)
     assert dispatch(plan.user_id, plan.id) is None  # unique: already queued
-    wait_for(lambda: statuses(plan) == ["generated", "generated"], timeout=30, message="generated")
-    broker.join("workouts", timeout=10_000)
-    # a redelivered copy of the same message (as after a worker crash) finds nothing to do
-    broker.enqueue(generate_user_workout_plan.message(plan.user_id, plan.id))
-    broker.join("workouts", timeout=10_000)
-    worker.join()
+    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        wait_for(lambda: statuses(plan) == ["generated", "generated"], timeout=30, message="generated")
+        broker.join("workouts", timeout=10_000)
+        # the same message delivered again (as after a worker crash: same message id) finds nothing to do
+        broker.enqueue(first)
+        broker.join("workouts", timeout=10_000)
+        worker.join()
+    finally:
+        worker.stop()
     assert openai_sim.stats()["requests"] == 2
     assert [w.attempts for w in WorkoutPlan.select().where(WorkoutPlan.plan == plan)] == [1, 1]
-    assert first is not None
+    runs = wait_for(lambda: (r := list(JobLog.select().where(JobLog.job_class == "generate_user_workout_plan")))
+                    and len(r) == 2 and r, message="two JobLog rows")
+    assert {r.message_id for r in runs} == {first.message_id} and {r.status for r in runs} == {"success"}
 
 
 def test_401_fails_the_days_at_once_with_err_auth(make_plan, broker, worker, openai_sim):
@@ -253,3 +285,38 @@ def test_rescue_stale_redispatches_plans_with_no_job_in_flight(make_plan, broker
     assert queued_jobs(broker) == 2  # the one before, and the stuck plan's
     assert json.loads(run("status", "--json").stdout)["stale_pending"] == 2
     assert [plan for _, plan in stale_plans(2)] == [stuck.id, in_flight.id]  # not the fresh one
+
+
+# -- an operator acts while the plan's job runs ---------------------------------------------
+
+def _days(plan) -> list[WorkoutPlan]:
+    return list(WorkoutPlan.select().where(WorkoutPlan.plan == plan).order_by(WorkoutPlan.day))
+
+
+def test_a_day_reset_while_the_plan_job_runs_is_generated(make_plan, broker, worker, openai_sim):
+    """Before: the job had read its pending days once, the dispatch was dropped as a duplicate,
+    and the reset day stayed pending with nothing queued."""
+    from actors.workouts import dispatch, reset_days
+
+    openai_sim.control(latency_ms=800)
+    plan = make_plan("race@x.io", ["pending", "failed"])
+    assert dispatch(plan.user_id, plan.id) is not None
+    wait_for(lambda: openai_sim.stats()["requests"] >= 1, message="the job running")
+    assert reset_days([_days(plan)[1].id]) == 1
+    assert dispatch(plan.user_id, plan.id) is None  # its job runs: a duplicate
+    wait_for(lambda: statuses(plan) == ["generated", "generated"], timeout=30, message="both days generated")
+
+
+def test_a_give_up_fails_only_the_days_its_own_attempt_tried(make_plan, broker, worker, openai_sim):
+    """Before: the give-up marked the operator's freshly reset day failed with the job's old error."""
+    from actors.workouts import dispatch, generate_user_workout_plan, reset_days
+
+    openai_sim.control(latency_ms=800, sequence=["429"])  # the first call is refused, later ones answer
+    plan = make_plan("giveup@x.io", ["pending", "failed"])
+    generate_user_workout_plan.send_with_options(args=(plan.user_id, plan.id), retry_delays=())  # no retry
+    wait_for(lambda: openai_sim.stats()["requests"] >= 1, message="the job running")
+    reset_days([_days(plan)[1].id])
+    assert dispatch(plan.user_id, plan.id) is None
+    wait_for(lambda: "pending" not in statuses(plan), timeout=30, message="both days settled")
+    days = _days(plan)
+    assert [(d.status, d.error_code) for d in days] == [("failed", "ERR_RATE_LIMIT"), ("generated", None)]

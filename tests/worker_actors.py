@@ -61,3 +61,54 @@ def leaks_secret(key: str) -> None:
 
     logging.getLogger("tests.leak").warning("calling with key %s and header Bearer %s", api_key, api_key)
     raise RuntimeError(f"provider rejected key={api_key} Authorization: Bearer {api_key}")
+
+
+FAULTS = {
+    "database": lambda: __import__("peewee").OperationalError("server closed the connection unexpectedly"),
+    "redis": lambda: __import__("redis").ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+    "bug": lambda: KeyError("a key the code expected"),
+}
+
+
+@fleet_actor(queue_name="tests", retry_delays=(0, 0), on_give_up=gave_up)
+def breaks(key: str, kind: str, failures: int = 1) -> None:
+    """Raises a real exception of `kind` (not a JobError) `failures` times, then succeeds."""
+    _note(key, kind)
+    if state_redis().llen(f"test:{key}") <= failures:
+        raise FAULTS[kind]()
+
+
+@fleet_actor(queue_name="tests", retry_delays=(1,))
+def fails_slowly(key: str, seconds: float) -> None:
+    """The first attempt works `seconds`, then fails (retryable); the next one succeeds."""
+    _note(key, "start")
+    if state_redis().llen(f"test:{key}") <= 1:
+        time.sleep(seconds)
+        raise JobError("ERR_API_UNAVAILABLE", "planned failure after a while")
+    _note(key, "done")
+
+
+def _outage():
+    raise JobError("ERR_API_UNAVAILABLE", "HTTP 503")
+
+
+@fleet_actor(queue_name="tests", service="openai", retry_delays=(1, 1, 1), on_give_up=gave_up)
+def calls_openai(key: str) -> None:
+    """Calls the OpenAI breaker with a call that fails like a service that is down."""
+    from core.breakers import breaker
+
+    _note(key, "ran")
+    breaker("openai").call(_outage)
+
+
+def _hook_fails_once(message, error) -> None:
+    key = message.args[0]
+    recorded = state_redis().exists(f"fleet:dead-error:{message.message_id}")
+    _note(f"hook:{key}", "after the dead letter's record" if recorded else "first")
+    if state_redis().incr(f"test:hook-runs:{key}") == 1:
+        raise __import__("peewee").OperationalError("server closed the connection unexpectedly")
+
+
+@fleet_actor(queue_name="tests", retry_delays=(), on_give_up=_hook_fails_once)
+def gives_up(key: str) -> None:
+    raise JobError("ERR_BAD_REQUEST", "planned permanent failure")

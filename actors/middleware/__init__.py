@@ -1,17 +1,24 @@
 """Fleet's Dramatiq middleware, one concern a class.
 
 Order matters: `before_*` hooks run in list order, `after_*` hooks in reverse, so
-retries decide a message's outcome before unique locks and JobLog read it.
+retries decide a message's outcome before unique locks and JobLog read it, and the
+database connection is taken first and given back last. `Settlement` runs, just before
+the ack, the writes the others queued (`settle.later`).
 """
 from __future__ import annotations
 
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications, TimeLimit
 
 from actors.middleware.breakers import CircuitDeferral
+from actors.middleware.connections import DatabaseConnections
+from actors.middleware.held import HeldMessages
+from actors.middleware.invalid import InvalidMessages
 from actors.middleware.joblog import JobLogWriter
+from actors.middleware.lifecycle import DieWithMainProcess
 from actors.middleware.metrics import PrometheusMetrics
 from actors.middleware.presence import WorkerPresence
 from actors.middleware.retries import BackoffRetries
+from actors.middleware.settle import Settlement
 from actors.middleware.trace import TraceContext
 from actors.middleware.unique import UniqueJobs
 from core.settings import Settings
@@ -24,11 +31,16 @@ def fleet_middleware(settings: Settings) -> list:
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
+        DieWithMainProcess(),
+        DatabaseConnections(),
+        HeldMessages(),
         TraceContext(),
         WorkerPresence(settings.heartbeat_timeout),
         PrometheusMetrics(settings.metrics_dir),
+        InvalidMessages(),
         JobLogWriter(),
         CircuitDeferral(),
         UniqueJobs(),
         BackoffRetries(settings.retry_delays),
+        Settlement(),
     ]

@@ -3,6 +3,11 @@
 A row is buffered when an attempt starts and completed when it ends; a background
 thread writes the buffer every FLUSH_INTERVAL seconds (an attempt that ends before
 that is inserted once, already complete). Shutdown flushes what is left.
+
+Each flush takes a connection from the pool and gives it back, so a flush after the
+database came back writes what piled up meanwhile. While it is away the buffer holds up
+to MAX_BUFFERED rows; an attempt beyond that gets no row, and is counted: a log line,
+the Redis counter `fleet:joblog:dropped` and the `fleet_joblog_dropped_total` metric.
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ from psycopg2.extras import execute_values
 
 from actors.middleware.outcome import get_outcome
 from core.redact import redact
-from db.database import database
+from core.state import state_redis
+from db.database import database, release_connection
 from db.models import utcnow
 from db.models.jobs import JobLog
 
@@ -30,6 +36,8 @@ FLUSH_INTERVAL = 0.5
 MAX_MESSAGE = 2_000
 MAX_TRACEBACK = 8_000
 INSERT_CHUNK = 200
+MAX_BUFFERED = 20_000  # rows a worker process keeps while the database is away
+DROPPED_KEY = "fleet:joblog:dropped"
 
 
 def _cut(text: str | None, limit: int) -> str | None:
@@ -48,8 +56,10 @@ class _Entry:
 
 
 class JobLogWriter(Middleware):
-    def __init__(self, flush_interval: float = FLUSH_INTERVAL):
+    def __init__(self, flush_interval: float = FLUSH_INTERVAL, max_buffered: int = MAX_BUFFERED):
         self.flush_interval = flush_interval
+        self.max_buffered = max_buffered
+        self._dropped = 0  # rows not buffered since the last report
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self._entries: dict[str, _Entry] = {}  # run id -> entry
         self._running: dict[str, str] = {}  # message id -> run id of its attempt in progress
@@ -75,9 +85,32 @@ class JobLogWriter(Middleware):
         self.flush()
 
     def before_process_message(self, broker, message):
+        row = self._row(message)
+        with self._lock:
+            if len(self._entries) >= self.max_buffered:
+                self._dropped += 1
+                return
+            self._entries[row["run_id"]] = _Entry(row)
+            self._running[message.message_id] = row["run_id"]
+
+    def before_nack(self, broker, message):
+        """A message that never started (not a valid job) still gets its row, once."""
+        outcome = get_outcome(message)
+        if outcome is None or outcome.error is None or outcome.error.code.code != "ERR_INVALID_MESSAGE":
+            return
+        if getattr(message, "fleet_logged", False):
+            return
+        message.fleet_logged = True
+        row = self._row(message)
+        row.update(status="failed", error_code="ERR_INVALID_MESSAGE", message=_cut(outcome.error.message, MAX_MESSAGE),
+                   finished_at=row["created_at"], duration_seconds=0.0)
+        with self._lock:
+            self._entries[row["run_id"]] = _Entry(row)
+
+    def _row(self, message) -> dict:
         attempt = message.options.get("retries", 0) + 1
         run_id = os.urandom(8).hex()
-        row = {
+        return {
             "run_id": run_id,
             "job_class": message.actor_name,
             "message_id": message.message_id,
@@ -95,9 +128,6 @@ class JobLogWriter(Middleware):
             "duration_seconds": None,
             "finished_at": None,
         }
-        with self._lock:
-            self._entries[run_id] = _Entry(row)
-            self._running[message.message_id] = run_id
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         outcome = get_outcome(message)
@@ -130,18 +160,23 @@ class JobLogWriter(Middleware):
 
     # -- writing -----------------------------------------------------------
     def _run(self) -> None:
-        # One connection for the thread's life: a new one each flush starts with a cold page cache.
-        database.connect(reuse_if_open=True)
+        failing = False
         while not self._stop.wait(self.flush_interval):
             try:
                 self.flush()
-            except Exception:
-                log.exception("JobLog flush failed; will try again")
-        database.close()
+                if failing:
+                    log.warning("JobLog flush works again")
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    log.warning("JobLog flush failed; rows stay buffered and are written once the database is back",
+                                extra={"error": " ".join(str(exc).split())[:300], "buffered": len(self._entries)})
+                failing = True
 
     def flush(self) -> None:
         """Write every new or changed row; keep finished rows out of the buffer afterwards."""
         with self._write_lock:
+            self._report_dropped()
             with self._lock:
                 batch = [(key, e) for key, e in self._entries.items() if e.dirty]
                 for _, e in batch:
@@ -156,11 +191,28 @@ class JobLogWriter(Middleware):
                     for _, e, _, _ in snapshot:
                         e.dirty = True
                 raise
+            finally:
+                release_connection()  # back to the pool; a broken one is closed, the next flush gets a fresh one
             with self._lock:
                 for key, e, row, _ in snapshot:
                     e.inserted = True
                     if row["status"] != "started" and not e.dirty:
                         self._entries.pop(key, None)
+
+    def _report_dropped(self) -> None:
+        with self._lock:
+            dropped, self._dropped = self._dropped, 0
+        if not dropped:
+            return
+        log.error("JobLog buffer full: attempts without a JobLog row", extra={
+            "dropped": dropped, "max_buffered": self.max_buffered, "counter": DROPPED_KEY})
+        try:
+            client = state_redis()
+            if client is not None:
+                client.incrby(DROPPED_KEY, dropped)
+        except Exception:
+            with self._lock:
+                self._dropped += dropped  # counted again with the next report
 
     @staticmethod
     def _write(snapshot) -> None:

@@ -1,7 +1,11 @@
-"""How an attempt ended, as decided by the middleware and read by JobLog and unique locks."""
+"""How an attempt ended, as decided by the middleware and read by JobLog and unique locks;
+and `option`, how every middleware reads a job option."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from dramatiq.errors import ActorNotFound
 
 from core.errors import Classified
 
@@ -19,3 +23,14 @@ def set_outcome(message, outcome: Outcome) -> None:
 
 def get_outcome(message) -> Outcome | None:
     return getattr(message, "fleet_outcome", None)
+
+
+def option(broker, message, name: str, default: Any = None) -> Any:
+    """A job option: the message's own (`send_with_options(retry_delays=…)`) over the actor's
+    declaration over `default`, as everywhere in Dramatiq."""
+    if name in message.options:
+        return message.options[name]
+    try:
+        return broker.get_actor(message.actor_name).options.get(name, default)
+    except ActorNotFound:
+        return default

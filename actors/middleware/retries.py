@@ -3,58 +3,85 @@ import random
 
 from dramatiq.middleware import Middleware
 
-from actors.middleware.breakers import defer
-from actors.middleware.outcome import Outcome, set_outcome
-from core.breakers import seconds_until_half_open
-from core.dead_letters import remember_error
+from actors.middleware.breakers import deferral_spent, defer
+from actors.middleware.outcome import Outcome, option, set_outcome
+from actors.middleware.settle import later
+from core import dead_letters
+from core.breakers import seconds_to_wait
 from core.errors import classify
 from core.redact import redact
 from core.settings import get_settings
+from db.models import utcnow
 
 log = logging.getLogger("fleet.retries")
 
 JITTER = 0.05  # up to 5 % later, so a burst of failures does not retry in lockstep
 
 
+class _FleetLogsFailures(logging.Filter):
+    """Dramatiq logs every failed attempt at ERROR with a traceback; Fleet logs its own line:
+    WARNING with the code for an expected retry, ERROR with the traceback for a give-up or an
+    unexpected error (ERR_INTERNAL)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to process message")
+
+
+def _quiet_dramatiq_failure_lines() -> None:
+    logger = logging.getLogger("dramatiq.worker.WorkerThread")
+    if not any(isinstance(f, _FleetLogsFailures) for f in logger.filters):
+        logger.addFilter(_FleetLogsFailures())
+
+
+def attempt_started_at(message):
+    """When this attempt of the message started (UTC), for an `on_give_up` hook that must only
+    touch what its own attempt worked on."""
+    return getattr(message, "fleet_started_at", None) or utcnow()
+
+
 class BackoffRetries(Middleware):
     """Fleet's retry policy, in place of Dramatiq's `Retries`.
 
-    Retryable failures come back after the configured delays (or a longer Retry-After);
-    non-retryable ones and spent budgets fail at once: the actor's `on_give_up(message,
-    error)` hook runs and the message goes to the dead-letter queue. An open breaker
-    defers the message without spending budget.
+    Retryable failures (and unexpected ones, ERR_INTERNAL) come back after the configured
+    delays (or a longer Retry-After); known permanent ones and spent budgets fail at once:
+    the actor's `on_give_up(message, error)` hook runs first, then the message goes to the
+    dead-letter queue. An open breaker defers the message without spending budget, up to
+    FLEET_MAX_DEFER. A success resolves earlier dead letters of the same actor and arguments.
+    Every write this needs happens before the ack (`settle.later`), so none is lost to an outage.
     """
 
     def __init__(self, delays: tuple[int, ...]):
         self.delays = tuple(delays)
+        _quiet_dramatiq_failure_lines()
 
     @property
     def actor_options(self):
         return {"retry_delays", "on_give_up"}
 
+    def before_process_message(self, broker, message):
+        message.fleet_started_at = utcnow()
+
     def after_process_message(self, broker, message, *, result=None, exception=None):
         if exception is None:
             set_outcome(message, Outcome("success"))
+            if dead_letters.may_have_dead_letters(broker, message.actor_name):
+                later(message, "resolve dead letters", lambda: dead_letters.resolve(broker, message))
             return
-        actor = broker.get_actor(message.actor_name)
         error = classify(exception)
-        message.options["error_code"] = error.code.code
+        code = error.code.code
+        message.options["error_code"] = code
         message.options["error"] = redact(error.message)[:500]
 
-        if error.code.code == "ERR_CIRCUIT_OPEN":
-            service = actor.options.get("service", "")
-            wait = (seconds_until_half_open(service) if service else 0) or get_settings().circuit_reset
+        if code == "ERR_CIRCUIT_OPEN" and not deferral_spent(broker, message):
+            service = option(broker, message, "service")
+            wait = (seconds_to_wait(service) if service else 0) or get_settings().circuit_reset
             defer(broker, message, wait, error.message)
             return
 
-        delays = actor.options.get("retry_delays", self.delays)
+        delays = option(broker, message, "retry_delays", self.delays)
         retries = message.options.get("retries", 0)
-        if not error.retryable or retries >= len(delays):
-            set_outcome(message, Outcome("failed", error))
-            message.fail()
-            remember_error(broker, message.message_id, error.code.code, message.options["error"])
-            log.warning("job failed", extra={"error_code": error.code.code, "retries": retries})
-            self._give_up(actor, message, error)
+        if not error.retryable or retries >= len(delays) or code == "ERR_CIRCUIT_OPEN":
+            self._give_up(broker, message, error, exception)
             return
 
         delay = delays[retries] * random.uniform(1.0, 1.0 + JITTER)
@@ -62,15 +89,19 @@ class BackoffRetries(Middleware):
             delay = max(delay, error.retry_after)
         message.options["retries"] = retries + 1
         set_outcome(message, Outcome("retrying", error, delay))
-        log.info("job retrying", extra={"error_code": error.code.code, "delay_seconds": round(delay, 2)})
-        broker.enqueue(message, delay=int(delay * 1000))
+        later(message, "enqueue retry", lambda: broker.enqueue(message, delay=int(delay * 1000)))
+        log.warning("job retrying", exc_info=exception if code == "ERR_INTERNAL" else None, extra={
+            "error_code": code, "error": message.options["error"], "retry": retries + 1,
+            "delay_seconds": round(delay, 2)})
 
     @staticmethod
-    def _give_up(actor, message, error) -> None:
-        hook = actor.options.get("on_give_up")
-        if hook is None:
-            return
-        try:
-            hook(message, error)
-        except Exception:
-            log.exception("on_give_up hook failed", extra={"hook": getattr(hook, "__name__", repr(hook))})
+    def _give_up(broker, message, error, exception) -> None:
+        set_outcome(message, Outcome("failed", error))
+        message.fail()
+        log.error("job failed", exc_info=exception, extra={
+            "error_code": error.code.code, "error": message.options["error"], "retries": message.options.get("retries", 0)})
+        hook = broker.get_actor(message.actor_name).options.get("on_give_up")
+        if hook is not None:
+            later(message, f"on_give_up hook {getattr(hook, '__name__', hook)}", lambda: hook(message, error))
+        later(message, "record dead letter", lambda: dead_letters.record(
+            broker, message, error.code.code, message.options["error"]))

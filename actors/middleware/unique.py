@@ -1,21 +1,120 @@
+"""Unique jobs: at most one message per actor and arguments queued, delayed or running.
+
+A lock (`fleet:unique:<actor>:<hash of the arguments>`) names the message that holds it and
+where that message is: `<message id> <queue> <Redis id> <claimed at, ms> <q|r>` (queued or
+running). Only the message that holds a lock refreshes it (each enqueue of a retry or a
+deferral moves it to the new copy) or releases it. A lock whose message is neither queued,
+delayed nor running (the copy it names is gone from Redis, e.g. lost in a Redis crash) is
+stale, and the next send takes it over; a lock younger than CLAIM_GRACE_MS is never judged
+stale, since its message may still be on its way to the queue.
+
+A send while the holder is *running* asks for a follow-up: the running job may have read
+its input before the sender changed it, so when the holder ends, the job is sent once more.
+"""
+from __future__ import annotations
+
 import hashlib
 import json
 import logging
 
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, MiddlewareError
 
 from actors.middleware.outcome import get_outcome
+from actors.middleware.settle import later
+from core.settings import get_settings
 from core.state import state_redis
 
 log = logging.getLogger("fleet.unique")
 
-QUEUED_TTL = 24 * 3600  # a lock outlives any sane backlog, and still expires if its message is lost
-RUNNING_GRACE = 120  # beyond the time limit: a dead worker's lock expires, its message runs again
+LOCK_TTL = 24 * 3600  # a backstop: a lock outlives any sane backlog, and still expires if all else fails
+CLAIM_GRACE_MS = 5_000
+FOLLOW_UP_OPTIONS = ("trace_id", "retry_delays", "time_limit", "max_defer")
 
+# Shared by the scripts: is the message a lock names still queued, delayed or running? A lock
+# in the old format (a bare message id) is taken as alive; its TTL ends it.
+_ALIVE = """
+local now = redis.call('time')
+local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local function holder_of(current, namespace, introspect, grace)
+  local holder, queue, rid, at, state = string.match(current, '^(%S+) (%S+) (%S+) (%d+) (%a)$')
+  if holder == nil then return current, nil, true end
+  if introspect == '1' and now_ms - tonumber(at) > tonumber(grace) then
+    return holder, state, redis.call('hexists', namespace .. ':' .. queue .. '.msgs', rid) == 1
+  end
+  return holder, state, true
+end
+"""
+
+# KEYS: lock, follow-up flag. ARGV: message id, queue, Redis id, state (q|r), ttl, namespace,
+# 1 if the lock's queue can be looked at (the broker is this Redis), grace (ms).
+# Returns nil when the caller holds the lock now, else the holder's lock value.
+_CLAIM = _ALIVE + """
+local current = redis.call('get', KEYS[1])
+if current then
+  local holder, state, alive = holder_of(current, ARGV[6], ARGV[7], ARGV[8])
+  if holder ~= ARGV[1] and alive then
+    if state == 'r' then redis.call('set', KEYS[2], '1', 'ex', ARGV[5]) end
+    return current
+  end
+end
+redis.call('set', KEYS[1], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. now_ms .. ' ' .. ARGV[4], 'ex', ARGV[5])
+if ARGV[4] == 'r' then redis.call('del', KEYS[2]) end
+return false
+"""
+
+# KEYS: locks. ARGV: namespace, 1 if the queues can be looked at, grace (ms).
+# Returns, a lock, the message id holding it while that message is alive, else nil.
+_LIVE_HOLDERS = _ALIVE + """
+local found = {}
+for i, key in ipairs(KEYS) do
+  found[i] = false
+  local current = redis.call('get', key)
+  if current then
+    local holder, state, alive = holder_of(current, ARGV[1], ARGV[2], ARGV[3])
+    if alive then found[i] = holder end
+  end
+end
+return found
+"""
+
+# KEYS: lock, follow-up flag. ARGV: message id. Returns 1 when a follow-up was asked for.
 _RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+local current = redis.call('get', KEYS[1])
+if current and string.match(current, '^(%S+)') == ARGV[1] then
+  redis.call('del', KEYS[1])
+  local again = redis.call('get', KEYS[2])
+  redis.call('del', KEYS[2])
+  if again then return 1 end
+end
 return 0
 """
+_scripts: dict[tuple[int, str], object] = {}
+
+
+def _script(client, source: str):
+    """`source` registered with this client (once)."""
+    key = (id(client), source)
+    if key not in _scripts:
+        _scripts[key] = client.register_script(source)
+    return _scripts[key]
+
+
+def _introspects(broker) -> bool:
+    """Can a lock's message be looked for in the queues? Only when the broker is the state Redis."""
+    return isinstance(broker, RedisBroker) and get_settings().state_redis_url == get_settings().broker_url
+
+
+def live_holders(broker, keys: list[str]) -> list[str | None]:
+    """For each lock, the id of the message holding it while that message is queued, delayed or
+    running; None for a free or stale lock (the next send takes it over). One round trip."""
+    client = state_redis()
+    if client is None or not keys:
+        return [None] * len(keys)
+    found = _script(client, _LIVE_HOLDERS)(keys=keys, args=[getattr(broker, "namespace", ""),
+                                                               "1" if _introspects(broker) else "0", CLAIM_GRACE_MS])
+    return [holder.decode() if holder else None for holder in found]
 
 
 class DuplicateJob(MiddlewareError):
@@ -30,69 +129,108 @@ def unique_key(actor_name: str, args, kwargs) -> str:
     return f"fleet:unique:{actor_name}:{hashlib.sha1(payload.encode()).hexdigest()}"
 
 
-class UniqueJobs(Middleware):
-    """Actors declared `unique=True` have at most one message per arguments queued or running.
+def holder_of(value: bytes | str | None) -> str | None:
+    """The message id a lock value names."""
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    return text.split(" ", 1)[0]
 
-    The lock is taken when the message is first sent, kept across retries and deferrals,
-    and released when the message ends; it expires if its worker dies.
-    """
+
+class UniqueJobs(Middleware):
+    """Actors declared `unique=True` (or messages sent with `unique=True`) have at most one
+    message per arguments queued, delayed or running; see the module's docstring."""
 
     @property
     def actor_options(self):
         return {"unique"}
 
     def _is_unique(self, broker, message) -> bool:
-        return bool(broker.get_actor(message.actor_name).options.get("unique"))
+        if "unique" in message.options:
+            return bool(message.options["unique"])
+        try:
+            return bool(broker.get_actor(message.actor_name).options.get("unique"))
+        except ActorNotFound:
+            return False
+
+    def _claim_args(self, broker, message, state: str) -> list:
+        namespace = getattr(broker, "namespace", "")
+        return [message.message_id, message.queue_name, message.options.get("redis_message_id", "*"), state,
+                LOCK_TTL, namespace, "1" if _introspects(broker) else "0", CLAIM_GRACE_MS]
+
+    def claim(self, broker, message, state: str = "q", client=None):
+        """Take or refresh the message's lock; the holder's lock value when another message holds it."""
+        key = message.options["unique_key"]
+        return _script(state_redis(), _CLAIM)(keys=[key, key + ":again"], args=self._claim_args(broker, message, state),
+                                               client=client)
 
     def claim_many(self, broker, messages: list) -> list:
         """The messages whose locks this call took, in one round trip; the others are duplicates.
-        Their enqueue then skips the claim (`before_enqueue` sees `unique_claimed`)."""
+        Their enqueue then names the queued copy in the lock (`unique_claimed`)."""
         client = state_redis()
         if client is None or not messages or not self._is_unique(broker, messages[0]):
             return messages
-        keys = [unique_key(m.actor_name, m.args, m.kwargs) for m in messages]
+        for message in messages:
+            message.options["unique_key"] = unique_key(message.actor_name, message.args, message.kwargs)
         with client.pipeline(transaction=False) as pipe:
-            for key, message in zip(keys, messages):
-                pipe.set(key, message.message_id, nx=True, ex=QUEUED_TTL)
-            taken = pipe.execute()
+            for message in messages:
+                self.claim(broker, message, client=pipe)
+            holders = pipe.execute()
         claimed = []
-        for key, message, ok in zip(keys, messages, taken):
-            if ok:
-                message.options.update(unique_key=key, unique_claimed=True)
+        for message, holder in zip(messages, holders):
+            if holder is None:
+                message.options["unique_claimed"] = True
                 claimed.append(message)
         return claimed
 
     def before_enqueue(self, broker, message, delay):
-        if message.options.pop("unique_claimed", False) or not self._is_unique(broker, message):
+        claimed = message.options.pop("unique_claimed", False)
+        if not self._is_unique(broker, message):
             return
-        client = state_redis()
-        if client is None:
+        if state_redis() is None:
             return
-        key = message.options.get("unique_key")
-        if key is None:
-            key = unique_key(message.actor_name, message.args, message.kwargs)
-            if not client.set(key, message.message_id, nx=True, ex=QUEUED_TTL):
-                existing = client.get(key)
-                raise DuplicateJob(key, existing.decode() if existing else None)
-            message.options["unique_key"] = key
-        else:
-            client.set(key, message.message_id, ex=QUEUED_TTL + (delay or 0) // 1000)
+        first_send = "unique_key" not in message.options
+        message.options.setdefault("unique_key", unique_key(message.actor_name, message.args, message.kwargs))
+        pipe = getattr(broker, "current_pipeline", lambda: None)()
+        if claimed and pipe is not None and _introspects(broker):
+            self.claim(broker, message, client=pipe)  # names the queued copy, in the enqueue's round trip
+            return
+        holder = self.claim(broker, message)
+        if holder is None:
+            return
+        if first_send:
+            raise DuplicateJob(message.options["unique_key"], holder_of(holder))
+        # A retry, deferral or delayed copy whose lock another message took over (after its own
+        # copy was lost): it goes on, leaving the lock alone; raising here would stop a consumer.
+        log.warning("message re-enqueued without its unique lock", extra={"holder": holder_of(holder)})
 
     def before_process_message(self, broker, message):
-        key = message.options.get("unique_key")
-        client = state_redis()
-        if key and client is not None:
-            time_limit = broker.get_actor(message.actor_name).options.get("time_limit", 600_000)
-            client.set(key, message.message_id, ex=int(time_limit / 1000) + RUNNING_GRACE)
+        if message.options.get("unique_key") and state_redis() is not None:
+            holder = self.claim(broker, message, state="r")
+            if holder is not None:
+                log.warning("unique job runs while another message holds its lock",
+                            extra={"holder": holder_of(holder)})
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         outcome = get_outcome(message)
         if outcome and outcome.status in ("retrying", "deferred"):
             return
         key = message.options.get("unique_key")
-        client = state_redis()
-        if key and client is not None:
-            client.eval(_RELEASE, 1, key, message.message_id)
+        if key and state_redis() is not None:
+            later(message, "release unique lock", lambda: self._release_and_follow_up(broker, message, key))
 
     def after_skip_message(self, broker, message):
         self.after_process_message(broker, message)
+
+    def _release_and_follow_up(self, broker, message, key: str) -> None:
+        if not _script(state_redis(), _RELEASE)(keys=[key, key + ":again"], args=[message.message_id]):
+            return
+        # The flag is gone with the lock now: the follow-up must be sent even if this step runs again.
+        later(message, "send follow-up job", lambda: self._follow_up(broker, message))
+
+    @staticmethod
+    def _follow_up(broker, message) -> None:
+        options = {k: v for k, v in message.options.items() if k in FOLLOW_UP_OPTIONS}
+        sent = broker.get_actor(message.actor_name).send_with_options(args=message.args, kwargs=message.kwargs, **options)
+        log.info("follow-up job sent: its input changed while it ran",
+                 extra={"follow_up_message_id": getattr(sent, "message_id", None)})

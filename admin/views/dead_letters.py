@@ -23,6 +23,8 @@ FILTERS = ("queue", "actor", "error_code")
 
 
 def _show_args(letter: dl.DeadLetter) -> str:
+    if letter.raw is not None:
+        return redact(f"raw: {letter.raw[:200]}" + ("…" if len(letter.raw) > 200 else ""))
     text = json.dumps(list(letter.args), default=str)
     return redact(text + (" " + json.dumps(letter.kwargs, default=str) if letter.kwargs else ""))
 
@@ -95,9 +97,20 @@ class DeadLettersView(PanelAccess, ActionsMixin, BaseView):
         if missing:
             flash(f"{len(missing)} were gone already (requeued or deleted meanwhile).", "warning")
 
+    def _requeue(self, ids) -> None:
+        def requeue(broker, ids):
+            result = dl.requeue(broker, ids)
+            if result.in_flight:
+                flash(f"{result.in_flight} dropped: the same job is queued or running already.", "info")
+            if result.invalid:
+                flash(f"{result.invalid} are not valid messages and cannot be sent again; delete them.", "warning")
+            return result.requeued, result.missing
+
+        self._apply("Requeued", requeue, ids)
+
     @action("requeue", "Requeue", "Send the selected messages again with a fresh retry budget?")
     def action_requeue(self, ids):
-        self._apply("Requeued", dl.requeue, list(ids))
+        self._requeue(list(ids))
 
     @action("delete", "Delete", "Delete the selected messages for good?")
     def action_delete(self, ids):
@@ -105,7 +118,7 @@ class DeadLettersView(PanelAccess, ActionsMixin, BaseView):
 
     @expose("/requeue-all/", methods=("POST",))
     def requeue_all(self):
-        self._apply("Requeued", dl.requeue, None)
+        self._requeue(None)
         return redirect(self.get_url(".index"))
 
     @expose("/delete-all/", methods=("POST",))
@@ -115,7 +128,7 @@ class DeadLettersView(PanelAccess, ActionsMixin, BaseView):
 
     @expose("/<message_id>/requeue/", methods=("POST",))
     def requeue_one(self, message_id: str):
-        self._apply("Requeued", dl.requeue, [message_id[:200]])
+        self._requeue([message_id[:200]])
         return redirect(self.get_url(".index"))
 
     @expose("/<message_id>/delete/", methods=("POST",))

@@ -11,7 +11,8 @@ from flask_admin.model import filters as base_filters
 from flask_login import current_user
 from markupsafe import Markup
 
-from actors.workouts import count_matching, dispatch, matching, reset_days, start_retry
+from actors.workouts import (count_matching, count_plans_with_pending_days, dispatch, generate_pending, matching,
+                             reset_days, start_retry)
 from admin.views.base import ReadOnlyModelView, as_id, cut
 from core.errors import CODES, FleetError
 from db.models.workouts import Plan, WorkoutPlan
@@ -133,7 +134,15 @@ class FailedPlansView(ReadOnlyModelView):
     @action("reset", "Reset selected", "Set the selected days back to pending without dispatching a job?")
     def action_reset(self, ids):
         reset = reset_days(self._selected(ids))
-        flash(f"{reset} day(s) reset to pending; no job dispatched.", "success")
+        flash(f"{reset} day(s) reset to pending; no job dispatched yet: use “Generate pending”.", "success")
+
+    # -- "Generate pending" ------------------------------------------------------------
+    @expose("/generate-pending/", methods=("POST",))
+    def generate_pending(self):
+        sent, in_flight = generate_pending()
+        message = f"Dispatched {sent} generation job(s) for plans with pending days"
+        flash(message + (f" ({in_flight} already queued or running)." if in_flight else "."), "success")
+        return redirect(self.get_url(".index_view", **request.args))
 
     # -- "Retry all matching the filter" ---------------------------------------------
     def filter_spec(self) -> dict | None:
@@ -155,6 +164,7 @@ class FailedPlansView(ReadOnlyModelView):
         if template == self.list_template and getattr(current_user, "is_admin", False):
             spec = self.filter_spec()  # what "Retry all matching the filter" would touch, shown before the click
             kwargs["matching"] = count_matching(spec) if spec is not None else None
+            kwargs["pending_plans"] = count_plans_with_pending_days()  # what "Generate pending" would dispatch
         return super().render(template, **kwargs)
 
     @expose("/retry-matching/", methods=("POST",))

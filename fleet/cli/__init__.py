@@ -71,6 +71,9 @@ def _register() -> None:
 
 
 def main() -> None:
+    from core.lifecycle import join_fleet
+
+    join_fleet()  # a program of `fleet up`: dies with its parent, holds the fleet's lock
     # The command modules import the domains, which boot Fleet and so read the settings:
     # a bad value stops here with one line too.
     try:

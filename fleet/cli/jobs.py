@@ -16,9 +16,11 @@ from fleet.cli.database import open_database
 from fleet.cli.types import DAYS, HOURS, Number
 
 
-def _broker():
+def _broker(*, declare_actors: bool = False):
     settings = boot()
     check_broker(settings)
+    if declare_actors:
+        import actors.all  # noqa: F401  (a requeue runs every middleware, which looks up the actor)
     return dramatiq.get_broker()
 
 
@@ -44,7 +46,10 @@ def dead_letters_command(limit: int) -> None:
         return
     table = Table("message id", "actor", "queue", "error code", "error", "failed at (UTC)")
     for d in letters:
-        table.add_row(d.message_id, d.actor, d.queue, d.error_code or "-", (d.error or "")[:80],
+        error = d.error or ""
+        if d.raw is not None:
+            error = f"{error} raw: {d.raw[:80]!r}" if error else f"raw: {d.raw[:80]!r}"
+        table.add_row(d.message_id, d.actor, d.queue, d.error_code or "-", error[:120],
                       d.failed_at.strftime("%Y-%m-%d %H:%M:%S"))
     Console(width=200).print(table)
     click.echo(f"{dead_letters.count_dead_letters(broker)} dead letter(s) in all.")
@@ -57,8 +62,12 @@ def requeue_command(message_ids: tuple[str, ...], everything: bool) -> None:
     """Send dead letters again, with a fresh retry budget."""
     if bool(message_ids) == everything:
         raise click.UsageError("give message ids or --all (not both)")
-    done, missing = dead_letters.requeue(_broker(), None if everything else list(message_ids))
-    _report("Requeued", done, missing)
+    result = dead_letters.requeue(_broker(declare_actors=True), None if everything else list(message_ids))
+    if result.in_flight:
+        click.echo(f"{result.in_flight} dead letter(s) dropped: the same job is queued or running already.")
+    if result.invalid:
+        click.echo(f"{result.invalid} dead letter(s) are not valid messages and stay; delete them with `fleet jobs delete ID`.")
+    _report("Requeued", result.requeued, result.missing)
 
 
 @jobs_group.command("delete")

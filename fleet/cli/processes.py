@@ -8,8 +8,10 @@ import click
 
 from actors.runtime import boot
 from core.broker import check_broker
+from core.lifecycle import WORKER_MAIN_ENV
 from core.net import ensure_port_free
 from core.settings import get_settings
+from core.state import require_shared_state
 from fleet.cli.types import PORT, PROCESSES, THREADS
 
 
@@ -28,6 +30,7 @@ def redis_command() -> None:
 def worker_command(processes: int | None, threads: int | None, queues: tuple[str, ...]) -> None:
     """Run Dramatiq workers for every actor, with all of Fleet's middleware."""
     settings = boot()
+    require_shared_state(settings)
     check_broker(settings)
     argv = [sys.executable, "-m", "dramatiq", "actors.all"]
     if processes:
@@ -37,6 +40,7 @@ def worker_command(processes: int | None, threads: int | None, queues: tuple[str
     names = [q.strip() for item in queues for q in item.split(",") if q.strip()]
     if names:
         argv += ["--queues", *names]
+    os.environ[WORKER_MAIN_ENV] = str(os.getpid())  # Dramatiq's main process will have this pid
     os.execv(sys.executable, argv)
 
 
@@ -46,6 +50,7 @@ def scheduler_command() -> None:
     from scheduler.daemon import run
 
     settings = boot()
+    require_shared_state(settings)
     check_broker(settings)
     run(settings)
 
@@ -59,9 +64,12 @@ def web_command(host: str, port: int, threads: int) -> None:
     import waitress
 
     from admin.app import create_app
+    from db.database import size_pool
 
+    require_shared_state(get_settings())
     ensure_port_free(host, port)
     app = create_app()
+    size_pool(threads + 2)
     click.echo(f"Fleet panel: http://{host}:{port}/admin")
     # Behind FLEET_TRUSTED_PROXIES proxies the app reads X-Forwarded-* itself (werkzeug's ProxyFix);
     # waitress must pass them on instead of dropping them as it does by default.

@@ -1,11 +1,11 @@
 """`fleet up`: migrations first, then every process under supervisord in the foreground.
 
-One fleet a var/ directory: a lock file held while it runs makes a second
-`fleet up` refuse instead of piling workers on top of the first.
+One fleet a var/ directory: locks held by the whole process tree make a second `fleet up`
+refuse instead of piling workers on top of the first, and every process dies with its
+parent, so killing `fleet up` or supervisord leaves no orphan (`core.lifecycle`).
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
@@ -17,25 +17,19 @@ import click
 
 from core.broker import check_broker
 from core.errors import FleetError
+from core.lifecycle import TREE_LOCK_ENV, die_with_parent, lock_fleet
 from core.net import ensure_port_free
 from core.settings import Settings
+from core.state import require_shared_state
 from fleet.cli.supervisor import Program, programs, supervisord_config
 
 
-def hold_fleet_lock(var_dir: Path) -> int:
-    """Lock var/fleet.lock for as long as this process lives, or refuse."""
-    var_dir.mkdir(parents=True, exist_ok=True)
-    path = var_dir / "fleet.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise FleetError(f"a fleet is already running on {var_dir} (pid {owner}); stop it first (Ctrl-C in its terminal)")
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
+def hold_fleet_lock(var_dir: Path) -> tuple[int, int]:
+    """The one-fleet locks for as long as this process (and its tree) lives, or refuse."""
+    locks = lock_fleet(var_dir)
+    if isinstance(locks, str):
+        raise FleetError(locks)
+    return locks
 
 
 def prepare(settings: Settings, *, demo: bool, host: str, port: int) -> None:
@@ -44,6 +38,7 @@ def prepare(settings: Settings, *, demo: bool, host: str, port: int) -> None:
     from fleet.cli.database import open_database
 
     ensure_port_free(host, port)
+    require_shared_state(settings)
     # the workers' Prometheus counters of an earlier run (multiprocess files): this fleet starts at zero
     shutil.rmtree(settings.metrics_dir, ignore_errors=True)
     if not settings.embedded_broker:
@@ -57,10 +52,11 @@ def prepare(settings: Settings, *, demo: bool, host: str, port: int) -> None:
 
 
 def run_fleet(settings: Settings, *, demo: bool, host: str, port: int, processes: int, threads: int) -> int:
-    lock = hold_fleet_lock(settings.var_dir)
+    lock, tree_lock = hold_fleet_lock(settings.var_dir)
     prepare(settings, demo=demo, host=host, port=port)
     extra: list[Program] = []
-    env = dict(os.environ, FLEET_VAR_DIR=str(settings.var_dir), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, FLEET_VAR_DIR=str(settings.var_dir), PYTHONUNBUFFERED="1",
+               **{TREE_LOCK_ENV: str(settings.var_dir / "fleet.tree.lock")})
     if demo:
         from fleet.cli.demo import demo_programs
 
@@ -73,11 +69,13 @@ def run_fleet(settings: Settings, *, demo: bool, host: str, port: int, processes
 
     click.echo(f"fleet: starting {', '.join(p.name for p in listed)}; Ctrl-C stops all")
     click.echo(f"fleet: panel at http://{host}:{port}/admin")
+    me = os.getpid()
     supervisord = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(config)],
         env=env,
         start_new_session=True,
-        pass_fds=(),
+        pass_fds=(tree_lock,),  # supervisord holds the tree lock; its programs take it themselves
+        preexec_fn=lambda: die_with_parent(expected_parent=me),  # `fleet up` killed: supervisord stops all
     )
 
     def forward(signum, frame):
@@ -89,6 +87,7 @@ def run_fleet(settings: Settings, *, demo: bool, host: str, port: int, processes
     try:
         code = supervisord.wait()
     finally:
+        os.close(tree_lock)
         os.close(lock)
     click.echo("fleet: stopped")
     return 0 if code in (0, -signal.SIGTERM) else code

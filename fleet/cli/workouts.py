@@ -123,10 +123,10 @@ def retry_failed_command(plan_id: int | None, user_id: int | None, reset: bool, 
 
     if reset:
         click.echo("Resetting status to pending...")
-        for day in ops.failed_days(where):
-            click.echo(f"  - WorkoutPlan #{day.id} (Plan #{day.plan_id}, Day {day.day}) reset to pending")
-        ops.reset_plans([p.plan_id for p in plans])
+        for day_id, plan, day in ops.reset_plans_listed([p.plan_id for p in plans]):
+            click.echo(f"  - WorkoutPlan #{day_id} (Plan #{plan}, Day {day}) reset to pending")
         click.echo("Status reset complete. Run workout generation job to retry.")
+        click.echo(f"To generate them now: fleet workouts generate {f'--plan {plan_id}' if plan_id else '--all-pending'}")
         return
 
     click.echo(f"Plans affected: {len(plans)}")
@@ -144,6 +144,22 @@ def retry_failed_command(plan_id: int | None, user_id: int | None, reset: bool, 
     click.echo("")
     click.echo(f"Successfully dispatched {dispatched} generation job(s).")
     click.echo("Jobs are queued and will be processed by your queue worker.")
+
+
+@workouts_group.command("generate")
+@click.option("--plan", "plan_id", type=int, help="This plan's pending days.")
+@click.option("--all-pending", is_flag=True, help="Every plan with pending days.")
+def generate_command(plan_id: int | None, all_pending: bool) -> None:
+    """Dispatch the generation job of plans with pending days (one job a plan)."""
+    if (plan_id is None) == (not all_pending):
+        raise click.UsageError("give --plan ID or --all-pending (one of them)")
+    _open(broker=True)
+    _require(plan_id)
+    sent, in_flight = ops.generate_pending(plan_id)
+    if not sent + in_flight:
+        click.echo(f"Plan #{plan_id} has no pending days." if plan_id else "No plan has pending days.")
+        return
+    click.echo(f"Dispatched {sent} generation job(s) ({in_flight} already queued or running).")
 
 
 @workouts_group.command("rescue-stale")

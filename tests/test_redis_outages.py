@@ -1,0 +1,172 @@
+"""Redis blinks: a SIGKILL and a restart on its AOF, retries that cannot be enqueued, messages
+a live worker lost from memory, unique locks whose message is gone. Real redis-server, real
+worker processes."""
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import redis
+from dramatiq import Message
+
+from core.state import state_redis
+from db.models.jobs import JobLog
+from tests import worker_actors as wa
+from tests.helpers import RedisServer, fleet, start_worker, stop_worker, wait_for
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def send(env, actor: str, *args, **options) -> str:
+    """Send from another process (bound to `env`'s broker); the message id."""
+    code = ("import json, sys\nfrom tests import worker_actors as wa\n"
+            "m = getattr(wa, sys.argv[1]).send_with_options(args=json.loads(sys.argv[2]), **json.loads(sys.argv[3]))\n"
+            "print(m.message_id)")
+    done = subprocess.run([sys.executable, "-c", code, actor, json.dumps(args), json.dumps(options)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def notes(client, key):
+    return [v.decode() for v in client.lrange(f"test:{key}", 0, -1)]
+
+
+@pytest.fixture
+def crash_worker(private_redis, db, tmp_path):
+    """A worker process on the private Redis (heartbeat timeout 3 s): its environment and a client."""
+    env = dict(os.environ, BROKER_URL=private_redis.url, FLEET_HEARTBEAT_TIMEOUT="3")
+    worker = start_worker(tmp_path / "worker.log", "-p", "1", "-t", "2", env=env)
+    client = redis.Redis.from_url(private_redis.url)
+    yield env, client
+    assert stop_worker(worker) == 0
+    assert "Exception in thread" not in (tmp_path / "worker.log").read_text()  # no consumer thread died
+
+
+def test_every_consumer_recovers_after_a_redis_crash_and_delayed_messages_still_run(private_redis, crash_worker):
+    """Before: the delayed queue's consumer dropped the retries it held (or its thread died)."""
+    env, client = crash_worker
+    key = uuid.uuid4().hex
+    send(env, "flaky", key, 1, retry_delays=[6])
+    wait_for(lambda: client.hlen("fleet:tests.DQ.msgs") == 1 and len(notes(client, key)) == 1, timeout=30,
+             message="the retry held by the delayed queue's consumer")
+    private_redis.kill()
+    time.sleep(1)  # down for a moment: every consumer meets the broken connection
+    private_redis.start()
+    wait_for(lambda: len(notes(client, key)) == 2, timeout=40, message="the retry run after the crash")
+    after = uuid.uuid4().hex
+    send(env, "count", after)
+    wait_for(lambda: client.get(f"test:{after}") == b"1", timeout=20, message="a new message after the crash")
+
+
+def test_a_retry_that_cannot_be_enqueued_is_not_acked(private_redis, crash_worker):
+    """Before: the retry's enqueue failed while Redis was down, the message was acked anyway: lost."""
+    env, client = crash_worker
+    key = uuid.uuid4().hex
+    message_id = send(env, "fails_slowly", key, 3.0)
+    wait_for(lambda: notes(client, key) == ["start"], timeout=30, message="the first attempt")
+    private_redis.kill()  # the attempt fails while Redis is down: its retry cannot be enqueued
+    time.sleep(5)
+    private_redis.start()
+    wait_for(lambda: notes(client, key) == ["start", "start", "done"], timeout=40, message="the retry")
+    got = wait_for(lambda: (r := list(JobLog.select().where(JobLog.message_id == message_id).order_by(JobLog.id)))
+                   and len(r) == 2 and r, message="JobLog rows")
+    assert [(r.attempt, r.status) for r in got] == [(1, "retrying"), (2, "success")]
+
+
+def test_messages_a_live_worker_no_longer_holds_come_back_within_the_heartbeat_timeout(broker, db, tmp_path):
+    """Before: a message left in a live worker's ack set waited for the worker's restart."""
+    env = dict(os.environ, FLEET_HEARTBEAT_TIMEOUT="3")
+    worker = start_worker(tmp_path / "worker.log", "-p", "1", "-t", "2", env=env)
+    key = uuid.uuid4().hex
+    try:
+        ours = broker.broker_id.encode()
+        wait_for(lambda: [m for m in broker.client.zrange("fleet:__heartbeats__", 0, -1) if m != ours],
+                 timeout=30, message="the worker's heartbeat")
+        [worker_id] = [m.decode() for m in broker.client.zrange("fleet:__heartbeats__", 0, -1) if m != ours]
+        # A message the worker fetched and then lost from memory, as a consumer restart leaves it.
+        lost = wa.count.message(key).copy(options={"redis_message_id": str(uuid.uuid4())})
+        broker.client.hset("fleet:tests.msgs", lost.options["redis_message_id"], lost.encode())
+        broker.client.sadd(f"fleet:__acks__.{worker_id}.tests", lost.options["redis_message_id"])
+        wait_for(lambda: state_redis().get(f"test:{key}") == b"1", timeout=3 * 2 + 5, message="the lost message run")
+        assert worker.poll() is None
+        assert not broker.client.sismember(f"fleet:__acks__.{worker_id}.tests", lost.options["redis_message_id"])
+    finally:
+        assert stop_worker(worker) == 0
+
+
+# -- unique locks whose message is gone -----------------------------------------------------
+
+def lose(broker, message) -> None:
+    """The message vanishes from Redis (as in a crash that lost it); its lock stays."""
+    redis_id = message.options["redis_message_id"]
+    broker.client.hdel(f"fleet:{message.queue_name}.msgs", redis_id)
+    broker.client.lrem(f"fleet:{message.queue_name}", 0, redis_id)
+
+
+def age(key: str, seconds: float = 60) -> None:
+    """Make a lock look as old as one a crash leaves behind (the claim grace is over)."""
+    holder, queue, redis_id, at, state = state_redis().get(key).decode().split()
+    state_redis().set(key, f"{holder} {queue} {redis_id} {int(at) - int(seconds * 1000)} {state}", keepttl=True)
+
+
+def test_a_lock_names_its_message_and_is_taken_over_once_that_message_is_gone(broker, db):
+    key = uuid.uuid4().hex
+    first = wa.unique_sleeper.send(key, 0)
+    lock = first.options["unique_key"]
+    holder, queue, redis_id, _, state = state_redis().get(lock).decode().split()
+    assert (holder, queue, redis_id, state) == (first.message_id, "tests", first.options["redis_message_id"], "q")
+    age(lock)
+    assert wa.unique_sleeper.send(key, 0) is None  # old, but its message is still queued
+    lose(broker, first)
+    second = wa.unique_sleeper.send(key, 0)
+    assert second is not None  # before: "already in flight" for up to 24 hours
+    assert state_redis().get(lock).decode().split()[0] == second.message_id
+    assert wa.unique_sleeper.send(key, 0) is None
+
+
+def test_a_delayed_message_keeps_its_lock(broker, db):
+    key = uuid.uuid4().hex
+    first = wa.unique_sleeper.send_with_options(args=(key, 0), delay=60_000)
+    lock = first.options["unique_key"]
+    assert state_redis().get(lock).decode().split()[1] == "tests.DQ"
+    age(lock)
+    assert wa.unique_sleeper.send(key, 0) is None
+
+
+def test_rescue_stale_takes_over_the_lock_of_a_lost_plan_job(broker, db):
+    from actors.workouts import dispatch
+    from db.models.workouts import Plan, User, WorkoutPlan
+    from db.models import utcnow
+    from datetime import timedelta
+
+    user = User.create(email="lost@x.io")
+    plan = Plan.create(user=user, goal="g", days=1)
+    WorkoutPlan.create(plan=plan, day=1, updated_at=utcnow() - timedelta(hours=3))
+    lost = dispatch(user.id, plan.id)
+    lose(broker, lost)
+    age(lost.options["unique_key"])
+    result = fleet("workouts", "rescue-stale", "--hours", "2", env=dict(os.environ))
+    assert result.stdout.strip() == ("Found 1 plan(s) with days pending for more than 2 hour(s); "
+                                     "dispatched 1 generation job(s) (0 already in flight).")
+    assert broker.client.hlen("fleet:workouts.msgs") == 1
+
+
+def test_send_many_takes_over_stale_locks_too(broker, db):
+    keys = [uuid.uuid4().hex for _ in range(3)]
+    lost = wa.unique_sleeper.send(keys[0], 0)
+    kept = wa.unique_sleeper.send(keys[1], 0)
+    lose(broker, lost)
+    age(lost.options["unique_key"])
+    age(kept.options["unique_key"])
+    assert wa.unique_sleeper.send_many([(k, 0) for k in keys]) == (2, 1)
+    queued = [Message.decode(d) for d in broker.client.hvals("fleet:tests.msgs")]
+    assert sorted(m.args[0] for m in queued) == sorted(keys)
