@@ -42,6 +42,7 @@ class Settings:
     heartbeat_timeout: float
     secret_key_override: str | None = field(repr=False)
     state_redis_url: str | None = None
+    series_api_rate: int = 20  # requests a second, for the whole fleet
 
     @property
     def redis_socket(self) -> Path:
@@ -127,6 +128,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         heartbeat_timeout=_number("FLEET_HEARTBEAT_TIMEOUT", env.get("FLEET_HEARTBEAT_TIMEOUT", "60"), integer=False, minimum=1),
         secret_key_override=env.get("FLEET_SECRET_KEY"),
         state_redis_url=state_redis_url,
+        series_api_rate=int(_number("SERIES_API_RATE", env.get("SERIES_API_RATE", "20"), integer=True, minimum=1)),
     )
 
 

@@ -10,12 +10,12 @@ from core.errors import CODES, Classified
 log = logging.getLogger("fleet.breakers")
 
 
-def defer(broker, message, seconds: float, reason: str) -> Outcome:
+def defer(broker, message, seconds: float, reason: str, code: str = "ERR_CIRCUIT_OPEN") -> Outcome:
     """Put the message back, delayed, without spending its retry budget."""
     seconds = seconds * random.uniform(1.0, 1.1) + random.uniform(0.0, 0.5)
     message.options["deferrals"] = message.options.get("deferrals", 0) + 1
     broker.enqueue(message, delay=int(seconds * 1000))
-    outcome = Outcome("deferred", Classified(CODES["ERR_CIRCUIT_OPEN"], reason), seconds)
+    outcome = Outcome("deferred", Classified(CODES[code], reason), seconds)
     set_outcome(message, outcome)
     return outcome
 

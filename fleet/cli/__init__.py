@@ -34,9 +34,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from fleet.cli import accounts, database, jobs, processes, simulate, workouts
+    from fleet.cli import accounts, database, jobs, processes, series, simulate, workouts
 
-    for module in (processes, database, accounts, jobs, workouts, simulate):
+    for module in (processes, database, accounts, jobs, workouts, series, simulate):
         for command in module.commands:
             cli.add_command(command)
 
