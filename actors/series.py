@@ -49,6 +49,7 @@ SWEEP_LOCK_TTL = 60  # seconds; renewed every page, so a crashed run frees its s
 # tried again by the next sweep.
 RECORD_ERRORS = ("ERR_NOT_FOUND", "ERR_BAD_REQUEST", "ERR_INVALID_RESPONSE")
 QUEUE = "data"
+MAX_HOURS = 100 * 365 * 24  # "older than" beyond a century is a mistake (and beyond the calendar soon after)
 
 
 # -- data jobs ---------------------------------------------------------------------------
@@ -181,6 +182,12 @@ def missing_where(model, include_failed: bool = False):
     return where
 
 
+def check_hours(hours: float) -> float:
+    if not 0 <= hours <= MAX_HOURS:  # NaN fails too
+        raise FleetError(f"hours must be between 0 and {MAX_HOURS}, not {hours!r}", exit_code=2)
+    return hours
+
+
 def stale_where(model, hours: float):
     return model.data_last_updated_at < utcnow() - timedelta(hours=hours)
 
@@ -275,8 +282,7 @@ def import_missing(kind: Kind, include_failed: bool = False, progress: Callable[
 
 def check_updates(kind: Kind, hours: float, progress: Callable[[int], None] | None = None) -> dict:
     """The check-data-updates sweep over rows older than `hours`, now, in this process."""
-    if hours < 0:
-        raise FleetError("hours must be 0 or more", exit_code=2)
+    check_hours(hours)
     with sweep_lock(kind.check_task()) as lock:
         counts = enqueue_pages(kind, stale_pages(kind.model, hours), progress, lock.reacquire)
     log.info("sweep done", extra={"sweep": kind.check_task(), **counts})
@@ -444,8 +450,8 @@ def matching(kind: Kind, spec: dict):
         where &= model.data_last_updated_at.is_null()
     if spec.get("older_than_hours") is not None:
         hours = float(spec["older_than_hours"])
-        if hours < 0:
-            raise ValueError("older than: hours must be 0 or more")
+        if not 0 <= hours <= MAX_HOURS:
+            raise ValueError(f"older than: hours must be between 0 and {MAX_HOURS}")
         where &= stale_where(model, hours)
     if spec.get("error_code") == "any":
         where &= model.error_code.is_null(False)
@@ -527,3 +533,8 @@ def budget_usage() -> dict:
     usage = budget("series_api").usage()
     return {**usage, "deferred_last_hour": deferred, "requests_last_minute": attempts,
             "per_second_last_minute": round(attempts / 60, 2)}
+
+
+def overview() -> dict:
+    """What the dashboard shows of series data: the newest sweep runs and the API budget."""
+    return {"runs": recent_sweep_runs(), "budget": budget_usage()}

@@ -8,6 +8,7 @@ import dramatiq
 from flask import current_app
 from flask_admin import AdminIndexView, expose
 
+from actors.series import overview as series_overview
 from admin.access import PanelAccess
 from admin.stats import counts_by_status, hourly
 from core.breakers import states
@@ -52,5 +53,6 @@ class DashboardView(PanelAccess, AdminIndexView):
             heartbeat_timeout=settings.heartbeat_timeout,
             breakers=_read(errors, "breakers", states, {}),
             leader=_read(errors, "scheduler leader", scheduler_leader),
+            series=_read(errors, "series data", series_overview),
             errors=errors,
         )

@@ -6,6 +6,7 @@ import logging
 import threading
 
 import requests
+from redis.exceptions import LockError
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
@@ -17,6 +18,7 @@ from core.state import state_redis
 log = logging.getLogger(__name__)
 
 TOKEN_TTL = 24 * 3600  # TheTVDB tokens last a month; a day bounds how long a revoked one lingers
+LOGIN_LOCK_TTL = 15  # seconds; beyond a login's timeout
 _local_tokens: dict[str, str] = {}  # used only when there is no state Redis (RabbitMQ without one)
 _local_lock = threading.Lock()
 
@@ -77,17 +79,32 @@ class SeriesClient:
                                  headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
 
     def _token(self, stale: str | None = None) -> str:
-        """The cached token, unless it is `stale`; then (or when none is cached) a new login."""
+        """The cached token, unless it is `stale`; then (or when none is cached) a new login, by
+        one worker at a time: the others wait for its token instead of logging in too."""
         cached = self._cached()
         if cached and cached != stale:
             return cached
-        token = self._login()
-        if self._redis is not None:
-            self._redis.set(self._token_key, token, ex=TOKEN_TTL)
-        else:
+        if self._redis is None:
             with _local_lock:
-                _local_tokens[self._token_key] = token
-        return token
+                cached = _local_tokens.get(self._token_key)
+                if not cached or cached == stale:
+                    cached = _local_tokens[self._token_key] = self._login()
+                return cached
+        lock = self._redis.lock(f"{self._token_key}:login", timeout=LOGIN_LOCK_TTL, blocking_timeout=LOGIN_LOCK_TTL)
+        locked = lock.acquire()  # False after the wait: log in anyway rather than fail
+        try:
+            cached = self._cached()
+            if cached and cached != stale:
+                return cached
+            token = self._login()
+            self._redis.set(self._token_key, token, ex=TOKEN_TTL)
+            return token
+        finally:
+            if locked:
+                try:
+                    lock.release()
+                except LockError:  # held longer than its TTL: it expired on its own
+                    pass
 
     def _cached(self) -> str | None:
         if self._redis is None:

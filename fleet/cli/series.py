@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Iterator
 
 import click
@@ -67,8 +68,21 @@ def _status(kind: ops.Kind, hours: float, as_json: bool) -> None:
     click.echo(f"Failed: {sum(failed.values())}" + "".join(f"\n  {code}: {n}" for code, n in failed.items()))
 
 
+class Hours(click.FloatRange):
+    """A number of hours from 0 to a century (and not NaN, which a range lets through)."""
+
+    def __init__(self):
+        super().__init__(min=0, max=ops.MAX_HOURS)
+
+    def convert(self, value, param, ctx):
+        hours = super().convert(value, param, ctx)
+        if math.isnan(hours):
+            self.fail(f"{value!r} is not a number of hours", param, ctx)
+        return hours
+
+
 def _hours_option(default: int):
-    return click.option("--hours", type=click.FloatRange(min=0), default=default, show_default=True,
+    return click.option("--hours", type=Hours(), default=default, show_default=True,
                         help="Data older than this many hours is out of date.")
 
 
