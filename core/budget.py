@@ -18,22 +18,26 @@ from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from core.errors import JobError
 from core.settings import get_settings
 from core.state import state_redis
 
 KEY_PREFIX = "fleet:budget"
+MAX_WAIT = 2.0  # seconds a request waits in its thread for a slot; beyond that its job is deferred
 _budgets: dict[str, "ApiBudget | None"] = {}
 _lock = threading.Lock()
 
 
-class OverBudget(Exception):
-    """No request slot within the wait allowed; `seconds` until one is expected to free up."""
+class OverBudget(JobError):
+    """No request slot within the wait allowed. The job is deferred by `defer_seconds` (until a
+    slot is expected to free up) without spending a retry; its JobLog row says `deferred`,
+    ERR_RATE_LIMIT, "over the shared … budget"."""
 
     def __init__(self, service: str, rate: int, seconds: float):
-        super().__init__(f"over the shared {service} budget of {rate} request(s)/s")
+        super().__init__("ERR_RATE_LIMIT", f"over the shared {service} budget of {rate} request(s)/s; "
+                                           "deferred, no retry spent")
         self.service = service
-        self.rate = rate
-        self.seconds = seconds
+        self.defer_seconds = seconds
 
 
 class ApiBudget:
@@ -60,7 +64,7 @@ class ApiBudget:
                 return max(0.005, reset - time.time())
         return 0.0
 
-    def acquire(self, max_wait: float) -> float:
+    def acquire(self, max_wait: float = MAX_WAIT) -> float:
         """Take one request slot, waiting up to `max_wait` seconds; the seconds waited.
         Raises OverBudget when no slot frees up in time."""
         started = time.monotonic()

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications, TimeLimit
 
 from actors.middleware.breakers import CircuitDeferral
-from actors.middleware.budget import ApiBudgets
 from actors.middleware.joblog import JobLogWriter
 from actors.middleware.retries import BackoffRetries
 from actors.middleware.trace import TraceContext
@@ -26,7 +25,6 @@ def fleet_middleware(settings: Settings) -> list:
         TraceContext(),
         JobLogWriter(),
         CircuitDeferral(),
-        ApiBudgets(),
         UniqueJobs(),
         BackoffRetries(settings.retry_delays),
     ]

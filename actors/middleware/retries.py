@@ -41,6 +41,11 @@ class BackoffRetries(Middleware):
         message.options["error_code"] = error.code.code
         message.options["error"] = redact(error.message)[:500]
 
+        defer_seconds = getattr(exception, "defer_seconds", None)
+        if defer_seconds is not None:  # the job asked to wait (over an API's budget): no retry spent
+            defer(broker, message, defer_seconds, error.message, code=error.code.code)
+            return
+
         if error.code.code == "ERR_CIRCUIT_OPEN":
             service = actor.options.get("service", "")
             wait = (seconds_until_half_open(service) if service else 0) or get_settings().circuit_reset
