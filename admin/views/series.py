@@ -93,9 +93,9 @@ def age(moment: datetime | None, now: datetime | None = None) -> str:
     if moment is None:
         return "never"
     seconds = max(0.0, ((now or utcnow()) - moment).total_seconds())
-    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit} ago"
+    for unit, size, from_ in (("d", 86_400, 2 * 86_400), ("h", 3_600, 3_600), ("min", 60, 60)):
+        if seconds >= from_:  # hours up to two days, so "older than 24 h" reads as such
+            return f"{seconds // size:.0f} {unit} ago"
     return f"{seconds:.0f} s ago"
 
 
@@ -212,16 +212,16 @@ class SyncedRowsView(ReadOnlyModelView):
             url_for("joblogs.index_view", flt0_message_id_equals=message.message_id)), "success")
         return back
 
-    @expose("/run-sweep/<name>/", methods=("POST",))
-    def run_sweep(self, name: str):
-        if name not in (self.kind.import_task(), self.kind.check_task()):
+    @expose("/run-sweep/<sweep>/", methods=("POST",))
+    def run_sweep(self, sweep: str):
+        if sweep not in (self.kind.import_task(), self.kind.check_task()):
             abort(404)
-        message = ops.SWEEP_ACTORS[name].send()
+        message = ops.SWEEP_ACTORS[sweep].send()
         if message is None:
-            flash(f"{name} is already queued or running.", "warning")
+            flash(f"{sweep} is already queued or running.", "warning")
         else:
             flash(Markup('{} queued (<a href="{}">job log</a>).').format(
-                name, url_for("joblogs.index_view", flt0_message_id_equals=message.message_id)), "success")
+                sweep, url_for("joblogs.index_view", flt0_message_id_equals=message.message_id)), "success")
         return redirect(self.get_url(".index_view"))
 
 
