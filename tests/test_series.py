@@ -270,3 +270,29 @@ def test_jobs_stats_give_successes_today_and_the_average_duration(db):
     assert stats["episode_data"]["success_today"] == 1
     table = run("jobs", "stats").stdout
     assert "success today (UTC)" in table and "series_data" in table
+
+
+# -- the simulator the demo and these tests use ----------------------------------------------------
+
+def test_the_simulator_answers_404_for_a_fixed_share_of_ids_and_counts_requests_a_second(broker, series_api):
+    import requests
+
+    from core.clients.series_client import SeriesClient
+    from core.settings import get_settings
+    from core.simulators.series_sim import missing_by_ratio
+
+    missing = [i for i in range(1, 1_001) if missing_by_ratio(i, 0.05)]
+    assert 25 <= len(missing) <= 75  # about 5 %, the same ids every time
+    series_api.control(missing_ratio=0.05)
+    client = SeriesClient(get_settings())
+    with pytest.raises(requests.HTTPError) as refused:
+        client.get_series(missing[0])
+    assert refused.value.response.status_code == 404
+    present = next(i for i in range(1, 1_001) if i not in missing)
+    assert client.get_series(present)["id"] == present
+    stats = series_api.stats()
+    assert stats["requests"] == 2 and sum(stats["per_second"].values()) == 2 and stats["max_per_second"] in (1, 2)
+    assert series_api.config()["missing_ratio"] == 0.05
+    with pytest.raises(ValueError, match="missing_ratio must be a number between 0 and 1"):
+        series_api.control(missing_ratio=2)
+    assert series_api.reset()["stats"]["per_second"] == {} and series_api.config()["missing_ratio"] == 0

@@ -73,6 +73,14 @@ def test_fleet_up_serves_the_panel_refuses_a_second_fleet_and_stops_cleanly(embe
             wait_for(lambda: WorkoutPlan.select().where(WorkoutPlan.status == "generated").count() >= 5,
                      timeout=60, message="demo days generated")
             assert WorkoutPlan.select().count() == 25
+        # and its series are imported through the series simulator, the few it does not know failing with 404
+        from db.models.series import Series
+
+        with Series.bind_ctx(demo_db):
+            wait_for(lambda: Series.select().where(Series.data_last_updated_at.is_null(False)).count() >= 50
+                     and Series.select().where(Series.error_code == "ERR_NOT_FOUND").exists(),
+                     timeout=60, message="demo series imported")
+            assert Series.select().count() == 300
     finally:
         started = time.monotonic()
         up.send_signal(signal.SIGTERM)

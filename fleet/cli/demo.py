@@ -5,6 +5,7 @@ import click
 
 from core.settings import Settings
 from db.models.accounts import PanelAccount
+from db.models.series import Series
 from db.models.workouts import User
 
 DEMO_EMAIL = "admin@fleet.local"
@@ -16,6 +17,8 @@ DEMO_PLANS = [  # (user, goal, days)
     ("chloe@demo.fleet", "Get back into shape after an injury", 6),
     ("dev@demo.fleet", "Strength for climbing", 4),
 ]
+DEMO_SERIES = range(70_001, 70_301)  # TVDB ids the demo's series simulator serves (a few of them 404)
+DEMO_MISSING_RATIO = "0.04"
 
 
 def seed_demo(settings: Settings) -> None:
@@ -35,6 +38,11 @@ def seed_demo(settings: Settings) -> None:
             user, _ = User.get_or_create(email=email, defaults={"name": email.split("@")[0].title()})
             create_plan(user.id, days, goal)
         click.echo(f"fleet: demo data: {len(DEMO_PLANS)} workout plans to generate")
+    if not Series.select().exists():
+        from actors.series import add_series
+
+        created, _ = add_series(DEMO_SERIES)
+        click.echo(f"fleet: demo data: {created} series to import")
     click.echo(f"fleet: demo login {DEMO_EMAIL} / {DEMO_PASSWORD}")
 
 
@@ -53,8 +61,9 @@ def demo_programs(settings: Settings):
                                      "--latency-ms", "400", "--fail", "429=0.05,503=0.05,malformed=0.12"], 20),
         Program("series-simulator", ["simulate", "series-api", "--port", str(series_port), "--api-key", DEMO_SERIES_KEY,
                                      "--latency-ms", "100", "--fail", "429=0.03,503=0.03,timeout=0.01",
-                                     "--hang-seconds", "15"], 20),
+                                     "--hang-seconds", "15", "--missing-ratio", DEMO_MISSING_RATIO], 20),
         Program("demo-jobs", ["workouts", "rescue-stale", "--hours", "0"], 60, oneshot=True),
+        Program("demo-series", ["series", "import-missing-data"], 60, oneshot=True),
     ]
     env = {
         "OPENAI_BASE_URL": f"http://127.0.0.1:{openai_port}/v1",
