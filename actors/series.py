@@ -192,28 +192,35 @@ def stale_where(model, hours: float):
     return model.data_last_updated_at < utcnow() - timedelta(hours=hours)
 
 
-def missing_pages(model, include_failed: bool = False, size: int = PAGE) -> Iterator[list[int]]:
-    """Ids of rows never imported, in id order, a page at a time (keyset: `id > last`), on the
-    partial index of rows without data."""
-    where, last = missing_where(model, include_failed), 0
-    while ids := [i for (i,) in model.select(model.id).where(where & (model.id > last))
-                  .order_by(model.id).limit(size).tuples()]:
+def missing_page(model, after: int = 0, include_failed: bool = False, size: int = PAGE):
+    """One page of rows never imported, in id order after id `after` (keyset), on the partial
+    index of rows without data."""
+    return (model.select(model.id).where(missing_where(model, include_failed) & (model.id > after))
+            .order_by(model.id).limit(size))
+
+
+def stale_page(model, cutoff: datetime, after: tuple | None = None, size: int = PAGE):
+    """One page of rows whose data is older than `cutoff`, oldest first, after the
+    (data_last_updated_at, id) pair `after` (keyset, in the order of their index)."""
+    query = model.select(model.data_last_updated_at, model.id).where(model.data_last_updated_at < cutoff)
+    if after is not None:
+        query = query.where(Tuple(model.data_last_updated_at, model.id) > Tuple(*after))
+    return query.order_by(model.data_last_updated_at, model.id).limit(size)
+
+
+def missing_pages(model, include_failed: bool = False) -> Iterator[list[int]]:
+    """Ids of rows never imported, a page at a time."""
+    last = 0
+    while ids := [i for (i,) in missing_page(model, last, include_failed).tuples()]:
         yield ids
         last = ids[-1]
 
 
-def stale_pages(model, hours: float, size: int = PAGE) -> Iterator[list[int]]:
-    """Ids of rows whose data is older than `hours`, oldest first, a page at a time (keyset on
-    (data_last_updated_at, id), the order of its index). Rows a data job refreshes meanwhile
-    move past the cutoff and out of the sweep."""
-    where, after = stale_where(model, hours), None
-    while True:
-        query = model.select(model.data_last_updated_at, model.id).where(where)
-        if after is not None:
-            query = query.where(Tuple(model.data_last_updated_at, model.id) > Tuple(*after))
-        rows = list(query.order_by(model.data_last_updated_at, model.id).limit(size).tuples())
-        if not rows:
-            return
+def stale_pages(model, hours: float) -> Iterator[list[int]]:
+    """Ids of rows whose data is older than `hours`, a page at a time. Rows a data job refreshes
+    meanwhile move past the cutoff and out of the sweep."""
+    cutoff, after = utcnow() - timedelta(hours=hours), None
+    while rows := list(stale_page(model, cutoff, after).tuples()):
         yield [row_id for _, row_id in rows]
         after = rows[-1]
 

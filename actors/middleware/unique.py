@@ -18,6 +18,16 @@ return 0
 """
 
 
+# claim_many's locks in one command: SET NX EX a key, 1 where taken, nil where already held
+_CLAIM = """
+local taken = {}
+for i, key in ipairs(KEYS) do
+    taken[i] = redis.call('set', key, ARGV[i + 1], 'NX', 'EX', ARGV[1]) and 1 or false
+end
+return taken
+"""
+
+
 class DuplicateJob(MiddlewareError):
     def __init__(self, key: str, existing_id: str | None):
         super().__init__(f"an identical job is already queued or running ({existing_id})")
@@ -51,10 +61,7 @@ class UniqueJobs(Middleware):
         if client is None or not messages or not self._is_unique(broker, messages[0]):
             return messages
         keys = [unique_key(m.actor_name, m.args, m.kwargs) for m in messages]
-        with client.pipeline(transaction=False) as pipe:
-            for key, message in zip(keys, messages):
-                pipe.set(key, message.message_id, nx=True, ex=QUEUED_TTL)
-            taken = pipe.execute()
+        taken = client.register_script(_CLAIM)(keys=keys, args=[QUEUED_TTL, *(m.message_id for m in messages)])
         claimed = []
         for key, message, ok in zip(keys, messages, taken):
             if ok:
