@@ -441,10 +441,11 @@ def status_counts(kind: Kind, hours: float) -> dict:
 
 # -- the panel's filters and "Sync all matching the filter" --------------------------------
 # A filter is a plain dict (JSON-safe, so a background job can carry it): `never_imported`
-# (true), `older_than_hours` (a number), `error_code` (a code, or "any"), `tvdb_id`. The list
-# and the background job both use `matching`, so the job acts on exactly the rows shown.
+# (true), `older_than_hours` (a number), `error_code` (a code, or "any"), `tvdb_id`, and for
+# episodes `series` (a series row id). The list and the background job both use `matching`,
+# so the job acts on exactly the rows shown.
 
-FILTER_KEYS = ("never_imported", "older_than_hours", "error_code", "tvdb_id")
+FILTER_KEYS = ("never_imported", "older_than_hours", "error_code", "tvdb_id", "series")
 
 
 def matching(kind: Kind, spec: dict):
@@ -466,6 +467,10 @@ def matching(kind: Kind, spec: dict):
         where &= model.error_code == spec["error_code"]
     if spec.get("tvdb_id") is not None:
         where &= model.tvdb_id == int(spec["tvdb_id"])
+    if spec.get("series") is not None:
+        if model is not Episode:
+            raise ValueError("only episodes belong to a series")
+        where &= Episode.series == int(spec["series"])
     return where
 
 

@@ -161,7 +161,7 @@ def test_dashboard_shows_sweep_runs_with_counts_and_the_budget(admin_client, bro
     runs = re.search(r'id="dashboard-sweep-runs">(.*?)</table>', page, re.S).group(1)
     cells = [" ".join(re.sub(r"<[^>]+>", " ", c).split()) for c in re.findall(r"<td[^>]*>(.*?)</td>", runs, re.S)]
     assert cells[0] == "episodes.check-data-updates (cli)" and cells[2] == "not run: another run was in progress"
-    assert cells[3] == "series.import-missing-data" and cells[5:10] == ["success", "12", "10", "2", "1.5"]
+    assert cells[3] == "series.import-missing-data" and cells[5:10] == ["success", "12", "10", "2", "1.50"]
     budget = re.search(r'id="series-budget">(.*?)</table>', page, re.S).group(1)
     assert "0 of 20" in budget and "20/s (SERIES_API_RATE)" in budget
     assert re.search(r"deferred over budget \(1 h\)</td><td[^>]*>1<", budget)
@@ -179,3 +179,17 @@ def test_job_statistics_page(admin_client, db):
     week = admin_client.get("/admin/job-stats/?window=7+d").text
     assert "0.500" in week
     assert admin_client.get("/admin/job-stats/?window=<script>").status_code == 200
+
+
+def test_a_series_links_to_its_episodes_and_the_page_follows_a_running_sweep(admin_client, rows):
+    stale = rows[2]
+    mine = Episode.create(series=stale, tvdb_id=301)
+    Episode.create(series=rows[3], tvdb_id=401)
+    detail = admin_client.get(f"/admin/series/details/?id={stale.id}").text
+    assert f'href="/admin/episodes/?flt0_series_equals={stale.id}">1 episode(s)</a>' in detail
+    assert listed(admin_client, "/admin/episodes/", f"flt0_series_equals={stale.id}") == [mine.id]
+    assert 'http-equiv="refresh"' not in admin_client.get("/admin/series/").text
+    with ops.sweep_lock("series.check-data-updates"):
+        page = admin_client.get("/admin/series/").text
+        assert 'http-equiv="refresh"' in page and "series.check-data-updates running (" in page
+    assert 'http-equiv="refresh"' not in admin_client.get("/admin/episodes/").text

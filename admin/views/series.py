@@ -16,6 +16,7 @@ from actors import series as ops
 from admin.views.base import ReadOnlyModelView, cut, utc
 from core.errors import CODES
 from db.models import utcnow
+from db.models.series import Episode
 
 COUNT_LIMIT = 100_000  # "Sync all matching" counts this many rows at most ("100000+")
 
@@ -87,6 +88,13 @@ class TvdbIs(SyncFilter, base_filters.BaseIntFilter):
         super().__init__(kind, "TVDB id")
 
 
+class SeriesIs(SyncFilter, base_filters.BaseIntFilter):
+    key = "series"
+
+    def __init__(self, kind):
+        super().__init__(kind, "Series")
+
+
 # -- formatting ----------------------------------------------------------------------------------
 
 def age(moment: datetime | None, now: datetime | None = None) -> str:
@@ -136,9 +144,10 @@ class SyncedRowsView(ReadOnlyModelView):
                          "error_message": lambda v, c, m, n: cut(m.error_message, 120)}
     column_formatters_detail = {"data_last_updated_at": _age, "error_code": _code, "data": _data}
 
-    def __init__(self, kind: ops.Kind, **kwargs):
+    def __init__(self, kind: ops.Kind, *extra_filters, **kwargs):
         self.kind = kind
-        self.column_filters = [NeverImported(kind), OlderThan(kind), FailedWith(kind), TvdbIs(kind)]
+        self.column_filters = [NeverImported(kind), OlderThan(kind), FailedWith(kind), TvdbIs(kind),
+                               *(f(kind) for f in extra_filters)]
         super().__init__(kind.model, **kwargs)
 
     def get_query(self):
@@ -156,7 +165,11 @@ class SyncedRowsView(ReadOnlyModelView):
         return {"counts": ops.status_counts(self.kind, self.kind.default_hours),
                 "runs": [r for r in ops.recent_sweep_runs(20) if r.sweep.startswith(self.kind.name + ".")][:5],
                 "sweeps": [self.kind.import_task(), self.kind.check_task()],
-                "running": {name: ops.running_sweep(name) for name in (self.kind.import_task(), self.kind.check_task())}}
+                "running": self.sweeps_running()}
+
+    def sweeps_running(self) -> dict:
+        """Who runs each of this kind's sweeps now (None: nobody)."""
+        return {name: ops.running_sweep(name) for name in (self.kind.import_task(), self.kind.check_task())}
 
     def matching_count(self) -> str:
         spec = self.filter_spec()
@@ -225,10 +238,17 @@ class SyncedRowsView(ReadOnlyModelView):
         return redirect(self.get_url(".index_view"))
 
 
+def _episodes(view, context, model, name):
+    count = Episode.select().where(Episode.series == model.id).count()
+    return Markup('<a href="{}">{} episode(s)</a>').format(
+        url_for("episode_data.index_view", flt0_series_equals=model.id), count)
+
+
 class SeriesDataView(SyncedRowsView):
-    column_list = ["id", "tvdb_id", "name", "data_last_updated_at", "error_code", "error_message", "created_at"]
+    column_list = ["id", "tvdb_id", "name", "data_last_updated_at", "error_code", "error_message"]
     column_details_list = ["id", "tvdb_id", "name", "data_last_updated_at", "error_code", "error_message",
-                           "created_at", "data"]
+                           "created_at", "episodes", "data"]
+    column_formatters_detail = {**SyncedRowsView.column_formatters_detail, "episodes": _episodes}
 
     def __init__(self, **kwargs):
         super().__init__(ops.SERIES, **kwargs)
@@ -248,4 +268,4 @@ class EpisodeDataView(SyncedRowsView):
     column_formatters_detail = {**SyncedRowsView.column_formatters_detail, "series": _series}
 
     def __init__(self, **kwargs):
-        super().__init__(ops.EPISODES, **kwargs)
+        super().__init__(ops.EPISODES, SeriesIs, **kwargs)
