@@ -49,6 +49,7 @@ SWEEP_LOCK_TTL = 60  # seconds; renewed every page, so a crashed run frees its s
 # tried again by the next sweep.
 RECORD_ERRORS = ("ERR_NOT_FOUND", "ERR_BAD_REQUEST", "ERR_INVALID_RESPONSE")
 QUEUE = "data"
+DEFERRALS_COUNTED = 10_000  # the dashboard counts budget deferrals of the last hour up to this ("10000+")
 MAX_HOURS = 100 * 365 * 24  # "older than" beyond a century is a mistake (and beyond the calendar soon after)
 
 
@@ -244,7 +245,8 @@ def running_sweep(task_name: str) -> str | None:
 
 @contextmanager
 def sweep_lock(task_name: str):
-    """Hold the sweep's lock for the block (the caller renews it with `.reacquire()`), or raise SweepRunning."""
+    """Hold the sweep's lock for the block, which renews it by calling what it gets; SweepRunning
+    when another run holds it (or this one lost it in a stall)."""
     client = state_redis()
     if client is None:
         raise FleetError("sweeps need a Redis for their lock: set FLEET_STATE_REDIS_URL")
@@ -254,12 +256,20 @@ def sweep_lock(task_name: str):
         raise SweepRunning(f"{task_name} is already running ({running_sweep(task_name) or 'just finished'}); "
                            "nothing done")
     try:
-        yield lock
+        yield lambda: _renew(lock, task_name)
     finally:
         try:
             lock.release()
         except LockError:  # expired meanwhile (a stall longer than its TTL): nothing left to release
             log.warning("sweep lock had expired", extra={"sweep": task_name})
+
+
+def _renew(lock, task_name: str) -> None:
+    try:
+        lock.reacquire()
+    except LockError:
+        raise SweepRunning(f"{task_name} stalled longer than {SWEEP_LOCK_TTL} s and lost its lock (another run "
+                           "may have started); this run stopped, its jobs so far are queued") from None
 
 
 def enqueue_pages(kind: Kind, pages: Iterable[list[int]], progress: Callable[[int], None] | None = None,
@@ -281,8 +291,8 @@ def enqueue_pages(kind: Kind, pages: Iterable[list[int]], progress: Callable[[in
 
 def import_missing(kind: Kind, include_failed: bool = False, progress: Callable[[int], None] | None = None) -> dict:
     """The import-missing-data sweep, now, in this process; SweepRunning if it runs elsewhere."""
-    with sweep_lock(kind.import_task()) as lock:
-        counts = enqueue_pages(kind, missing_pages(kind.model, include_failed), progress, lock.reacquire)
+    with sweep_lock(kind.import_task()) as renew:
+        counts = enqueue_pages(kind, missing_pages(kind.model, include_failed), progress, renew)
     log.info("sweep done", extra={"sweep": kind.import_task(), **counts})
     return {**counts, "include_failed": include_failed}
 
@@ -290,8 +300,8 @@ def import_missing(kind: Kind, include_failed: bool = False, progress: Callable[
 def check_updates(kind: Kind, hours: float, progress: Callable[[int], None] | None = None) -> dict:
     """The check-data-updates sweep over rows older than `hours`, now, in this process."""
     check_hours(hours)
-    with sweep_lock(kind.check_task()) as lock:
-        counts = enqueue_pages(kind, stale_pages(kind.model, hours), progress, lock.reacquire)
+    with sweep_lock(kind.check_task()) as renew:
+        counts = enqueue_pages(kind, stale_pages(kind.model, hours), progress, renew)
     log.info("sweep done", extra={"sweep": kind.check_task(), **counts})
     return {**counts, "hours": hours}
 
@@ -428,11 +438,12 @@ def status_counts(kind: Kind, hours: float) -> dict:
     failed = dict(model.select(model.error_code, fn.COUNT(SQL("*"))).where(model.error_code.is_null(False))
                   .group_by(model.error_code).order_by(model.error_code).tuples())
     without = count(model.data_last_updated_at.is_null())
+    refused = count(model.error_code.in_(RECORD_ERRORS) & model.data_last_updated_at.is_null())  # on the failed index
     return {
         "kind": kind.name,
         "hours": hours,
         "without_data": without,
-        "without_data_to_import": count(missing_where(model)),
+        "without_data_to_import": without - refused,
         "older": count(model.data_last_updated_at < cutoff),
         "fresh": count(model.data_last_updated_at >= cutoff),
         "failed_by_code": failed,
@@ -474,10 +485,14 @@ def matching(kind: Kind, spec: dict):
     return where
 
 
+def bounded_count(query, limit: int) -> int:
+    """The rows of `query`, counted up to `limit` + 1 (enough to say "more than `limit`")."""
+    return query.model.select(fn.COUNT(SQL("*"))).from_(query.limit(limit + 1).alias("counted")).scalar() or 0
+
+
 def count_matching(kind: Kind, spec: dict, limit: int = 100_000) -> int:
-    """How many rows match, counted up to `limit` (the panel shows "100000+" beyond)."""
-    inner = kind.model.select(SQL("1")).where(matching(kind, spec)).limit(limit + 1)
-    return kind.model.select(fn.COUNT(SQL("*"))).from_(inner.alias("m")).scalar() or 0
+    """How many rows match, counted up to `limit` + 1 (the panel shows "100000+" beyond)."""
+    return bounded_count(kind.model.select(SQL("1")).where(matching(kind, spec)), limit)
 
 
 def matching_pages(kind: Kind, spec: dict, size: int = PAGE) -> Iterator[list[int]]:
@@ -536,14 +551,15 @@ def budget_usage() -> dict:
     since = utcnow() - timedelta(hours=1)
     minute = utcnow() - timedelta(minutes=1)
     names = [SERIES.data_job.actor_name, EPISODES.data_job.actor_name]
-    deferred = (JobLog.select(fn.COUNT(SQL("*")))
-                .where((JobLog.error_code == "ERR_RATE_LIMIT") & (JobLog.created_at >= since)
-                       & (JobLog.status == "deferred") & JobLog.job_class.in_(names)).scalar() or 0)
+    deferred = bounded_count(JobLog.select(SQL("1")).where(
+        (JobLog.error_code == "ERR_RATE_LIMIT") & (JobLog.created_at >= since) & (JobLog.status == "deferred")
+        & JobLog.job_class.in_(names)), DEFERRALS_COUNTED)
     attempts = (JobLog.select(fn.COUNT(SQL("*")))
                 .where(JobLog.job_class.in_(names) & JobLog.status.in_(("success", "failed", "retrying"))
                        & (JobLog.created_at >= minute)).scalar() or 0)
     usage = budget("series_api").usage()
-    return {**usage, "deferred_last_hour": deferred, "requests_last_minute": attempts,
+    return {**usage, "deferred_last_hour": f"{DEFERRALS_COUNTED}+" if deferred > DEFERRALS_COUNTED else deferred,
+            "requests_last_minute": attempts,
             "per_second_last_minute": round(attempts / 60, 2)}
 
 

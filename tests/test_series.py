@@ -296,3 +296,17 @@ def test_the_simulator_answers_404_for_a_fixed_share_of_ids_and_counts_requests_
     with pytest.raises(ValueError, match="missing_ratio must be a number between 0 and 1"):
         series_api.control(missing_ratio=2)
     assert series_api.reset()["stats"]["per_second"] == {} and series_api.config()["missing_ratio"] == 0
+
+
+def test_a_run_that_lost_its_lock_in_a_stall_stops(db, broker, series_api):
+    from core.state import state_redis
+
+    ops.add_series(range(1, 2_501))
+
+    def progress(found: int) -> None:
+        if found == ops.PAGE:  # as if the run stalled past the lock's time to live
+            state_redis().delete("fleet:sweep:series.import-missing-data")
+
+    with pytest.raises(ops.SweepRunning, match="stalled longer than 60 s and lost its lock"):
+        ops.import_missing(ops.SERIES, progress=progress)
+    assert broker.client.hlen("fleet:data.msgs") == 2 * ops.PAGE  # what it sent before it noticed stays queued
