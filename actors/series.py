@@ -27,9 +27,9 @@ from typing import Callable, Iterable, Iterator
 from peewee import SQL, Tuple, fn
 from redis.exceptions import LockError
 
-from actors.runtime import fleet_actor, task
-from core.budget import budget
+from actors.runtime import TASKS, fleet_actor, task
 from core import trace
+from core.budget import budget
 from core.errors import Classified, FleetError, classify
 from core.redact import redact
 from core.settings import get_settings
@@ -232,6 +232,10 @@ class SweepRunning(FleetError):
     """Another run of the same sweep holds its lock."""
 
 
+class SweepStalled(FleetError):
+    """This run stalled longer than its lock lives and lost it; it stops (a job retries)."""
+
+
 def _lock_key(task_name: str) -> str:
     return f"fleet:sweep:{task_name}"
 
@@ -246,7 +250,7 @@ def running_sweep(task_name: str) -> str | None:
 @contextmanager
 def sweep_lock(task_name: str):
     """Hold the sweep's lock for the block, which renews it by calling what it gets; SweepRunning
-    when another run holds it (or this one lost it in a stall)."""
+    when another run holds it, SweepStalled from the renewal when this one lost it."""
     client = state_redis()
     if client is None:
         raise FleetError("sweeps need a Redis for their lock: set FLEET_STATE_REDIS_URL")
@@ -268,7 +272,7 @@ def _renew(lock, task_name: str) -> None:
     try:
         lock.reacquire()
     except LockError:
-        raise SweepRunning(f"{task_name} stalled longer than {SWEEP_LOCK_TTL} s and lost its lock (another run "
+        raise SweepStalled(f"{task_name} stalled longer than {SWEEP_LOCK_TTL} s and lost its lock (another run "
                            "may have started); this run stopped, its jobs so far are queued") from None
 
 
@@ -388,12 +392,7 @@ def run_here(task_name: str, progress: Callable[[int], None] | None = None, **pa
                           created_at=started, finished_at=utcnow())
 
 
-SWEEP_ACTORS = {
-    "series.import-missing-data": import_missing_series_data,
-    "episodes.import-missing-data": import_missing_episodes_data,
-    "series.check-data-updates": check_series_data_updates,
-    "episodes.check-data-updates": check_episodes_data_updates,
-}
+SWEEP_ACTORS = {name: TASKS[name] for kind in KINDS.values() for name in (kind.import_task(), kind.check_task())}
 SWEEPS_BY_ACTOR = {actor.actor_name: name for name, actor in SWEEP_ACTORS.items()}
 
 

@@ -307,6 +307,6 @@ def test_a_run_that_lost_its_lock_in_a_stall_stops(db, broker, series_api):
         if found == ops.PAGE:  # as if the run stalled past the lock's time to live
             state_redis().delete("fleet:sweep:series.import-missing-data")
 
-    with pytest.raises(ops.SweepRunning, match="stalled longer than 60 s and lost its lock"):
+    with pytest.raises(ops.SweepStalled, match="stalled longer than 60 s and lost its lock"):
         ops.import_missing(ops.SERIES, progress=progress)
     assert broker.client.hlen("fleet:data.msgs") == 2 * ops.PAGE  # what it sent before it noticed stays queued
