@@ -13,7 +13,7 @@ from flask_admin.model import filters as base_filters
 from markupsafe import Markup
 
 from actors import series as ops
-from admin.views.base import ReadOnlyModelView, cut, utc
+from admin.views.base import ReadOnlyModelView, cut, filter_spec, utc
 from core.errors import CODES
 from db.models import utcnow
 from db.models.series import Episode
@@ -172,7 +172,7 @@ class SyncedRowsView(ReadOnlyModelView):
         return {name: ops.running_sweep(name) for name in (self.kind.import_task(), self.kind.check_task())}
 
     def matching_count(self) -> str:
-        spec = self.filter_spec()
+        spec = filter_spec(self)
         if spec is None:
             return "?"
         n = ops.count_matching(self.kind, spec, COUNT_LIMIT)
@@ -189,25 +189,10 @@ class SyncedRowsView(ReadOnlyModelView):
         flash(f"Dispatched {counts['enqueued']} data job(s); {counts['already_queued']} already queued or running.",
               "success")
 
-    def filter_spec(self) -> dict | None:
-        """This request's filters as an `actors.series.matching` spec; None when one is unknown or
-        has a bad value (Flask-Admin drops it, and a sync would reach further than the list)."""
-        given = [arg for arg in request.args if arg.startswith("flt")]
-        parsed = self._get_list_filter_args() or []
-        if len(parsed) != len(given):
-            return None
-        spec: dict = {}
-        for index, _name, value in parsed:
-            flt = self._filters[index]
-            value = flt.spec_value(flt.clean(value))
-            if spec.setdefault(flt.key, value) != value:
-                return None
-        return spec
-
     @expose("/sync-matching/", methods=("POST",))
     def sync_matching(self):
         back = redirect(self.get_url(".index_view", **request.args))
-        spec = self.filter_spec()
+        spec = filter_spec(self)
         if spec is None:
             flash("The filter is not valid; nothing was synced.", "error")
             return back
