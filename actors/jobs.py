@@ -1,10 +1,15 @@
-"""Job logs: the statistics per job class and the cleanup of old rows, shared by the CLI and the panel."""
+"""Job logs: the statistics per job class, the cleanup of old rows and the retry of a failed job,
+shared by the CLI and the panel."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
+from dramatiq.errors import ActorNotFound
 from peewee import fn
 
+from core import dead_letters
+from core.errors import FleetError
 from db.models import utcnow
 from db.models.jobs import JobLog
 
@@ -68,3 +73,27 @@ def cleanup(days: float, keep: int) -> int:
         if not ids:
             return deleted
         deleted += JobLog.delete().where(JobLog.id.in_(ids)).execute()
+
+
+def retry_job(broker, job: JobLog) -> str:
+    """Run a failed job again: its dead letter is requeued when there is one, else the same actor
+    is sent the same arguments (through the unique check). Returns what happened, in words."""
+    try:
+        requeued, _ = dead_letters.requeue(broker, [job.message_id])
+    except FleetError:
+        requeued = 0  # RabbitMQ: dead letters are not reachable from here
+    if requeued:
+        return f"Requeued the dead letter of message {job.message_id} with a fresh retry budget."
+    try:
+        actor = broker.get_actor(job.job_class)
+    except ActorNotFound:
+        raise FleetError(f"no actor {job.job_class} is declared; nothing was sent") from None
+    try:
+        call = json.loads(job.args or "")
+        args, kwargs = tuple(call["args"]), dict(call["kwargs"])
+    except (ValueError, KeyError, TypeError):
+        raise FleetError("the job's arguments were not kept whole in its log; nothing was sent") from None
+    message = actor.send_with_options(args=args, kwargs=kwargs)
+    if message is None:
+        return f"An identical {job.job_class} job is already queued or running; nothing was sent."
+    return f"Sent {job.job_class} again with the same arguments (message {message.message_id})."

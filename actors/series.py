@@ -50,7 +50,7 @@ SWEEP_LOCK_TTL = 60  # seconds; renewed every page, so a crashed run frees its s
 RECORD_ERRORS = ("ERR_NOT_FOUND", "ERR_BAD_REQUEST", "ERR_INVALID_RESPONSE")
 QUEUE = "data"
 DEFERRALS_COUNTED = 10_000  # the dashboard counts budget deferrals of the last hour up to this ("10000+")
-MAX_HOURS = 100 * 365 * 24  # "older than" beyond a century is a mistake (and beyond the calendar soon after)
+MAX_HOURS = 24 * 366  # "older than" beyond a year is a mistake (the bound of the CLI's --hours too)
 
 
 # -- data jobs ---------------------------------------------------------------------------

@@ -1,26 +1,26 @@
 """Workout plans: AI generation, one OpenAI call a plan day, and the operations every
 entry point shares (create, find failed, retry, reset, rescue, retry all matching a filter).
 
-The CLI's `retry-failed`, the panel's bulk actions and the scheduler all go through
-`retry_in_chunks` here: reset a chunk of failed days, then dispatch one job a plan.
+The CLI's `retry-failed` and the scheduler go through `retry_in_chunks` here: reset a chunk
+of failed days, then dispatch one job a plan. The panel's "retry all matching" is a batch of
+kind `workouts_retry` (see the end of this module).
 """
 from __future__ import annotations
 
-import json
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Iterator
 
 from peewee import SQL, fn
 
+from actors.batches import ItemRun, batch_kind, create_batch
 from actors.runtime import fleet_actor
-from core.errors import CODES, Classified, FleetError, JobError, classify
+from core.errors import CODES, Classified, JobError, classify
 from core.redact import redact
-from core.state import state_redis
 from db.database import database
 from db.models import utcnow
+from db.models.batches import Batch
 from db.models.workouts import Plan, User, WorkoutPlan
 
 log = logging.getLogger("fleet.workouts")
@@ -278,94 +278,51 @@ def describe(spec: dict) -> str:
     return ", ".join(parts) or "all failed plans"
 
 
-# -- "Retry all matching the filter" ----------------------------------------------------
-# The panel counts the matching plans, records `fleet:bulk:<id>` and sends
-# `retry_matching_plans`; a worker walks the plans in chunks (reset the matching days to
-# pending, then dispatch one generation job a plan) and keeps the record up to date.
+# -- "Retry all matching the filter": a batch, one item a plan ---------------------------------
+# The panel lists the matching plans into a batch of kind "workouts_retry" and redirects to its
+# page; each item resets the plan's matching failed days to pending and dispatches its
+# generation job. Progress, cancel, resume and retry are the batch runtime's.
 
-RECORD_TTL = 24 * 3600
-QUEUE = "panel"
-INTEGERS = ("plans", "days", "processed", "dispatched", "in_flight", "reset")  # fields of the record
-
-
-def _key(bulk_id: str) -> str:
-    return f"fleet:bulk:{bulk_id}"
+RETRY_KIND = "workouts_retry"
+PLAN_KEY = "Plan #"
 
 
-def _redis():
-    client = state_redis()
-    if client is None:
-        raise FleetError("bulk retries need a Redis for their progress: set FLEET_STATE_REDIS_URL")
-    return client
+@batch_kind(RETRY_KIND, label="Retry failed plans", queue_name="panel", many=True)
+def retry_matching_plans(runs: list[ItemRun]) -> list:
+    """For each plan: reset its days that match the batch's filter, then dispatch its generation
+    job; a group of plans takes one query and one UPDATE. Idempotent: a rerun finds those days
+    no longer failed, and the job already queued."""
+    plan_ids = [int(run.item.key.removeprefix(PLAN_KEY)) for run in runs]
+    users = dict(Plan.select(Plan.id, Plan.user).where(Plan.id.in_(plan_ids)).tuples())
+    days = (WorkoutPlan.select(WorkoutPlan.id, WorkoutPlan.plan).join(Plan)
+            .where(matching(runs[0].options["filter"]) & WorkoutPlan.plan.in_(plan_ids)).tuples())
+    by_plan: dict[int, list[int]] = {}
+    for day_id, plan_id in days:
+        by_plan.setdefault(plan_id, []).append(day_id)
+    reset_days([day for ids in by_plan.values() for day in ids])
+    results: list = []
+    for plan_id in plan_ids:
+        if plan_id not in users:
+            results.append(JobError("ERR_NOT_FOUND", f"plan {plan_id} no longer exists"))
+            continue
+        sent = dispatch(users[plan_id], plan_id) is not None
+        results.append({"days_reset": len(by_plan.get(plan_id, [])), "dispatched": sent})
+    return results
 
 
-def _update(bulk_id: str, **fields) -> None:
-    client = _redis()
-    with client.pipeline() as pipe:
-        pipe.hset(_key(bulk_id), mapping={k: "" if v is None else str(v) for k, v in fields.items()})
-        pipe.expire(_key(bulk_id), RECORD_TTL).execute()
+def count_matching(spec: dict) -> tuple[int, int]:
+    """(failed days, plans) that match the filter, in one query."""
+    days, plans = (WorkoutPlan.select(fn.COUNT(SQL("*")), fn.COUNT(WorkoutPlan.plan.distinct())).join(Plan)
+                   .where(matching(spec)).tuples().get())
+    return days or 0, plans or 0
 
 
-def get_record(bulk_id: str) -> dict | None:
-    raw = _redis().hgetall(_key(bulk_id))
-    if not raw:
-        return None
-    record = {k.decode(): v.decode() for k, v in raw.items()}
-    for name in INTEGERS:
-        if name in record:
-            record[name] = int(record[name] or 0)
-    record["filter"] = json.loads(record.get("filter") or "{}")
-    return record
-
-
-def count_matching_plans(spec: dict) -> int:
-    return (WorkoutPlan.select(fn.COUNT(WorkoutPlan.plan.distinct())).join(Plan)
-            .where(matching(spec)).scalar() or 0)
-
-
-def start_retry(spec: dict, started_by: str) -> tuple[str, int]:
-    """Record and send the job; (bulk id, matching plans). Nothing is sent when none match."""
-    matching(spec)  # refuse a bad filter here, not in the worker
-    plans = count_matching_plans(spec)
+def start_retry(spec: dict, started_by: str) -> tuple[Batch | None, int]:
+    """The batch retrying every plan with failed days matching `spec`, and how many plans that
+    is; (None, 0) when none match. A bad filter raises ValueError before anything is created."""
+    plans = failed_plans(matching(spec))
     if not plans:
-        return "", 0
-    bulk_id = uuid.uuid4().hex[:12]
-    _update(bulk_id, id=bulk_id, kind="retry_failed_plans", status="queued", filter=json.dumps(spec),
-            description=describe(spec), plans=plans, days=0, processed=0, dispatched=0, in_flight=0, reset=0,
-            started_by=started_by, created_at=utcnow().isoformat(timespec="seconds"), finished_at=None, error=None)
-    retry_matching_plans.send(bulk_id, spec)
-    return bulk_id, plans
-
-
-def _matching_day_ids(where, plan_ids: list[int]) -> list[int]:
-    return [row[0] for row in WorkoutPlan.select(WorkoutPlan.id).join(Plan)
-            .where(where & WorkoutPlan.plan.in_(plan_ids)).tuples()]
-
-
-@fleet_actor(queue_name=QUEUE, time_limit=60 * 60_000, retry_delays=(10, 60))
-def retry_matching_plans(bulk_id: str, spec: dict) -> None:
-    """Reset the matching failed days to pending and dispatch a generation job per plan.
-
-    Idempotent: a rerun finds the days it already reset no longer failed.
-    """
-    where = matching(spec)
-    _update(bulk_id, status="running", started_at=utcnow().isoformat(timespec="seconds"))
-    try:
-        plans = failed_plans(where)
-        _update(bulk_id, plans=len(plans), days=sum(p.failed_days for p in plans))
-        processed = dispatched = in_flight = reset = 0
-        # only the matching days of a chunk's plans go back to pending, all before their jobs start
-        chunks = retry_in_chunks(plans, lambda chunk: reset_days(_matching_day_ids(where, [p.plan_id for p in chunk])))
-        for _, sent, days in chunks:
-            dispatched += sent
-            in_flight += not sent
-            reset += days
-            processed += 1
-            if processed % CHUNK == 0 or processed == len(plans):
-                _update(bulk_id, processed=processed, dispatched=dispatched, in_flight=in_flight, reset=reset)
-    except Exception as exc:
-        _update(bulk_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:500],
-                finished_at=utcnow().isoformat(timespec="seconds"))
-        raise
-    _update(bulk_id, status="done", finished_at=utcnow().isoformat(timespec="seconds"))
-    log.info("bulk retry done", extra={"bulk_id": bulk_id, "dispatched": dispatched, "in_flight": in_flight})
+        return None, 0
+    batch = create_batch(RETRY_KIND, f"Retry failed plans: {describe(spec)}",
+                         [f"{PLAN_KEY}{p.plan_id}" for p in plans], options={"filter": spec}, created_by=started_by)
+    return batch, len(plans)

@@ -1,18 +1,22 @@
-"""The Flask app factory: panel under /admin, JSON under /api, /healthz."""
+"""The Flask app factory: panel under /admin, JSON under /api, /healthz, /metrics."""
 from __future__ import annotations
 
 from flask import Flask, g, request
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+import actors.all  # noqa: F401  (every actor declared: their queues are the ones the panel reads)
 from actors.runtime import boot
-from admin import access, api, auth, health, metrics
+from admin import access, api, auth, errors, health, metrics, throttle
 from admin.views import register_views
 from admin.views.dashboard import DashboardView
 from core import trace
 from core.settings import Settings
 from db.database import database
+
+MAX_BODY = 1024 * 1024  # a form of the panel is a few kB; anything bigger is refused with 413
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -25,10 +29,17 @@ def create_app(settings: Settings | None = None) -> Flask:
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,
+        MAX_CONTENT_LENGTH=MAX_BODY,
         FLEET_SETTINGS=settings,
     )
+    if settings.trusted_proxies:
+        # the client address, scheme and host as the proxies in front of us saw them
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
     CSRFProtect(app)
+    throttle.init_app(app)
     auth.init_app(app)
+    errors.init_app(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(metrics.blueprint)
     app.register_blueprint(api.blueprint)
@@ -39,9 +50,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.before_request
     def _start_request():
         g.trace_token = trace.set_context(trace_id=trace.new_trace_id(), path=request.path)
-        database.connect(reuse_if_open=True)
+        # no connect here: peewee connects on the first query, so /healthz can report a dead database itself
 
-    app.before_request(access.guard)  # after the connection: loading the operator reads the database
+    app.before_request(access.guard)
 
     @app.teardown_request
     def _end_request(exc):

@@ -1,22 +1,29 @@
-"""Panel login: Flask-Login sessions over `PanelAccount` rows, with failed logins throttled."""
+"""Panel login: Flask-Login sessions over `PanelAccount` rows, with failed logins throttled.
+
+A session holds the account id and its session version (`id:version`); the user loader
+accepts it only while the account's version is the same, so logout, a password change and
+`fleet accounts disable` end every session of the account (see actors.accounts).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, redirect, render_template, request, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
-from wtforms.validators import DataRequired
+from wtforms.validators import DataRequired, Length
 
-from admin import throttle
-from db.models import utcnow
-from db.models.accounts import PanelAccount
+from actors.accounts import MAX_PASSWORD, authenticate, end_sessions, session_account
+from admin.throttle import login_throttle
 
 blueprint = Blueprint("auth", __name__, url_prefix="/admin")
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Please log in to see the panel."
+
+MAX_ID = 2**63 - 1
 
 
 @dataclass
@@ -24,21 +31,44 @@ class Operator(UserMixin):
     id: int
     email: str
     role: str
+    session_version: int
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_version}"
+
 
 @login_manager.user_loader
-def load_operator(account_id: str) -> Operator | None:
-    account = PanelAccount.get_or_none(PanelAccount.id == int(account_id))
-    return Operator(account.id, account.email, account.role) if account else None
+def load_operator(session_id: str) -> Operator | None:
+    try:
+        account_id, version = (int(part) for part in session_id.split(":"))
+    except ValueError:
+        return None  # a session from before versions, or garbage: log in again
+    if not (0 < account_id <= MAX_ID and 0 <= version <= MAX_ID):
+        return None
+    account = session_account(account_id, version)
+    return Operator(account.id, account.email, account.role, account.session_version) if account else None
 
 
 class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired()])
-    password = PasswordField("Password", validators=[DataRequired()])
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD)])
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after login: a path of this panel, or the dashboard. Anything with a scheme,
+    a host, a backslash or a control character (a tab or CR/LF that a browser would strip
+    into `//evil.example`) is not followed."""
+    home = url_for("admin.index")
+    if not target or any(ord(c) < 0x20 or c in "\\\x7f" for c in target):
+        return home
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/admin") or target.startswith("//"):
+        return home
+    return target
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
@@ -46,31 +76,29 @@ def login():
     if current_user.is_authenticated:
         return redirect(url_for("admin.index"))
     form = LoginForm()
-    address = request.remote_addr or "unknown"
-    if request.method == "POST":
-        wait = throttle.retry_after(address)
+    error = None
+    if form.validate_on_submit():
+        email, address = form.email.data, request.remote_addr or "unknown"
+        throttle = login_throttle()
+        wait = throttle.reserve(email, address)
         if wait:
             error = f"Too many failed logins; try again in {max(1, round(wait / 60))} minute(s)."
             return render_template("login.html", form=form, error=error), 429, {"Retry-After": str(wait)}
-    error = None
-    if form.validate_on_submit():
-        account = PanelAccount.get_or_none(PanelAccount.email == form.email.data.strip().lower())
-        if account and account.check_password(form.password.data):
-            throttle.clear(address)
-            account.last_login_at = utcnow()
-            account.save(only=[PanelAccount.last_login_at])
-            login_user(Operator(account.id, account.email, account.role))
-            target = request.args.get("next", "")
-            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("admin.index"))
-        throttle.record_failure(address)
+        account = authenticate(email, form.password.data)
+        if account is not None:
+            throttle.release(email, address)
+            login_user(Operator(account.id, account.email, account.role, account.session_version))
+            return redirect(safe_next(request.args.get("next")))
         error = "Wrong email or password."
-    status = 401 if error else 200
-    return render_template("login.html", form=form, error=error), status
+    elif request.method == "POST":
+        error = "Enter an email and a password."
+    return render_template("login.html", form=form, error=error), 401 if error else 200
 
 
 @blueprint.route("/logout", methods=["POST"])
 @login_required
 def logout():
+    end_sessions(current_user.id)  # a copy of the cookie made before now opens nothing
     logout_user()
     return redirect(url_for("auth.login"))
 

@@ -1,21 +1,32 @@
-"""/healthz: JSON with each check, 200 when all pass, 503 with the failing ones.
+"""/healthz: JSON with each check. It answers for *this process*: 503 only when it cannot
+work (the database or the broker does not answer), so a load balancer drops a panel that is
+really broken and keeps one that merely reports trouble elsewhere. Trouble elsewhere (a high
+error rate, an open breaker, a backlog, no live worker, no scheduler leader) is
+`"status": "degraded"` with 200, or 503 with `?strict=1` for monitors that want it.
 
 A check is `{"ok": True|False|None, ...}`; None means it could not run because a check it
-depends on failed already (no queue sizes without a broker), so only that one is failing.
+depends on failed already (no queue sizes without a broker). What is read often is cached
+for a few seconds (admin.cache), and nothing here scans Redis or counts the JobLog.
 """
 from __future__ import annotations
 
 import dramatiq
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 
+from actors.middleware.presence import live_workers
+from admin.cache import cached
 from core.broker import BrokerUnavailable, check_broker
+from core.state import state_redis
 from db.database import database
 
 blueprint = Blueprint("health", __name__)
 
+CRITICAL = ("database", "broker")  # without these this process cannot work: 503
 QUEUE_BACKLOG_LIMIT = 50_000  # ready messages over all queues
 ERROR_RATE_LIMIT = 0.5  # failed share of the attempts of the last 15 minutes ...
 ERROR_RATE_MIN_ATTEMPTS = 20  # ... once there are enough of them to tell
+CACHE_SECONDS = 5
+LEADER_KEY = "fleet:scheduler:leader"
 
 
 def _error(exc: Exception) -> str:
@@ -82,6 +93,33 @@ def check_breakers() -> dict:
     return check
 
 
+def check_workers(settings) -> dict:
+    client = state_redis()
+    if client is None:
+        return {"ok": None, "skipped": "no state Redis (set FLEET_STATE_REDIS_URL)"}
+    try:
+        workers = live_workers(client, settings.heartbeat_timeout)
+    except Exception as exc:
+        return {"ok": False, "error": _error(exc)}
+    check = {"ok": bool(workers), "live": len(workers), "threads": sum(w.threads for w in workers)}
+    if not workers:
+        check["error"] = f"no worker has sent a heartbeat in {settings.heartbeat_timeout:g} s"
+    return check
+
+
+def check_scheduler() -> dict:
+    client = state_redis()
+    if client is None:
+        return {"ok": None, "skipped": "no state Redis (set FLEET_STATE_REDIS_URL)"}
+    try:
+        leader = client.get(LEADER_KEY)
+    except Exception as exc:
+        return {"ok": False, "error": _error(exc)}
+    if not leader:
+        return {"ok": False, "error": "no scheduler leads (is `fleet scheduler` running?)"}
+    return {"ok": True, "leader": leader.decode(errors="replace")}
+
+
 def run_checks(settings) -> dict:
     checks = {"database": check_database(), "broker": check_broker_health(settings)}
     skipped = {"ok": None, "skipped": "broker unreachable"}
@@ -89,19 +127,31 @@ def run_checks(settings) -> dict:
     checks["error_rate"] = (check_error_rate() if checks["database"]["ok"]
                             else {"ok": None, "skipped": "database unreachable"})
     shares_broker = settings.state_redis_url == settings.broker_url
-    checks["breakers"] = check_breakers() if checks["broker"]["ok"] or not shares_broker else skipped
+    state_ok = checks["broker"]["ok"] or not shares_broker
+    checks["breakers"] = check_breakers() if state_ok else skipped
+    checks["workers"] = check_workers(settings) if state_ok else skipped
+    checks["scheduler"] = check_scheduler() if state_ok else skipped
     return checks
 
 
-def summary(checks: dict) -> dict:
-    failing = sorted(name for name, c in checks.items() if c["ok"] is False)
-    body = {"status": "failing" if failing else "ok", "checks": checks}
+def summary(checks: dict, *, strict: bool = False) -> tuple[dict, int]:
+    """The body and the HTTP status: 503 when a critical check fails (or, strict, any check)."""
+    failing = [name for name in CRITICAL if checks[name]["ok"] is False]
+    degraded = sorted(name for name, c in checks.items() if c["ok"] is False and name not in CRITICAL)
+    body = {"status": "failing" if failing else "degraded" if degraded else "ok", "checks": checks}
     if failing:
         body["failing"] = failing
-    return body
+    if degraded:
+        body["degraded"] = degraded
+    return body, 503 if failing or (strict and degraded) else 200
+
+
+def current_checks() -> dict:
+    settings = current_app.config["FLEET_SETTINGS"]
+    return cached("health", CACHE_SECONDS, lambda: run_checks(settings))
 
 
 @blueprint.route("/healthz")
 def healthz():
-    body = summary(run_checks(current_app.config["FLEET_SETTINGS"]))
-    return jsonify(body), 503 if body["status"] == "failing" else 200
+    body, status = summary(current_checks(), strict=request.args.get("strict") in ("1", "true", "yes"))
+    return jsonify(body), status

@@ -1,46 +1,75 @@
-"""/metrics: Prometheus text, public like /healthz. Values are read when scraped."""
+"""/metrics: Prometheus text, public like /healthz.
+
+- `fleet_jobs_total{actor,queue,status}` and `fleet_job_duration_seconds{actor,status}`:
+  counters kept by the workers (actors.middleware.metrics, prometheus_client's
+  multiprocess mode), read from the files of `var/metrics/`: never a JobLog count.
+- `fleet_queue_messages{queue,state}`: four counts a known queue, one Redis round trip.
+- `fleet_breaker_open{service}`: 1 while a service's breaker is open.
+
+Gauges read from Redis are cached for a few seconds (admin.cache); a part that does not
+answer is left out and named in `fleet_scrape_error{part}`, so a scrape never fails.
+"""
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
 
 import dramatiq
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from admin.stats import counts_by_status
+from admin.cache import cached
 from core.breakers import states
 from core.queues import queue_depths
-from db.models import utcnow
 
 blueprint = Blueprint("metrics", __name__)
+log = logging.getLogger("fleet.panel")
+
+CACHE_SECONDS = 5
 
 
-class FleetCollector:
+def queue_gauges() -> list:
+    queues = GaugeMetricFamily("fleet_queue_messages", "Messages in a queue, by state.", labels=["queue", "state"])
+    for depth in queue_depths(dramatiq.get_broker()):
+        for state in ("ready", "in_flight", "delayed", "dead"):
+            value = getattr(depth, state)
+            if value is not None:
+                queues.add_metric([depth.queue, state], value)
+    return [queues]
+
+
+def breaker_gauges() -> list:
+    breakers = GaugeMetricFamily("fleet_breaker_open", "1 while a service's circuit breaker is open.",
+                                 labels=["service"])
+    for service, state in states().items():
+        breakers.add_metric([service], 1 if state == "open" else 0)
+    return [breakers]
+
+
+# Each part reads one thing; a part that fails is reported, the others still are.
+GAUGES = {"queues": queue_gauges, "breakers": breaker_gauges}
+
+
+class GaugeCollector:
     def collect(self):
-        queues = GaugeMetricFamily("fleet_queue_messages", "Messages in a queue, by state.", labels=["queue", "state"])
-        for depth in queue_depths(dramatiq.get_broker()):
-            for state in ("ready", "in_flight", "delayed", "dead"):
-                value = getattr(depth, state)
-                if value is not None:
-                    queues.add_metric([depth.queue, state], value)
-        yield queues
-
-        jobs = GaugeMetricFamily("fleet_job_attempts_24h", "JobLog attempts of the last 24 hours, by status.",
-                                 labels=["status"])
-        for status, count in counts_by_status(utcnow() - timedelta(hours=24)).items():
-            jobs.add_metric([status], count)
-        yield jobs
-
-        breakers = GaugeMetricFamily("fleet_breaker_open", "1 while a service's circuit breaker is open.",
-                                     labels=["service"])
-        for service, state in states().items():
-            breakers.add_metric([service], 1 if state == "open" else 0)
-        yield breakers
+        errors = GaugeMetricFamily("fleet_scrape_error", "1 when a part of this scrape could not be read.",
+                                   labels=["part"])
+        for part, read in GAUGES.items():
+            try:
+                yield from cached(f"metrics:{part}", CACHE_SECONDS, read)
+                errors.add_metric([part], 0)
+            except Exception:
+                log.warning("/metrics could not read %s", part, exc_info=True)
+                errors.add_metric([part], 1)
+        yield errors
 
 
 @blueprint.route("/metrics")
 def metrics():
+    settings = current_app.config["FLEET_SETTINGS"]
     registry = CollectorRegistry()
-    registry.register(FleetCollector())
+    settings.metrics_dir.mkdir(parents=True, exist_ok=True)
+    MultiProcessCollector(registry, path=str(settings.metrics_dir))
+    registry.register(GaugeCollector())
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -125,3 +125,14 @@ def delete(broker, message_ids: list[str] | None) -> tuple[int, list[str]]:
     for queue, redis_id, message in located:
         _remove(broker, queue, redis_id, message.message_id)
     return len(located), missing
+
+
+def find_dead_letter(broker, message_id: str) -> DeadLetter | None:
+    """One dead letter by its message id (a scan of the dead-letter hashes, not of the keyspace)."""
+    broker = _redis_broker(broker)
+    located, _ = _locate(broker, [message_id])
+    if not located:
+        return None
+    queue, redis_id, _ = located[0]
+    score = broker.client.zscore(_keys(broker, queue)[0], redis_id) or 0
+    return _letters(broker, queue, [redis_id], [score])[0]

@@ -45,6 +45,7 @@ CODES: dict[str, ErrorCode] = {
         ErrorCode("ERR_INVALID_RESPONSE", False, "The external API answered with malformed or unexpected data."),
         ErrorCode("ERR_CIRCUIT_OPEN", True, "Calls to this service are paused after repeated failures; the job waits until it recovers."),
         ErrorCode("ERR_TIME_LIMIT", True, "The job ran longer than its time limit and was stopped."),
+        ErrorCode("ERR_INPUT_FILE", False, "The input file cannot be used: missing, unreadable, binary, not UTF-8 text or too large; fix the file, then retry."),
         ErrorCode("ERR_INTERNAL", False, "An unexpected error inside Fleet; see the traceback."),
     ]
 }

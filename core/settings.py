@@ -5,6 +5,7 @@ line on stderr and exit code 2.
 """
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from dotenv import load_dotenv
 DATABASE_SCHEMES = {"sqlite", "postgres", "postgresql"}
 BROKER_SCHEMES = {"redis", "rediss", "unix", "amqp", "amqps"}
 DEFAULT_SERIES_API_URL = "https://api4.thetvdb.com/v4"
+MAX_BATCH_CHUNK = 50
 
 
 class SettingsError(Exception):
@@ -43,6 +45,13 @@ class Settings:
     secret_key_override: str | None = field(repr=False)
     state_redis_url: str | None = None
     series_api_rate: int = 20  # requests a second, for the whole fleet
+    trusted_proxies: int = 0  # proxies in front of `fleet web` whose X-Forwarded-* headers are believed
+    batch_chunk: int = 50  # items a chunk job of a batch works, at most MAX_BATCH_CHUNK
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where worker processes keep their Prometheus counters for /metrics (multiprocess mode)."""
+        return self.var_dir / "metrics"
 
     @property
     def redis_socket(self) -> Path:
@@ -66,6 +75,16 @@ class Settings:
         return path.read_text().strip()
 
 
+# Upper bounds: a value past them is a typo (or `inf`), and would overflow a timer or Redis.
+MAX_RETRY_DELAY = 7 * 86400  # seconds before one retry
+MAX_RETRIES = 20
+MAX_CIRCUIT_FAILURES = 10_000
+MAX_CIRCUIT_RESET = 86400  # seconds a breaker stays open
+MAX_HEARTBEAT_TIMEOUT = 3600  # seconds before a dead worker's messages run again
+MAX_TRUSTED_PROXIES = 10
+MAX_SERIES_API_RATE = 10_000  # requests a second
+
+
 def _url(name: str, value: str, schemes: set[str]) -> str:
     parsed = urlparse(value)
     if not parsed.scheme or "://" not in value:
@@ -73,23 +92,33 @@ def _url(name: str, value: str, schemes: set[str]) -> str:
     if parsed.scheme not in schemes:
         allowed = ", ".join(sorted(s + "://" for s in schemes))
         raise SettingsError(name, f"unsupported scheme {parsed.scheme!r} (use {allowed})")
+    try:
+        parsed.port  # noqa: B018  (raises on a port that is not a number from 0 to 65535)
+    except ValueError:
+        raise SettingsError(name, f"{value!r} has a port that is not a number from 1 to 65535") from None
     return value
 
 
-def _number(name: str, value: str, *, integer: bool, minimum: float) -> float:
+def _number(name: str, value: str, *, integer: bool, minimum: float, maximum: float) -> float:
     try:
         number = int(value) if integer else float(value)
     except ValueError:
         kind = "a whole number" if integer else "a number"
         raise SettingsError(name, f"{value!r} is not {kind}") from None
+    if not math.isfinite(number):
+        raise SettingsError(name, f"{value!r} is not a finite number")
     if number < minimum:
         raise SettingsError(name, f"{value!r} must be at least {minimum:g}")
+    if number > maximum:
+        raise SettingsError(name, f"{value!r} must be at most {maximum:g}")
     return number
 
 
 def _delays(name: str, value: str) -> tuple[int, ...]:
     parts = [p.strip() for p in value.split(",") if p.strip()]
-    return tuple(int(_number(name, p, integer=True, minimum=0)) for p in parts)
+    if len(parts) > MAX_RETRIES:
+        raise SettingsError(name, f"{len(parts)} delays; at most {MAX_RETRIES} retries")
+    return tuple(int(_number(name, p, integer=True, minimum=0, maximum=MAX_RETRY_DELAY)) for p in parts)
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -123,12 +152,20 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         series_api_url=_url("SERIES_API_URL", env.get("SERIES_API_URL", DEFAULT_SERIES_API_URL), {"http", "https"}),
         series_api_key=env.get("SERIES_API_KEY"),
         retry_delays=_delays("FLEET_RETRY_DELAYS", env.get("FLEET_RETRY_DELAYS", "60,300,1800")),
-        circuit_failures=int(_number("FLEET_CIRCUIT_FAILURES", env.get("FLEET_CIRCUIT_FAILURES", "5"), integer=True, minimum=1)),
-        circuit_reset=_number("FLEET_CIRCUIT_RESET", env.get("FLEET_CIRCUIT_RESET", "60"), integer=False, minimum=0.1),
-        heartbeat_timeout=_number("FLEET_HEARTBEAT_TIMEOUT", env.get("FLEET_HEARTBEAT_TIMEOUT", "60"), integer=False, minimum=1),
+        circuit_failures=int(_number("FLEET_CIRCUIT_FAILURES", env.get("FLEET_CIRCUIT_FAILURES", "5"), integer=True,
+                                     minimum=1, maximum=MAX_CIRCUIT_FAILURES)),
+        circuit_reset=_number("FLEET_CIRCUIT_RESET", env.get("FLEET_CIRCUIT_RESET", "60"), integer=False,
+                              minimum=0.1, maximum=MAX_CIRCUIT_RESET),
+        heartbeat_timeout=_number("FLEET_HEARTBEAT_TIMEOUT", env.get("FLEET_HEARTBEAT_TIMEOUT", "60"), integer=False,
+                                  minimum=1, maximum=MAX_HEARTBEAT_TIMEOUT),
+        trusted_proxies=int(_number("FLEET_TRUSTED_PROXIES", env.get("FLEET_TRUSTED_PROXIES", "0"), integer=True,
+                                    minimum=0, maximum=MAX_TRUSTED_PROXIES)),
         secret_key_override=env.get("FLEET_SECRET_KEY"),
         state_redis_url=state_redis_url,
-        series_api_rate=int(_number("SERIES_API_RATE", env.get("SERIES_API_RATE", "20"), integer=True, minimum=1)),
+        series_api_rate=int(_number("SERIES_API_RATE", env.get("SERIES_API_RATE", "20"), integer=True, minimum=1,
+                                    maximum=MAX_SERIES_API_RATE)),
+        batch_chunk=int(_number("FLEET_BATCH_CHUNK", env.get("FLEET_BATCH_CHUNK", str(MAX_BATCH_CHUNK)), integer=True,
+                                minimum=1, maximum=MAX_BATCH_CHUNK)),
     )
 
 

@@ -83,10 +83,15 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def settings():
+    from actors.middleware.metrics import multiprocess_metrics
     from actors.runtime import boot
     from core.settings import get_settings
 
-    return boot(get_settings())
+    settings = boot(get_settings())
+    # A process keeps its Prometheus counters in one directory, the first one used: make it the
+    # session's, which the panel's /metrics reads (tests with a var/ of their own come later).
+    multiprocess_metrics(settings.metrics_dir)
+    return settings
 
 
 @pytest.fixture(scope="session")

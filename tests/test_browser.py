@@ -117,3 +117,67 @@ def test_log_in_filter_and_retry_two_failed_plans(page, failures, openai_sim):
     for plan_id in chosen_plans:
         assert page.locator(f"td.col-plan:text-is('#{plan_id}')").count() == 0
     assert openai_sim.stats()["requests"] - calls_before == 2  # one call a retried day
+
+
+def _shot(page, name: str) -> None:
+    """A screenshot of the page when FLEET_TEST_SCREENSHOTS is set, to look at the panel."""
+    folder = os.environ.get("FLEET_TEST_SCREENSHOTS")
+    if folder:
+        page.screenshot(path=os.path.join(folder, f"{name}.png"), full_page=True)
+
+
+def _set_visibility(page, state: str) -> None:
+    page.evaluate("""state => {
+        Object.defineProperty(document, 'visibilityState', {configurable: true, get: () => state});
+        document.dispatchEvent(new Event('visibilitychange'));
+    }""", state)
+
+
+def test_pages_refresh_themselves_while_visible(page, failures, broker):
+    """The dashboard and the job logs show new work without a reload, and stop polling while hidden."""
+    from core.dead_letters import list_dead_letters
+
+    page.goto("/admin/login")
+    page.fill("input[name=email]", "ops@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/admin/$"))
+    page.wait_for_selector("#worker-list")  # the test's worker, with host, pid, queues and threads
+    _shot(page, "dashboard")
+    before = int(page.inner_text("#status-counts tr:has-text('success') td.text-right"))
+    for n in range(3):
+        JobLog.create(run_id=f"live-{n}", job_class="generate_user_workout_plan", message_id=f"live-{n}",
+                      queue="workouts", status="success")
+    page.wait_for_function(
+        "n => Number(document.querySelector('#status-counts tr:nth-child(2) td.text-right').innerText) >= n",
+        arg=before + 3, timeout=20_000)
+    assert page.evaluate("window.fleetLive.polling()")
+
+    _set_visibility(page, "hidden")
+    assert not page.evaluate("window.fleetLive.polling()")
+    _set_visibility(page, "visible")
+    assert page.evaluate("window.fleetLive.polling()")
+
+    page.goto("/admin/jobs/")
+    rows = page.locator("table.model-list tbody tr").count()
+    JobLog.create(run_id="live-new", job_class="generate_user_workout_plan", message_id="live-new", queue="workouts",
+                  status="failed", error_code="ERR_RATE_LIMIT")
+    page.wait_for_function("n => document.querySelectorAll('table.model-list tbody tr').length > n", arg=rows,
+                           timeout=20_000)
+    assert page.locator("td.col-message_id a[title^='live-new ']").count() == 1
+    _shot(page, "job_logs")
+    page.click("td.col-message_id a[title^='live-new '] >> xpath=ancestor::tr//a[contains(@href, 'details')]")
+    page.wait_for_selector("#retry-job")
+    _shot(page, "job_details")
+
+    page.goto("/admin/failed-plans/")
+    assert "(3 day(s) in 3 plan(s))" in page.inner_text("#retry-matching")
+    _shot(page, "failed_plans")
+    page.goto("/admin/health/")
+    _shot(page, "health")
+    if list_dead_letters(broker):
+        page.goto("/admin/dead-letters/")
+        _shot(page, "dead_letters")
+        page.click("a.fleet-id >> nth=0")
+        page.wait_for_selector("#dead-letter")
+        _shot(page, "dead_letter")

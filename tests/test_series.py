@@ -211,14 +211,15 @@ def test_sync_one_series_now(db, broker, series_api):
 
 @pytest.mark.parametrize("args,message", [
     (["series", "check-data-updates", "--hours", "abc"], "'abc' is not a valid float"),
-    (["series", "check-data-updates", "--hours", "-1"], "-1.0 is not in the range 0<=x<=876000"),
-    (["episodes", "check-data-updates", "--hours", "nan"], "'nan' is not a number of hours"),
+    (["series", "check-data-updates", "--hours", "-1"], "-1.0 is not in the range 0<=x<=8784"),
+    (["episodes", "check-data-updates", "--hours", "nan"], "'nan' is not a number"),
     (["episodes", "check-data-updates", "--hours", "inf"], "inf is not in the range"),
     (["series", "status", "--hours", "soon"], "'soon' is not a valid float"),
     (["series", "sync", "abc"], "'abc' is not a valid integer"),
     (["series", "add"], "give TVDB ids or --from-file"),
     (["series", "add", "1", "2", "--name", "Two"], "--name goes with exactly one TVDB id"),
-    (["series", "add", "0"], "0 is not in the range x>=1"),
+    (["series", "add", "0"], "0 is not in the range 1<=x<="),
+    (["series", "sync", str(2**63)], "is not in the range 1<=x<="),
 ])
 def test_bad_input_is_a_usage_error(db, args, message):
     result = run(*args)

@@ -12,8 +12,8 @@ from dramatiq import Worker
 
 import core.budget
 from actors import series as ops
+from actors.middleware.presence import live_workers
 from core.budget import ApiBudget, budget
-from core.queues import live_workers
 from core.state import state_redis
 from db.models.jobs import JobLog
 from db.models.series import Series
@@ -32,7 +32,7 @@ def start_workers(tmp_path, broker):
                                 stderr=subprocess.STDOUT, start_new_session=True)
         started.append(proc)
         # every process consumes before anything is sent, so none can take all the work alone
-        wait_for(lambda: len(live_workers(broker, 10)) >= processes, timeout=60, message="the worker processes")
+        wait_for(lambda: len(live_workers(state_redis(), 10)) >= processes, timeout=60, message="the worker processes")
         return proc
 
     yield start

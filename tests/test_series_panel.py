@@ -181,15 +181,16 @@ def test_job_statistics_page(admin_client, db):
     assert admin_client.get("/admin/job-stats/?window=<script>").status_code == 200
 
 
-def test_a_series_links_to_its_episodes_and_the_page_follows_a_running_sweep(admin_client, rows):
+def test_a_series_links_to_its_episodes_and_the_page_shows_a_running_sweep(admin_client, rows):
     stale = rows[2]
     mine = Episode.create(series=stale, tvdb_id=301)
     Episode.create(series=rows[3], tvdb_id=401)
     detail = admin_client.get(f"/admin/series/details/?id={stale.id}").text
     assert f'href="/admin/episodes/?flt0_series_equals={stale.id}">1 episode(s)</a>' in detail
     assert listed(admin_client, "/admin/episodes/", f"flt0_series_equals={stale.id}") == [mine.id]
-    assert 'http-equiv="refresh"' not in admin_client.get("/admin/series/").text
+    page = admin_client.get("/admin/series/").text
+    assert 'data-live="series-summary"' in page and "Run series.check-data-updates now" in page
     with ops.sweep_lock("series.check-data-updates"):
         page = admin_client.get("/admin/series/").text
-        assert 'http-equiv="refresh"' in page and "series.check-data-updates running (" in page
-    assert 'http-equiv="refresh"' not in admin_client.get("/admin/episodes/").text
+        assert "series.check-data-updates running (" in page and "Run series.check-data-updates now" not in page
+    assert "running (" not in admin_client.get("/admin/episodes/").text

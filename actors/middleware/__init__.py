@@ -9,6 +9,8 @@ from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifica
 
 from actors.middleware.breakers import CircuitDeferral
 from actors.middleware.joblog import JobLogWriter
+from actors.middleware.metrics import PrometheusMetrics
+from actors.middleware.presence import WorkerPresence
 from actors.middleware.retries import BackoffRetries
 from actors.middleware.trace import TraceContext
 from actors.middleware.unique import UniqueJobs
@@ -23,6 +25,8 @@ def fleet_middleware(settings: Settings) -> list:
         Callbacks(),
         Pipelines(),
         TraceContext(),
+        WorkerPresence(settings.heartbeat_timeout),
+        PrometheusMetrics(settings.metrics_dir),
         JobLogWriter(),
         CircuitDeferral(),
         UniqueJobs(),

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from flask_admin import Admin
 
+from admin.views.batches import BatchesView
 from admin.views.dead_letters import DeadLettersView
 from admin.views.error_codes import ErrorCodesView
 from admin.views.health import HealthView
 from admin.views.job_stats import JobStatsView
 from admin.views.jobs import JobLogView
 from admin.views.series import EpisodeDataView, SeriesDataView
+from admin.views.translations import TranslationsView
 from admin.views.workouts import FailedPlansView
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan
@@ -20,6 +22,8 @@ def register_views(admin: Admin) -> None:
     admin.add_view(SeriesDataView(name="Series", category="Series data", endpoint="series_data", url="/admin/series"))
     admin.add_view(EpisodeDataView(name="Episodes", category="Series data", endpoint="episode_data", url="/admin/episodes"))
     admin.add_view(JobStatsView(name="Job statistics", endpoint="job_stats", url="/admin/job-stats"))
+    admin.add_view(BatchesView(name="Batches", endpoint="batches", url="/admin/batches"))
+    admin.add_view(TranslationsView(name="New translation", endpoint="translations", url="/admin/translations"))
     admin.add_view(ErrorCodesView(name="Error codes", endpoint="error_codes", url="/admin/error-codes"))
     admin.add_view(DeadLettersView(name="Dead letters", endpoint="dead_letters", url="/admin/dead-letters"))
     admin.add_view(HealthView(name="Health", endpoint="health_page", url="/admin/health"))

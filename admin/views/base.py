@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import request
+from flask import flash, request
 from flask_admin.contrib.peewee import ModelView
 from flask_admin.model import typefmt
 
@@ -11,6 +11,19 @@ from admin.access import PanelAccess, is_admin
 from db.database import database
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+MAX_ID = 2**63 - 1  # what a database integer holds; past it SQLite raises OverflowError
+MAX_ROWS_SKIPPED = 10**9  # no list pages that far
+MAX_FILTERS = 20  # each is a nested condition; SQLite's parser gives up somewhere past a hundred
+MAX_SEARCH_WORDS = 10
+
+
+def as_id(value) -> int | None:
+    """A row id from a request, or None when it is not one (text, a fraction, past 64 bits)."""
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number <= MAX_ID else None
 
 
 def utc(value) -> str:
@@ -50,13 +63,25 @@ class ReadOnlyModelView(PanelAccess, ModelView):
         return is_admin() and super().is_action_allowed(name)
 
     def get_one(self, id):
-        try:
-            return super().get_one(int(id))
-        except (TypeError, ValueError):
-            return None  # Flask-Admin says "Record does not exist."
+        row_id = as_id(id)
+        return None if row_id is None else super().get_one(row_id)  # None: "Record does not exist."
+
+    def _get_list_filter_args(self):
+        given = [arg for arg in request.args if arg.startswith("flt")]
+        if len(given) > MAX_FILTERS:
+            flash(f"Too many filters ({len(given)}); at most {MAX_FILTERS} apply at once, so none was applied.",
+                  "error")
+            return []
+        return super()._get_list_filter_args()
 
     def get_list(self, page, sort_column, sort_desc, search, filters, execute=True, page_size=None):
         page = max(0, page or 0)  # a negative page is an error on PostgreSQL
+        if page * (page_size or self.page_size) > MAX_ROWS_SKIPPED:
+            return None, []  # far past the last row: an empty page, not an overflowing OFFSET
+        words = (search or "").split()
+        if len(words) > MAX_SEARCH_WORDS:
+            flash(f"Searched for the first {MAX_SEARCH_WORDS} words only.", "warning")
+            search = " ".join(words[:MAX_SEARCH_WORDS])
         count, query = super().get_list(page, sort_column, sort_desc, search, filters, execute=False,
                                         page_size=page_size)
         if page_size and page_size == self.export_max_rows:  # what Flask-Admin's CSV export asks for

@@ -1,22 +1,27 @@
-"""The dashboard at /admin: the last 24 hours of jobs, queues, workers, breakers, scheduler."""
+"""The dashboard at /admin: the last 24 hours of jobs, queues, workers, breakers, scheduler.
+
+Cheap however big the fleet: one grouped JobLog query (cached a few seconds), four counts a
+known queue, the workers' presence records; it refreshes itself while it is visible.
+"""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 import dramatiq
 from flask import current_app
 from flask_admin import AdminIndexView, expose
 
+from actors.middleware.presence import live_workers
 from actors.series import overview as series_overview
 from admin.access import PanelAccess
-from admin.stats import counts_by_status, hourly
+from admin.cache import cached
+from admin.health import LEADER_KEY
+from admin.stats import last_day
 from core.breakers import states
-from core.queues import live_workers, queue_depths
+from core.queues import queue_depths
 from core.state import state_redis
-from db.models import utcnow
 
-LEADER_KEY = "fleet:scheduler:leader"
+CACHE_SECONDS = 5
 log = logging.getLogger("fleet.panel")
 
 
@@ -24,6 +29,11 @@ def scheduler_leader() -> str | None:
     client = state_redis()
     value = client.get(LEADER_KEY) if client is not None else None
     return value.decode(errors="replace") if value else None
+
+
+def _workers(timeout: float):
+    client = state_redis()
+    return live_workers(client, timeout) if client is not None else None
 
 
 def _read(errors: list[str], what: str, read, default=None):
@@ -41,15 +51,15 @@ class DashboardView(PanelAccess, AdminIndexView):
     def index(self):
         settings = current_app.config["FLEET_SETTINGS"]
         broker = dramatiq.get_broker()
-        hours = hourly(24)
+        day = cached("dashboard:day", CACHE_SECONDS, last_day)
         errors: list[str] = []
         return self.render(
             "dashboard.html",
-            statuses=counts_by_status(utcnow() - timedelta(hours=24)),
-            hours=hours,
-            peak=max([h.succeeded + h.failed for h in hours] + [1]),
+            statuses=day.statuses,
+            hours=day.hours,
+            peak=max([h.succeeded + h.failed for h in day.hours] + [1]),
             queues=_read(errors, "queues", lambda: queue_depths(broker), []),
-            workers=_read(errors, "workers", lambda: live_workers(broker, settings.heartbeat_timeout)),
+            workers=_read(errors, "workers", lambda: _workers(settings.heartbeat_timeout), []),
             heartbeat_timeout=settings.heartbeat_timeout,
             breakers=_read(errors, "breakers", states, {}),
             leader=_read(errors, "scheduler leader", scheduler_leader),

@@ -1,10 +1,11 @@
-"""Dead letters: Dramatiq messages that failed for good; requeue or delete them."""
+"""Dead letters: Dramatiq messages that failed for good; filter, look at one (with the
+tracebacks of its attempts from the JobLog), requeue or delete them."""
 from __future__ import annotations
 
 import json
 
 import dramatiq
-from flask import flash, redirect
+from flask import abort, flash, redirect, request
 from flask_admin import BaseView, expose
 from flask_admin.actions import ActionsMixin, action
 from flask_wtf import FlaskForm
@@ -14,8 +15,11 @@ from admin.access import PanelAccess, is_admin
 from core import dead_letters as dl
 from core.errors import FleetError
 from core.redact import redact
+from db.models.jobs import JobLog
 
 SHOWN = 200
+SEARCHED = 5_000  # newest dead letters a filter looks through
+FILTERS = ("queue", "actor", "error_code")
 
 
 def _show_args(letter: dl.DeadLetter) -> str:
@@ -48,14 +52,34 @@ class DeadLettersView(PanelAccess, ActionsMixin, BaseView):
     @expose("/")
     def index(self):
         broker = dramatiq.get_broker()
+        wanted = {k: request.args.get(k, "").strip()[:200] for k in FILTERS if request.args.get(k, "").strip()}
         try:
-            letters, total, error = dl.list_dead_letters(broker, limit=SHOWN), dl.count_dead_letters(broker), None
+            total = dl.count_dead_letters(broker)
+            letters = dl.list_dead_letters(broker, limit=SEARCHED if wanted else SHOWN)
+            error = None
         except FleetError as exc:
             letters, total, error = [], 0, str(exc)
+        choices = {k: sorted({getattr(d, k) or "" for d in letters} - {""}) for k in FILTERS}
+        if wanted:
+            letters = [d for d in letters if all((getattr(d, k) or "") == v for k, v in wanted.items())][:SHOWN]
         actions, confirmations = self.get_actions_list()
         return self.render("dead_letters.html", letters=letters, total=total, error=error, shown=SHOWN,
+                           wanted=wanted, choices=choices, searched=SEARCHED,
                            actions=actions, actions_confirmation=confirmations,
                            action_form=self.action_form(), return_url=self.get_url(".index"), show_args=_show_args)
+
+    @expose("/<message_id>/")
+    def details(self, message_id: str):
+        try:
+            letter = dl.find_dead_letter(dramatiq.get_broker(), message_id[:200])
+        except FleetError as exc:
+            flash(str(exc), "error")
+            return redirect(self.get_url(".index"))
+        if letter is None:
+            abort(404)
+        attempts = list(JobLog.select().where(JobLog.message_id == letter.message_id).order_by(JobLog.id))
+        return self.render("dead_letter.html", letter=letter, attempts=attempts, show_args=_show_args,
+                           can_act=is_admin())
 
     @expose("/action/", methods=("POST",))
     def action_view(self):
@@ -82,4 +106,19 @@ class DeadLettersView(PanelAccess, ActionsMixin, BaseView):
     @expose("/requeue-all/", methods=("POST",))
     def requeue_all(self):
         self._apply("Requeued", dl.requeue, None)
+        return redirect(self.get_url(".index"))
+
+    @expose("/delete-all/", methods=("POST",))
+    def delete_all(self):
+        self._apply("Deleted", dl.delete, None)
+        return redirect(self.get_url(".index"))
+
+    @expose("/<message_id>/requeue/", methods=("POST",))
+    def requeue_one(self, message_id: str):
+        self._apply("Requeued", dl.requeue, [message_id[:200]])
+        return redirect(self.get_url(".index"))
+
+    @expose("/<message_id>/delete/", methods=("POST",))
+    def delete_one(self, message_id: str):
+        self._apply("Deleted", dl.delete, [message_id[:200]])
         return redirect(self.get_url(".index"))

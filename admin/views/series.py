@@ -165,11 +165,7 @@ class SyncedRowsView(ReadOnlyModelView):
         return {"counts": ops.status_counts(self.kind, self.kind.default_hours),
                 "runs": [r for r in ops.recent_sweep_runs(20) if r.sweep.startswith(self.kind.name + ".")][:5],
                 "sweeps": [self.kind.import_task(), self.kind.check_task()],
-                "running": self.sweeps_running()}
-
-    def sweeps_running(self) -> dict:
-        """Who runs each of this kind's sweeps now (None: nobody)."""
-        return {name: ops.running_sweep(name) for name in (self.kind.import_task(), self.kind.check_task())}
+                "running": {name: ops.running_sweep(name) for name in (self.kind.import_task(), self.kind.check_task())}}
 
     def matching_count(self) -> str:
         spec = filter_spec(self)

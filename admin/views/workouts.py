@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import abort, flash, redirect, request, url_for
+from flask import flash, redirect, request, url_for
 from flask_admin import expose
 from flask_admin.actions import action
 from flask_admin.contrib.peewee import filters as f
@@ -11,8 +11,8 @@ from flask_admin.model import filters as base_filters
 from flask_login import current_user
 from markupsafe import Markup
 
-from actors.workouts import dispatch, get_record, matching, reset_days, start_retry
-from admin.views.base import ReadOnlyModelView, cut, filter_spec
+from actors.workouts import count_matching, dispatch, matching, reset_days, start_retry
+from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec
 from core.errors import CODES, FleetError
 from db.models.workouts import Plan, WorkoutPlan
 
@@ -39,6 +39,9 @@ class PlanIs(PlanFilter, base_filters.BaseIntFilter):
 
     def operation(self):
         return "equals"
+
+    def validate(self, value) -> bool:
+        return as_id(value) is not None  # a number past 64 bits would overflow the query
 
 
 class UserIs(PlanIs):
@@ -107,17 +110,13 @@ class FailedPlansView(ReadOnlyModelView):
                 .join(Plan).where(WorkoutPlan.status == "failed"))
 
     def get_one(self, id):
-        try:
-            return self.get_query().where(WorkoutPlan.id == int(id)).first()
-        except (TypeError, ValueError):
-            return None
+        row_id = as_id(id)
+        return None if row_id is None else self.get_query().where(WorkoutPlan.id == row_id).first()
 
     # -- actions on the selected days ------------------------------------------------
     def _selected(self, ids) -> list[int]:
-        try:
-            return [int(i) for i in ids]
-        except ValueError:
-            abort(400)
+        """The selected day ids; ids that are not ones (text, past 64 bits) match no day."""
+        return [i for i in (as_id(raw) for raw in ids) if i is not None]
 
     @action("retry", "Retry selected", "Set the selected days back to pending and generate them again?")
     def action_retry(self, ids):
@@ -141,6 +140,12 @@ class FailedPlansView(ReadOnlyModelView):
         """The filters of this request as an `actors.workouts.matching` spec, or None."""
         return filter_spec(self)
 
+    def render(self, template, **kwargs):
+        if template == self.list_template and getattr(current_user, "is_admin", False):
+            spec = self.filter_spec()  # what "Retry all matching the filter" would touch, shown before the click
+            kwargs["matching"] = count_matching(spec) if spec is not None else None
+        return super().render(template, **kwargs)
+
     @expose("/retry-matching/", methods=("POST",))
     def retry_matching(self):
         spec = self.filter_spec()
@@ -148,20 +153,12 @@ class FailedPlansView(ReadOnlyModelView):
             flash("The filter is not valid; nothing was retried.", "error")
             return redirect(self.get_url(".index_view", **request.args))
         try:
-            bulk_id, plans = start_retry(spec, current_user.email)
+            batch, plans = start_retry(spec, current_user.email)
         except FleetError as exc:
             flash(str(exc), "error")
             return redirect(self.get_url(".index_view", **request.args))
-        if not plans:
+        if batch is None:
             flash("No failed plans match the filter; nothing to retry.", "warning")
-        else:
-            flash(Markup('Retry of {} matching plans started (<a href="{}">#{}</a>).').format(
-                plans, self.get_url(".bulk_status", bulk_id=bulk_id), bulk_id), "success")
-        return redirect(self.get_url(".index_view", **request.args))
-
-    @expose("/bulk/<bulk_id>/")
-    def bulk_status(self, bulk_id: str):
-        record = get_record(bulk_id)
-        if record is None:
-            abort(404)
-        return self.render("bulk_status.html", record=record)
+            return redirect(self.get_url(".index_view", **request.args))
+        flash(f"Retry of {plans} matching plans started.", "success")
+        return redirect(url_for("batches.details", batch_id=batch.id))

@@ -1,14 +1,21 @@
 """An OpenAI-compatible `POST /v1/chat/completions` that answers Structured Outputs.
 
 The answer is generated from the request's JSON Schema, deterministically from the
-messages, so a test can predict it and a demo needs no key.
+messages, so a test can predict it and a demo needs no key. A translation request (schema
+named "translation", the user message a JSON object with "to" and "segments") is answered by
+marking each segment with the target language, `[nl] text`, placeholders kept; each
+segment translated is counted by its SHA-1 (`GET /_control` → `translations`), so a test can
+tell that nothing was translated twice.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+import re
+import threading
 import time
+from collections import Counter
 
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
@@ -27,6 +34,15 @@ ERROR_TYPES = {  # status or fault → (type, code) as OpenAI sends them
     401: ("invalid_request_error", "invalid_api_key"),
     404: ("invalid_request_error", "unknown_url"),
 }
+
+
+TRANSLATION_SCHEMA = "translation"
+TRANSLATION_MODES = ("mark", "drop_placeholders")  # the second answers like a careless model
+BRACE_PLACEHOLDER = re.compile(r"\{[^{}\s]*\}")
+
+
+def segment_digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
 
 
 class InvalidRequest(ValueError):
@@ -149,13 +165,37 @@ def parse_request(body) -> tuple[str, list[dict], dict | None]:
     return model, messages, schema
 
 
-def completion(model: str, messages: list[dict], schema: dict | None, *, malformed: bool = False) -> dict:
+def translation_request(body: dict, messages: list[dict]) -> tuple[str, list[str]] | None:
+    """(target language, segments) when the request asks for a translation, else None."""
+    spec = (body.get("response_format") or {}).get("json_schema") or {}
+    if spec.get("name") != TRANSLATION_SCHEMA:
+        return None
+    asked = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    try:
+        request = json.loads(asked)
+    except ValueError:
+        raise InvalidRequest("a translation request's user message must be a JSON object", "messages") from None
+    segments = request.get("segments") if isinstance(request, dict) else None
+    if not isinstance(segments, list) or not all(isinstance(s, str) for s in segments):
+        raise InvalidRequest("a translation request needs 'segments', a list of strings", "messages")
+    return str(request.get("to") or "xx"), segments
+
+
+def translate(target: str, segments: list[str], mode: str) -> str:
+    out = [f"[{target}] {s}" for s in segments]
+    if mode == "drop_placeholders":
+        out = [BRACE_PLACEHOLDER.sub("", s) for s in out]
+    return json.dumps({"segments": out}, ensure_ascii=False)
+
+
+def completion(model: str, messages: list[dict], schema: dict | None, *, malformed: bool = False,
+               content: str | None = None) -> dict:
     digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
     rng = random.Random(digest)
-    if schema is None:
+    if content is None and schema is None:
         asked = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         content = f"Simulated answer to {asked[:60]!r}: " + " ".join(rng.choice(WORDS) for _ in range(12))
-    else:
+    elif content is None:
         content = json.dumps(generate(schema, rng))
     if malformed:  # what a model cut off mid-answer sends: never valid JSON
         content = "```json\n" + content[: len(content) // 2]
@@ -180,6 +220,29 @@ class OpenAISimulator(SimulatorApp):
     def __init__(self, faults: FaultState, api_key: str | None = None):
         super().__init__(faults)
         self.api_key = api_key
+        self._lock = threading.Lock()
+        self.translation_mode = "mark"
+        self.translated: Counter[str] = Counter()  # segment SHA-1 -> times translated
+
+    def apply_control(self, changes: dict) -> None:
+        mode = changes.pop("translation_mode", None)
+        if mode is not None and mode not in TRANSLATION_MODES:
+            raise ValueError(f"translation_mode must be one of {', '.join(TRANSLATION_MODES)}")
+        super().apply_control(changes)
+        if mode is not None:
+            self.translation_mode = mode
+
+    def describe(self) -> dict:
+        with self._lock:
+            translations = {"mode": self.translation_mode, "segments": sum(self.translated.values()),
+                            "by_segment": dict(self.translated)}
+        return {**super().describe(), "translations": translations}
+
+    def on_reset(self, request: Request) -> Response:
+        with self._lock:
+            self.translation_mode = "mark"
+            self.translated.clear()
+        return super().on_reset(request)
 
     def error(self, status: int, message: str, fault: str | None = None, param: str | None = None) -> Response:
         kind, code = (ERROR_TYPES.get(fault) or ERROR_TYPES.get(status)
@@ -211,13 +274,22 @@ class OpenAISimulator(SimulatorApp):
         outcome, failure = self.inject()
         if failure:
             return failure
+        body = request.get_json(silent=True)
         try:
-            model, messages, schema = parse_request(request.get_json(silent=True))
+            model, messages, schema = parse_request(body)
+            asked = translation_request(body, messages)
         except InvalidRequest as exc:
             self.faults.record("400")
             return self.error(400, str(exc), param=exc.param)
         self.faults.record(outcome)
-        return json_response(completion(model, messages, schema, malformed=outcome == "malformed"))
+        content = None
+        if asked is not None:
+            target, segments = asked
+            content = translate(target, segments, self.translation_mode)
+            if outcome == "ok":
+                with self._lock:
+                    self.translated.update(segment_digest(s) for s in segments)
+        return json_response(completion(model, messages, schema, malformed=outcome == "malformed", content=content))
 
 
 def openai_app(*, api_key: str | None = None, fail: dict | None = None, latency_ms: float = 0,

@@ -1,7 +1,7 @@
 """Operator accounts of the panel."""
 from __future__ import annotations
 
-from peewee import CharField, DateTimeField
+from peewee import CharField, DateTimeField, IntegerField
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from db.models import BaseModel, utcnow
@@ -17,6 +17,8 @@ class PanelAccount(BaseModel):
     role = CharField(default="viewer")
     created_at = DateTimeField(default=utcnow)
     last_login_at = DateTimeField(null=True)
+    session_version = IntegerField(default=0)  # in every session cookie; bumped to end them all
+    disabled_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "panel_account"

@@ -11,6 +11,32 @@ from core.settings import SettingsError
 from fleet import __version__
 
 
+def unwritable(exc: OSError) -> str | None:
+    """One line for a file Fleet cannot create under its var/ directory (or the SQLite
+    database's), else None: any other OSError is not a settings problem."""
+    from pathlib import Path
+
+    from core.settings import get_settings
+
+    if exc.filename is None:
+        return None
+    try:
+        var_dir = get_settings().var_dir
+    except SettingsError:
+        return None
+    path = Path(str(exc.filename)).absolute()
+    if path != var_dir and var_dir not in path.parents and path.suffix != ".db":
+        return None
+    return f"cannot write {path} ({exc.strerror or exc}): FLEET_VAR_DIR ({var_dir}) must be a writable directory"
+
+
+def exit_if_unwritable(exc: OSError) -> None:
+    line = unwritable(exc)
+    if line is not None:
+        click.echo(f"fleet: {line}", err=True)
+        sys.exit(2)
+
+
 class FleetGroup(click.Group):
     """Runs each command under a new trace id; turns Fleet's own errors into one line
     on stderr and their exit code."""
@@ -25,6 +51,9 @@ class FleetGroup(click.Group):
         except FleetError as exc:
             click.echo(f"fleet: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:
+            exit_if_unwritable(exc)
+            raise
 
 
 @click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,9 +63,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from fleet.cli import accounts, database, jobs, processes, series, simulate, workouts
+    from fleet.cli import accounts, batches, database, demo, jobs, processes, series, simulate, translations, workouts
 
-    for module in (processes, database, accounts, jobs, workouts, series, simulate):
+    for module in (processes, database, accounts, jobs, workouts, series, batches, translations, simulate, demo):
         for command in module.commands:
             cli.add_command(command)
 
@@ -49,4 +78,7 @@ def main() -> None:
     except SettingsError as exc:
         click.echo(f"fleet: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:
+        exit_if_unwritable(exc)
+        raise
     cli(prog_name="fleet")

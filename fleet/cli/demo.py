@@ -1,5 +1,12 @@
-"""`fleet up --demo`: demo data and the API simulators, so a newcomer sees jobs run and fail."""
+"""`fleet up --demo`: demo data, the API simulators, and a trickle of new work, so a newcomer
+sees jobs run and fail for as long as the demo runs."""
 from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from typing import Callable
 
 import click
 
@@ -46,6 +53,24 @@ def seed_demo(settings: Settings) -> None:
     click.echo(f"fleet: demo login {DEMO_EMAIL} / {DEMO_PASSWORD}")
 
 
+DEMO_TEXTS = {  # German files the demo translates into Dutch, as a batch
+    "willkommen.md": "# Willkommen\n\nHallo {name}, schön, dass du da bist.\n\nDein Plan beginnt am Montag.\n",
+    "erinnerung.txt": "Du hast :count offene Trainingstage.\n\nBleib dran!\n",
+    "menue.json": '{"start": "Start", "plans": "Meine Pläne", "settings": "Einstellungen", "logout": "Abmelden"}\n',
+    "hilfe.md": "## Hilfe\n\nSchreib uns an <b>support@example.com</b>.\n",
+}
+
+
+def demo_texts(settings: Settings) -> list[str]:
+    """The demo's German files under var/demo/de (written once)."""
+    folder = settings.var_dir / "demo" / "de"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in DEMO_TEXTS.items():
+        if not (folder / name).exists():
+            (folder / name).write_text(text, encoding="utf-8")
+    return [str(folder / name) for name in DEMO_TEXTS]
+
+
 DEMO_OPENAI_KEY = "sk-fleet-demo-simulated"
 DEMO_SERIES_KEY = "fleet-demo-series-key"
 
@@ -64,6 +89,9 @@ def demo_programs(settings: Settings):
                                      "--hang-seconds", "15", "--missing-ratio", DEMO_MISSING_RATIO], 20),
         Program("demo-jobs", ["workouts", "rescue-stale", "--hours", "0"], 60, oneshot=True),
         Program("demo-series", ["series", "import-missing-data"], 60, oneshot=True),
+        Program("demo-trickle", ["demo", "trickle"], 60),
+        Program("demo-translation", ["translate", "--from", "de", "--to", "nl", "--out",
+                                     str(settings.var_dir / "demo" / "nl"), *demo_texts(settings)], 60, oneshot=True),
     ]
     env = {
         "OPENAI_BASE_URL": f"http://127.0.0.1:{openai_port}/v1",
@@ -75,3 +103,79 @@ def demo_programs(settings: Settings):
         "FLEET_CIRCUIT_RESET": "15",
     }
     return programs, env
+
+
+# -- the trickle: new work every little while -----------------------------------------------
+# Each step is a function that starts one piece of demo work; `fleet demo trickle` runs the
+# next step every TRICKLE_SECONDS, round-robin. A domain adds its own step to TRICKLE.
+
+TRICKLE_SECONDS = 20
+TRICKLE_GOALS = ["Run a faster 5k", "Touch my toes by summer", "Ten push-ups in a row", "Ski season fitness",
+                 "Stronger knees for hiking", "Swim a mile without stopping"]
+log = logging.getLogger("fleet.demo")
+
+
+def new_workout_plan() -> str:
+    """A new plan for a demo user, its generation job dispatched."""
+    from actors.workouts import create_plan, dispatch
+
+    email = random.choice(sorted({e for e, _, _ in DEMO_PLANS}))
+    user, _ = User.get_or_create(email=email, defaults={"name": email.split("@")[0].title()})
+    plan = create_plan(user.id, random.randint(2, 5), random.choice(TRICKLE_GOALS))
+    dispatch(user.id, plan.id)
+    return f"workout plan #{plan.id} ({plan.days} days) for {email}"
+
+
+def new_series_and_sweeps() -> str:
+    """A new series, then the import-missing sweeps of series and episodes as jobs: the series is
+    imported, the episodes its record lists follow, and each run shows its counts."""
+    from peewee import fn
+
+    from actors.series import add_series, import_missing_episodes_data, import_missing_series_data
+
+    tvdb_id = (Series.select(fn.MAX(Series.tvdb_id)).scalar() or DEMO_SERIES.start) + 1
+    add_series([tvdb_id])
+    import_missing_series_data.send()
+    import_missing_episodes_data.send()
+    return f"series TVDB {tvdb_id} added; import-missing sweeps of series and episodes sent"
+
+
+TRICKLE: list[Callable[[], str]] = [new_workout_plan, new_series_and_sweeps]
+
+
+def run_trickle(every: float, rounds: int | None = None) -> None:
+    """Run the next step every `every` seconds (`rounds` steps, or until stopped)."""
+    steps = itertools.cycle(TRICKLE)
+    for n in itertools.count():
+        if rounds is not None and n >= rounds:
+            return
+        if n or rounds is None:
+            time.sleep(every)  # under `fleet up`, the seeded plans go first
+        step = next(steps)
+        try:
+            click.echo(f"fleet: demo: {step()}")
+        except Exception:  # the demo keeps going through a broker or database hiccup
+            log.warning("demo step %s failed", step.__name__, exc_info=True)
+
+
+@click.group("demo", hidden=True)
+def demo_group() -> None:
+    """What `fleet up --demo` runs besides the fleet."""
+
+
+@demo_group.command("trickle")
+@click.option("--every", type=click.FloatRange(1, 3600), default=TRICKLE_SECONDS, show_default=True,
+              help="Seconds between two new pieces of work.")
+@click.option("--rounds", type=click.IntRange(1, 10**6), help="Stop after this many (default: run until stopped).")
+def trickle_command(every: float, rounds: int | None) -> None:
+    """Start new demo work every little while: a new workout plan, a new series with the import sweeps (and whatever other domains add)."""
+    from actors.runtime import boot
+    from core.broker import check_broker
+    from fleet.cli.database import open_database
+
+    open_database()
+    check_broker(boot())
+    run_trickle(every, rounds)
+
+
+commands = [demo_group]

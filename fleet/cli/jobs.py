@@ -6,6 +6,7 @@ import dramatiq
 from rich.console import Console
 from rich.table import Table
 
+from actors import batches
 from actors import jobs as joblog
 from actors.runtime import boot
 from core import dead_letters
@@ -13,6 +14,7 @@ from core.broker import check_broker
 from core.errors import FleetError
 from db.models import utcnow
 from fleet.cli.database import open_database
+from fleet.cli.types import DAYS, HOURS, Number
 
 
 def _broker():
@@ -69,17 +71,21 @@ def delete_command(message_ids: tuple[str, ...]) -> None:
 
 
 @jobs_group.command("cleanup")
-@click.option("--days", type=click.FloatRange(min=0), default=7, show_default=True, help="Delete finished rows older than this.")
-@click.option("--keep", type=click.IntRange(min=0), default=100, show_default=True, help="Never delete the newest N rows.")
+@click.option("--days", type=DAYS, default=7, show_default=True, help="Delete finished rows older than this.")
+@click.option("--keep", type=click.IntRange(0, 10**9), default=100, show_default=True, help="Never delete the newest N rows.")
 def cleanup_command(days: float, keep: int) -> None:
-    """Delete old finished JobLog rows, in batches."""
+    """Delete old finished JobLog rows, in batches; and finished batches older than 30 days with
+    their items (never the newest 100 batches)."""
     open_database()
     deleted = joblog.cleanup(days, keep)
     click.echo(f"Deleted {deleted} job log row(s) older than {days:g} day(s); kept the newest {keep}.")
+    pruned = batches.prune()
+    click.echo(f"Deleted {pruned} finished batch(es) older than {batches.PRUNE_DAYS} days with their items; "
+               f"kept the newest {batches.PRUNE_KEEP}.")
 
 
 @jobs_group.command("stats")
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=24, show_default=True)
+@click.option("--hours", type=Number(0, HOURS.max, min_open=True), default=24, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a job class, in a list.")
 def stats_command(hours: float, as_json: bool) -> None:
     """Per job class: successes today (UTC), attempts by status and the average duration of successful ones."""

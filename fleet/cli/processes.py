@@ -10,6 +10,7 @@ from actors.runtime import boot
 from core.broker import check_broker
 from core.net import ensure_port_free
 from core.settings import get_settings
+from fleet.cli.types import PORT, PROCESSES, THREADS
 
 
 @click.command("redis")
@@ -21,8 +22,8 @@ def redis_command() -> None:
 
 
 @click.command("worker")
-@click.option("-p", "--processes", type=click.IntRange(min=1), help="Worker processes (default: one a CPU).")
-@click.option("-t", "--threads", type=click.IntRange(min=1), help="Threads a process (default: 8).")
+@click.option("-p", "--processes", type=PROCESSES, help="Worker processes (default: one a CPU).")
+@click.option("-t", "--threads", type=THREADS, help="Threads a process (default: 8).")
 @click.option("-Q", "--queues", multiple=True, help="Only these queues (repeatable, or comma-separated).")
 def worker_command(processes: int | None, threads: int | None, queues: tuple[str, ...]) -> None:
     """Run Dramatiq workers for every actor, with all of Fleet's middleware."""
@@ -51,8 +52,8 @@ def scheduler_command() -> None:
 
 @click.command("web")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--port", type=PORT, default=5000, show_default=True)
+@click.option("--threads", type=THREADS, default=8, show_default=True)
 def web_command(host: str, port: int, threads: int) -> None:
     """Serve the panel (/admin), /healthz and the JSON API."""
     import waitress
@@ -62,15 +63,19 @@ def web_command(host: str, port: int, threads: int) -> None:
     ensure_port_free(host, port)
     app = create_app()
     click.echo(f"Fleet panel: http://{host}:{port}/admin")
-    waitress.serve(app, host=host, port=port, threads=threads, ident="fleet")
+    # Behind FLEET_TRUSTED_PROXIES proxies the app reads X-Forwarded-* itself (werkzeug's ProxyFix);
+    # waitress must pass them on instead of dropping them as it does by default.
+    trusts_proxies = get_settings().trusted_proxies > 0
+    waitress.serve(app, host=host, port=port, threads=threads, ident="fleet",
+                   clear_untrusted_proxy_headers=not trusts_proxies)
 
 
 @click.command("up")
 @click.option("--demo", is_flag=True, help="Also seed demo data and run the API simulators.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
-@click.option("-p", "--processes", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("-t", "--threads", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--port", type=PORT, default=5000, show_default=True)
+@click.option("-p", "--processes", type=PROCESSES, default=1, show_default=True)
+@click.option("-t", "--threads", type=THREADS, default=8, show_default=True)
 def up_command(demo: bool, host: str, port: int, processes: int, threads: int) -> None:
     """Run the whole fleet in the foreground under supervisord; Ctrl-C stops it."""
     from fleet.cli.up import run_fleet

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Iterator
 
 import click
@@ -14,6 +13,7 @@ from core.broker import check_broker
 from core.errors import FleetError
 from core.settings import get_settings
 from fleet.cli.database import open_database
+from fleet.cli.types import HOURS, ID
 
 WHAT = {"import-missing-data": "without data", "check-data-updates": "with data older than {hours:g} hour(s)"}
 
@@ -68,21 +68,8 @@ def _status(kind: ops.Kind, hours: float, as_json: bool) -> None:
     click.echo(f"Failed: {sum(failed.values())}" + "".join(f"\n  {code}: {n}" for code, n in failed.items()))
 
 
-class Hours(click.FloatRange):
-    """A number of hours from 0 to a century (and not NaN, which a range lets through)."""
-
-    def __init__(self):
-        super().__init__(min=0, max=ops.MAX_HOURS)
-
-    def convert(self, value, param, ctx):
-        hours = super().convert(value, param, ctx)
-        if math.isnan(hours):
-            self.fail(f"{value!r} is not a number of hours", param, ctx)
-        return hours
-
-
 def _hours_option(default: int):
-    return click.option("--hours", type=Hours(), default=default, show_default=True,
+    return click.option("--hours", type=HOURS, default=default, show_default=True,
                         help="Data older than this many hours is out of date.")
 
 
@@ -103,7 +90,7 @@ def _kind_group(kind: ops.Kind, help_text: str) -> click.Group:
         _run_sweep(kind, "check-data-updates", hours=hours)
 
     @group.command("sync")
-    @click.argument("tvdb_id", type=int)
+    @click.argument("tvdb_id", type=ID)
     def sync_command(tvdb_id: int) -> None:
         """Dispatch the data job of one row now (by its TVDB id)."""
         _sync(kind, tvdb_id)
@@ -135,7 +122,7 @@ def _ids_in(path: str) -> Iterator[int]:
 
 
 @series_group.command("add")
-@click.argument("tvdb_ids", nargs=-1, type=click.IntRange(min=1))
+@click.argument("tvdb_ids", nargs=-1, type=ID)
 @click.option("--name", help="The series' name until its data is imported (one id only).")
 @click.option("--from-file", "from_file", type=click.Path(exists=True, dir_okay=False),
               help="Read TVDB ids from this file, one a line (checked whole before any is added).")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from fleet.cli.types import MAX_ID, PORT, Number
+
 
 class FailSpec(click.ParamType):
     name = "FAULT=P,…"
@@ -25,7 +27,7 @@ class IdList(click.ParamType):
         if isinstance(value, (set, frozenset)):
             return value
         parts = [p.strip() for p in value.split(",") if p.strip()]
-        bad = [p for p in parts if not p.isdigit()]
+        bad = [p for p in parts if not p.isdigit() or int(p) > MAX_ID]
         if bad:
             self.fail(f"{bad[0]!r} is not an id", param, ctx)
         return {int(p) for p in parts}
@@ -34,17 +36,17 @@ class IdList(click.ParamType):
 def _common(command):
     options = [
         click.option("--host", default="127.0.0.1", show_default=True),
-        click.option("--latency-ms", type=click.FloatRange(min=0), default=0, show_default=True,
+        click.option("--latency-ms", type=Number(0, 600_000), default=0, show_default=True,
                      help="Delay before every API answer."),
         click.option("--fail", "fail", type=FailSpec(), default="",
                      help="Fault probabilities a request: 401, 429, quota, 500, 502, 503, timeout, malformed "
                           "(e.g. 429=0.1,503=0.05)."),
-        click.option("--retry-after", type=click.FloatRange(min=0), default=1, show_default=True,
+        click.option("--retry-after", type=Number(0, 86_400), default=1, show_default=True,
                      help="Seconds in the Retry-After header of a 429."),
-        click.option("--hang-seconds", type=click.FloatRange(min=0), default=30, show_default=True,
+        click.option("--hang-seconds", type=Number(0, 86_400), default=30, show_default=True,
                      help="How long a 'timeout' fault hangs before answering 504."),
         click.option("--api-key", help="The key clients must send (any key when unset)."),
-        click.option("--seed", type=int, help="Seed of the fault dice, for repeatable runs."),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Seed of the fault dice, for repeatable runs."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -57,7 +59,7 @@ def simulate_group() -> None:
 
 
 @simulate_group.command("openai")
-@click.option("--port", type=click.IntRange(1, 65535), default=8100, show_default=True)
+@click.option("--port", type=PORT, default=8100, show_default=True)
 @_common
 def simulate_openai(port: int, host: str, api_key: str | None, **faults) -> None:
     """An OpenAI-compatible /v1/chat/completions answering Structured Outputs."""
@@ -69,7 +71,7 @@ def simulate_openai(port: int, host: str, api_key: str | None, **faults) -> None
 
 
 @simulate_group.command("series-api")
-@click.option("--port", type=click.IntRange(1, 65535), default=8101, show_default=True)
+@click.option("--port", type=PORT, default=8101, show_default=True)
 @click.option("--missing", type=IdList(), default="", help="Ids answered with 404 (e.g. 12,13).")
 @click.option("--missing-ratio", type=click.FloatRange(0, 1), default=0, show_default=True,
               help="Share of all ids answered with 404, the same ids on every run (e.g. 0.05).")

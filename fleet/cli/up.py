@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +44,8 @@ def prepare(settings: Settings, *, demo: bool, host: str, port: int) -> None:
     from fleet.cli.database import open_database
 
     ensure_port_free(host, port)
+    # the workers' Prometheus counters of an earlier run (multiprocess files): this fleet starts at zero
+    shutil.rmtree(settings.metrics_dir, ignore_errors=True)
     if not settings.embedded_broker:
         check_broker(settings)
     for name in migrate(open_database(require_schema=False)):

@@ -14,6 +14,7 @@ from core.errors import FleetError
 from core.settings import get_settings
 from db.models.workouts import User, WorkoutPlan
 from fleet.cli.database import open_database
+from fleet.cli.types import HOURS, ID
 
 QUESTION = "Do you want to retry generating these workout plans? (yes/no) [yes]:"
 
@@ -61,7 +62,7 @@ def add_user_command(email: str, name: str | None) -> None:
 
 
 @workouts_group.command("create-plan")
-@click.option("--user", "user_id", type=int, required=True)
+@click.option("--user", "user_id", type=ID, required=True)
 @click.option("--days", type=click.IntRange(1, 365), required=True)
 @click.option("--goal", required=True)
 def create_plan_command(user_id: int, days: int, goal: str) -> None:
@@ -74,8 +75,8 @@ def create_plan_command(user_id: int, days: int, goal: str) -> None:
 
 
 @workouts_group.command("status")
-@click.option("--plan", "plan_id", type=int)
-@click.option("--user", "user_id", type=int)
+@click.option("--plan", "plan_id", type=ID)
+@click.option("--user", "user_id", type=ID)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def status_command(plan_id: int | None, user_id: int | None, as_json: bool) -> None:
     """Counts of pending, generated and failed days; each day of one plan."""
@@ -104,8 +105,8 @@ def status_command(plan_id: int | None, user_id: int | None, as_json: bool) -> N
 
 
 @workouts_group.command("retry-failed")
-@click.option("--plan", "plan_id", type=int, help="Only this plan.")
-@click.option("--user", "user_id", type=int, help="Only this user's plans.")
+@click.option("--plan", "plan_id", type=ID, help="Only this plan.")
+@click.option("--user", "user_id", type=ID, help="Only this user's plans.")
 @click.option("--reset", is_flag=True, help="Only set failed days back to pending; dispatch nothing.")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 def retry_failed_command(plan_id: int | None, user_id: int | None, reset: bool, assume_yes: bool) -> None:
@@ -146,7 +147,7 @@ def retry_failed_command(plan_id: int | None, user_id: int | None, reset: bool, 
 
 
 @workouts_group.command("rescue-stale")
-@click.option("--hours", type=click.FloatRange(min=0), default=2, show_default=True,
+@click.option("--hours", type=HOURS, default=2, show_default=True,
               help="0 dispatches every plan with pending days.")
 def rescue_stale_command(hours: float) -> None:
     """Re-dispatch plans whose days stay pending longer than --hours with no job in flight."""

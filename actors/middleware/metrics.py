@@ -1,0 +1,72 @@
+"""Prometheus counters of every attempt, kept by the worker processes themselves, so /metrics
+never counts the JobLog.
+
+`fleet_jobs_total{actor,queue,status}` and `fleet_job_duration_seconds{actor,status}` (a
+histogram) use prometheus_client's multiprocess mode: each worker process writes its values
+to memory-mapped files in `var/metrics/` (PROMETHEUS_MULTIPROC_DIR), and /metrics adds up the
+files of every process, dead ones included, so counters only grow. The files are per machine:
+a /metrics sees the workers that share its var/ directory (see the README's operations notes).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from dramatiq.middleware import Middleware
+
+from actors.middleware.outcome import get_outcome
+
+BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+_lock = threading.Lock()
+_metrics: tuple | None = None  # (counter, histogram), once a process
+
+
+def multiprocess_metrics(directory: Path):
+    """This process's counter and histogram, writing into `directory` (made on first use).
+
+    One directory a process, the first one asked for: prometheus_client reads it from the
+    environment whenever it opens a file, so changing it later would split the counts."""
+    global _metrics
+    with _lock:
+        if _metrics is None:
+            from prometheus_client import CollectorRegistry, Counter, Histogram, values
+
+            directory.mkdir(parents=True, exist_ok=True)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # not an inherited one: ours
+            values.ValueClass = values.MultiProcessValue()
+            registry = CollectorRegistry()  # not the global one: these are read from the files
+            counter = Counter("fleet_jobs", "Attempts of jobs, by actor, queue and how they ended.",
+                              ["actor", "queue", "status"], registry=registry)
+            histogram = Histogram("fleet_job_duration_seconds", "Duration of attempts, by actor and how they ended.",
+                                  ["actor", "status"], buckets=BUCKETS, registry=registry)
+            _metrics = (counter, histogram)
+        return _metrics
+
+
+class PrometheusMetrics(Middleware):
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._started = threading.local()
+
+    def before_process_message(self, broker, message):
+        self._started.at = time.monotonic()
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        outcome = get_outcome(message)
+        status = outcome.status if outcome else ("success" if exception is None else "failed")
+        self._count(message, status)
+
+    def after_skip_message(self, broker, message):
+        outcome = get_outcome(message)
+        self._count(message, outcome.status if outcome else "deferred")
+
+    def _count(self, message, status: str) -> None:
+        started = getattr(self._started, "at", None)
+        self._started.at = None
+        counter, histogram = multiprocess_metrics(self.directory)
+        counter.labels(message.actor_name, message.queue_name, status).inc()
+        if started is not None:
+            histogram.labels(message.actor_name, status).observe(time.monotonic() - started)

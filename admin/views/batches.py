@@ -1,0 +1,172 @@
+"""Batches: the list with progress bars, and a detail page that follows a batch live
+(polling /api/batches/<id> every 1.5 s until it ends), with cancel, resume and retry."""
+from __future__ import annotations
+
+from flask import abort, flash, redirect, request, url_for
+from flask_admin import BaseView, expose
+
+import actors.all  # noqa: F401  (every batch kind: resume and retry need the kind's actor)
+from actors import batches as ops
+from admin.access import PanelAccess, is_admin
+from core.errors import FleetError
+from db.models.batches import Batch, BatchItem
+
+PAGE = 50
+POLL_MS = 1_500
+STATUS_COLOURS = {"queued": "secondary", "processing": "primary", "completed": "success",
+                  "cancelled": "dark", "failed": "danger"}
+
+
+class BadQuery(ValueError):
+    pass
+
+
+def _number(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadQuery(f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise BadQuery(f"{name} must be between {low} and {high}")
+    return value
+
+
+def item_query() -> dict:
+    """`items` (a status, or all), `offset` and `limit` of the item list, from the query string."""
+    status = request.args.get("items") or None
+    if status not in (None, "all", *BatchItem.STATUSES):
+        raise BadQuery(f"items must be all or one of {', '.join(BatchItem.STATUSES)}")
+    return {"item_status": None if status == "all" else status, "offset": _number("offset", 0, 0, 10**9),
+            "limit": _number("limit", PAGE, 1, 500)}
+
+
+def list_query() -> dict:
+    status = request.args.get("status") or None
+    if status not in (None, *Batch.STATUSES):
+        raise BadQuery(f"status must be one of {', '.join(Batch.STATUSES)}")
+    return {"status": status, "offset": _number("offset", 0, 0, 10**9), "limit": PAGE}
+
+
+def colour(batch: Batch) -> str:
+    if batch.status == "completed" and batch.failed:
+        return "warning"
+    return STATUS_COLOURS.get(batch.status, "secondary")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+def _time(iso: str | None) -> str:
+    return iso.replace("T", " ").removesuffix("Z") if iso else "–"
+
+
+def _value(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _pairs(data: dict | None, skip: tuple = ()) -> str:
+    return ", ".join(f"{k.replace('_', ' ')}: {_value(v)}" for k, v in (data or {}).items() if v is not None and k not in skip)
+
+
+def _result(item: dict) -> str:
+    return item["error_message"] or "" if item["error_code"] else _pairs(item["result"])
+
+
+def actions(data: dict) -> dict:
+    """Which actions apply to the batch as it is now."""
+    return {"cancel": not data["finished"] and data["status"] != "cancelled", "resume": not data["finished"],
+            "retry": data["failed"] > 0 and data["status"] != "cancelled"}
+
+
+def for_page(snap: ops.Snapshot) -> dict:
+    """The snapshot with what the page shows already formatted (the page's script only copies
+    `shown` into place, so the server and the live updates format alike)."""
+    data = snap.as_dict()
+    data["colour"] = colour(snap.batch)
+    data["shown"] = {
+        "status_label": data["status_label"], "percent": f"{data['percent']:g} %",
+        "progress": f"{data['processed']:,} of {data['total']:,}", "succeeded": f"{data['succeeded']:,}",
+        "failed": f"{data['failed']:,}", "cancelled": f"{data['cancelled']:,}",
+        "current_item": data["current_item"] or "–",
+        "rate": f"{data['rate_per_second']:.2f} items/s" if data["rate_per_second"] else "–",
+        "eta": _duration(data["eta_seconds"]), "cost": ops.usd(data["cost_usd"]), "tokens": f"{data['tokens']:,}",
+        "created_at": _time(data["created_at"]), "started_at": _time(data["started_at"]),
+        "finished_at": _time(data["finished_at"]), "options": _pairs(data["options"], skip=("uploads",)),
+    }
+    data["actions"] = actions(data)
+    downloads = snap.batch.kind == "translation" and (snap.batch.options or {}).get("uploads")
+    for item in data["items"]:
+        item["shown"] = {"result": _result(item), "cost": ops.usd(item["cost_usd"]) if item["cost_usd"] else "",
+                         "finished_at": _time(item["finished_at"]) if item["finished_at"] else "",
+                         "download": url_for("translations.download", batch_id=snap.batch.id, position=item["position"])
+                         if downloads and item["status"] == "succeeded" else None}
+    return data
+
+
+def summary(batch: Batch) -> dict:
+    """A row of the list (and of /api/batches): the snapshot without items and errors."""
+    return for_page(ops.Snapshot(batch))
+
+
+class BatchesView(PanelAccess, BaseView):
+    @expose("/")
+    def index(self):
+        try:
+            query = list_query()
+        except BadQuery as exc:
+            flash(str(exc), "error")
+            query = {"status": None, "offset": 0, "limit": PAGE}
+        rows = [summary(b) for b in ops.list_batches(**query)]
+        return self.render("batches.html", rows=rows, query=query, statuses=Batch.STATUSES, page=PAGE,
+                           poll_ms=POLL_MS)
+
+    @expose("/<batch_id>/")
+    def details(self, batch_id: str):
+        try:
+            query = item_query()
+        except BadQuery as exc:
+            flash(str(exc), "error")
+            query = {"item_status": None, "offset": 0, "limit": PAGE}
+        try:
+            snap = ops.snapshot(batch_id, **query)
+        except FleetError:
+            abort(404)
+        return self.render("batch.html", snap=for_page(snap), query=query,
+                           can_act=is_admin(), poll_ms=POLL_MS)
+
+    def _act(self, batch_id: str, act) -> object:
+        try:
+            flash(act(), "success")
+        except FleetError as exc:
+            flash(str(exc), "error")
+            if Batch.get_or_none(Batch.id == batch_id) is None:
+                return redirect(self.get_url(".index"))
+        return redirect(self.get_url(".details", batch_id=batch_id))
+
+    @expose("/<batch_id>/cancel/", methods=("POST",))
+    def cancel(self, batch_id: str):
+        return self._act(batch_id, lambda: f"Cancelled {ops.cancel(batch_id)} pending item(s); running items finish.")
+
+    @expose("/<batch_id>/resume/", methods=("POST",))
+    def resume(self, batch_id: str):
+        def act():
+            done = ops.resume(batch_id)
+            return f"Sent {done.sent} lost chunk job(s) again; {done.in_flight} chunk(s) still queued or running."
+        return self._act(batch_id, act)
+
+    @expose("/<batch_id>/retry/", methods=("POST",))
+    def retry(self, batch_id: str):
+        return self._act(batch_id, lambda: f"Retrying {ops.retry(batch_id)} failed item(s).")

@@ -1,0 +1,34 @@
+"""`fleet translate`: translate files in the background, as a batch."""
+from __future__ import annotations
+
+import getpass
+import sys
+
+import click
+
+from actors import translations as ops
+from core.broker import check_broker
+from core.settings import get_settings
+from fleet.cli.batches import watch
+from fleet.cli.database import open_database
+
+
+@click.command("translate")
+@click.option("--from", "source", required=True, metavar="LANG", help="Language of the files (ISO 639-1, e.g. de).")
+@click.option("--to", "target", required=True, metavar="LANG", help="Language to translate into (e.g. nl).")
+@click.option("--out", "out_dir", metavar="DIR", help="Write DIR/<name> (default: <name>.<to>.<ext> beside each file).")
+@click.option("--watch", "follow", is_flag=True, help="Follow the batch until it ends.")
+@click.argument("files", nargs=-1, required=True)
+def translate_command(source: str, target: str, out_dir: str | None, follow: bool, files: tuple[str, ...]) -> None:
+    """Translate text, Markdown and JSON files: one batch, one item a file."""
+    plan = ops.plan_translation(list(files), source.strip().lower(), target.strip().lower(), out_dir=out_dir)
+    open_database()
+    check_broker(get_settings())
+    batch = plan.start(created_by=f"{getpass.getuser()} (cli)")
+    click.echo(f"Started translation batch {batch.id}: {batch.total} file(s), {source} → {target}.")
+    if follow:
+        sys.exit(watch(batch.id))
+    click.echo(f"Follow it with: fleet batches monitor {batch.id[:8]} --watch")
+
+
+commands = [translate_command]

@@ -1,0 +1,123 @@
+"""Sessions, redirects and the login throttle through Flask's test client (the same over real
+HTTP, with parallel guesses, is in tests/test_web_attack.py)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.test_panel import PASSWORD, app, csrf_token, log_in  # noqa: F401
+
+
+@pytest.fixture
+def accounts(db):
+    from actors.accounts import create_account
+
+    return [create_account(f"{role}@example.com", PASSWORD, role) for role in ("admin", "viewer")]
+
+
+def _copy_session(app, client):
+    thief = app.test_client()
+    thief.set_cookie("session", client.get_cookie("session").value)
+    return thief
+
+
+def test_logout_ends_a_copied_session(app, accounts):
+    client = app.test_client()
+    assert log_in(client, "admin@example.com").status_code == 302
+    thief = _copy_session(app, client)
+    assert thief.get("/admin/").status_code == 200
+    client.post("/admin/logout", data={"csrf_token": csrf_token(client, "/admin/")})
+    assert thief.get("/admin/").status_code == 302
+
+
+@pytest.mark.parametrize("operation", ["set_password", "disable_account", "end_sessions"])
+def test_account_operations_end_every_session_of_that_account_only(app, accounts, operation):
+    from actors import accounts as ops
+
+    viewer, admin = app.test_client(), app.test_client()
+    log_in(viewer, "viewer@example.com")
+    log_in(admin, "admin@example.com")
+    if operation == "set_password":
+        ops.set_password("viewer@example.com", "a-new-long-password")
+    elif operation == "disable_account":
+        ops.disable_account("viewer@example.com")
+    else:
+        ops.end_sessions(accounts[1].id)
+    assert viewer.get("/admin/").status_code == 302
+    assert admin.get("/admin/").status_code == 200
+
+
+def test_a_disabled_account_cannot_log_in_until_enabled(app, accounts):
+    from actors import accounts as ops
+
+    ops.disable_account("viewer@example.com")
+    refused = log_in(app.test_client(), "viewer@example.com")
+    assert refused.status_code == 401 and "Wrong email or password." in refused.text
+    ops.enable_account("viewer@example.com")
+    assert log_in(app.test_client(), "viewer@example.com").status_code == 302
+
+
+def test_a_session_cookie_of_the_old_format_is_not_accepted(app, accounts):
+    """A cookie made before session versions (user id only) must log in again."""
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = str(accounts[0].id)
+        session["_fresh"] = True
+    assert client.get("/admin/").status_code == 302
+
+
+@pytest.mark.parametrize("target", ["/%09/evil.example/x", "//evil.example/x", "/%5Cevil.example", "https://evil.example/",
+                                    "/%0d%0aSet-Cookie:%20x=1", "javascript:alert(1)", "/healthz", "admin/"])
+def test_login_never_redirects_off_the_panel(app, accounts, target):
+    client = app.test_client()
+    response = client.post(f"/admin/login?next={target}", data={
+        "email": "admin@example.com", "password": PASSWORD, "csrf_token": csrf_token(client)})
+    assert response.status_code == 302 and response.headers["Location"] == "/admin/"
+
+
+def test_login_follows_a_path_of_the_panel(app, accounts):
+    client = app.test_client()
+    response = client.post("/admin/login?next=/admin/jobs/%3Fflt0_status_equals%3Dfailed", data={
+        "email": "admin@example.com", "password": PASSWORD, "csrf_token": csrf_token(client)})
+    assert response.headers["Location"] == "/admin/jobs/?flt0_status_equals=failed"
+
+
+def test_another_accounts_success_does_not_clear_the_failures(app, accounts):
+    client = app.test_client()
+    codes = []
+    for n in range(7):
+        codes.append(log_in(client, "admin@example.com", "wrong-password").status_code)
+        assert log_in(app.test_client(), "viewer@example.com").status_code == 302
+    assert codes == [401] * 5 + [429] * 2
+
+
+def test_forwarded_addresses_are_ignored_unless_proxies_are_trusted(app, accounts):
+    """Without FLEET_TRUSTED_PROXIES a client cannot pick its own address to dodge the limit
+    (with it, each client behind the proxy has its own: tests/test_web_attack.py, over HTTP)."""
+    from admin.throttle import ADDRESS_LIMIT
+
+    for n in range(ADDRESS_LIMIT.amount):
+        response = log_in(app.test_client(), f"nobody{n}@example.com", "wrong-password",
+                          headers={"X-Forwarded-For": f"10.0.{n}.1"})
+        assert response.status_code == 401
+    blocked = log_in(app.test_client(), "admin@example.com", headers={"X-Forwarded-For": "10.0.99.1"})
+    assert blocked.status_code == 429
+
+
+def test_unknown_accounts_cost_a_password_check_too(app, accounts):
+    """An attacker cannot tell which emails have accounts from how long a wrong password takes."""
+    import statistics
+    import time
+
+    def median(email: str) -> float:
+        took = []
+        for n in range(3):
+            client = app.test_client()
+            token = csrf_token(client)
+            started = time.perf_counter()
+            client.post("/admin/login", data={"email": email, "password": "wrong-password", "csrf_token": token},
+                        environ_base={"REMOTE_ADDR": f"10.2.0.{n}"})
+            took.append(time.perf_counter() - started)
+        return statistics.median(took)
+
+    known, unknown = median("admin@example.com"), median("nobody@example.com")
+    assert unknown > 0.5 * known, (known, unknown)
