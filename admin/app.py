@@ -12,11 +12,13 @@ from actors.runtime import boot
 from admin import access, api, auth, errors, health, metrics, throttle
 from admin.views import register_views
 from admin.views.dashboard import DashboardView
+from admin.views.translations import MAX_UPLOAD_BYTES
 from core import trace
 from core.settings import Settings
 from db.database import database
 
 MAX_BODY = 1024 * 1024  # a form of the panel is a few kB; anything bigger is refused with 413
+UPLOAD_FORM = "/admin/translations/"  # the one form that takes files
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -36,6 +38,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         # the client address, scheme and host as the proxies in front of us saw them
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+
+    @app.before_request
+    def _upload_limit():
+        # Before CSRF reads the form: an upload up to twice the form's limit is read, so the form
+        # can say it is too large; a bigger one gets the 413 page.
+        if request.path == UPLOAD_FORM:
+            request.max_content_length = 2 * MAX_UPLOAD_BYTES
+
     CSRFProtect(app)
     throttle.init_app(app)
     auth.init_app(app)
