@@ -85,8 +85,10 @@ def demo_programs(settings: Settings):
         Program("openai-simulator", ["simulate", "openai", "--port", str(openai_port), "--api-key", DEMO_OPENAI_KEY,
                                      "--latency-ms", "400", "--fail", "429=0.05,503=0.05,malformed=0.12"], 20),
         Program("series-simulator", ["simulate", "series-api", "--port", str(series_port), "--api-key", DEMO_SERIES_KEY,
-                                     "--latency-ms", "100", "--fail", "429=0.03,503=0.03,timeout=0.01",
-                                     "--hang-seconds", "15", "--missing-ratio", DEMO_MISSING_RATIO], 20),
+                                     # no hanging requests: a worker busy with one for 10 s would outlast
+                                     # the demo's few seconds of graceful stop
+                                     "--latency-ms", "100", "--fail", "429=0.03,503=0.03",
+                                     "--missing-ratio", DEMO_MISSING_RATIO], 20),
         Program("demo-jobs", ["workouts", "rescue-stale", "--hours", "0"], 60, oneshot=True),
         Program("demo-series", ["series", "import-missing-data"], 60, oneshot=True),
         Program("demo-trickle", ["demo", "trickle"], 60),
