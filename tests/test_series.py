@@ -311,3 +311,41 @@ def test_a_run_that_lost_its_lock_in_a_stall_stops(db, broker, series_api):
     with pytest.raises(ops.SweepStalled, match="stalled longer than 60 s and lost its lock"):
         ops.import_missing(ops.SERIES, progress=progress)
     assert broker.client.hlen("fleet:data.msgs") == 2 * ops.PAGE  # what it sent before it noticed stays queued
+
+
+def test_the_three_stages_on_postgresql(postgres_url, broker, series_api):
+    """The same SQL on PostgreSQL: partial indexes, the episode upsert, keyset pages on (age, id)."""
+    from db.database import database, open_database
+    from db.migrate import migrate
+
+    pg = open_database(postgres_url)
+    migrate(pg)
+    previous = database.obj
+    database.initialize(pg)
+    worker = Worker(broker, worker_threads=4, worker_timeout=100)
+    worker.start()
+    try:
+        with database.connection_context():
+            ops.add_series([81189, 2**40])  # TVDB ids are 64-bit here
+            series_api.control(missing=[2**40])
+            assert ops.import_missing(ops.SERIES)["enqueued"] == 2
+            drain(broker)
+            assert Series.get(Series.tvdb_id == 2**40).error_code == "ERR_NOT_FOUND"
+            episodes = episode_count(81189)
+            assert ops.import_missing(ops.EPISODES)["enqueued"] == episodes
+            drain(broker)
+            ops.dispatch(ops.SERIES, Series.get(Series.tvdb_id == 81189).id)  # the record again: no new episode
+            drain(broker)
+            assert Episode.select().count() == episodes
+            assert Episode.select().where(Episode.data_last_updated_at.is_null()).count() == 0
+            Episode.update(data_last_updated_at=utcnow() - timedelta(hours=50)).where(Episode.number == 1).execute()
+            stale = Episode.select().where(Episode.number == 1).count()
+            assert ops.check_updates(ops.EPISODES, 48) == {"found": stale, "enqueued": stale, "already_queued": 0,
+                                                           "hours": 48}
+            drain(broker)
+            assert ops.status_counts(ops.EPISODES, 48)["older"] == 0
+            assert ops.import_missing(ops.SERIES) == {"found": 0, "enqueued": 0, "already_queued": 0,
+                                                      "include_failed": False}
+    finally:
+        worker.stop()
+        database.initialize(previous)

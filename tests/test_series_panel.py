@@ -69,7 +69,8 @@ def test_series_filters(admin_client, rows, query, expected):
 
 
 @pytest.mark.parametrize("query", [OLDER + "abc", OLDER + "-1", OLDER + "nan", OLDER + "1e12", FAILED + "ERR_NOPE",
-                                   "flt0_never_imported_is=no", "flt0_tvdb_id_equals=x", "page=-3"])
+                                   "flt0_never_imported_is=no", "flt0_tvdb_id_equals=x", "page=-3",
+                                   "flt0_tvdb_id_equals=99999999999999999999"])
 def test_bad_filter_values_never_give_an_error_page(admin_client, rows, query):
     page = admin_client.get("/admin/series/?" + query)
     assert page.status_code == 200
@@ -82,6 +83,11 @@ def test_bad_filter_values_never_give_an_error_page(admin_client, rows, query):
 
 def test_sync_selected_dispatches_a_data_job_each(admin_client, broker, rows):
     ids = [rows[0].id, rows[2].id]
+    response = admin_client.post("/admin/series/action/", follow_redirects=True, data={
+        "action": "sync", "rowid": [*ids, "99999999999999999999", "x"],
+        "csrf_token": csrf_token(admin_client, "/admin/series/")})
+    assert "Dispatched 2 data job(s); 0 already queued or running." in flashes(response.text)
+    broker.client.flushdb()
     response = admin_client.post("/admin/series/action/", follow_redirects=True, data={
         "action": "sync", "rowid": ids, "csrf_token": csrf_token(admin_client, "/admin/series/")})
     assert "Dispatched 2 data job(s); 0 already queued or running." in flashes(response.text)

@@ -13,7 +13,7 @@ from flask_admin.model import filters as base_filters
 from markupsafe import Markup
 
 from actors import series as ops
-from admin.views.base import ReadOnlyModelView, cut, filter_spec, utc
+from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec, utc
 from core.errors import CODES
 from db.models import utcnow
 from db.models.series import Episode
@@ -87,12 +87,15 @@ class TvdbIs(SyncFilter, base_filters.BaseIntFilter):
     def __init__(self, kind):
         super().__init__(kind, "TVDB id")
 
+    def validate(self, value) -> bool:
+        return as_id(value) is not None  # a number past 64 bits would overflow the query
 
-class SeriesIs(SyncFilter, base_filters.BaseIntFilter):
+
+class SeriesIs(TvdbIs):
     key = "series"
 
     def __init__(self, kind):
-        super().__init__(kind, "Series")
+        SyncFilter.__init__(self, kind, "Series")
 
 
 # -- formatting ----------------------------------------------------------------------------------
@@ -155,10 +158,8 @@ class SyncedRowsView(ReadOnlyModelView):
         return model.select(*[field for name, field in model._meta.fields.items() if name != "data"])
 
     def get_one(self, id):
-        try:
-            return self.kind.model.get_or_none(self.kind.model.id == int(id))
-        except (TypeError, ValueError):
-            return None
+        row_id = as_id(id)
+        return None if row_id is None else self.kind.model.get_or_none(self.kind.model.id == row_id)
 
     # -- what the page header shows -------------------------------------------------------------
     def summary(self) -> dict:
@@ -177,11 +178,7 @@ class SyncedRowsView(ReadOnlyModelView):
     # -- actions ------------------------------------------------------------------------------------
     @action("sync", "Sync selected", "Dispatch a data job for each selected row now?")
     def action_sync(self, ids):
-        try:
-            row_ids = [int(i) for i in ids]
-        except ValueError:
-            abort(400)
-        counts = ops.sync_rows(self.kind, row_ids)
+        counts = ops.sync_rows(self.kind, [i for i in (as_id(raw) for raw in ids) if i is not None])
         flash(f"Dispatched {counts['enqueued']} data job(s); {counts['already_queued']} already queued or running.",
               "success")
 

@@ -1,11 +1,11 @@
-from peewee import CharField, DateTimeField, ForeignKeyField, IntegerField, Model, TextField
+from peewee import BigIntegerField, CharField, DateTimeField, ForeignKeyField, IntegerField, Model, TextField
 
 
 def up(db, migrator):
     def synced(name: str, **extra):
         """A table of records kept in sync with the series API, with the indexes its sweeps need."""
         fields = dict(
-            tvdb_id=IntegerField(unique=True),
+            tvdb_id=BigIntegerField(unique=True),
             name=CharField(null=True),
             data=TextField(null=True),
             data_last_updated_at=DateTimeField(null=True),

@@ -5,7 +5,7 @@ leaves the last error code, message and time on the row (a later success clears 
 """
 from __future__ import annotations
 
-from peewee import CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
+from peewee import BigIntegerField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
 
 from db.models import BaseModel, JSONField, utcnow
 
@@ -13,7 +13,7 @@ from db.models import BaseModel, JSONField, utcnow
 class SyncedRecord(BaseModel):
     """What a series and an episode share: the API id, the stored record and its age, the last error."""
 
-    tvdb_id = IntegerField(unique=True)
+    tvdb_id = BigIntegerField(unique=True)
     name = CharField(null=True)
     data = JSONField(null=True)
     data_last_updated_at = DateTimeField(null=True)
