@@ -23,8 +23,14 @@ def successes_since(job_class: str, since: datetime) -> int:
     ).count()
 
 
-def stats_by_class(since: datetime) -> list[dict]:
-    """Per job class: attempts by status and the average duration of successful ones."""
+def today() -> datetime:
+    """Midnight UTC of today, as the job log stores times."""
+    return utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def stats_by_class(since: datetime, day_start: datetime | None = None) -> list[dict]:
+    """Per job class: attempts by status since `since`, the average duration of the successful
+    ones, and (the seed's statistics) how many succeeded since `day_start` (today, UTC)."""
     rows = (
         JobLog.select(JobLog.job_class, JobLog.status, fn.COUNT(JobLog.id).alias("n"),
                       fn.AVG(JobLog.duration_seconds).alias("avg"))
@@ -32,12 +38,23 @@ def stats_by_class(since: datetime) -> list[dict]:
         .group_by(JobLog.job_class, JobLog.status)
         .dicts()
     )
+    day_start = day_start or today()
+    today_rows = (JobLog.select(JobLog.job_class, fn.COUNT(JobLog.id))
+                  .where((JobLog.status == "success") & (JobLog.created_at >= day_start))
+                  .group_by(JobLog.job_class).tuples())
     stats: dict[str, dict] = {}
+
+    def entry(job_class: str) -> dict:
+        return stats.setdefault(job_class, {"job_class": job_class, "counts": {}, "avg_success_seconds": None,
+                                            "success_today": 0})
+
     for row in rows:
-        entry = stats.setdefault(row["job_class"], {"job_class": row["job_class"], "counts": {}, "avg_success_seconds": None})
-        entry["counts"][row["status"]] = row["n"]
+        found = entry(row["job_class"])
+        found["counts"][row["status"]] = row["n"]
         if row["status"] == "success":
-            entry["avg_success_seconds"] = row["avg"]
+            found["avg_success_seconds"] = row["avg"]
+    for job_class, n in today_rows:
+        entry(job_class)["success_today"] = n
     return sorted(stats.values(), key=lambda e: e["job_class"])
 
 

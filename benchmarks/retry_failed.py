@@ -17,13 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis  # noqa: E402
 
+from benchmarks.scratch import postgres_database  # noqa: E402
 from core.embedded_redis import redis_server_binary  # noqa: E402
 from core.net import free_port  # noqa: E402
 from db.database import open_database  # noqa: E402
@@ -111,19 +111,8 @@ def main() -> int:
     try:
         results += bench("sqlite", f"sqlite:///{work}/bench.db", redis_url, work / "var", args.plans, args.days)
         if not args.skip_postgres:
-            import psycopg2
-
-            admin_url = os.environ.get("FLEET_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-            name = f"fleet_bench_{uuid.uuid4().hex[:8]}"
-            admin = psycopg2.connect(admin_url)
-            admin.autocommit = True
-            admin.cursor().execute(f'CREATE DATABASE "{name}"')
-            try:
-                results += bench("postgresql", f"{admin_url.rpartition('/')[0]}/{name}", redis_url, work / "var",
-                                 args.plans, args.days)
-            finally:
-                admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                admin.close()
+            with postgres_database() as url:
+                results += bench("postgresql", url, redis_url, work / "var", args.plans, args.days)
     finally:
         server.terminate()
         server.wait()

@@ -44,6 +44,7 @@ class Settings:
     heartbeat_timeout: float
     secret_key_override: str | None = field(repr=False)
     state_redis_url: str | None = None
+    series_api_rate: int = 20  # requests a second, for the whole fleet
     trusted_proxies: int = 0  # proxies in front of `fleet web` whose X-Forwarded-* headers are believed
     batch_chunk: int = 50  # items a chunk job of a batch works, at most MAX_BATCH_CHUNK
     max_defer: float = 6 * 3600
@@ -84,6 +85,7 @@ MAX_CIRCUIT_RESET = 86400  # seconds a breaker stays open
 MAX_HEARTBEAT_TIMEOUT = 3600  # seconds before a dead worker's messages run again
 MAX_TRUSTED_PROXIES = 10
 MAX_DEFER = 30 * 86400  # seconds a message may wait for open breakers in all
+MAX_SERIES_API_RATE = 10_000  # requests a second
 
 
 def _url(name: str, value: str, schemes: set[str]) -> str:
@@ -171,6 +173,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                     minimum=0, maximum=MAX_TRUSTED_PROXIES)),
         secret_key_override=env.get("FLEET_SECRET_KEY"),
         state_redis_url=state_redis_url,
+        series_api_rate=int(_number("SERIES_API_RATE", env.get("SERIES_API_RATE", "20"), integer=True, minimum=1,
+                                    maximum=MAX_SERIES_API_RATE)),
         batch_chunk=int(_number("FLEET_BATCH_CHUNK", env.get("FLEET_BATCH_CHUNK", str(MAX_BATCH_CHUNK)), integer=True,
                                 minimum=1, maximum=MAX_BATCH_CHUNK)),
         max_defer=_number("FLEET_MAX_DEFER", env.get("FLEET_MAX_DEFER", str(6 * 3600)), integer=False,

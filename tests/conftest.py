@@ -19,6 +19,7 @@ import redis as redis_lib
 from core.net import free_port
 
 TEST_OPENAI_KEY = "sk-fleet-test-4f1c9a7e2b"
+TEST_SERIES_KEY = "series-test-key-81c2"
 POSTGRES_URL = os.environ.get("FLEET_TEST_POSTGRES_URL")
 RABBITMQ_URL = os.environ.get("FLEET_TEST_RABBITMQ_URL")
 
@@ -50,6 +51,7 @@ _redis_proc = _start_redis(_redis_port, _session_dir / "redis")
 REDIS_URL = f"redis://127.0.0.1:{_redis_port}/0"
 # The session's OpenAI simulator (started on first use) is where Fleet's settings point.
 _openai_port = free_port()
+_series_port = free_port()  # and the series API simulator's (fixture `series_api`)
 
 for key in [k for k in os.environ if k.startswith("FLEET_") and not k.startswith("FLEET_TEST_")]:
     del os.environ[key]
@@ -64,8 +66,8 @@ os.environ.update(
     FLEET_CIRCUIT_FAILURES="3",
     FLEET_CIRCUIT_RESET="2",
 )
-for key in ("SERIES_API_URL", "SERIES_API_KEY"):
-    os.environ.pop(key, None)
+os.environ.update(SERIES_API_URL=f"http://127.0.0.1:{_series_port}", SERIES_API_KEY=TEST_SERIES_KEY)
+os.environ.pop("SERIES_API_RATE", None)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -153,6 +155,23 @@ def openai_sim(_session_openai):
     _session_openai.reset()
     yield _session_openai
     _session_openai.reset()
+
+
+@pytest.fixture(scope="session")
+def _session_series():
+    from core.simulators.series_sim import start_series_simulator
+
+    server = start_series_simulator(port=_series_port, api_key=TEST_SERIES_KEY)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def series_api(_session_series):
+    """The series API simulator Fleet's settings point at, with no faults and no missing ids, for this test."""
+    _session_series.reset()
+    yield _session_series
+    _session_series.reset()
 
 
 @pytest.fixture

@@ -37,3 +37,34 @@ def test_send_many_runs_the_middleware_and_skips_work_already_queued(db, broker)
         assert (holder, queue, redis_id, state) == (m.message_id, "tests", m.options["redis_message_id"], "q")
         assert "unique_claimed" not in m.options
     assert wa.unique_sleeper.send(keys[3], 0) is None
+
+
+def test_the_broker_calls_each_middleware_that_has_a_hook_including_one_added_later(settings):
+    """The Redis broker skips Middleware's no-op hooks; a hook of any middleware, even one added
+    after the first send, still runs in order."""
+    from dramatiq.middleware import Middleware
+
+    from core.broker import build_broker
+
+    seen = []
+
+    class Recorder(Middleware):
+        def __init__(self, name):
+            self.name = name
+
+        def before_enqueue(self, broker, message, delay):
+            seen.append(f"{self.name}:before")
+
+        def after_enqueue(self, broker, message, delay):
+            seen.append(f"{self.name}:after")
+
+    broker = build_broker(settings, [Recorder("a"), Middleware()])
+    try:
+        broker.declare_queue("tests-hooks")
+        broker.enqueue(Message(queue_name="tests-hooks", actor_name="x", args=(), kwargs={}, options={}))
+        broker.add_middleware(Recorder("b"))
+        broker.enqueue(Message(queue_name="tests-hooks", actor_name="x", args=(), kwargs={}, options={}))
+        assert seen == ["a:before", "a:after", "a:before", "b:before", "b:after", "a:after"]
+    finally:
+        broker.client.delete("fleet:tests-hooks", "fleet:tests-hooks.msgs")
+        broker.close()

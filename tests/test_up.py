@@ -73,6 +73,14 @@ def test_fleet_up_serves_the_panel_refuses_a_second_fleet_and_stops_cleanly(embe
             wait_for(lambda: WorkoutPlan.select().where(WorkoutPlan.status == "generated").count() >= 5,
                      timeout=60, message="demo days generated")
             assert WorkoutPlan.select().count() >= 25  # the seeded plans, and maybe the trickle's first
+        # and its series are imported through the series simulator, the few it does not know failing with 404
+        from db.models.series import Series
+
+        with Series.bind_ctx(demo_db):
+            wait_for(lambda: Series.select().where(Series.data_last_updated_at.is_null(False)).count() >= 50
+                     and Series.select().where(Series.error_code == "ERR_NOT_FOUND").exists(),
+                     timeout=60, message="demo series imported")
+            assert Series.select().count() == 300
     finally:
         started = time.monotonic()
         up.send_signal(signal.SIGTERM)
@@ -157,14 +165,18 @@ def test_demo_trickle_adds_a_plan_and_dispatches_its_job(fleet_env, redis_url):
     import redis as redis_lib
 
     assert fleet("db", "migrate", env=fleet_env).returncode == 0
-    result = fleet("demo", "trickle", "--rounds", "2", "--every", "1", env=fleet_env)
+    result = fleet("demo", "trickle", "--rounds", "4", "--every", "1", env=fleet_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("fleet: demo: workout plan #") == 2
+    assert result.stdout.count("import-missing sweeps of series and episodes sent") == 2
     from db.database import open_database
+    from db.models.series import Series
     from db.models.workouts import Plan
 
-    with Plan.bind_ctx(open_database(fleet_env["DATABASE_URL"])):
-        assert Plan.select().count() == 2
+    demo_db = open_database(fleet_env["DATABASE_URL"])
+    with Plan.bind_ctx(demo_db), Series.bind_ctx(demo_db):
+        assert Plan.select().count() == 2 and Series.select().count() == 2
     client = redis_lib.Redis.from_url(redis_url)
     assert client.hlen("fleet:workouts.msgs") >= 2
+    assert client.hlen("fleet:sweeps.msgs") == 2  # a sweep sent while the same one is queued is not sent again
     client.flushdb()

@@ -32,6 +32,17 @@ from db.models.jobs import JobLog
 
 log = logging.getLogger("fleet.joblog")
 
+
+class _SummaryKept(logging.Filter):
+    """A job's return value is its JobLog summary here, not a lost result: Dramatiq's warning
+    that it was discarded (without its Results middleware) would be a false alarm a job."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned a value that is not None" not in str(record.msg)
+
+
+logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_SummaryKept())
+
 FLUSH_INTERVAL = 0.5
 MAX_MESSAGE = 2_000
 MAX_TRACEBACK = 8_000
@@ -139,6 +150,9 @@ class JobLogWriter(Middleware):
         if exception is not None:
             text = "".join(tb.format_exception(type(exception), exception, exception.__traceback__))
             changes["traceback"] = _cut(text, MAX_TRACEBACK)
+        elif result is not None:  # a job's summary of what it did (a sweep's counts), kept as its message
+            summary = result if isinstance(result, str) else json.dumps(result, sort_keys=True, default=str)
+            changes["message"] = _cut(summary, MAX_MESSAGE)
         self._finish(message, changes)
 
     def after_skip_message(self, broker, message):

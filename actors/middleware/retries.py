@@ -3,7 +3,7 @@ import random
 
 from dramatiq.middleware import Middleware
 
-from actors.middleware.breakers import deferral_spent, defer
+from actors.middleware.breakers import defer, deferral_spent
 from actors.middleware.outcome import Outcome, option, set_outcome
 from actors.middleware.settle import later
 from core import dead_letters
@@ -71,6 +71,12 @@ class BackoffRetries(Middleware):
         code = error.code.code
         message.options["error_code"] = code
         message.options["error"] = redact(error.message)[:500]
+
+        defer_seconds = getattr(exception, "defer_seconds", None)
+        if defer_seconds is not None and not deferral_spent(broker, message):
+            # the job asked to wait (over an API's budget): no retry spent
+            defer(broker, message, defer_seconds, error.message, code=code)
+            return
 
         if code == "ERR_CIRCUIT_OPEN" and not deferral_spent(broker, message):
             service = option(broker, message, "service")

@@ -7,7 +7,9 @@ from admin.views.batches import BatchesView
 from admin.views.dead_letters import DeadLettersView
 from admin.views.error_codes import ErrorCodesView
 from admin.views.health import HealthView
+from admin.views.job_stats import JobStatsView
 from admin.views.jobs import JobLogView
+from admin.views.series import EpisodeDataView, SeriesDataView
 from admin.views.translations import TranslationsView
 from admin.views.workouts import FailedPlansView
 from db.models.jobs import JobLog
@@ -17,6 +19,9 @@ from db.models.workouts import WorkoutPlan
 def register_views(admin: Admin) -> None:
     admin.add_view(JobLogView(JobLog, name="Job logs", endpoint="joblogs", url="/admin/jobs"))
     admin.add_view(FailedPlansView(WorkoutPlan, name="Failed plans", endpoint="failed_plans", url="/admin/failed-plans"))
+    admin.add_view(SeriesDataView(name="Series", category="Series data", endpoint="series_data", url="/admin/series"))
+    admin.add_view(EpisodeDataView(name="Episodes", category="Series data", endpoint="episode_data", url="/admin/episodes"))
+    admin.add_view(JobStatsView(name="Job statistics", endpoint="job_stats", url="/admin/job-stats"))
     admin.add_view(BatchesView(name="Batches", endpoint="batches", url="/admin/batches"))
     admin.add_view(TranslationsView(name="New translation", endpoint="translations", url="/admin/translations"))
     admin.add_view(ErrorCodesView(name="Error codes", endpoint="error_codes", url="/admin/error-codes"))

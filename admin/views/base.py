@@ -89,6 +89,24 @@ class ReadOnlyModelView(PanelAccess, ModelView):
         return count, (list(query) if execute else query)
 
 
+def filter_spec(view) -> dict | None:
+    """The filters of this request as a spec of the view's `key`ed filters (each filter has a
+    `key` and a `spec_value(value)`), for a background job to repeat the list's query; None when
+    one of them is unknown or has a bad value (Flask-Admin would drop it, and the job would
+    reach further than the list) or a key comes twice."""
+    given = [arg for arg in request.args if arg.startswith("flt")]
+    parsed = view._get_list_filter_args() or []
+    if len(parsed) != len(given):
+        return None
+    spec: dict = {}
+    for index, _name, value in parsed:
+        flt = view._filters[index]
+        value = flt.spec_value(flt.clean(value))
+        if spec.setdefault(flt.key, value) != value:
+            return None  # two values for one key: the list shows nothing, so act on nothing
+    return spec
+
+
 def _stream(query):
     """Rows for the CSV export, fetched while the response streams, after the request's
     connection was closed (hence a connection of its own), without caching them."""

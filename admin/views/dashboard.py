@@ -12,6 +12,7 @@ from flask import current_app
 from flask_admin import AdminIndexView, expose
 
 from actors.middleware.presence import live_workers
+from actors.series import overview as series_overview
 from admin.access import PanelAccess
 from admin.cache import cached
 from admin.health import LEADER_KEY
@@ -62,5 +63,6 @@ class DashboardView(PanelAccess, AdminIndexView):
             heartbeat_timeout=settings.heartbeat_timeout,
             breakers=_read(errors, "breakers", states, {}),
             leader=_read(errors, "scheduler leader", scheduler_leader),
+            series=_read(errors, "series data", series_overview),
             errors=errors,
         )

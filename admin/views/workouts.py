@@ -11,9 +11,16 @@ from flask_admin.model import filters as base_filters
 from flask_login import current_user
 from markupsafe import Markup
 
-from actors.workouts import (count_matching, count_plans_with_pending_days, dispatch, generate_pending, matching,
-                             reset_days, start_retry)
-from admin.views.base import ReadOnlyModelView, as_id, cut
+from actors.workouts import (
+    count_matching,
+    count_plans_with_pending_days,
+    dispatch,
+    generate_pending,
+    matching,
+    reset_days,
+    start_retry,
+)
+from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec
 from core.errors import CODES, FleetError
 from db.models.workouts import Plan, WorkoutPlan
 
@@ -146,19 +153,8 @@ class FailedPlansView(ReadOnlyModelView):
 
     # -- "Retry all matching the filter" ---------------------------------------------
     def filter_spec(self) -> dict | None:
-        """The filters of this request as an `actors.workouts.matching` spec; None when one of them is
-        unknown or has a bad value (Flask-Admin would drop it, and the retry would reach further)."""
-        given = [arg for arg in request.args if arg.startswith("flt")]
-        parsed = self._get_list_filter_args() or []
-        if len(parsed) != len(given):
-            return None
-        spec: dict = {}
-        for index, _name, value in parsed:
-            flt = self._filters[index]
-            value = flt.spec_value(flt.clean(value))
-            if spec.setdefault(flt.key, value) != value:
-                return None  # two values for one key: the list shows nothing, so retry nothing
-        return spec
+        """The filters of this request as an `actors.workouts.matching` spec, or None."""
+        return filter_spec(self)
 
     def render(self, template, **kwargs):
         if template == self.list_template and getattr(current_user, "is_admin", False):

@@ -6,17 +6,21 @@ import logging
 import threading
 
 import requests
+from redis.exceptions import LockError
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
 from core.breakers import breaker
-from core.errors import JobError
+from core.budget import budget
+from core.errors import JobError, retry_after_seconds
 from core.settings import Settings
 from core.state import state_redis
 
 log = logging.getLogger(__name__)
 
 TOKEN_TTL = 24 * 3600  # TheTVDB tokens last a month; a day bounds how long a revoked one lingers
+LOGIN_LOCK_TTL = 15  # seconds; beyond a login's timeout
+FOLLOW_UP_WAIT = 20  # seconds a job's login or second try waits for a budget slot: it is well under way
 _local_tokens: dict[str, str] = {}  # used only when there is no state Redis (RabbitMQ without one)
 _local_lock = threading.Lock()
 
@@ -41,6 +45,7 @@ class SeriesClient:
         self._timeout = timeout
         self._session = retrying_session(connect_retries)
         self._redis = state_redis()
+        self._budget = budget("series_api")
         # One cache entry per API and key, so a changed key never reuses the old key's token.
         fingerprint = hashlib.sha256(f"{self._base}\0{self._api_key}".encode()).hexdigest()[:16]
         self._token_key = f"fleet:series_api:token:{fingerprint}"
@@ -53,7 +58,12 @@ class SeriesClient:
         return self._data(f"/episodes/{tvdb_id}/extended")
 
     def _data(self, path: str, params: dict | None = None) -> dict:
-        response = breaker("series_api").call(self._authorized_get, path, params)
+        token = self._token()
+        # The request's slot of the fleet's shared budget, taken once the token is there, right
+        # before the request goes out: waiting briefly, OverBudget (the job is deferred) beyond
+        # that. Outside the breaker, which would count a request never sent as a success.
+        self._budget.acquire()
+        response = breaker("series_api").call(self._authorized_get, path, params, token)
         try:
             body = response.json()
         except ValueError:
@@ -62,32 +72,51 @@ class SeriesClient:
             raise JobError("ERR_INVALID_RESPONSE", f"series API answered {path} without a data object")
         return body["data"]
 
-    def _authorized_get(self, path: str, params: dict | None) -> requests.Response:
+    def _authorized_get(self, path: str, params: dict | None, token: str) -> requests.Response:
         """GET with the shared token; on 401 log in again once (unless another worker just did)."""
-        token = self._token()
         response = self._get(path, params, token)
         if response.status_code == 401:
             log.info("series API token refused; logging in again")
-            response = self._get(path, params, self._token(stale=token))
+            token = self._token(stale=token)
+            self._budget.acquire(FOLLOW_UP_WAIT)
+            response = self._get(path, params, token)
         response.raise_for_status()
         return response
 
     def _get(self, path: str, params: dict | None, token: str) -> requests.Response:
-        return self._session.get(f"{self._base}{path}", params=params, timeout=self._timeout,
-                                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+        response = self._session.get(f"{self._base}{path}", params=params, timeout=self._timeout,
+                                     headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+        if response.status_code == 429:
+            self._budget.shrink(retry_after_seconds(response.headers) or 1.0)
+        return response
 
     def _token(self, stale: str | None = None) -> str:
-        """The cached token, unless it is `stale`; then (or when none is cached) a new login."""
+        """The cached token, unless it is `stale`; then (or when none is cached) a new login, by
+        one worker at a time: the others wait for its token instead of logging in too."""
         cached = self._cached()
         if cached and cached != stale:
             return cached
-        token = self._login()
-        if self._redis is not None:
-            self._redis.set(self._token_key, token, ex=TOKEN_TTL)
-        else:
+        if self._redis is None:
             with _local_lock:
-                _local_tokens[self._token_key] = token
-        return token
+                cached = _local_tokens.get(self._token_key)
+                if not cached or cached == stale:
+                    cached = _local_tokens[self._token_key] = self._new_token()
+                return cached
+        lock = self._redis.lock(f"{self._token_key}:login", timeout=LOGIN_LOCK_TTL, blocking_timeout=LOGIN_LOCK_TTL)
+        locked = lock.acquire()  # False after the wait: log in anyway rather than fail
+        try:
+            cached = self._cached()
+            if cached and cached != stale:
+                return cached
+            token = self._new_token()
+            self._redis.set(self._token_key, token, ex=TOKEN_TTL)
+            return token
+        finally:
+            if locked:
+                try:
+                    lock.release()
+                except LockError:  # held longer than its TTL: it expired on its own
+                    pass
 
     def _cached(self) -> str | None:
         if self._redis is None:
@@ -95,6 +124,11 @@ class SeriesClient:
                 return _local_tokens.get(self._token_key)
         value = self._redis.get(self._token_key)
         return value.decode() if isinstance(value, bytes) else value
+
+    def _new_token(self) -> str:
+        """A login: a request of the budget too, and a call through the breaker."""
+        self._budget.acquire(FOLLOW_UP_WAIT)
+        return breaker("series_api").call(self._login)
 
     def _login(self) -> str:
         log.info("logging in to the series API")

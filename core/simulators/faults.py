@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 
 FAULTS = ("401", "429", "quota", "500", "502", "503", "timeout", "malformed")
 OUTCOMES = ("ok", *FAULTS)
 SETTINGS = ("fail", "latency_ms", "retry_after", "hang_seconds", "sequence")
+SECONDS_KEPT = 300  # how many seconds of per-second request counts /_control shows
 
 
 def parse_fail_spec(spec: str) -> dict[str, float]:
@@ -66,6 +68,7 @@ class FaultState:
             self.config = dict(self._initial, fail=dict(self._initial["fail"]), sequence=[])
             self.counters: Counter[str] = Counter()
             self.by_outcome: Counter[str] = Counter()
+            self.per_second: Counter[int] = Counter()  # API requests by arrival second (Unix time)
             self._random = random.Random(self.seed)
 
     def update(self, changes: dict) -> None:
@@ -98,8 +101,14 @@ class FaultState:
             return "ok"
 
     def arrive(self) -> None:
-        """Count an API request as it comes in (before any latency or hang)."""
-        self.count_event("requests")
+        """Count an API request as it comes in (before any latency or hang), in all and in its second."""
+        second = int(time.time())
+        with self._lock:
+            self.counters["requests"] += 1
+            self.per_second[second] += 1
+            if len(self.per_second) > SECONDS_KEPT:
+                for old in [s for s in self.per_second if s <= second - SECONDS_KEPT]:
+                    del self.per_second[old]
 
     def record(self, outcome: str) -> None:
         """What the request came to: a fault name, "ok", or a status like "401"."""
@@ -113,5 +122,7 @@ class FaultState:
     def snapshot(self) -> dict:
         with self._lock:
             config = dict(self.config, fail=dict(self.config["fail"]), sequence=list(self.config["sequence"]))
+            per_second = {str(s): n for s, n in sorted(self.per_second.items())}
             return {"config": {**config, "seed": self.seed},
-                    "stats": {"requests": 0, **self.counters, "by_outcome": dict(self.by_outcome)}}
+                    "stats": {"requests": 0, **self.counters, "by_outcome": dict(self.by_outcome),
+                              "per_second": per_second, "max_per_second": max(self.per_second.values(), default=0)}}

@@ -1,7 +1,8 @@
 """A series data API in the shape of TheTVDB v4: `POST /login`, then bearer-token reads.
 
 Records are made up deterministically from the id. Episode `S*100 + k` is episode k of
-series S, so a series' episode list and each episode's `seriesId` agree.
+series S, so a series' episode list and each episode's `seriesId` agree. Ids in `missing`,
+and a share `missing_ratio` of all ids (the same ids on every run), answer 404.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import random
 import secrets
 import threading
+import zlib
 
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
@@ -78,6 +80,11 @@ def series_record(series_id: int, with_episodes: bool = False) -> dict:
     return record
 
 
+def missing_by_ratio(item_id: int, ratio: float) -> bool:
+    """Whether `item_id` is among the share `ratio` of ids the API does not know (deterministic)."""
+    return ratio > 0 and zlib.crc32(f"missing:{item_id}".encode()) % 10_000 < ratio * 10_000
+
+
 def failure(status: int, message: str, headers: dict | None = None) -> Response:
     return json_response({"status": "failure", "message": message, "data": None}, status, headers)
 
@@ -87,11 +94,13 @@ class SeriesSimulator(SimulatorApp):
              Rule("/series/<item_id>/extended", endpoint="series"),
              Rule("/episodes/<item_id>/extended", endpoint="episode")]
 
-    def __init__(self, faults: FaultState, api_key: str | None = None, missing: set[int] | frozenset = frozenset()):
+    def __init__(self, faults: FaultState, api_key: str | None = None, missing: set[int] | frozenset = frozenset(),
+                 missing_ratio: float = 0.0):
         super().__init__(faults)
         self.api_key = api_key
         self.missing = set(missing)
-        self._initial_missing = set(missing)
+        self.missing_ratio = missing_ratio
+        self._initial_missing = (set(missing), missing_ratio)
         self._tokens: set[str] = set()
         self._tokens_lock = threading.Lock()
 
@@ -100,12 +109,17 @@ class SeriesSimulator(SimulatorApp):
 
     def apply_control(self, changes: dict) -> None:
         missing = changes.pop("missing", None)
+        ratio = changes.pop("missing_ratio", None)
         expire = changes.pop("expire_tokens", False)
         if missing is not None and (not isinstance(missing, list) or not all(isinstance(i, int) for i in missing)):
             raise ValueError("missing must be a list of ids")
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1):
+            raise ValueError("missing_ratio must be a number between 0 and 1")
         self.faults.update(changes)
         if missing is not None:
             self.missing = set(missing)
+        if ratio is not None:
+            self.missing_ratio = float(ratio)
         if expire:
             with self._tokens_lock:
                 self._tokens.clear()
@@ -113,12 +127,14 @@ class SeriesSimulator(SimulatorApp):
     def describe(self) -> dict:
         described = super().describe()
         described["config"]["missing"] = sorted(self.missing)
+        described["config"]["missing_ratio"] = self.missing_ratio
         with self._tokens_lock:
             described["stats"]["tokens"] = len(self._tokens)
         return described
 
     def on_reset(self, request: Request) -> Response:
-        self.missing = set(self._initial_missing)  # tokens stay valid: a reset is about faults and counters
+        missing, self.missing_ratio = self._initial_missing
+        self.missing = set(missing)  # tokens stay valid: a reset is about faults and counters
         return super().on_reset(request)
 
     def on_login(self, request: Request) -> Response:
@@ -152,7 +168,7 @@ class SeriesSimulator(SimulatorApp):
         if not item_id.isdigit():
             self.faults.record("400")
             return failure(400, f"InvalidValueType: id must be an integer, got {item_id!r}")
-        if int(item_id) in self.missing:
+        if int(item_id) in self.missing or missing_by_ratio(int(item_id), self.missing_ratio):
             self.faults.record("404")
             return failure(404, "NotFoundException: record not found")
         self.faults.record(outcome)
@@ -162,10 +178,11 @@ class SeriesSimulator(SimulatorApp):
         return Response(body, mimetype="application/json")
 
 
-def series_app(*, api_key: str | None = None, missing=(), fail: dict | None = None, latency_ms: float = 0,
-               retry_after: float = 1, hang_seconds: float = 30, seed: int | None = None) -> SeriesSimulator:
+def series_app(*, api_key: str | None = None, missing=(), missing_ratio: float = 0.0, fail: dict | None = None,
+               latency_ms: float = 0, retry_after: float = 1, hang_seconds: float = 30,
+               seed: int | None = None) -> SeriesSimulator:
     faults = FaultState(fail=fail, latency_ms=latency_ms, retry_after=retry_after, hang_seconds=hang_seconds, seed=seed)
-    return SeriesSimulator(faults, api_key=api_key, missing=set(missing))
+    return SeriesSimulator(faults, api_key=api_key, missing=set(missing), missing_ratio=missing_ratio)
 
 
 def start_series_simulator(*, host: str = "127.0.0.1", port: int = 0, **options) -> SimulatorServer:

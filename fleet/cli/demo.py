@@ -12,6 +12,7 @@ import click
 
 from core.settings import Settings
 from db.models.accounts import PanelAccount
+from db.models.series import Series
 from db.models.workouts import User
 
 DEMO_EMAIL = "admin@fleet.local"
@@ -23,6 +24,8 @@ DEMO_PLANS = [  # (user, goal, days)
     ("chloe@demo.fleet", "Get back into shape after an injury", 6),
     ("dev@demo.fleet", "Strength for climbing", 4),
 ]
+DEMO_SERIES = range(70_001, 70_301)  # TVDB ids the demo's series simulator serves (a few of them 404)
+DEMO_MISSING_RATIO = "0.04"
 
 
 def seed_demo(settings: Settings) -> None:
@@ -42,6 +45,11 @@ def seed_demo(settings: Settings) -> None:
             user, _ = User.get_or_create(email=email, defaults={"name": email.split("@")[0].title()})
             create_plan(user.id, days, goal)
         click.echo(f"fleet: demo data: {len(DEMO_PLANS)} workout plans to generate")
+    if not Series.select().exists():
+        from actors.series import add_series
+
+        created, _ = add_series(DEMO_SERIES)
+        click.echo(f"fleet: demo data: {created} series to import")
     click.echo(f"fleet: demo login {DEMO_EMAIL} / {DEMO_PASSWORD}")
 
 
@@ -77,9 +85,12 @@ def demo_programs(settings: Settings):
         Program("openai-simulator", ["simulate", "openai", "--port", str(openai_port), "--api-key", DEMO_OPENAI_KEY,
                                      "--latency-ms", "400", "--fail", "429=0.05,503=0.05,malformed=0.12"], 20),
         Program("series-simulator", ["simulate", "series-api", "--port", str(series_port), "--api-key", DEMO_SERIES_KEY,
-                                     "--latency-ms", "100", "--fail", "429=0.03,503=0.03,timeout=0.01",
-                                     "--hang-seconds", "15"], 20),
+                                     # no hanging requests: a worker busy with one for 10 s would outlast
+                                     # the demo's few seconds of graceful stop
+                                     "--latency-ms", "100", "--fail", "429=0.03,503=0.03",
+                                     "--missing-ratio", DEMO_MISSING_RATIO], 20),
         Program("demo-jobs", ["workouts", "rescue-stale", "--hours", "0"], 60, oneshot=True),
+        Program("demo-series", ["series", "import-missing-data"], 60, oneshot=True),
         Program("demo-trickle", ["demo", "trickle"], 60),
         Program("demo-translation", ["translate", "--from", "de", "--to", "nl", "--out",
                                      str(settings.var_dir / "demo" / "nl"), *demo_texts(settings)], 60, oneshot=True),
@@ -117,7 +128,21 @@ def new_workout_plan() -> str:
     return f"workout plan #{plan.id} ({plan.days} days) for {email}"
 
 
-TRICKLE: list[Callable[[], str]] = [new_workout_plan]
+def new_series_and_sweeps() -> str:
+    """A new series, then the import-missing sweeps of series and episodes as jobs: the series is
+    imported, the episodes its record lists follow, and each run shows its counts."""
+    from peewee import fn
+
+    from actors.series import add_series, import_missing_episodes_data, import_missing_series_data
+
+    tvdb_id = (Series.select(fn.MAX(Series.tvdb_id)).scalar() or DEMO_SERIES.start) + 1
+    add_series([tvdb_id])
+    import_missing_series_data.send()
+    import_missing_episodes_data.send()
+    return f"series TVDB {tvdb_id} added; import-missing sweeps of series and episodes sent"
+
+
+TRICKLE: list[Callable[[], str]] = [new_workout_plan, new_series_and_sweeps]
 
 
 def run_trickle(every: float, rounds: int | None = None) -> None:
@@ -145,7 +170,7 @@ def demo_group() -> None:
               help="Seconds between two new pieces of work.")
 @click.option("--rounds", type=click.IntRange(1, 10**6), help="Stop after this many (default: run until stopped).")
 def trickle_command(every: float, rounds: int | None) -> None:
-    """Start new demo work every little while: a new workout plan (and whatever other domains add)."""
+    """Start new demo work every little while: a new workout plan, a new series with the import sweeps (and whatever other domains add)."""
     from actors.runtime import boot
     from core.broker import check_broker
     from fleet.cli.database import open_database

@@ -1,3 +1,4 @@
+import json
 from datetime import timedelta
 
 import click
@@ -94,20 +95,25 @@ def cleanup_command(days: float, keep: int) -> None:
 
 @jobs_group.command("stats")
 @click.option("--hours", type=Number(0, HOURS.max, min_open=True), default=24, show_default=True)
-def stats_command(hours: float) -> None:
-    """Attempts per job class and status, and the average duration of successful ones."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a job class, in a list.")
+def stats_command(hours: float, as_json: bool) -> None:
+    """Per job class: successes today (UTC), attempts by status and the average duration of successful ones."""
     open_database()
     rows = joblog.stats_by_class(utcnow() - timedelta(hours=hours))
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
     if not rows:
         click.echo(f"No jobs in the last {hours:g} hour(s).")
         return
     statuses = ["success", "failed", "retrying", "deferred", "started"]
-    table = Table("job class", *statuses, "avg success (s)")
+    table = Table("job class", "success today (UTC)", *statuses, "avg success (s)",
+                  title=f"Attempts in the last {hours:g} hour(s)")
     for row in rows:
         avg = row["avg_success_seconds"]
-        table.add_row(row["job_class"], *(str(row["counts"].get(s, 0)) for s in statuses),
+        table.add_row(row["job_class"], str(row["success_today"]), *(str(row["counts"].get(s, 0)) for s in statuses),
                       f"{avg:.3f}" if avg is not None else "-")
-    Console(width=160).print(table)
+    Console(width=180).print(table)
 
 
 commands = [jobs_group]

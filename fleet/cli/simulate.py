@@ -73,13 +73,15 @@ def simulate_openai(port: int, host: str, api_key: str | None, **faults) -> None
 @simulate_group.command("series-api")
 @click.option("--port", type=PORT, default=8101, show_default=True)
 @click.option("--missing", type=IdList(), default="", help="Ids answered with 404 (e.g. 12,13).")
+@click.option("--missing-ratio", type=click.FloatRange(0, 1), default=0, show_default=True,
+              help="Share of all ids answered with 404, the same ids on every run (e.g. 0.05).")
 @_common
-def simulate_series(port: int, host: str, api_key: str | None, missing: set[int], **faults) -> None:
+def simulate_series(port: int, host: str, api_key: str | None, missing: set[int], missing_ratio: float, **faults) -> None:
     """A series data API in the shape of TheTVDB v4 (/login, /series/ID/extended, /episodes/ID/extended)."""
     from core.simulators.series_sim import series_app
     from core.simulators.server import serve_forever
 
-    app = series_app(api_key=api_key, missing=missing, **faults)
+    app = series_app(api_key=api_key, missing=missing, missing_ratio=missing_ratio, **faults)
     serve_forever(app, host, port, f"fleet: series API simulator on http://{host}:{port} {_summary(api_key, faults)}")
 
 

@@ -1,0 +1,249 @@
+"""Series data: series and episodes with their data age and last error, filters, sync in bulk,
+the sweeps' recent runs and a button to run one now."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from flask import abort, flash, redirect, request, url_for
+from flask_admin import expose
+from flask_admin.actions import action
+from flask_admin.contrib.peewee import filters as f
+from flask_admin.model import filters as base_filters
+from markupsafe import Markup
+
+from actors import series as ops
+from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec, utc
+from core.errors import CODES
+from db.models import utcnow
+from db.models.series import Episode
+
+COUNT_LIMIT = 100_000  # "Sync all matching" counts this many rows at most ("100000+")
+
+
+# -- filters: each is a key of `actors.series.matching`, so the background job repeats it ----------
+
+class SyncFilter(f.BasePeeweeFilter):
+    key = ""
+    op = "equals"
+
+    def __init__(self, kind: ops.Kind, name: str, options=None):
+        super().__init__(kind.model.id, name, options)  # a column of the model itself: no join
+        self.kind = kind
+
+    def apply(self, query, value):
+        return query.where(ops.matching(self.kind, {self.key: self.spec_value(value)}))
+
+    def spec_value(self, value):
+        return value
+
+    def operation(self):
+        return self.op
+
+
+class NeverImported(SyncFilter):
+    key, op = "never_imported", "is"
+
+    def __init__(self, kind):
+        super().__init__(kind, "Never imported", options=[("yes", "yes")])
+
+    def clean(self, value):
+        if value != "yes":
+            raise ValueError("yes is the only value")
+        return value
+
+    def spec_value(self, value):
+        return True
+
+
+class OlderThan(SyncFilter):
+    key, op = "older_than_hours", "hours"
+
+    def __init__(self, kind):
+        super().__init__(kind, "Data older than")
+
+    def clean(self, value) -> float:
+        hours = float(value)
+        if not 0 <= hours <= ops.MAX_HOURS:  # NaN fails too
+            raise ValueError(f"hours must be between 0 and {ops.MAX_HOURS}")
+        return hours
+
+
+class FailedWith(SyncFilter):
+    key, op = "error_code", "equals"
+
+    def __init__(self, kind):
+        super().__init__(kind, "Failed with", options=[("any", "any code"), *((c, c) for c in CODES)])
+
+    def clean(self, value):
+        if value != "any" and value not in CODES:
+            raise ValueError("unknown error code")
+        return value
+
+
+class TvdbIs(SyncFilter, base_filters.BaseIntFilter):
+    key = "tvdb_id"
+
+    def __init__(self, kind):
+        super().__init__(kind, "TVDB id")
+
+    def validate(self, value) -> bool:
+        return as_id(value) is not None  # a number past 64 bits would overflow the query
+
+
+class SeriesIs(TvdbIs):
+    key = "series"
+
+    def __init__(self, kind):
+        SyncFilter.__init__(self, kind, "Series")
+
+
+# -- formatting ----------------------------------------------------------------------------------
+
+def age(moment: datetime | None, now: datetime | None = None) -> str:
+    if moment is None:
+        return "never"
+    seconds = max(0.0, ((now or utcnow()) - moment).total_seconds())
+    for unit, size, from_ in (("d", 86_400, 2 * 86_400), ("h", 3_600, 3_600), ("min", 60, 60)):
+        if seconds >= from_:  # hours up to two days, so "older than 24 h" reads as such
+            return f"{seconds // size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def _age(view, context, model, name):
+    moment = model.data_last_updated_at
+    if moment is None:
+        css = "fleet-data-failed" if model.error_code else "fleet-data-never"
+    else:
+        css = "fleet-data-stale" if (utcnow() - moment).total_seconds() > view.kind.default_hours * 3600 else "fleet-data-fresh"
+    return Markup('<span class="{}" title="{}">{}</span>').format(css, utc(moment) + " UTC" if moment else "", age(moment))
+
+
+def _code(view, context, model, name):
+    code = model.error_code
+    if not code:
+        return ""
+    return Markup('<span class="fleet-data-failed" title="{}">{}</span> <span class="small text-muted">{}</span>').format(
+        CODES[code].sentence if code in CODES else "", code, utc(model.failed_at))
+
+
+def _data(view, context, model, name):
+    return Markup('<pre class="fleet-pre">{}</pre>').format(json.dumps(model.data, indent=2, sort_keys=True)) \
+        if model.data is not None else ""
+
+
+# -- the views ---------------------------------------------------------------------------------------
+
+class SyncedRowsView(ReadOnlyModelView):
+    """What the series and the episodes lists share."""
+
+    kind: ops.Kind
+    list_template = "series_data_list.html"
+    column_labels = {"tvdb_id": "TVDB id", "data_last_updated_at": "Data age", "error_code": "Last error",
+                     "error_message": "Error message"}
+    column_sortable_list = ["id", "data_last_updated_at"]
+    column_default_sort = ("id", True)
+    column_formatters = {"data_last_updated_at": _age, "error_code": _code,
+                         "error_message": lambda v, c, m, n: cut(m.error_message, 120)}
+    column_formatters_detail = {"data_last_updated_at": _age, "error_code": _code, "data": _data}
+
+    def __init__(self, kind: ops.Kind, *extra_filters, **kwargs):
+        self.kind = kind
+        self.column_filters = [NeverImported(kind), OlderThan(kind), FailedWith(kind), TvdbIs(kind),
+                               *(f(kind) for f in extra_filters)]
+        super().__init__(kind.model, **kwargs)
+
+    def get_query(self):
+        model = self.kind.model
+        return model.select(*[field for name, field in model._meta.fields.items() if name != "data"])
+
+    def get_one(self, id):
+        row_id = as_id(id)
+        return None if row_id is None else self.kind.model.get_or_none(self.kind.model.id == row_id)
+
+    # -- what the page header shows -------------------------------------------------------------
+    def summary(self) -> dict:
+        return {"counts": ops.status_counts(self.kind, self.kind.default_hours),
+                "runs": [r for r in ops.recent_sweep_runs(20) if r.sweep.startswith(self.kind.name + ".")][:5],
+                "sweeps": [self.kind.import_task(), self.kind.check_task()],
+                "running": {name: ops.running_sweep(name) for name in (self.kind.import_task(), self.kind.check_task())}}
+
+    def matching_count(self) -> str:
+        spec = filter_spec(self)
+        if spec is None:
+            return "?"
+        n = ops.count_matching(self.kind, spec, COUNT_LIMIT)
+        return f"{COUNT_LIMIT}+" if n > COUNT_LIMIT else str(n)
+
+    # -- actions ------------------------------------------------------------------------------------
+    @action("sync", "Sync selected", "Dispatch a data job for each selected row now?")
+    def action_sync(self, ids):
+        counts = ops.sync_rows(self.kind, [i for i in (as_id(raw) for raw in ids) if i is not None])
+        flash(f"Dispatched {counts['enqueued']} data job(s); {counts['already_queued']} already queued or running.",
+              "success")
+
+    @expose("/sync-matching/", methods=("POST",))
+    def sync_matching(self):
+        back = redirect(self.get_url(".index_view", **request.args))
+        spec = filter_spec(self)
+        if spec is None:
+            flash("The filter is not valid; nothing was synced.", "error")
+            return back
+        matching = ops.count_matching(self.kind, spec, COUNT_LIMIT)
+        if not matching:
+            flash(f"No {self.kind.name} match the filter; nothing to sync.", "warning")
+            return back
+        message = ops.sync_matching.send(self.kind.name, spec)
+        if message is None:
+            flash("A sync of exactly this filter is already queued or running.", "warning")
+            return back
+        flash(Markup('Sync of {} matching {} started in the background; its <a href="{}">job log</a> reports '
+                     'how many data jobs it dispatched.').format(
+            f"{COUNT_LIMIT}+" if matching > COUNT_LIMIT else matching, self.kind.name,
+            url_for("joblogs.index_view", flt0_message_id_equals=message.message_id)), "success")
+        return back
+
+    @expose("/run-sweep/<sweep>/", methods=("POST",))
+    def run_sweep(self, sweep: str):
+        if sweep not in (self.kind.import_task(), self.kind.check_task()):
+            abort(404)
+        message = ops.SWEEP_ACTORS[sweep].send()
+        if message is None:
+            flash(f"{sweep} is already queued or running.", "warning")
+        else:
+            flash(Markup('{} queued (<a href="{}">job log</a>).').format(
+                sweep, url_for("joblogs.index_view", flt0_message_id_equals=message.message_id)), "success")
+        return redirect(self.get_url(".index_view"))
+
+
+def _episodes(view, context, model, name):
+    count = Episode.select().where(Episode.series == model.id).count()
+    return Markup('<a href="{}">{} episode(s)</a>').format(
+        url_for("episode_data.index_view", flt0_series_equals=model.id), count)
+
+
+class SeriesDataView(SyncedRowsView):
+    column_list = ["id", "tvdb_id", "name", "data_last_updated_at", "error_code", "error_message"]
+    column_details_list = ["id", "tvdb_id", "name", "data_last_updated_at", "error_code", "error_message",
+                           "created_at", "episodes", "data"]
+    column_formatters_detail = {**SyncedRowsView.column_formatters_detail, "episodes": _episodes}
+
+    def __init__(self, **kwargs):
+        super().__init__(ops.SERIES, **kwargs)
+
+
+def _series(view, context, model, name):
+    return Markup('<a href="{}">#{}</a>').format(url_for("series_data.details_view", id=model.series_id),
+                                                 model.series_id)
+
+
+class EpisodeDataView(SyncedRowsView):
+    column_list = ["id", "tvdb_id", "series", "season", "number", "name", "aired", "data_last_updated_at",
+                   "error_code", "error_message"]
+    column_details_list = ["id", "tvdb_id", "series", "season", "number", "name", "aired", "data_last_updated_at",
+                           "error_code", "error_message", "created_at", "data"]
+    column_formatters = {**SyncedRowsView.column_formatters, "series": _series}
+    column_formatters_detail = {**SyncedRowsView.column_formatters_detail, "series": _series}
+
+    def __init__(self, **kwargs):
+        super().__init__(ops.EPISODES, SeriesIs, **kwargs)
