@@ -20,12 +20,15 @@ ACCOUNTS = {"admin@example.com": "admin", "viewer@example.com": "viewer", "victi
 
 
 def _start_web(env: dict, port: int) -> subprocess.Popen:
+    # Its log goes to a file: a pipe nobody reads fills up with the outage's log lines, and then
+    # every request that logs blocks.
+    log = Path(env["FLEET_VAR_DIR"]).parent / f"web-{port}.log"
     web = subprocess.Popen([sys.executable, "-m", "fleet", "web", "--port", str(port), "--threads", "16"], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
 
     def up():
         if web.poll() is not None:
-            raise AssertionError(web.stdout.read())
+            raise AssertionError(log.read_text())
         try:
             return requests.get(f"http://127.0.0.1:{port}/admin/login", timeout=2).status_code == 200
         except requests.ConnectionError:
@@ -49,7 +52,7 @@ def panel(fleet_env, tmp_path):
     web = _start_web(env, port)
     yield f"http://127.0.0.1:{port}", env, redis_proc
     web.send_signal(signal.SIGTERM)
-    web.communicate(timeout=10)
+    web.wait(timeout=10)
     redis_proc.kill()
     redis_proc.wait(5)
 
@@ -153,4 +156,4 @@ def test_database_down_healthz_is_json_503_and_login_a_readable_page(fleet_env, 
         assert "Traceback" not in response.text and "secret" not in response.text
     finally:
         web.send_signal(signal.SIGTERM)
-        web.communicate(timeout=10)
+        web.wait(timeout=10)
