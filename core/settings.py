@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import load_dotenv
 
@@ -49,6 +50,9 @@ class Settings:
     batch_chunk: int = 50  # items a chunk job of a batch works, at most MAX_BATCH_CHUNK
     max_defer: float = 6 * 3600
     allow_local_state: bool = False
+    schedule: str = "default"  # a schedule file: a path, or the name of a shipped one
+    timezone: str = "UTC"  # of schedule entries that name none
+    schedule_grace: float = 30.0  # seconds a slot may still be emitted late
 
     @property
     def metrics_dir(self) -> Path:
@@ -84,6 +88,7 @@ MAX_CIRCUIT_FAILURES = 10_000
 MAX_CIRCUIT_RESET = 86400  # seconds a breaker stays open
 MAX_HEARTBEAT_TIMEOUT = 3600  # seconds before a dead worker's messages run again
 MAX_TRUSTED_PROXIES = 10
+MAX_SCHEDULE_GRACE = 86400  # seconds a slot may be emitted late
 MAX_DEFER = 30 * 86400  # seconds a message may wait for open breakers in all
 MAX_SERIES_API_RATE = 10_000  # requests a second
 
@@ -130,6 +135,14 @@ def _delays(name: str, value: str) -> tuple[int, ...]:
     if len(parts) > MAX_RETRIES:
         raise SettingsError(name, f"{len(parts)} delays; at most {MAX_RETRIES} retries")
     return tuple(int(_number(name, p, integer=True, minimum=0, maximum=MAX_RETRY_DELAY)) for p in parts)
+
+
+def _timezone(name: str, value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(name, f"unknown time zone {value!r} (an IANA name such as UTC or Europe/Berlin)") from None
+    return value
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -180,6 +193,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         max_defer=_number("FLEET_MAX_DEFER", env.get("FLEET_MAX_DEFER", str(6 * 3600)), integer=False,
                           minimum=0, maximum=MAX_DEFER),
         allow_local_state=_flag("FLEET_ALLOW_LOCAL_STATE", env.get("FLEET_ALLOW_LOCAL_STATE", "0")),
+        schedule=env.get("FLEET_SCHEDULE", "default"),
+        timezone=_timezone("FLEET_TIMEZONE", env.get("FLEET_TIMEZONE", "UTC")),
+        schedule_grace=_number("FLEET_SCHEDULE_GRACE", env.get("FLEET_SCHEDULE_GRACE", "30"), integer=False,
+                               minimum=1, maximum=MAX_SCHEDULE_GRACE),
     )
 
 
