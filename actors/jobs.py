@@ -3,15 +3,20 @@ shared by the CLI and the panel."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timedelta
 
 from dramatiq.errors import ActorNotFound
 from peewee import fn
 
+from actors import batches
+from actors.runtime import fleet_actor, task
 from core import dead_letters
 from core.errors import FleetError
 from db.models import utcnow
 from db.models.jobs import JobLog
+
+log = logging.getLogger("fleet.jobs")
 
 CLEANUP_BATCH = 5_000
 
@@ -99,3 +104,13 @@ def retry_job(broker, job: JobLog) -> str:
     if message is None:
         return f"An identical {job.job_class} job is already queued or running; nothing was sent."
     return f"Sent {job.job_class} again with the same arguments (message {message.message_id})."
+
+
+@task("jobs.cleanup")
+@fleet_actor(queue_name="maintenance", retry_delays=(60, 300), time_limit=60 * 60_000)
+def cleanup_job_logs(days: float = 7, keep: int = 100) -> None:
+    """`fleet jobs cleanup` on a schedule: finished rows older than `days`, never the newest `keep`,
+    and finished batches past their own retention."""
+    deleted = cleanup(days, keep)
+    pruned = batches.prune()
+    log.info("job logs cleaned up", extra={"deleted": deleted, "days": days, "keep": keep, "batches_pruned": pruned})

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 from peewee import SQL, fn
 
 from actors.batches import ItemRun, batch_kind, create_batch
-from actors.runtime import attempt_started_at, fleet_actor
+from actors.runtime import attempt_started_at, fleet_actor, task
 from core.errors import CODES, Classified, JobError, classify
 from core.redact import redact
 from db.database import database
@@ -356,3 +356,34 @@ def start_retry(spec: dict, started_by: str) -> tuple[Batch | None, int]:
     batch = create_batch(RETRY_KIND, f"Retry failed plans: {describe(spec)}",
                          [f"{PLAN_KEY}{p.plan_id}" for p in plans], options={"filter": spec}, created_by=started_by)
     return batch, len(plans)
+
+
+# -- scheduled tasks -------------------------------------------------------------------------
+# What the schedule emits by name: the same operations as `fleet workouts retry-failed` and
+# `fleet workouts rescue-stale`.
+
+def rescue_stale(hours: float) -> tuple[int, int]:
+    """Dispatch plans with days pending longer than `hours`; (plans found, jobs sent)."""
+    stale = stale_plans(hours)
+    return len(stale), sum(1 for user_id, plan_id in stale if dispatch(user_id, plan_id) is not None)
+
+
+@task("workouts.retry-failed")
+@fleet_actor(queue_name="maintenance", retry_delays=(60, 300), time_limit=60 * 60_000)
+def retry_failed_plans(reset: bool = False) -> None:
+    """Every failed day: only back to pending with `reset`, else reset and one job a plan."""
+    plans = failed_plans(failed_filter())
+    if reset:
+        days = reset_plans([p.plan_id for p in plans])
+        log.info("failed days reset to pending", extra={"plans": len(plans), "days": days})
+        return
+    sent = sum(s for _, s, _ in retry_in_chunks(plans, lambda chunk: reset_plans([c.plan_id for c in chunk])))
+    log.info("failed plans retried", extra={"plans": len(plans), "dispatched": sent})
+
+
+@task("workouts.rescue-stale")
+@fleet_actor(queue_name="maintenance", retry_delays=(60, 300))
+def rescue_stale_plans(hours: float = 2) -> None:
+    """Re-dispatch plans whose days stay pending longer than `hours` with no job in flight."""
+    found, dispatched = rescue_stale(hours)
+    log.info("stale plans rescued", extra={"plans": found, "dispatched": dispatched})

@@ -3,11 +3,13 @@
 They report what happened through Redis (the broker's own), so a test can see what a
 worker in another process did.
 """
+import json
 import os
 import time
+import uuid
 
 from actors.all import *  # noqa: F401,F403  (boots Fleet, declares the real actors)
-from actors.runtime import fleet_actor
+from actors.runtime import fleet_actor, task
 from core.errors import JobError
 from core.state import state_redis
 
@@ -112,3 +114,21 @@ def _hook_fails_once(message, error) -> None:
 @fleet_actor(queue_name="tests", retry_delays=(), on_give_up=_hook_fails_once)
 def gives_up(key: str) -> None:
     raise JobError("ERR_BAD_REQUEST", "planned permanent failure")
+# -- scheduled tasks (`python -m tests.fleet_with_test_tasks scheduler` emits them) --------------
+
+@task("tests.note")
+@fleet_actor(queue_name="tests", retry_delays=())
+def scheduled_note(key: str, seconds: float = 0, fail: str = "") -> None:
+    """Notes each run of `key` as JSON: its own token (pid:random) and the tokens of the other
+    runs of `key` in hand when it started (a run whose worker was killed stays in hand)."""
+    client = state_redis()
+    token = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    others = sorted(t.decode() for t in client.smembers(f"test:{key}:in-hand"))
+    client.sadd(f"test:{key}:in-hand", token)
+    client.rpush(f"test:{key}:runs", json.dumps({"token": token, "others": others}))
+    try:
+        time.sleep(seconds)
+        if fail:
+            raise JobError(fail, f"planned failure {fail}")
+    finally:
+        client.srem(f"test:{key}:in-hand", token)

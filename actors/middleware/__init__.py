@@ -18,6 +18,7 @@ from actors.middleware.lifecycle import DieWithMainProcess
 from actors.middleware.metrics import PrometheusMetrics
 from actors.middleware.presence import WorkerPresence
 from actors.middleware.retries import BackoffRetries
+from actors.middleware.schedule import ScheduledRuns
 from actors.middleware.settle import Settlement
 from actors.middleware.trace import TraceContext
 from actors.middleware.unique import UniqueJobs
@@ -41,6 +42,7 @@ def fleet_middleware(settings: Settings) -> list:
         JobLogWriter(),
         CircuitDeferral(),
         UniqueJobs(),
+        ScheduledRuns(),
         BackoffRetries(settings.retry_delays),
         Settlement(),
     ]

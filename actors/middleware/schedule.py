@@ -1,0 +1,180 @@
+"""Scheduled runs: a run's ledger row follows its job, and the run itself releases its overlap lock.
+
+The scheduler sends a scheduled task with its ledger row's id in the message options
+(`schedule_run`) and, for an entry `without_overlapping`, the key of the lock it took
+(`schedule_lock`, valued with the run id). Here, around each attempt:
+
+- the row becomes `running`, then `succeeded` or `failed` with the error code, or back to
+  `emitted` while the job waits for a retry or an open breaker;
+- the lock is held with a short TTL that a thread of the worker renews while the run is
+  in hand, so a worker that dies lets it expire within `LOCK_TTL_RUNNING`; it goes back to
+  the long queued TTL while the job waits, and is deleted when the run ends, on every path;
+- a redelivered run whose lock another run has taken meanwhile is skipped, not run twice.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from dramatiq.middleware import Middleware, SkipMessage
+
+from actors.middleware.outcome import Outcome, get_outcome, set_outcome
+from core.redact import redact
+from core.state import state_redis
+from db.models import utcnow
+from db.models.schedule import ScheduleRun
+
+log = logging.getLogger("fleet.schedule")
+
+RUN_OPTION = "schedule_run"
+LOCK_OPTION = "schedule_lock"
+LOCK_TTL_QUEUED = 3600  # seconds: a run waiting in its queue (or for a retry) keeps its entry locked
+LOCK_TTL_RUNNING = 15  # seconds: renewed while the run is in a worker's hands
+RENEW_EVERY = 5
+
+_TAKE = """
+local holder = redis.call('get', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_EXPIRE_IF_MINE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE_IF_MINE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def lock_key(entry_name: str) -> str:
+    return f"fleet:schedule:lock:{entry_name}"
+
+
+def lock_holder(client, key: str) -> int | None:
+    value = client.get(key)
+    return int(value) if value else None
+
+
+# A lock is a key valued with its owner (a run id, or a scheduler's id for the leader lease):
+# only its owner renews or deletes it.
+
+def take_lock(client, key: str, owner, ttl: float) -> bool:
+    """Take the lock if it is free or already `owner`'s, for `ttl` seconds."""
+    return bool(client.eval(_TAKE, 1, key, str(owner), int(ttl * 1000)))
+
+
+def expire_lock(client, key: str, owner, ttl: float) -> bool:
+    """Give `owner`'s lock `ttl` more seconds; False when it is not (or no longer) `owner`'s."""
+    return bool(client.eval(_EXPIRE_IF_MINE, 1, key, str(owner), int(ttl * 1000)))
+
+
+def release_lock(client, key: str, owner) -> bool:
+    return bool(client.eval(_RELEASE_IF_MINE, 1, key, str(owner)))
+
+
+def update_run(run_id: int, **fields) -> None:
+    """The ledger is for reading: a write that fails is logged, and never fails the job."""
+    try:
+        ScheduleRun.update(**fields).where(ScheduleRun.id == run_id).execute()
+    except Exception:
+        log.exception("could not update the schedule ledger", extra={"schedule_run": run_id})
+
+
+class ScheduledRuns(Middleware):
+    def __init__(self):
+        self._held: dict[str, tuple[str, int]] = {}  # message id -> (lock key, run id) of runs in hand
+        self._started: dict[str, float] = {}  # message id -> monotonic start of its attempt
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the lock's renewal while runs are in hand -----------------------------------------
+    def after_worker_boot(self, broker, worker):
+        self._stop.clear()
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._renew_forever, name="fleet-schedule-locks", daemon=True)
+            self._thread.start()
+
+    def after_worker_shutdown(self, broker, worker):
+        self._stop.set()
+
+    def _renew_forever(self) -> None:
+        while not self._stop.wait(RENEW_EVERY):
+            with self._lock:
+                held = list(self._held.values())
+            client = state_redis()
+            if not held or client is None:
+                continue
+            try:
+                for key, run_id in held:
+                    expire_lock(client, key, run_id, LOCK_TTL_RUNNING)
+            except Exception:
+                log.warning("could not renew schedule locks; will try again", exc_info=True)
+
+    # -- around each attempt ------------------------------------------------------------------
+    def before_process_message(self, broker, message):
+        run_id = message.options.get(RUN_OPTION)
+        if run_id is None:
+            return
+        key = message.options.get(LOCK_OPTION)
+        client = state_redis()
+        if key and client is not None:
+            if not take_lock(client, key, run_id, LOCK_TTL_RUNNING):
+                holder = lock_holder(client, key)
+                update_run(run_id, state="skipped", finished_at=utcnow(),
+                           detail=f"overlap: run #{holder} started while this one waited for a worker")
+                set_outcome(message, Outcome("skipped"))
+                raise SkipMessage(f"schedule run #{run_id}: run #{holder} holds the entry")
+            with self._lock:
+                self._held[message.message_id] = (key, run_id)
+        self._started[message.message_id] = time.monotonic()
+        update_run(run_id, state="running", started_at=utcnow(), finished_at=None, duration_seconds=None)
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        run_id = message.options.get(RUN_OPTION)
+        if run_id is None:
+            return
+        outcome = get_outcome(message) or Outcome("success" if exception is None else "failed")
+        if outcome.status == "skipped":
+            return  # our own skip: the row says why already
+        with self._lock:
+            self._held.pop(message.message_id, None)
+        started = self._started.pop(message.message_id, None)
+        fields = {}
+        if started is not None:
+            fields["duration_seconds"] = round(time.monotonic() - started, 3)
+        code = outcome.error.code.code if outcome.error else None
+        waiting = outcome.status in ("retrying", "deferred")
+        if waiting:
+            wait = f" for {outcome.delay_seconds:.0f} s" if outcome.delay_seconds else ""
+            fields.update(state="emitted", error_code=code, detail=f"{outcome.status}{wait} after {code}")
+        else:
+            fields.update(state="succeeded" if outcome.status == "success" else "failed",
+                          error_code=code, finished_at=utcnow())
+            if outcome.error:
+                fields["detail"] = redact(outcome.error.message)[:500]
+        update_run(run_id, **fields)
+        self._let_go(message, run_id, waiting)
+
+    def after_skip_message(self, broker, message):
+        self.after_process_message(broker, message)
+
+    @staticmethod
+    def _let_go(message, run_id: int, waiting: bool) -> None:
+        key = message.options.get(LOCK_OPTION)
+        client = state_redis()
+        if not key or client is None:
+            return
+        try:
+            if waiting:
+                expire_lock(client, key, run_id, LOCK_TTL_QUEUED)
+            else:
+                release_lock(client, key, run_id)
+        except Exception:
+            log.warning("could not release the schedule lock; it expires on its own", exc_info=True,
+                        extra={"schedule_run": run_id})
