@@ -1,29 +1,147 @@
-"""`fleet scheduler`: a BlockingScheduler that stops cleanly on SIGTERM or Ctrl-C."""
+"""`fleet scheduler`: any number may run; one leads and emits the schedule's slots.
+
+The leader holds a Redis lease (`fleet:scheduler:leader`, TTL `LEASE_TTL`) and renews it;
+standbys try to take it every `STANDBY_POLL` seconds, so one leads within the TTL of a
+leader's death. The lease only decides who does the work: each slot is claimed in the
+database before it is sent (`actors.schedule.emit`), so a deposed leader that has not
+noticed yet can never emit a slot twice. SIGTERM (or Ctrl-C): the emission in hand finishes,
+then the lease is given up at once, and the process exits.
+"""
 from __future__ import annotations
 
 import logging
 import signal
+import threading
+import time
+from datetime import datetime, timezone
 
-from apscheduler.schedulers.blocking import BlockingScheduler
+from redis import RedisError
 
+from actors import schedule as sched
+from actors.middleware.schedule import expire_lock, release_lock, take_lock
+from core import trace
+from core.errors import FleetError
 from core.settings import Settings
+from core.state import state_redis
+from db.database import database
 
 log = logging.getLogger("fleet.scheduler")
 
+LEASE_TTL = 10.0  # seconds; a SIGKILLed leader is replaced within this plus STANDBY_POLL
+RENEW_EVERY = LEASE_TTL / 4
+STANDBY_POLL = 0.5
+HEARTBEAT_EVERY = 1.0
+IDLE_WAKE = 0.5  # the loop looks around at least this often
+TRUST_MARGIN = 1.0  # the leader stops emitting this long before its lease could have expired
 
-def build_scheduler(settings: Settings) -> BlockingScheduler:
-    return BlockingScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+
+class Lease:
+    """The leader lease: taken when free (or already ours), renewed and given up only by its holder."""
+
+    def __init__(self, client, holder: str, ttl: float = LEASE_TTL):
+        self.client = client
+        self.holder = holder
+        self.ttl = ttl
+
+    def take(self) -> bool:
+        return take_lock(self.client, sched.LEADER_KEY, self.holder, self.ttl)
+
+    def renew(self) -> bool:
+        return expire_lock(self.client, sched.LEADER_KEY, self.holder, self.ttl)
+
+    def give_up(self) -> None:
+        release_lock(self.client, sched.LEADER_KEY, self.holder)
 
 
-def run(settings: Settings) -> None:
-    scheduler = build_scheduler(settings)
+class Daemon:
+    def __init__(self, settings: Settings, schedule: sched.Schedule):
+        self.id = sched.scheduler_id()
+        self.schedule = schedule
+        self.client = state_redis()
+        if self.client is None:
+            raise FleetError("the scheduler needs a Redis for its leader lease: set FLEET_STATE_REDIS_URL")
+        self.lease = Lease(self.client, self.id)
+        self.emitter = sched.SlotEmitter(schedule, self.id, settings.schedule_grace)
+        self.stopping = threading.Event()
+        self.trusted_until = 0.0  # monotonic; the leader emits only before this
+        self.info = {"id": self.id, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "schedule": str(schedule.path), "digest": schedule.digest}
+
+    @property
+    def leading(self) -> bool:
+        return time.monotonic() < self.trusted_until
+
+    def run(self) -> None:
+        log.info("scheduler started", extra={"scheduler": self.id, "schedule": str(self.schedule.path),
+                                             "entries": len(self.schedule.enabled)})
+        next_lease = next_heartbeat = 0.0
+        next_slot = None
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            try:
+                if now >= next_heartbeat:
+                    sched.heartbeat(self.client, self.info)
+                    next_heartbeat = now + HEARTBEAT_EVERY
+                if now >= next_lease:
+                    self._hold_lease()
+                    next_lease = now + (RENEW_EVERY if self.leading else STANDBY_POLL)
+                if self.leading:
+                    with trace.traced():
+                        next_slot = self.emitter.tick(datetime.now(timezone.utc))
+            except Exception:  # Redis, the database, or a bug: log it, keep the lease logic going
+                log.exception("scheduler loop failed; trying again in a second")
+                self._reconnect()
+                next_lease = min(next_lease, time.monotonic() + 1)
+                self.stopping.wait(1)
+                continue
+            self.stopping.wait(self._sleep(next_lease, next_heartbeat, next_slot))
+        self._stop()
+
+    def _hold_lease(self) -> None:
+        was_leading = self.leading
+        started = time.monotonic()
+        held = self.lease.renew() if was_leading else self.lease.take()
+        if held:
+            if not was_leading:
+                self.emitter.start(datetime.now(timezone.utc))
+                log.info("scheduler leading", extra={"scheduler": self.id})
+            self.trusted_until = started + LEASE_TTL - TRUST_MARGIN
+        elif was_leading:
+            self.trusted_until = 0.0
+            log.warning("scheduler lost its lease; standing by", extra={"scheduler": self.id})
+
+    def _sleep(self, next_lease: float, next_heartbeat: float, next_slot: datetime | None) -> float:
+        now = time.monotonic()
+        wake = min(next_lease, next_heartbeat, now + IDLE_WAKE)
+        if self.leading and next_slot is not None:
+            wake = min(wake, now + (next_slot - datetime.now(timezone.utc)).total_seconds())
+        return max(0.0, wake - now)
+
+    def _reconnect(self) -> None:
+        if not database.is_closed():
+            try:
+                database.close()
+            except Exception:
+                pass
+
+    def _stop(self) -> None:
+        try:
+            if self.leading:
+                self.lease.give_up()
+            self.client.hdel(sched.MEMBERS_KEY, self.id)
+        except RedisError:
+            log.warning("could not give up the lease; it expires on its own", exc_info=True)
+        log.info("scheduler stopped", extra={"scheduler": self.id})
+
+
+def run(settings: Settings, schedule: sched.Schedule) -> None:
+    daemon = Daemon(settings, schedule)
 
     def stop(signum, frame):
         log.info("scheduler stopping", extra={"signal": signal.Signals(signum).name})
-        scheduler.shutdown(wait=False)
+        daemon.stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("scheduler started", extra={"jobs": len(scheduler.get_jobs())})
-    scheduler.start()
-    log.info("scheduler stopped")
+    database.connect(reuse_if_open=True)
+    daemon.run()

@@ -63,9 +63,22 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from fleet.cli import accounts, batches, database, demo, jobs, processes, series, simulate, translations, workouts
+    from fleet.cli import (
+        accounts,
+        batches,
+        database,
+        demo,
+        jobs,
+        processes,
+        schedule,
+        series,
+        simulate,
+        translations,
+        workouts,
+    )
 
-    for module in (processes, database, accounts, jobs, workouts, series, batches, translations, simulate, demo):
+    for module in (processes, database, accounts, jobs, workouts, series, batches, translations, schedule, simulate,
+                   demo):
         for command in module.commands:
             cli.add_command(command)
 

@@ -46,13 +46,17 @@ def worker_command(processes: int | None, threads: int | None, queues: tuple[str
 
 @click.command("scheduler")
 def scheduler_command() -> None:
-    """Run the scheduler daemon that emits the periodic sweeps."""
+    """Run a scheduler: emits the slots of FLEET_SCHEDULE while it leads (run several; one leads)."""
+    from fleet.cli.database import open_database
+    from fleet.cli.schedule import load
     from scheduler.daemon import run
 
     settings = boot()
     require_shared_state(settings)
+    schedule = load()
     check_broker(settings)
-    run(settings)
+    open_database()
+    run(settings, schedule)
 
 
 @click.command("web")

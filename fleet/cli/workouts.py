@@ -168,10 +168,9 @@ def generate_command(plan_id: int | None, all_pending: bool) -> None:
 def rescue_stale_command(hours: float) -> None:
     """Re-dispatch plans whose days stay pending longer than --hours with no job in flight."""
     _open(broker=True)
-    stale = ops.stale_plans(hours)
-    dispatched = sum(1 for user_id, plan_id in stale if ops.dispatch(user_id, plan_id) is not None)
-    click.echo(f"Found {len(stale)} plan(s) with days pending for more than {hours:g} hour(s); "
-               f"dispatched {dispatched} generation job(s) ({len(stale) - dispatched} already in flight).")
+    found, dispatched = ops.rescue_stale(hours)
+    click.echo(f"Found {found} plan(s) with days pending for more than {hours:g} hour(s); "
+               f"dispatched {dispatched} generation job(s) ({found - dispatched} already in flight).")
 
 
 commands = [workouts_group]
