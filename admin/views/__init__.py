@@ -9,6 +9,7 @@ from admin.views.error_codes import ErrorCodesView
 from admin.views.health import HealthView
 from admin.views.job_stats import JobStatsView
 from admin.views.jobs import JobLogView
+from admin.views.schedule import ScheduleView
 from admin.views.series import EpisodeDataView, SeriesDataView
 from admin.views.translations import TranslationsView
 from admin.views.workouts import FailedPlansView
@@ -26,4 +27,5 @@ def register_views(admin: Admin) -> None:
     admin.add_view(TranslationsView(name="New translation", endpoint="translations", url="/admin/translations"))
     admin.add_view(ErrorCodesView(name="Error codes", endpoint="error_codes", url="/admin/error-codes"))
     admin.add_view(DeadLettersView(name="Dead letters", endpoint="dead_letters", url="/admin/dead-letters"))
+    admin.add_view(ScheduleView(name="Schedule", endpoint="schedule", url="/admin/schedule"))
     admin.add_view(HealthView(name="Health", endpoint="health_page", url="/admin/health"))
