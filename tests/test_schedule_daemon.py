@@ -1,0 +1,298 @@
+"""Real `fleet scheduler` processes (with the test tasks registered), real workers, the test
+Redis and the database (PostgreSQL when FLEET_TEST_POSTGRES_URL is set, else SQLite):
+leaders SIGKILLed and SIGTERMed, overlapping runs, a worker killed mid-run, every scheduler
+down over a slot, pause and resume across schedulers."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from actors import schedule as sched
+from actors.middleware.schedule import LOCK_TTL_RUNNING, RENEW_EVERY, RUN_OPTION
+from core.state import state_redis
+from db.models.schedule import ScheduleRun
+from tests.conftest import POSTGRES_URL
+from tests.helpers import wait_for
+from tests.test_panel import admin_client, app  # noqa: F401  (fixtures)
+from tests.test_schedule import note_entry, queued_messages, rows, runs_noted, write
+
+REPO = Path(__file__).resolve().parents[1]
+UTC = timezone.utc
+
+
+@pytest.fixture
+def shared_db(request, db):
+    """The database every process shares: PostgreSQL when the tests have one, else the session's SQLite."""
+    if not POSTGRES_URL:
+        yield os.environ["DATABASE_URL"]
+        return
+    from db.database import database, open_database
+    from db.migrate import migrate
+
+    url = request.getfixturevalue("postgres_url")
+    sqlite = database.obj
+    pg = open_database(url)
+    database.initialize(pg)
+    try:
+        migrate(pg)
+        for table in ("schedule_runs", "schedule_pauses", "job_log"):
+            pg.execute_sql(f'DELETE FROM "{table}"')
+        yield url
+    finally:
+        pg.close_all()
+        database.initialize(sqlite)
+
+
+class Fleet:
+    """Scheduler and worker processes on one schedule file; stops whatever is left at the end."""
+
+    def __init__(self, env: dict, logs: Path):
+        self.env = env
+        self.logs = logs
+        self.procs: list[subprocess.Popen] = []
+
+    def _spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
+        log = open(self.logs / f"{name}-{len(self.procs)}.log", "w")
+        proc = subprocess.Popen([sys.executable, *argv], env=self.env, cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def scheduler(self) -> subprocess.Popen:
+        return self._spawn("scheduler", ["-m", "tests.fleet_with_test_tasks", "scheduler"])
+
+    def worker(self) -> subprocess.Popen:
+        # its own process group: killing the worker kills its forked worker process too
+        return self._spawn("worker", ["-m", "dramatiq", "tests.worker_actors", "--processes", "1",
+                                      "--threads", "4", "--queues", "tests"], start_new_session=True)
+
+    def command(self, *args: str) -> subprocess.CompletedProcess:
+        """A `fleet` command that knows the test tasks."""
+        return subprocess.run([sys.executable, "-m", "tests.fleet_with_test_tasks", *args], env=self.env, cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+
+    def leader(self) -> subprocess.Popen | None:
+        current = sched.leader()
+        pid = int(current.rsplit(":", 1)[1]) if current else None
+        return next((p for p in self.procs if p.pid == pid and p.poll() is None), None)
+
+    def wait_leader(self, not_this: subprocess.Popen | None = None, timeout: float = 30) -> subprocess.Popen:
+        return wait_for(lambda: (lead := self.leader()) is not None and lead is not not_this and lead,
+                        timeout=timeout, message="a new scheduler leader")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                if proc.args[1:3] == ["-m", "dramatiq"]:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                else:
+                    proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@pytest.fixture
+def run_fleet(shared_db, broker, tmp_path):
+    started = []
+
+    def start(schedule_text: str, **env) -> Fleet:
+        path = write(tmp_path, schedule_text)
+        fleet_env = dict(os.environ, DATABASE_URL=shared_db, FLEET_SCHEDULE=str(path), PYTHONUNBUFFERED="1", **env)
+        started.append(Fleet(fleet_env, tmp_path))
+        return started[-1]
+
+    yield start
+    for f in started:
+        f.stop()
+
+
+def emitted(name: str) -> list[ScheduleRun]:
+    """The entry's rows that were sent (a row still `claimed` may yet be skipped)."""
+    return [r for r in rows(name) if r.state in ("emitted", "running", "succeeded", "failed")]
+
+
+def wall(slot: datetime) -> float:
+    return slot.replace(tzinfo=UTC).timestamp()
+
+
+def test_three_schedulers_leaders_killed_twice_and_stopped_once_emit_each_slot_once(run_fleet, broker):
+    fleet_ = run_fleet(note_entry("tick", 'every = "1s"', "without_overlapping = false"))
+    for _ in range(3):
+        fleet_.scheduler()
+
+    def emitted_since(count: int):
+        return len(emitted("tick")) >= count
+
+    first = fleet_.wait_leader()
+    wait_for(lambda: emitted_since(3), message="first leader emits")
+    for _ in range(2):  # SIGKILL the leader twice; a replacement process joins each time
+        leader = fleet_.leader()
+        before = len(emitted("tick"))
+        leader.kill()
+        leader.wait(5)
+        fleet_.scheduler()
+        fleet_.wait_leader(not_this=leader, timeout=20)
+        wait_for(lambda: emitted_since(before + 3), timeout=20, message="the new leader emits")
+
+    leader = fleet_.leader()
+    stopped_at = time.monotonic()
+    leader.send_signal(signal.SIGTERM)
+    assert leader.wait(5) == 0, "a SIGTERMed leader exits cleanly within 5 s"
+    fleet_.wait_leader(not_this=leader, timeout=3)
+    assert time.monotonic() - stopped_at < 5
+    # run on until the ledger spans 40 s of slots
+    wait_for(lambda: (e := emitted("tick")) and (e[-1].slot_time - e[0].slot_time).total_seconds() >= 40,
+             timeout=60, message="40 s of slots")
+    fleet_.stop()
+
+    ledger = rows("tick")
+    slots = [r.slot_time for r in ledger]
+    assert len(slots) == len(set(slots))
+    # every second from the first slot to the last has exactly one row, emitted or missed
+    assert [(b - a).total_seconds() for a, b in zip(slots, slots[1:])] == [1.0] * (len(slots) - 1)
+    sent = [r for r in ledger if r.state != "missed"]
+    assert {r.state for r in sent} <= {"claimed", "emitted"}
+    gaps = [(b.slot_time - a.slot_time).total_seconds() for a, b in zip(sent, sent[1:])]
+    assert max(gaps) <= 15, f"longest gap between emitted slots {max(gaps)} s"
+    assert len({r.scheduler for r in sent}) >= 4, "each leader emitted"
+    assert first.pid in {int(r.scheduler.rsplit(":", 1)[1]) for r in sent}
+
+    messages = queued_messages(broker)
+    run_ids = [m.options[RUN_OPTION] for m in messages]
+    assert len(run_ids) == len(set(run_ids)), "no slot sent twice"
+    assert set(run_ids) <= {r.id for r in sent}
+    # a row still `claimed` is one whose leader was killed between its claim and its send
+    assert {r.id for r in sent if r.state == "emitted"} <= set(run_ids)
+    assert sum(r.state == "claimed" for r in sent) <= 2
+
+
+def test_a_3_s_task_every_second_never_runs_twice_at_once_and_skipped_slots_are_recorded(run_fleet):
+    fleet_ = run_fleet(note_entry("slow", 'every = "1s"').replace('key = "slow" }', 'key = "slow", seconds = 3 }'))
+    fleet_.worker()
+    fleet_.scheduler()
+    fleet_.scheduler()
+    wait_for(lambda: sum(r.state == "succeeded" for r in rows("slow")) >= 3, timeout=60, message="three runs done")
+    fleet_.stop()
+
+    runs = runs_noted("slow")
+    assert len(runs) >= 3 and all(run["others"] == [] for run in runs), runs
+    ledger = rows("slow")
+    skipped = [r for r in ledger if r.state == "skipped"]
+    assert skipped and all(r.detail.startswith("overlap: run #") for r in skipped)
+    assert len(skipped) >= 2 * sum(r.state == "succeeded" for r in ledger) - 2
+    for run in (r for r in ledger if r.state == "succeeded"):
+        assert run.duration_seconds >= 3
+    # while a run is in hand, every slot is skipped: run windows never contain another emission
+    done = [r for r in ledger if r.state == "succeeded"]
+    for a, b in zip(done, done[1:]):
+        assert b.emitted_at >= a.finished_at - timedelta(seconds=0.5)
+
+
+def test_a_worker_killed_mid_run_blocks_the_entry_no_longer_than_its_lock(run_fleet):
+    fleet_ = run_fleet(note_entry("long", 'every = "1s"').replace('key = "long" }', 'key = "long", seconds = 6 }'))
+    doomed = fleet_.worker()
+    fleet_.scheduler()
+    first = wait_for(lambda: next((r for r in rows("long") if r.state == "running"), None), timeout=30,
+                     message="a run in hand")
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait(5)
+    killed_at = time.time()
+    fleet_.worker()
+
+    later = wait_for(lambda: next((r for r in emitted("long") if r.slot_time > first.slot_time), None),
+                     timeout=LOCK_TTL_RUNNING + 30, message="a run after the killed one")
+    # the lock was last renewed before the kill and expires LOCK_TTL_RUNNING later; a little
+    # beyond that for the next 1 s slot and the leader's tick
+    assert wall(later.slot_time) <= killed_at + LOCK_TTL_RUNNING + 5
+    between = [r for r in rows("long") if first.slot_time < r.slot_time < later.slot_time]
+    assert between and all(r.state == "skipped" and r.detail.startswith("overlap") for r in between)
+    assert wall(between[-1].slot_time) >= killed_at + LOCK_TTL_RUNNING - RENEW_EVERY - 1, "held until it expired"
+    wait_for(lambda: ScheduleRun.get_by_id(later.id).state == "succeeded", timeout=30, message="later run done")
+    fleet_.stop()
+
+    killed = runs_noted("long")[0]["token"]
+    assert all(set(run["others"]) <= {killed} for run in runs_noted("long")), "only the dead run overlapped"
+    # its worker died: the row says so until the message is redelivered (and then skipped, the entry being taken)
+    assert ScheduleRun.get_by_id(first.id).state in ("running", "skipped")
+
+
+def test_all_schedulers_down_over_a_slot_records_it_missed_and_catch_up_latest_emits_it_once(run_fleet, broker):
+    fleet_ = run_fleet(note_entry("skipper", 'every = "8s"', "without_overlapping = false")
+                       + note_entry("catcher", 'every = "8s"', 'catch_up = "latest"', "without_overlapping = false"),
+                       FLEET_SCHEDULE_GRACE="1")
+    scheduler = fleet_.scheduler()
+    slot = wait_for(lambda: len(emitted("catcher")) >= 1 and len(emitted("skipper")) >= 1 and emitted("catcher")[0].slot_time,
+                    timeout=30, message="both entries emitted once")
+    scheduler.terminate()
+    assert scheduler.wait(5) == 0
+    down_over = slot + timedelta(seconds=8)  # the next slot, while no scheduler runs
+    wait_for(lambda: time.time() > wall(down_over) + 1.5, timeout=20, message="the next slot passed, beyond the grace")
+    fleet_.scheduler()
+    wait_for(lambda: len(rows("catcher")) >= 2 and len(rows("skipper")) >= 2, timeout=30, message="the slot handled")
+    fleet_.stop()
+
+    skipper = {r.slot_time: r for r in rows("skipper")}
+    catcher = {r.slot_time: r for r in rows("catcher")}
+    assert skipper[down_over].state == "missed" and skipper[down_over].detail == "no scheduler emitted it in time"
+    caught = catcher[down_over]
+    assert (caught.state, caught.kind) == ("emitted", "catch-up") and caught.detail.endswith("late, on catch-up")
+    run_ids = [m.options[RUN_OPTION] for m in queued_messages(broker)]
+    assert run_ids.count(caught.id) == 1 and len(run_ids) == len(set(run_ids))
+    assert sum(r.kind == "catch-up" for r in catcher.values()) == 1
+
+
+def test_pause_and_resume_are_honoured_by_every_scheduler(run_fleet, broker):
+    fleet_ = run_fleet(note_entry("naps", 'every = "1s"', "without_overlapping = false"))
+    fleet_.scheduler()
+    fleet_.scheduler()
+    first = fleet_.wait_leader()
+    wait_for(lambda: emitted("naps"), timeout=30, message="first emission")
+
+    assert fleet_.command("schedule", "pause", "naps").returncode == 0
+    wait_for(lambda: _paused_rows(first), timeout=10, message="the leader skips the paused entry")
+    first.terminate()
+    assert first.wait(5) == 0
+    second = fleet_.wait_leader(not_this=first)
+    wait_for(lambda: len(_paused_rows(second)) >= 2, timeout=20, message="the next leader skips it too")
+    assert fleet_.command("schedule", "resume", "naps").returncode == 0
+    resumed_at = datetime.now(UTC).replace(tzinfo=None)
+    wait_for(lambda: any(r.slot_time > resumed_at for r in emitted("naps")), timeout=10, message="emitted again")
+    fleet_.stop()
+
+    pause = [r for r in rows("naps") if r.detail == "paused"]
+    window = [r for r in rows("naps") if pause[0].slot_time <= r.slot_time <= pause[-1].slot_time]
+    assert all(r.state == "skipped" for r in window), "nothing emitted while paused"
+    assert {r.scheduler for r in pause} >= {_id(first), _id(second)}
+
+
+def _id(proc) -> str:
+    return next(r.scheduler for r in rows("naps") if r.scheduler.endswith(f":{proc.pid}"))
+
+
+def _paused_rows(proc) -> list[ScheduleRun]:
+    return [r for r in rows("naps") if r.detail == "paused" and r.scheduler.endswith(f":{proc.pid}")]
+
+
+def test_the_dashboard_and_the_schedule_page_name_the_real_leader(run_fleet, admin_client):
+    fleet_ = run_fleet(note_entry("idle", 'every = "1h"'))
+    procs = [fleet_.scheduler(), fleet_.scheduler()]
+    lead = fleet_.wait_leader()
+    wait_for(lambda: len(sched.schedulers()) == 2, message="both schedulers' heartbeats")
+    standby = next(p for p in procs if p is not lead)
+    assert 0 < state_redis().pttl(sched.LEADER_KEY) <= 10_000, "a lease with a short TTL"
+    leader_id = sched.leader()
+    assert leader_id.endswith(f":{lead.pid}")
+    assert f"leader: <code>{leader_id}</code>" in admin_client.get("/admin/").text
+    page = admin_client.get("/admin/schedule/").text
+    assert leader_id in page and f":{standby.pid}" in page and "standby" in page
