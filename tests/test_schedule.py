@@ -20,6 +20,7 @@ import tests.worker_actors  # noqa: F401  (registers the tests.* tasks on the br
 from actors import schedule as sched
 from actors.middleware.schedule import LOCK_TTL_RUNNING, RUN_OPTION, lock_key
 from core.state import state_redis
+from db.database import database
 from db.models import utcnow
 from db.models.schedule import ScheduleRun
 from tests.helpers import fleet, wait_for
@@ -100,6 +101,8 @@ def test_racing_leaders_with_skewed_clocks_emit_each_slot_once(ledger, broker, t
                 emitter.tick(DAY1 + timedelta(seconds=step + skew))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
+        finally:
+            database.close()  # back to the pool: a thread that ends holding it would leak it
 
     threads = [threading.Thread(target=lead, args=(e, s)) for e, s in zip(emitters, skews)]
     for t in threads:
