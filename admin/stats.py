@@ -33,9 +33,11 @@ class Day:
 
 
 def _hour(column):
+    """The hour of `column` as text, 'YYYY-MM-DD HH' (not coerced: peewee would parse it back
+    into a datetime through the column's field)."""
     if isinstance(database.obj, PostgresqlDatabase):
-        return fn.to_char(fn.date_trunc("hour", column), "YYYY-MM-DD HH24")
-    return fn.substr(column, 1, 13)  # peewee stores 'YYYY-MM-DD HH:MM:SS.ffffff'; cheaper than strftime
+        return fn.to_char(fn.date_trunc("hour", column), "YYYY-MM-DD HH24").coerce(False)
+    return fn.substr(column, 1, 13).coerce(False)  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff'; cheaper than strftime
 
 
 def last_day(now: datetime | None = None) -> Day:
