@@ -37,6 +37,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from dramatiq.broker import get_broker
@@ -72,6 +73,8 @@ MEMBER_STALE = 30  # seconds without a heartbeat after which a scheduler is gone
 MISSED_ROWS = 1_000  # at most this many missed slots of an entry are listed one by one
 MISSED_LOOKBACK = timedelta(days=7)  # how far back a cron entry's missed slots are looked for
 ORPHAN_CLAIM = timedelta(seconds=60)  # a claim never sent after this long: its scheduler died
+SEND_TOKEN_PREFIX = "fleet:schedule:send:"  # + run id: taken by the one process that sends it
+SEND_TOKEN_TTL = 600  # seconds, longer than a claim may still be sent
 INTERVAL_ANCHOR = datetime(2000, 1, 1, tzinfo=timezone.utc)  # `every` slots: multiples since then
 
 UTC = timezone.utc
@@ -103,6 +106,8 @@ class Entry:
     catch_up: str = "skip"
     catch_up_window: float = 86_400.0
     enabled: bool = True
+    fixed_time: bool = False  # fires at set wall-clock times (not every n units): once when the clocks go back
+
 
     @property
     def args_text(self) -> str:
@@ -111,7 +116,20 @@ class Entry:
     def next_slot(self, after: datetime) -> datetime | None:
         """The first slot strictly after `after` (aware), in UTC."""
         slot = self.trigger.get_next_fire_time(None, after.astimezone(UTC) + TICK)
+        if slot is not None and self.fixed_time and self._repeated(slot):
+            slot = self.trigger.get_next_fire_time(None, slot.astimezone(UTC) + TICK)
         return slot.astimezone(UTC) if slot else None
+
+    def _repeated(self, slot: datetime) -> bool:
+        """Whether `slot` is a wall-clock time coming round the second time as the clocks go
+        back (02:30 twice in Berlin's last October night): it runs once, as in cron."""
+        at = slot.astimezone(UTC)  # by way of UTC: the local time's fold is set right, comparisons are by instant
+        local = at.astimezone(ZoneInfo(self.timezone))
+        if not local.fold:
+            return False
+        first = local.replace(fold=0).astimezone(UTC)
+        fires = self.trigger.get_next_fire_time(None, first)
+        return first != at and fires is not None and fires.astimezone(UTC) == first
 
     def slots_between(self, after: datetime, until: datetime, limit: int) -> tuple[list[datetime], int]:
         """The latest `limit` slots in (after, until] and how many there are in all."""
@@ -123,7 +141,8 @@ class Entry:
             return [INTERVAL_ANCHOR + step * k for k in range(max(first, last - limit + 1), last + 1)], total
         latest: deque[datetime] = deque(maxlen=limit)
         total = 0
-        slot = self.next_slot(max(after, until - MISSED_LOOKBACK))
+        lookback = max(MISSED_LOOKBACK, timedelta(seconds=self.catch_up_window))
+        slot = self.next_slot(max(after, until - lookback))
         while slot is not None and slot <= until:
             latest.append(slot)
             total += 1
@@ -145,6 +164,10 @@ class Schedule:
     def enabled(self) -> list[Entry]:
         return [e for e in self.entries.values() if e.enabled]
 
+    @property
+    def enabled_names(self) -> list[str]:
+        return [e.name for e in self.enabled]
+
     def entry(self, name: str) -> Entry:
         if name not in self.entries:
             known = ", ".join(self.entries) or "none"
@@ -155,6 +178,9 @@ class Schedule:
 TRIGGERS = ("cron", "every", "daily_at", "weekly_on", "monthly_on", "twice_daily")
 ENTRY_KEYS = {"task", "args", "timezone", "without_overlapping", "catch_up", "catch_up_window", "enabled", *TRIGGERS}
 CATCH_UP = ("skip", "latest")
+ENTRY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+MAX_INTERVAL = 366 * 86400  # seconds: `every` and `catch_up_window` at most a year
+MAX_ARGUMENT = 1_000_000  # a number given to a task: hours, days, rows to keep …
 WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 UNIT_WORDS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
@@ -193,12 +219,17 @@ def load_schedule(value: str | Path | None = None, default_timezone: str | None 
     problems: list[str] = []
     tz = data.pop("timezone", default_timezone or settings.timezone)
     try:
+        if isinstance(tz, dict):
+            raise _Problem("is the file's time zone, as in timezone = \"UTC\"; name the entry otherwise")
         tz = _zone(tz)
     except _Problem as exc:
         problems.append(f"{path}: timezone: {exc}")
         tz = "UTC"
     entries = {}
     for name, table in data.items():
+        if not ENTRY_NAME.fullmatch(name):
+            problems.append(f"{path}: [{name!r}] an entry's name is letters, digits, '-', '_' and '.' (at most 100)")
+            continue
         if not isinstance(table, dict):
             problems.append(f"{path}: {name}: unknown setting (an entry is a table: [{name}])")
             continue
@@ -231,6 +262,7 @@ def _entry(name: str, table: dict, default_tz: str) -> Entry:
     if len(given) != 1:
         raise _Problem(f"needs exactly one trigger of {', '.join(TRIGGERS)}" + (f"; has {', '.join(given)}" if given else ""))
     trigger, words = _trigger(given[0], table[given[0]], tz)
+    fixed_time = given[0] != "every" and (given[0] != "cron" or "*" not in table["cron"].split()[1])
     catch_up = table.get("catch_up", "skip")
     if catch_up not in CATCH_UP:
         raise _Problem(f"catch_up must be \"skip\" or \"latest\", not {catch_up!r}")
@@ -238,9 +270,13 @@ def _entry(name: str, table: dict, default_tz: str) -> Entry:
     for key in ("without_overlapping", "enabled"):
         if not isinstance(table.get(key, True), bool):
             raise _Problem(f"{key} must be true or false")
-    return Entry(name, task, dict(args), trigger, words, tz,
-                 without_overlapping=table.get("without_overlapping", True), catch_up=catch_up,
-                 catch_up_window=_seconds("catch_up_window", window), enabled=table.get("enabled", True))
+    entry = Entry(name, task, dict(args), trigger, words, tz,
+                  without_overlapping=table.get("without_overlapping", True), catch_up=catch_up,
+                  catch_up_window=_seconds("catch_up_window", window), enabled=table.get("enabled", True),
+                  fixed_time=fixed_time)
+    if entry.next_slot(datetime.now(UTC)) is None:
+        raise _Problem(f"{given[0]} {table[given[0]]!r} never fires")
+    return entry
 
 
 def _zone(value) -> str:
@@ -268,6 +304,8 @@ def _check_args(task: str, args: dict) -> None:
         if expected and not _is_a(value, expected):
             names = " or ".join(TYPE_WORDS[t] for t in expected)
             raise _Problem(f"argument {key!r} of {task} must be {names}, not {json.dumps(value, default=str)}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value <= MAX_ARGUMENT:
+            raise _Problem(f"argument {key!r} of {task} must be a number from 0 to {MAX_ARGUMENT:,}, not {value}")
     missing = [p for p in params.values() if p.default is p.empty and p.name not in args]
     if missing:
         raise _Problem(f"missing argument {missing[0].name!r} for {task}")
@@ -303,7 +341,10 @@ def _seconds(key: str, value) -> float:
     parts = re.findall(r"(\d+)([smhd])", value) if isinstance(value, str) else []
     if not parts or "".join(n + u for n, u in parts) != value or not any(int(n) for n, _ in parts):
         raise _Problem(f"{key}: {value!r} is not a duration such as \"10m\" (units s, m, h, d)")
-    return float(sum(int(n) * UNITS[u] for n, u in parts))
+    seconds = sum(int(n) * UNITS[u] for n, u in parts)
+    if seconds > MAX_INTERVAL:
+        raise _Problem(f"{key}: {value!r} is longer than a year")
+    return float(seconds)
 
 
 def _pair(key: str, value, shape: str) -> list:
@@ -319,9 +360,16 @@ def _trigger(key: str, value, tz: str) -> tuple[BaseTrigger, str]:
         fields = value.split()
         if len(fields) != 5:
             raise _Problem(f"cron {value!r}: needs 5 fields (minute hour day month weekday), has {len(fields)}")
+        minute, hour, day, month, weekday = fields
         try:
-            trigger = CronTrigger(minute=fields[0], hour=fields[1], day=fields[2], month=fields[3],
-                                  day_of_week=_cron_weekdays(fields[4]), timezone=tz)
+            if day.startswith("*") or weekday.startswith("*"):
+                trigger = CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                                      day_of_week=_cron_weekdays(weekday), timezone=tz)
+            else:  # both restricted: crontab runs on either (the 1st *or* Mondays), not on both
+                trigger = OrTrigger([
+                    CronTrigger(minute=minute, hour=hour, day=day, month=month, timezone=tz),
+                    CronTrigger(minute=minute, hour=hour, month=month, day_of_week=_cron_weekdays(weekday),
+                                timezone=tz)])
         except ValueError as exc:
             raise _Problem(f"cron {value!r}: {exc}") from None
         return trigger, f"cron {value}"
@@ -448,7 +496,6 @@ def emit(dues: list[Due], claimed_by: str, paused: set[str] = frozenset()) -> di
     """
     if not dues:
         return {}
-    broker = get_broker()
     now = utcnow()
     messages = {}
     rows = []
@@ -467,10 +514,17 @@ def emit(dues: list[Due], claimed_by: str, paused: set[str] = frozenset()) -> di
         inserted = list(ScheduleRun.insert_many([_with_every_column(r) for r in rows]).on_conflict_ignore()
                         .returning(ScheduleRun).execute())
     claimed = {row.name: row for row in inserted}
+    return _dispatch(claimed, messages, {due.entry.name: due.entry for due in dues})
+
+
+def _dispatch(claimed: dict[str, ScheduleRun], messages: dict, entries: dict[str, Entry]) -> dict[str, ScheduleRun]:
+    """Lock, send and record the rows still `claimed`; an error before the send (the database
+    gone) leaves them `claimed`, for `resend_unsent`."""
+    broker = get_broker()
     to_send = {name: messages[name] for name, row in claimed.items() if row.state == "claimed"}
-    by_name = {due.entry.name: due.entry for due in dues}
     try:
-        skipped = _take_locks(claimed, to_send, by_name)
+        _take_send_tokens(claimed, to_send)
+        skipped = _take_locks(claimed, to_send, entries)
     except RedisError as exc:  # no lock, no send: the rows say so instead of staying `claimed`
         log.exception("could not lock scheduled tasks")
         skipped = {name: f"not sent: {type(exc).__name__}: {exc}"[:500] for name in to_send}
@@ -484,6 +538,22 @@ def emit(dues: list[Due], claimed_by: str, paused: set[str] = frozenset()) -> di
 def _with_every_column(row: dict) -> dict:
     # insert_many takes its columns from the first row: every row gets every column
     return {"finished_at": None, **row}
+
+
+def _take_send_tokens(claimed: dict, to_send: dict) -> None:
+    """Only the process that takes a claim's send token sends it: the claimer, or a leader
+    sending what a failed tick left `claimed` (`resend_unsent`), never both."""
+    client = state_redis()
+    if client is None or not to_send:
+        return
+    names = list(to_send)
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.set(f"{SEND_TOKEN_PREFIX}{claimed[name].id}", 1, nx=True, ex=SEND_TOKEN_TTL)
+        taken = pipe.execute()
+    for name, ok in zip(names, taken):
+        if not ok:
+            del to_send[name]
 
 
 def _take_locks(claimed: dict, to_send: dict, entries: dict[str, Entry]) -> dict[str, str]:
@@ -501,6 +571,9 @@ def _take_locks(claimed: dict, to_send: dict, entries: dict[str, Entry]) -> dict
         run_id = claimed[name].id
         if not ok:
             holder_id = lock_holder(client, lock_key(name))
+            if holder_id == run_id:  # taken for this run by a tick that failed before sending it
+                to_send[name].options[LOCK_OPTION] = lock_key(name)
+                continue
             holder = _live(holder_id)
             if holder is not None:
                 skipped[name] = f"overlap: run #{holder.id} is still {'running' if holder.state == 'running' else 'queued'}"
@@ -572,7 +645,7 @@ def _record(claimed: dict, sent: set[str], skipped: dict[str, str]) -> None:
                 ScheduleRun.id.in_(ids) & (ScheduleRun.state == "claimed")).execute()
         for name, why in skipped.items():
             ScheduleRun.update(state="skipped", detail=why, finished_at=now, message_id=None).where(
-                ScheduleRun.id == claimed[name].id).execute()
+                (ScheduleRun.id == claimed[name].id) & (ScheduleRun.state == "claimed")).execute()
     for name in sent:
         claimed[name].state = "emitted"
     for name, why in skipped.items():
@@ -594,6 +667,28 @@ def record_missed(missed: list[tuple[Entry, list[datetime], int]], claimed_by: s
     if rows:
         with database.atomic():
             ScheduleRun.insert_many(rows).on_conflict_ignore().execute()
+
+
+def resend_unsent(schedule: Schedule, window: timedelta) -> int:
+    """Send the slots claimed in the last `window` but never sent: the tick that claimed them
+    failed after its INSERT (the database went away), or their scheduler died between claim and
+    send. A claim whose send token is taken was sent (or is being sent) by its claimer and is
+    left to it. Returns how many were sent now."""
+    if state_redis() is None:
+        return 0
+    rows = {row.name: row for row in ScheduleRun.select().where(
+        (ScheduleRun.state == "claimed") & ScheduleRun.name.in_(list(schedule.enabled_names))
+        & (ScheduleRun.slot_time >= _naive(datetime.now(UTC) - window)) & ScheduleRun.message_id.is_null(False))
+        .order_by(ScheduleRun.slot_time)}  # the latest claim of an entry
+    if not rows:
+        return 0
+    messages = {name: TASKS[row.task].message_with_options(kwargs=schedule.entries[name].args)
+                .copy(message_id=row.message_id) for name, row in rows.items()}
+    claimed = _dispatch(rows, messages, schedule.entries)
+    sent = sorted(name for name, row in claimed.items() if row.state == "emitted")
+    if sent:
+        log.warning("sent slots that were claimed but not sent", extra={"entries": sent})
+    return len(sent)
 
 
 def paused_names() -> set[str]:
@@ -618,9 +713,11 @@ class SlotEmitter:
         self.grace = timedelta(seconds=grace)
         self.cursors: dict[str, datetime] = {}  # entry -> its last slot handled (aware UTC)
         self.upcoming: dict[str, datetime | None] = {}
+        self.unsure = True  # claims may have been left unsent (a new leader, or a tick that failed)
 
     def start(self, now: datetime) -> None:
         """Take up each entry where the ledger says the last leader left it."""
+        self.unsure = True
         for entry in self.schedule.enabled:
             last = (ScheduleRun.select(fn.MAX(ScheduleRun.slot_time))
                     .where((ScheduleRun.name == entry.name) & (ScheduleRun.kind != "manual")).scalar())
@@ -634,6 +731,9 @@ class SlotEmitter:
         """Handle every slot due by `now`; returns when the next one is due. An error (database,
         Redis) leaves every entry where it was, so the next tick handles the same slots again:
         claims that already happened are not repeated."""
+        if self.unsure:
+            resend_unsent(self.schedule, min(self.grace, ORPHAN_CLAIM))
+            self.unsure = False
         dues: list[Due] = []
         missed_slots: list[tuple[Entry, list[datetime], int]] = []
         handled: dict[str, datetime] = {}
@@ -642,7 +742,8 @@ class SlotEmitter:
             if upcoming is None or upcoming > now:
                 continue
             slots, total = entry.slots_between(self.cursors[entry.name], now, MISSED_ROWS + 1)
-            if not slots:
+            if not slots:  # its slots are older than any look back: take it up from now
+                handled[entry.name] = now
                 continue
             latest = handled[entry.name] = slots[-1]
             late = (now - latest).total_seconds()
@@ -658,7 +759,9 @@ class SlotEmitter:
                 missed_slots.append((entry, missed[-MISSED_ROWS:], total - (len(slots) - len(missed))))
         record_missed(missed_slots, self.claimed_by)
         if dues:
+            self.unsure = True
             claimed = emit(dues, self.claimed_by, paused_names())
+            self.unsure = False
             log.info("schedule tick", extra={"due": len(dues), "claimed": len(claimed),
                                               "emitted": sum(r.state == "emitted" for r in claimed.values())})
         for name, latest in handled.items():

@@ -33,6 +33,7 @@ STANDBY_POLL = 0.5
 HEARTBEAT_EVERY = 1.0
 IDLE_WAKE = 0.5  # the loop looks around at least this often
 TRUST_MARGIN = 1.0  # the leader stops emitting this long before its lease could have expired
+FAILURES_TO_STEP_DOWN = 3  # loops in a row that failed: a leader that cannot work lets a standby lead
 
 
 class Lease:
@@ -64,6 +65,8 @@ class Daemon:
         self.emitter = sched.SlotEmitter(schedule, self.id, settings.schedule_grace)
         self.stopping = threading.Event()
         self.trusted_until = 0.0  # monotonic; the leader emits only before this
+        self.failures = 0  # loops in a row that failed
+        self.standby_until = 0.0  # monotonic; after stepping down, let another take the lease first
         self.info = {"id": self.id, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "schedule": str(schedule.path), "digest": schedule.digest}
 
@@ -86,20 +89,38 @@ class Daemon:
                     self._hold_lease()
                     next_lease = now + (RENEW_EVERY if self.leading else STANDBY_POLL)
                 if self.leading:
-                    with trace.traced():
+                    with trace.traced(trace.new_trace_id()):  # a trace a tick, not the process's
                         next_slot = self.emitter.tick(datetime.now(timezone.utc))
             except Exception:  # Redis, the database, or a bug: log it, keep the lease logic going
                 log.exception("scheduler loop failed; trying again in a second")
+                self.failures += 1
+                if self.failures >= FAILURES_TO_STEP_DOWN:
+                    self._step_down()
                 self._reconnect()
                 next_lease = min(next_lease, time.monotonic() + 1)
                 self.stopping.wait(1)
                 continue
+            self.failures = 0
             self.stopping.wait(self._sleep(next_lease, next_heartbeat, next_slot))
         self._stop()
+
+    def _step_down(self) -> None:
+        """A scheduler whose loop keeps failing (the database unreachable from this host) gives
+        up the lease, so that a standby that can work leads; it tries again later."""
+        self.failures = 0
+        self.trusted_until = 0.0
+        self.standby_until = time.monotonic() + LEASE_TTL
+        try:
+            self.lease.give_up()
+            log.warning("scheduler stepped down after failing loops", extra={"scheduler": self.id})
+        except RedisError:
+            log.warning("could not give up the lease; it expires on its own", exc_info=True)
 
     def _hold_lease(self) -> None:
         was_leading = self.leading
         started = time.monotonic()
+        if not was_leading and started < self.standby_until:
+            return
         held = self.lease.renew() if was_leading else self.lease.take()
         if held:
             if not was_leading:
@@ -126,8 +147,7 @@ class Daemon:
 
     def _stop(self) -> None:
         try:
-            if self.leading:
-                self.lease.give_up()
+            self.lease.give_up()  # only if it is still ours
             self.client.hdel(sched.MEMBERS_KEY, self.id)
         except RedisError:
             log.warning("could not give up the lease; it expires on its own", exc_info=True)

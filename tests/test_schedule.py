@@ -135,6 +135,46 @@ def test_a_claim_inserts_once_and_only_its_inserter_sends(ledger, broker, tmp_pa
     assert [m.options[RUN_OPTION] for m in queued_messages(broker)] == [first["once"].id]
 
 
+def test_a_claim_left_unsent_is_sent_once_by_the_next_leader(ledger, broker, tmp_path):
+    """A scheduler that died (or whose database went away) between its INSERT and its send left
+    the row `claimed`: the next leader sends it, once, with the id the claim stored."""
+    schedule = load(tmp_path, note_entry("orphan", 'cron = "0 0 1 1 *"'))  # no other slot comes due here
+    now = datetime.now(UTC)
+    left = ScheduleRun.create(name="orphan", slot_time=(now - timedelta(seconds=5)).replace(tzinfo=None),
+                              task="tests.note", state="claimed", scheduler="dead-host:1",
+                              message_id="0b5e1c1e-0000-4000-8000-000000000001")
+    leaders = [sched.SlotEmitter(schedule, f"host-{i}:1", grace=30) for i in range(2)]
+    for leader in leaders:
+        leader.start(now)
+        leader.tick(now)
+    messages = queued_messages(broker)
+    assert [(m.message_id, m.options[RUN_OPTION]) for m in messages] == [(left.message_id, left.id)]
+    assert ScheduleRun.get_by_id(left.id).state == "emitted"
+    assert state_redis().get(lock_key("orphan")) == str(left.id).encode()
+
+
+def test_an_entry_whose_slots_are_older_than_any_look_back_is_taken_up_from_now(db, broker, tmp_path):
+    schedule = load(tmp_path, note_entry("monthly", 'monthly_on = [1, "05:00"]'))
+    emitter = sched.SlotEmitter(schedule, "host-a:1", grace=30)
+    emitter.start(DAY1)
+    emitter.cursors["monthly"] = datetime(2029, 11, 1, 5, tzinfo=UTC)  # its last slot, weeks before
+    emitter.upcoming["monthly"] = datetime(2029, 12, 1, 5, tzinfo=UTC)
+    later = DAY1 + timedelta(days=12)  # 2030-01-19: December's slot is older than the week looked back
+    assert emitter.tick(later) == datetime(2030, 2, 1, 5, tzinfo=UTC), "the next slot, not one it keeps waking for"
+    assert emitter.tick(later + timedelta(seconds=1)) == datetime(2030, 2, 1, 5, tzinfo=UTC)
+
+
+def test_a_second_copy_of_a_run_that_ended_is_not_run(db, broker, worker, tmp_path):
+    schedule = load(tmp_path, note_entry("twice", 'every = "1h"'))
+    run = sched.run_now(schedule.entries["twice"], "ops")
+    message = queued_messages(broker)[0]
+    wait_for(lambda: ScheduleRun.get_by_id(run.id).state == "succeeded", message="the run done")
+    broker.enqueue(message.copy(options={k: v for k, v in message.options.items() if k != "redis_message_id"}))
+    wait_for(lambda: broker.client.hlen("fleet:tests.msgs") == 0, message="the copy handled")
+    assert len(runs_noted("twice")) == 1
+    assert ScheduleRun.get_by_id(run.id).state == "succeeded"
+
+
 # -- the ledger follows the run ------------------------------------------------------------------
 
 def test_ledger_follows_success_and_failure_and_the_lock_goes_with_the_run(db, broker, worker, tmp_path):

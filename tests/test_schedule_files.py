@@ -166,6 +166,23 @@ def test_an_entry_zone_follows_its_wall_clock_across_daylight_saving(tmp_path):
     assert [t.hour for t in times] == [2, 1]
 
 
+def test_a_wall_clock_time_runs_once_when_the_clocks_go_back(tmp_path):
+    """02:30 comes twice in Berlin on 2025-10-26 and not at all on 2025-03-30: once each day, as in cron."""
+    entry = one(tmp_path, 'daily_at = "02:30"', 'timezone = "Europe/Berlin"')
+    autumn = fires(entry, at("2025-10-25", "12:00"), 2)
+    assert autumn == [at("2025-10-26", "00:30"), at("2025-10-27", "01:30")]  # 02:30 CEST, then 02:30 CET
+    spring = fires(entry, at("2025-03-29", "12:00"), 2)
+    assert spring == [at("2025-03-30", "01:30"), at("2025-03-31", "00:30")]  # 03:30 CEST (02:30 does not exist)
+    every = one(tmp_path, 'every = "30m"', 'timezone = "Europe/Berlin"')  # not a wall-clock time: every slot
+    assert len(fires(every, at("2025-10-25", "23:59"), 4)) == 4
+
+
+def test_a_cron_restricting_day_and_weekday_fires_on_either_as_in_crontab(tmp_path):
+    entry = one(tmp_path, 'cron = "0 4 1 * 1"')  # the 1st of the month, and every Monday
+    days = [t.date().isoformat() for t in fires(entry, at("2030-01-01", "05:00"), 6)]
+    assert days == ["2030-01-07", "2030-01-14", "2030-01-21", "2030-01-28", "2030-02-01", "2030-02-04"]
+
+
 def test_defaults_of_an_entry(tmp_path):
     entry = one(tmp_path, 'every = "10m"')
     assert (entry.without_overlapping, entry.catch_up, entry.catch_up_window, entry.enabled, entry.timezone) == (
@@ -203,6 +220,16 @@ INVALID = [
     ('every = "1s"\n', "every: unknown setting (an entry is a table: [every])"),
     ("# nothing here\n", "no entries (an entry is a table such as [rescue-stale])"),
     ('[e\ntask = "x"\n', "not a valid TOML file: "),
+    ('[e]\ntask = "jobs.cleanup"\nevery = "100000000d"\n', "[e] every: '100000000d' is longer than a year"),
+    ('[e]\ntask = "jobs.cleanup"\nevery = "99999999999999999999d"\n', "[e] every: '99999999999999999999d' is longer"),
+    ('[e]\ntask = "jobs.cleanup"\ncron = "0 0 31 2 *"\n', "[e] cron '0 0 31 2 *' never fires"),
+    ('[e]\ntask = "jobs.cleanup"\nargs = { days = nan }\nevery = "1d"\n',
+     "[e] argument 'days' of jobs.cleanup must be a number from 0 to 1,000,000, not nan"),
+    ('[e]\ntask = "workouts.rescue-stale"\nargs = { hours = -1 }\nevery = "1d"\n',
+     "[e] argument 'hours' of workouts.rescue-stale must be a number from 0 to 1,000,000, not -1"),
+    ('["[/x]"]\ntask = "jobs.cleanup"\nevery = "1d"\n', "['[/x]'] an entry's name is letters, digits"),
+    ('["a\\nb"]\ntask = "jobs.cleanup"\nevery = "1d"\n', "['a\\nb'] an entry's name is letters, digits"),
+    ('[timezone]\ntask = "jobs.cleanup"\nevery = "1d"\n', "timezone: is the file's time zone, as in timezone = \"UTC\""),
 ]
 
 
@@ -234,7 +261,7 @@ def test_check_of_a_valid_file_shows_each_next_run(tmp_path, fleet_env):
     result = fleet("schedule", "check", str(path), env=fleet_env)
     assert result.returncode == 0, result.stderr
     assert "nightly" in result.stdout and "days=3" in result.stdout and "daily at 02:00" in result.stdout
-    assert result.stdout.rstrip().endswith(f"{path}: 1 entries, all valid.")
+    assert result.stdout.rstrip().endswith(f"{path}: 1 entry, all valid.")
 
 
 def test_the_scheduler_refuses_an_invalid_file_the_same_way(tmp_path, fleet_env):

@@ -77,6 +77,17 @@ def release_lock(client, key: str, owner) -> bool:
     return bool(client.eval(_RELEASE_IF_MINE, 1, key, str(owner)))
 
 
+def _ended(run_id: int) -> bool:
+    """Whether the run's row is final: this message is a second copy (sent twice, or
+    redelivered after its ack was lost). When the ledger cannot be read, the run goes ahead."""
+    try:
+        return ScheduleRun.select(ScheduleRun.state).where(
+            (ScheduleRun.id == run_id) & ScheduleRun.state.in_(ScheduleRun.FINAL)).exists()
+    except Exception:
+        log.warning("could not read the schedule ledger", exc_info=True, extra={"schedule_run": run_id})
+        return False
+
+
 def update_run(run_id: int, **fields) -> None:
     """The ledger is for reading: a write that fails is logged, and never fails the job."""
     try:
@@ -105,22 +116,27 @@ class ScheduledRuns(Middleware):
 
     def _renew_forever(self) -> None:
         while not self._stop.wait(RENEW_EVERY):
-            with self._lock:
-                held = list(self._held.values())
             client = state_redis()
-            if not held or client is None:
+            if client is None:
                 continue
-            try:
-                for key, run_id in held:
-                    expire_lock(client, key, run_id, LOCK_TTL_RUNNING)
-            except Exception:
-                log.warning("could not renew schedule locks; will try again", exc_info=True)
+            # under the lock: a run that ends meanwhile must not get its short TTL back
+            with self._lock:
+                try:
+                    for key, run_id in self._held.values():
+                        if not expire_lock(client, key, run_id, LOCK_TTL_RUNNING):
+                            log.warning("a running schedule run lost its overlap lock",
+                                        extra={"schedule_run": run_id, "lock": key})
+                except Exception:
+                    log.warning("could not renew schedule locks; will try again", exc_info=True)
 
     # -- around each attempt ------------------------------------------------------------------
     def before_process_message(self, broker, message):
         run_id = message.options.get(RUN_OPTION)
         if run_id is None:
             return
+        if _ended(run_id):
+            set_outcome(message, Outcome("skipped"))
+            raise SkipMessage(f"schedule run #{run_id} has ended already: a second copy is not run")
         key = message.options.get(LOCK_OPTION)
         client = state_redis()
         if key and client is not None:
@@ -142,8 +158,6 @@ class ScheduledRuns(Middleware):
         outcome = get_outcome(message) or Outcome("success" if exception is None else "failed")
         if outcome.status == "skipped":
             return  # our own skip: the row says why already
-        with self._lock:
-            self._held.pop(message.message_id, None)
         started = self._started.pop(message.message_id, None)
         fields = {}
         if started is not None:
@@ -159,20 +173,24 @@ class ScheduledRuns(Middleware):
             if outcome.error:
                 fields["detail"] = redact(outcome.error.message)[:500]
         update_run(run_id, **fields)
-        self._let_go(message, run_id, waiting)
+        wait = max(LOCK_TTL_QUEUED, (outcome.delay_seconds or 0) + LOCK_TTL_QUEUED) if waiting else None
+        with self._lock:
+            self._held.pop(message.message_id, None)
+            self._let_go(message, run_id, wait)
 
     def after_skip_message(self, broker, message):
         self.after_process_message(broker, message)
 
     @staticmethod
-    def _let_go(message, run_id: int, waiting: bool) -> None:
+    def _let_go(message, run_id: int, wait: float | None) -> None:
+        """Release the lock of a run that ended, or keep it `wait` seconds for one that waits."""
         key = message.options.get(LOCK_OPTION)
         client = state_redis()
         if not key or client is None:
             return
         try:
-            if waiting:
-                expire_lock(client, key, run_id, LOCK_TTL_QUEUED)
+            if wait:
+                expire_lock(client, key, run_id, wait)
             else:
                 release_lock(client, key, run_id)
         except Exception:

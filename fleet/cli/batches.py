@@ -74,7 +74,7 @@ def list_command(status: str | None, limit: int) -> None:
         table.add_row(b.id[:ops.SHORT_ID], b.kind, b.title[:50], ops.status_label(b),
                       f"{snap.percent:g}% ({b.processed}/{b.total})", str(b.failed), ops.usd(b.cost_usd),
                       b.created_at.strftime("%Y-%m-%d %H:%M:%S"))
-    Console(width=180).print(table)
+    Console(width=180, markup=False, highlight=False).print(table)
 
 
 @batches_group.command("show")
@@ -107,7 +107,7 @@ def show_command(batch_id: str, as_json: bool, failed: bool, limit: int) -> None
                        else ", ".join(f"{k}: {v}" for k, v in (i.result or {}).items()))
             table.add_row(str(i.position + 1), i.key, i.status, str(i.attempts), outcome[:120],
                           ops.usd(i.cost_usd) if i.cost_usd else "")
-        Console(width=200).print(table)
+        Console(width=200, markup=False, highlight=False).print(table)
         shown = len(snap.items)
         everything = b.failed if failed else b.total
         if shown < everything:

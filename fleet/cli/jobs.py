@@ -52,7 +52,7 @@ def dead_letters_command(limit: int) -> None:
             error = f"{error} raw: {d.raw[:80]!r}" if error else f"raw: {d.raw[:80]!r}"
         table.add_row(d.message_id, d.actor, d.queue, d.error_code or "-", error[:120],
                       d.failed_at.strftime("%Y-%m-%d %H:%M:%S"))
-    Console(width=200).print(table)
+    Console(width=200, markup=False, highlight=False).print(table)
     click.echo(f"{dead_letters.count_dead_letters(broker)} dead letter(s) in all.")
 
 
@@ -113,7 +113,7 @@ def stats_command(hours: float, as_json: bool) -> None:
         avg = row["avg_success_seconds"]
         table.add_row(row["job_class"], str(row["success_today"]), *(str(row["counts"].get(s, 0)) for s in statuses),
                       f"{avg:.3f}" if avg is not None else "-")
-    Console(width=180).print(table)
+    Console(width=180, markup=False, highlight=False).print(table)
 
 
 commands = [jobs_group]

@@ -68,8 +68,9 @@ def check_command(file: str | None) -> None:
     for entry in schedule.entries.values():
         table.add_row(entry.name, entry.task, entry.args_text or "-", entry.trigger_text,
                       when(entry.next_slot(now), entry.timezone) if entry.enabled else "disabled")
-    Console(width=160).print(table)
-    click.echo(f"{schedule.path}: {len(schedule.entries)} entries, all valid.")
+    Console(width=160, markup=False, highlight=False).print(table)
+    count = len(schedule.entries)
+    click.echo(f"{schedule.path}: {count} {'entry' if count == 1 else 'entries'}, all valid.")
 
 
 @schedule_group.command("list")
@@ -89,7 +90,7 @@ def list_command() -> None:
                       seconds(run.duration_seconds) if run else "-",
                       f"{sched.state_text(slot)} at {when(slot.slot_time, entry.timezone)}" if slot else "-",
                       _flags(entry, entry.name in paused))
-    Console(width=200).print(table)
+    Console(width=200, markup=False, highlight=False).print(table)
     click.echo(_schedulers_line())
 
 
@@ -134,9 +135,13 @@ def pause_command(name: str) -> None:
 @click.argument("name")
 def resume_command(name: str) -> None:
     """Resume a paused entry from its next slot."""
-    entry = load().entry(name)
+    schedule = load()
+    entry = schedule.entry(name)
     open_database()
     sched.set_paused(name, False, sched.operator_name())
+    if not entry.enabled:
+        click.echo(f"Resumed {name}; it is disabled in {schedule.path} (enabled = false), so it has no next run.")
+        return
     click.echo(f"Resumed {name}; next run {when(entry.next_slot(datetime.now(timezone.utc)), entry.timezone)}.")
 
 
@@ -159,7 +164,7 @@ def history_command(name: str, limit: int) -> None:
         table.add_row(f"#{run.id}", when(run.slot_time, tz), run.kind, sched.state_text(run),
                       when(run.emitted_at, tz), run.scheduler or "-", run.message_id or "-",
                       seconds(run.duration_seconds), run.detail or "")
-    Console(width=220).print(table)
+    Console(width=220, markup=False, highlight=False).print(table)
 
 
 commands = [schedule_group]

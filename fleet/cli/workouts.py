@@ -101,7 +101,7 @@ def status_command(plan_id: int | None, user_id: int | None, as_json: bool) -> N
         for d in days:
             table.add_row(f"#{d['id']}", str(d["day"]), d["status"], d["error_code"] or "-",
                           (d["error_message"] or "")[:80], str(d["attempts"]))
-        Console(width=160).print(table)
+        Console(width=160, markup=False, highlight=False).print(table)
 
 
 @workouts_group.command("retry-failed")
