@@ -68,7 +68,7 @@ log = logging.getLogger("fleet.schedule")
 SHIPPED = Path(__file__).resolve().parent.parent / "scheduler" / "schedules"
 LEADER_KEY = "fleet:scheduler:leader"  # the leader's id, with a short TTL it renews
 MEMBERS_KEY = "fleet:scheduler:members"  # every live scheduler's id -> its heartbeat (JSON)
-MEMBER_STALE = 30  # seconds without a heartbeat after which a scheduler is gone
+MEMBER_STALE = 10  # seconds without a heartbeat (one a second) after which a scheduler is gone
 
 MISSED_ROWS = 1_000  # at most this many missed slots of an entry are listed one by one
 MISSED_LOOKBACK = timedelta(days=7)  # how far back a cron entry's missed slots are looked for
@@ -195,11 +195,12 @@ def schedule_path(value: str, setting: str | None = None) -> Path:
     path = Path(value)
     if path.is_file():
         return path
-    shipped = SHIPPED / f"{value}.toml"
+    shipped = SHIPPED / (value if value.endswith(".toml") else f"{value}.toml")
     if "/" not in value and shipped.is_file():
         return shipped
     names = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.toml")))
-    problem = f"no schedule file {value!r} (a path, or a shipped one: {names})"
+    what = "is a directory, not a schedule file" if path.is_dir() else "no schedule file"
+    problem = (f"{value!r} {what}" if path.is_dir() else f"{what} {value!r}") + f" (a path, or a shipped one: {names})"
     raise ScheduleError([f"{setting}: {problem}" if setting else problem])
 
 
@@ -375,9 +376,9 @@ def _trigger(key: str, value, tz: str) -> tuple[BaseTrigger, str]:
         return trigger, f"cron {value}"
     if key == "every":
         seconds = _seconds("every", value)
-        unit = value[-1]
-        n = int(value[:-1]) if value[:-1].isdigit() else None
-        words = f"every {UNIT_WORDS[unit]}" if n == 1 else (f"every {n} {UNIT_WORDS[unit]}s" if n else f"every {value}")
+        unit = next(u for u in ("d", "h", "m", "s") if seconds % UNITS[u] == 0)
+        n = int(seconds // UNITS[unit])
+        words = f"every {UNIT_WORDS[unit]}" if n == 1 else f"every {n} {UNIT_WORDS[unit]}s"
         return IntervalTrigger(seconds=seconds, start_date=INTERVAL_ANCHOR, timezone=tz), words
     if key == "daily_at":
         hour, minute = _time_of_day(key, value)
@@ -399,6 +400,8 @@ def _trigger(key: str, value, tz: str) -> tuple[BaseTrigger, str]:
     for hour in (first, second):
         if not isinstance(hour, int) or isinstance(hour, bool) or not 0 <= hour <= 23:
             raise _Problem(f"twice_daily: {hour!r} is not an hour (0 … 23)")
+    if first == second:
+        raise _Problem(f"twice_daily: two different hours, not {first} twice (or daily_at = \"{first:02d}:00\")")
     return (CronTrigger(hour=f"{first},{second}", minute=0, timezone=tz),
             f"twice daily at {first:02d}:00 and {second:02d}:00")
 
@@ -652,14 +655,18 @@ def _record(claimed: dict, sent: set[str], skipped: dict[str, str]) -> None:
         claimed[name].state, claimed[name].detail = "skipped", why
 
 
-def record_missed(missed: list[tuple[Entry, list[datetime], int]], claimed_by: str) -> None:
-    """Slots no scheduler emitted in time, as (entry, its slots listed, how many in all);
-    a slot someone did claim keeps its row."""
+MISSED = "no scheduler emitted it in time"
+COALESCED = "a later slot came due with it, and only the latest due slot is emitted"
+
+
+def record_missed(missed: list[tuple[Entry, list[datetime], int, str]], claimed_by: str) -> None:
+    """Slots not emitted, as (entry, its slots listed, how many in all, why); a slot someone
+    did claim keeps its row."""
     now = utcnow()
     rows = []
-    for entry, slots, total in missed:
+    for entry, slots, total, why in missed:
         listed = [{"name": entry.name, "slot_time": _naive(s), "kind": "slot", "task": entry.task, "state": "missed",
-                   "detail": "no scheduler emitted it in time", "scheduler": claimed_by, "created_at": now}
+                   "detail": why, "scheduler": claimed_by, "created_at": now}
                   for s in slots]
         if listed and total > len(slots):
             listed[0]["detail"] += f"; at least {total - len(slots)} earlier missed slot(s) are not listed"
@@ -735,7 +742,7 @@ class SlotEmitter:
             resend_unsent(self.schedule, min(self.grace, ORPHAN_CLAIM))
             self.unsure = False
         dues: list[Due] = []
-        missed_slots: list[tuple[Entry, list[datetime], int]] = []
+        missed_slots: list[tuple[Entry, list[datetime], int, str]] = []
         handled: dict[str, datetime] = {}
         for entry in self.schedule.enabled:
             upcoming = self.upcoming[entry.name]
@@ -747,16 +754,23 @@ class SlotEmitter:
                 continue
             latest = handled[entry.name] = slots[-1]
             late = (now - latest).total_seconds()
+            coalesced: list[datetime] = []
             if late <= self.grace.total_seconds():
                 dues.append(Due(entry, latest))
                 missed = slots[:-1]
+                # due together within the grace (a leader's takeover): only the latest is emitted
+                coalesced = [s for s in missed if now - s <= self.grace]
+                missed = missed[:len(missed) - len(coalesced)]
             elif entry.catch_up == "latest" and late <= entry.catch_up_window:
                 dues.append(Due(entry, latest, "catch-up", f"emitted {_words(late)} late, on catch-up"))
                 missed = slots[:-1]
             else:
                 missed = slots
             if missed:
-                missed_slots.append((entry, missed[-MISSED_ROWS:], total - (len(slots) - len(missed))))
+                unlisted = total - len(slots)  # older slots than those listed
+                missed_slots.append((entry, missed[-MISSED_ROWS:], unlisted + len(missed), MISSED))
+            if coalesced:
+                missed_slots.append((entry, coalesced, len(coalesced), COALESCED))
         record_missed(missed_slots, self.claimed_by)
         if dues:
             self.unsure = True
@@ -801,11 +815,15 @@ def run_now(entry: Entry, by: str) -> ScheduleRun:
     raise FleetError(f"could not claim a slot for {entry.name}")
 
 
-def set_paused(name: str, paused: bool, by: str) -> None:
+def set_paused(name: str, paused: bool, by: str) -> bool:
+    """Pause or resume an entry; False when it already was so."""
+    if (name in paused_names()) == paused:
+        return False
     SchedulePause.insert(name=name, paused=paused, changed_by=by, changed_at=utcnow()).on_conflict(
         conflict_target=[SchedulePause.name],
         update={SchedulePause.paused: paused, SchedulePause.changed_by: by, SchedulePause.changed_at: utcnow()},
     ).execute()
+    return True
 
 
 def pauses() -> dict[str, SchedulePause]:

@@ -15,6 +15,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
+import redis
 from redis import RedisError
 
 from actors import schedule as sched
@@ -33,6 +34,7 @@ STANDBY_POLL = 0.5
 HEARTBEAT_EVERY = 1.0
 IDLE_WAKE = 0.5  # the loop looks around at least this often
 TRUST_MARGIN = 1.0  # the leader stops emitting this long before its lease could have expired
+LEASE_IO_TIMEOUT = 2.0  # seconds a lease or heartbeat command may take
 FAILURES_TO_STEP_DOWN = 3  # loops in a row that failed: a leader that cannot work lets a standby lead
 
 
@@ -58,9 +60,12 @@ class Daemon:
     def __init__(self, settings: Settings, schedule: sched.Schedule):
         self.id = sched.scheduler_id()
         self.schedule = schedule
-        self.client = state_redis()
-        if self.client is None:
+        if state_redis() is None:
             raise FleetError("the scheduler needs a Redis for its leader lease: set FLEET_STATE_REDIS_URL")
+        # short timeouts of its own: a Redis that hangs must not hold a lease decision (or a
+        # SIGTERM) longer than a second or two
+        self.client = redis.Redis.from_url(settings.state_redis_url, socket_connect_timeout=LEASE_IO_TIMEOUT,
+                                           socket_timeout=LEASE_IO_TIMEOUT)
         self.lease = Lease(self.client, self.id)
         self.emitter = sched.SlotEmitter(schedule, self.id, settings.schedule_grace)
         self.stopping = threading.Event()
@@ -127,7 +132,7 @@ class Daemon:
                 self.emitter.start(datetime.now(timezone.utc))
                 log.info("scheduler leading", extra={"scheduler": self.id})
             self.trusted_until = started + LEASE_TTL - TRUST_MARGIN
-        elif was_leading:
+        elif self.trusted_until:  # it led: its lease was taken, or ran out while the process was stopped
             self.trusted_until = 0.0
             log.warning("scheduler lost its lease; standing by", extra={"scheduler": self.id})
 
@@ -146,11 +151,13 @@ class Daemon:
                 pass
 
     def _stop(self) -> None:
+        was_leading = self.leading
         try:
             self.lease.give_up()  # only if it is still ours
             self.client.hdel(sched.MEMBERS_KEY, self.id)
         except RedisError:
-            log.warning("could not give up the lease; it expires on its own", exc_info=True)
+            if was_leading:
+                log.warning("could not give up the lease; it expires on its own", exc_info=True)
         log.info("scheduler stopped", extra={"scheduler": self.id})
 
 

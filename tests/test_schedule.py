@@ -325,6 +325,8 @@ def test_a_long_outage_lists_the_latest_missed_slots_and_counts_the_rest(db, bro
     missed = [r for r in rows("second") if r.state == "missed"]
     assert len(missed) == sched.MISSED_ROWS
     assert missed[0].detail.endswith(f"at least {86_400 - 2 - sched.MISSED_ROWS} earlier missed slot(s) are not listed")
+    # the 30 s of slots within the grace came due with the emitted one: said so, not "no scheduler"
+    assert {r.detail for r in missed[-30:]} == {sched.COALESCED} and missed[-31].detail == sched.MISSED
     assert rows("second")[-1].state == "emitted"
 
 
@@ -370,9 +372,11 @@ def test_cli_list_run_pause_resume_history(cli_env):
 
     paused = fleet("schedule", "pause", "often", env=env)
     assert paused.returncode == 0 and "Paused often" in paused.stdout
+    assert fleet("schedule", "pause", "often", env=env).stdout.strip() == "often is paused already."
     assert "PAUSED" in fleet("schedule", "list", env=env).stdout
     resumed = fleet("schedule", "resume", "often", env=env)
     assert resumed.returncode == 0 and "Resumed often; next run" in resumed.stdout
+    assert fleet("schedule", "resume", "often", env=env).stdout.strip() == "often is not paused."
 
     history = fleet("schedule", "history", "nightly", "--limit", "5", env=env)
     assert history.returncode == 0

@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -60,13 +61,13 @@ class Fleet:
 
     def _spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
         log = open(self.logs / f"{name}-{len(self.procs)}.log", "w")
-        proc = subprocess.Popen([sys.executable, *argv], env=self.env, cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT, **kwargs)
+        kwargs.setdefault("env", self.env)
+        proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, **kwargs)
         self.procs.append(proc)
         return proc
 
-    def scheduler(self) -> subprocess.Popen:
-        return self._spawn("scheduler", ["-m", "tests.fleet_with_test_tasks", "scheduler"])
+    def scheduler(self, **env: str) -> subprocess.Popen:
+        return self._spawn("scheduler", ["-m", "tests.fleet_with_test_tasks", "scheduler"], env={**self.env, **env})
 
     def worker(self) -> subprocess.Popen:
         # its own process group: killing the worker kills its forked worker process too
@@ -175,6 +176,43 @@ def test_three_schedulers_leaders_killed_twice_and_stopped_once_emit_each_slot_o
     # a row still `claimed` is one whose leader was killed between its claim and its send
     assert {r.id for r in sent if r.state == "emitted"} <= set(run_ids)
     assert sum(r.state == "claimed" for r in sent) <= 2
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="FLEET_TEST_POSTGRES_URL is not set")
+def test_a_leader_that_cannot_reach_the_database_lets_a_standby_lead(run_fleet, shared_db, tmp_path):
+    """The leader's database login stops working (a rotated password, a pg_hba change) while
+    its Redis lease keeps renewing: it steps down, and a standby that can work leads."""
+    import psycopg2
+
+    role = f"fleet_sched_{os.urandom(3).hex()}"
+    admin = psycopg2.connect(shared_db)
+    admin.autocommit = True
+    cursor = admin.cursor()
+    cursor.execute(f'CREATE ROLE "{role}" LOGIN')
+    cursor.execute(f'GRANT ALL ON SCHEMA public TO "{role}"')
+    cursor.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"')
+    cursor.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
+    try:
+        fleet_ = run_fleet(note_entry("tick", 'every = "1s"', "without_overlapping = false"))
+        netloc = urlparse(shared_db).netloc.split("@")[-1]
+        doomed = fleet_.scheduler(DATABASE_URL=urlparse(shared_db)._replace(netloc=f"{role}@{netloc}").geturl())
+        assert fleet_.wait_leader() is doomed
+        wait_for(lambda: any(r.scheduler.endswith(f":{doomed.pid}") for r in emitted("tick")), message="it emits")
+        standby = fleet_.scheduler()
+
+        cursor.execute(f'ALTER ROLE "{role}" NOLOGIN')
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        assert fleet_.wait_leader(not_this=doomed, timeout=30) is standby
+        wait_for(lambda: any(r.scheduler.endswith(f":{standby.pid}") for r in emitted("tick")),
+                 message="the standby emits")
+        assert doomed.poll() is None, "it stands by; it did not crash"
+        fleet_.stop()
+        assert "scheduler stepped down after failing loops" in next(tmp_path.glob(f"scheduler-0.log")).read_text()
+    finally:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        cursor.execute(f'DROP OWNED BY "{role}"')
+        cursor.execute(f'DROP ROLE "{role}"')
+        admin.close()
 
 
 def test_a_3_s_task_every_second_never_runs_twice_at_once_and_skipped_slots_are_recorded(run_fleet):

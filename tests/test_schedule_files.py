@@ -141,7 +141,9 @@ def test_cron_weekdays_count_from_sunday_as_in_crontab(tmp_path, cron, weekdays)
     ('twice_daily = [1, 13]', "twice daily at 01:00 and 13:00", MONDAY, [at("2030-01-07", "01:00"), at("2030-01-07", "13:00")]),
     ('every = "1s"', "every second", MONDAY + timedelta(milliseconds=300),
      [MONDAY + timedelta(seconds=1), MONDAY + timedelta(seconds=2)]),
-    ('every = "1h30m"', "every 1h30m", MONDAY, [MONDAY + timedelta(minutes=90), MONDAY + timedelta(minutes=180)]),
+    ('every = "0h5m"', "every 5 minutes", MONDAY, [MONDAY + timedelta(minutes=5), MONDAY + timedelta(minutes=10)]),
+    ('every = "1m60s"', "every 2 minutes", MONDAY, [MONDAY + timedelta(minutes=2), MONDAY + timedelta(minutes=4)]),
+    ('every = "1h30m"', "every 90 minutes", MONDAY, [MONDAY + timedelta(minutes=90), MONDAY + timedelta(minutes=180)]),
     ('cron = "*/15 9-17 * * 1-5"', "cron */15 9-17 * * 1-5", MONDAY, [at("2030-01-07", "09:00"), at("2030-01-07", "09:15")]),
 ])
 def test_triggers_and_their_words(tmp_path, trigger, words, after, expected):
@@ -229,6 +231,7 @@ INVALID = [
      "[e] argument 'hours' of workouts.rescue-stale must be a number from 0 to 1,000,000, not -1"),
     ('["[/x]"]\ntask = "jobs.cleanup"\nevery = "1d"\n', "['[/x]'] an entry's name is letters, digits"),
     ('["a\\nb"]\ntask = "jobs.cleanup"\nevery = "1d"\n', "['a\\nb'] an entry's name is letters, digits"),
+    ('[e]\ntask = "jobs.cleanup"\ntwice_daily = [13, 13]\n', "[e] twice_daily: two different hours, not 13 twice"),
     ('[timezone]\ntask = "jobs.cleanup"\nevery = "1d"\n', "timezone: is the file's time zone, as in timezone = \"UTC\""),
 ]
 
@@ -288,3 +291,6 @@ def test_a_shipped_schedule_is_found_by_name_or_path(fleet_env):
     assert sched.schedule_path("option1") == sched.SHIPPED / "option1.toml"
     assert sched.schedule_path(str(sched.SHIPPED / "option3.toml")) == sched.SHIPPED / "option3.toml"
     assert os.path.basename(sched.schedule_path("default")) == "default.toml"
+    assert sched.schedule_path("option2.toml") == sched.SHIPPED / "option2.toml"
+    with pytest.raises(sched.ScheduleError, match="is a directory, not a schedule file"):
+        sched.schedule_path(str(sched.SHIPPED))

@@ -89,9 +89,12 @@ class ScheduleView(PanelAccess, BaseView):
         elif action == "run":
             self._run_now(schedule.entries[name])
         elif action in ("pause", "resume"):
-            sched.set_paused(name, action == "pause", current_user.email)
-            flash(f"{'Paused' if action == 'pause' else 'Resumed'} {name}"
-                  + (": every scheduler skips its slots until it is resumed." if action == "pause" else "."), "success")
+            if not sched.set_paused(name, action == "pause", current_user.email):
+                flash(f"{name} is {'paused already' if action == 'pause' else 'not paused'}.", "info")
+            else:
+                flash(f"{'Paused' if action == 'pause' else 'Resumed'} {name}"
+                      + (": every scheduler skips its slots until it is resumed." if action == "pause" else "."),
+                      "success")
         else:
             flash(f"Unknown action {action!r}.", "error")
         if back and schedule is not None and name in schedule.entries:

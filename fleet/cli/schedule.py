@@ -127,7 +127,9 @@ def pause_command(name: str) -> None:
     """Pause an entry: every scheduler skips its slots (recorded as skipped) until resumed."""
     load().entry(name)
     open_database()
-    sched.set_paused(name, True, sched.operator_name())
+    if not sched.set_paused(name, True, sched.operator_name()):
+        click.echo(f"{name} is paused already.")
+        return
     click.echo(f"Paused {name}: every scheduler skips its slots until `fleet schedule resume {name}`.")
 
 
@@ -138,7 +140,9 @@ def resume_command(name: str) -> None:
     schedule = load()
     entry = schedule.entry(name)
     open_database()
-    sched.set_paused(name, False, sched.operator_name())
+    if not sched.set_paused(name, False, sched.operator_name()):
+        click.echo(f"{name} is not paused.")
+        return
     if not entry.enabled:
         click.echo(f"Resumed {name}; it is disabled in {schedule.path} (enabled = false), so it has no next run.")
         return
