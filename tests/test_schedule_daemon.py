@@ -334,3 +334,10 @@ def test_the_dashboard_and_the_schedule_page_name_the_real_leader(run_fleet, adm
     assert f"leader: <code>{leader_id}</code>" in admin_client.get("/admin/").text
     page = admin_client.get("/admin/schedule/").text
     assert leader_id in page and f":{standby.pid}" in page and "standby" in page
+
+    listed = fleet_.command("schedule", "list")
+    assert f"Schedulers: leader {leader_id}" in listed.stdout and "They do not all run" not in listed.stdout
+    schedule_file = Path(fleet_.env["FLEET_SCHEDULE"])
+    schedule_file.write_text(schedule_file.read_text() + note_entry("new", 'every = "2h"'))
+    listed = fleet_.command("schedule", "list")
+    assert f"They do not all run {schedule_file} as it is now" in listed.stdout, listed.stdout

@@ -91,10 +91,10 @@ def list_command() -> None:
                       f"{sched.state_text(slot)} at {when(slot.slot_time, entry.timezone)}" if slot else "-",
                       _flags(entry, entry.name in paused))
     Console(width=200, markup=False, highlight=False).print(table)
-    click.echo(_schedulers_line())
+    click.echo(_schedulers_line(schedule))
 
 
-def _schedulers_line() -> str:
+def _schedulers_line(schedule: sched.Schedule) -> str:
     try:
         running = sched.schedulers()
     except RedisError as exc:
@@ -104,7 +104,12 @@ def _schedulers_line() -> str:
     parts = [f"{'leader' if s.leader else 'standby'} {s.id} (heartbeat {s.heartbeat_age:.1f} s ago)" for s in running]
     if not any(s.leader for s in running):
         parts.insert(0, "no leader yet")
-    return "Schedulers: " + "; ".join(parts)
+    line = "Schedulers: " + "; ".join(parts)
+    other = sorted({s.schedule for s in running if s.digest != schedule.digest})
+    if other:
+        line += (f"\nThey do not all run {schedule.path} as it is now (they read {', '.join(other)} when they"
+                 " started): restart them one at a time to use it.")
+    return line
 
 
 @schedule_group.command("run")
