@@ -135,8 +135,8 @@ class Entry:
         """The latest `limit` slots in (after, until] and how many there are in all."""
         if isinstance(self.trigger, IntervalTrigger):  # arithmetic: a 1 s entry down for a day is 86,400 slots
             step = self.trigger.interval
-            first = _multiples(after - INTERVAL_ANCHOR, step) + 1
-            last = _multiples(until - INTERVAL_ANCHOR, step)
+            first = (after - INTERVAL_ANCHOR) // step + 1  # timedelta // timedelta floors, below zero too
+            last = (until - INTERVAL_ANCHOR) // step
             total = max(0, last - first + 1)
             return [INTERVAL_ANCHOR + step * k for k in range(max(first, last - limit + 1), last + 1)], total
         latest: deque[datetime] = deque(maxlen=limit)
@@ -148,10 +148,6 @@ class Entry:
             total += 1
             slot = self.next_slot(slot)
         return list(latest), total
-
-
-def _multiples(span: timedelta, step: timedelta) -> int:
-    return span // step if span >= timedelta(0) else -((-span) // step) - (1 if (-span) % step else 0)
 
 
 @dataclass(frozen=True)
@@ -699,7 +695,7 @@ def resend_unsent(schedule: Schedule, window: timedelta) -> int:
 
 
 def paused_names() -> set[str]:
-    return {row.name for row in SchedulePause.select(SchedulePause.name).where(SchedulePause.paused == True)}  # noqa: E712
+    return set(pauses())
 
 
 # -- the leader's emission loop ------------------------------------------------------------
@@ -828,6 +824,14 @@ def set_paused(name: str, paused: bool, by: str) -> bool:
 
 def pauses() -> dict[str, SchedulePause]:
     return {row.name: row for row in SchedulePause.select().where(SchedulePause.paused == True)}  # noqa: E712
+
+
+def local_time(moment: datetime | None, tz: str, empty: str = "") -> str:
+    """A UTC time (naive from the ledger, or aware) in an entry's time zone."""
+    if moment is None:
+        return empty
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def history(name: str, limit: int = 20) -> list[ScheduleRun]:

@@ -14,6 +14,7 @@ import dramatiq
 from flask import Blueprint, current_app, jsonify, request
 
 from actors.middleware.presence import live_workers
+from actors.schedule import LEADER_KEY
 from admin.cache import cached
 from core.broker import BrokerUnavailable, check_broker
 from core.state import state_redis
@@ -26,7 +27,6 @@ QUEUE_BACKLOG_LIMIT = 50_000  # ready messages over all queues
 ERROR_RATE_LIMIT = 0.5  # failed share of the attempts of the last 15 minutes ...
 ERROR_RATE_MIN_ATTEMPTS = 20  # ... once there are enough of them to tell
 CACHE_SECONDS = 5
-LEADER_KEY = "fleet:scheduler:leader"
 
 
 def _error(exc: Exception) -> str:

@@ -12,10 +12,10 @@ from flask import current_app
 from flask_admin import AdminIndexView, expose
 
 from actors.middleware.presence import live_workers
+from actors.schedule import leader as scheduler_leader
 from actors.series import overview as series_overview
 from admin.access import PanelAccess
 from admin.cache import cached
-from admin.health import LEADER_KEY
 from admin.stats import last_day
 from core.breakers import states
 from core.queues import queue_depths
@@ -23,12 +23,6 @@ from core.state import state_redis
 
 CACHE_SECONDS = 5
 log = logging.getLogger("fleet.panel")
-
-
-def scheduler_leader() -> str | None:
-    client = state_redis()
-    value = client.get(LEADER_KEY) if client is not None else None
-    return value.decode(errors="replace") if value else None
 
 
 def _workers(timeout: float):

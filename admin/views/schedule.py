@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from zoneinfo import ZoneInfo
 
 from flask import abort, flash, redirect, request
 from flask_admin import BaseView, expose
@@ -21,13 +20,6 @@ log = logging.getLogger("fleet.panel")
 HISTORY = 100
 STATE_CLASSES = {"succeeded": "success", "failed": "danger", "missed": "danger", "skipped": "warning",
                  "running": "info", "emitted": "primary", "claimed": "secondary"}
-
-
-def local(moment: datetime | None, tz: str) -> str:
-    if moment is None:
-        return ""
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    return aware.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _schedule():
@@ -62,7 +54,7 @@ class ScheduleView(PanelAccess, BaseView):
                              "next": entry.next_slot(now) if entry.enabled else None})
         return self.render("schedule.html", schedule=schedule, problems=problems, rows=rows,
                            schedulers=schedulers, redis_error=redis_error, can_act=is_admin(),
-                           local=local, state_text=sched.state_text, state_class=STATE_CLASSES)
+                           local=sched.local_time, state_text=sched.state_text, state_class=STATE_CLASSES)
 
     @expose("/history/")
     def history(self):
@@ -75,7 +67,7 @@ class ScheduleView(PanelAccess, BaseView):
         counts = {state: sum(r.state == state for r in runs) for state in ("succeeded", "failed", "skipped", "missed")}
         return self.render("schedule_history.html", name=name, entry=entry, runs=runs, counts=counts,
                            tz=entry.timezone if entry else "UTC", shown=HISTORY, can_act=is_admin(),
-                           local=local, state_text=sched.state_text, state_class=STATE_CLASSES)
+                           local=sched.local_time, state_text=sched.state_text, state_class=STATE_CLASSES)
 
     @expose("/action/", methods=("POST",))
     def action(self):

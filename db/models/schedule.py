@@ -12,7 +12,6 @@ class ScheduleRun(BaseModel):
     `kind` is `slot` (the trigger's), `catch-up` (a missed slot emitted late) or `manual` (run now).
     """
 
-    STATES = ("claimed", "emitted", "running", "succeeded", "failed", "skipped", "missed")
     FINAL = ("succeeded", "failed", "skipped", "missed")
 
     name = CharField()

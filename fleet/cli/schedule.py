@@ -3,7 +3,6 @@ and read an entry's ledger."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from zoneinfo import ZoneInfo
 
 import click
 from redis import RedisError
@@ -31,11 +30,7 @@ def load(value: str | None = None) -> sched.Schedule:
 
 
 def when(moment: datetime | None, tz: str) -> str:
-    """A UTC time (naive from the ledger, or aware) in an entry's time zone."""
-    if moment is None:
-        return "-"
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    return aware.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return sched.local_time(moment, tz, "-")
 
 
 def seconds(value: float | None) -> str:

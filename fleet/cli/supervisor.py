@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from core.settings import Settings
 
 STOP_GRACE = 6  # seconds a program gets after SIGTERM; Ctrl-C must end the fleet within 10
+# Programs of one priority form a group, which supervisord stops at once: it stops one group
+# after the other, each taking up to a turn of its one-second loop, so ten groups of one
+# program would spend most of those 10 s waiting.
+STAGES = {10: "broker", 20: "simulators", 30: "workers", 50: "front", 60: "demo"}
 
 
 @dataclass
@@ -29,7 +33,7 @@ def programs(settings: Settings, *, host: str, port: int, processes: int, thread
     listed += extra
     listed += [
         Program("worker", ["worker", "-p", str(processes), "-t", str(threads)], 30),
-        Program("scheduler", ["scheduler"], 40),
+        Program("scheduler", ["scheduler"], 50),
         Program("web", ["web", "--host", host, "--port", str(port)], 50),
     ]
     return listed
@@ -73,4 +77,11 @@ def supervisord_config(settings: Settings, listed: list[Program]) -> str:
             "stdout_logfile=/dev/fd/1",
             "stdout_logfile_maxbytes=0",
         ]
+    by_priority: dict[int, list[str]] = {}
+    for program in listed:
+        by_priority.setdefault(program.priority, []).append(program.name)
+    for priority, names in sorted(by_priority.items()):
+        if len(names) > 1:
+            lines += ["", f"[group:{STAGES.get(priority, f'stage{priority}')}]", f"programs={','.join(names)}",
+                      f"priority={priority}"]
     return "\n".join(lines) + "\n"
