@@ -108,7 +108,6 @@ class Entry:
     enabled: bool = True
     fixed_time: bool = False  # fires at set wall-clock times (not every n units): once when the clocks go back
 
-
     @property
     def args_text(self) -> str:
         return " ".join(f"{k}={json.dumps(v)}" for k, v in self.args.items())
@@ -680,7 +679,7 @@ def resend_unsent(schedule: Schedule, window: timedelta) -> int:
     if state_redis() is None:
         return 0
     rows = {row.name: row for row in ScheduleRun.select().where(
-        (ScheduleRun.state == "claimed") & ScheduleRun.name.in_(list(schedule.enabled_names))
+        (ScheduleRun.state == "claimed") & ScheduleRun.name.in_(schedule.enabled_names)
         & (ScheduleRun.slot_time >= _naive(datetime.now(UTC) - window)) & ScheduleRun.message_id.is_null(False))
         .order_by(ScheduleRun.slot_time)}  # the latest claim of an entry
     if not rows:
