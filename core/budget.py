@@ -2,7 +2,10 @@
 
 A provider counts requests per API key, not per worker, so the budget is one moving window
 (the `limits` library's, a Lua script on a Redis list) in the state Redis: at most `rate`
-requests in any second, whoever sends them. A 429 from the provider shrinks the budget to
+requests in any second, whoever sends them. The requests are also spaced 1/rate apart (a
+"theoretical arrival time" in Redis, as in GCRA): a window that frees its slots at once would
+let every waiting thread send in the same few milliseconds, and a burst that straddles the
+provider's second boundary counts in two of its seconds. A 429 from the provider shrinks the budget to
 half for its Retry-After (again on each further 429, down to 1 a second); it returns to
 the configured rate when that time has passed.
 
@@ -23,6 +26,16 @@ from core.settings import get_settings
 from core.state import state_redis
 
 KEY_PREFIX = "fleet:budget"
+# KEYS: the next free moment. ARGV: the spacing (ms). 0 when this request may go now (the next
+# one then waits the spacing), else the milliseconds until it may.
+_SPACE = """
+local now = redis.call('time')
+local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local next_free = tonumber(redis.call('get', KEYS[1]) or '0')
+if next_free > now_ms then return next_free - now_ms end
+redis.call('set', KEYS[1], now_ms + tonumber(ARGV[1]), 'px', tonumber(ARGV[1]) + 1000)
+return 0
+"""
 MAX_WAIT = 2.0  # seconds a request waits in its thread for a slot; beyond that its job is deferred
 _budgets: dict[str, "ApiBudget | None"] = {}
 _lock = threading.Lock()
@@ -50,11 +63,18 @@ class ApiBudget:
         self._limiter = MovingWindowRateLimiter(storage)
         self._shrink_key = f"{KEY_PREFIX}:{service}:shrunk"
         self._local_shrink: tuple[int, float] | None = None  # (rate, until) without a Redis
+        self._space = client.register_script(_SPACE) if client is not None else None
+        self._space_key = f"{KEY_PREFIX}:{service}:next"
+        self._local_next = 0.0  # monotonic, without a Redis
+        self._local_lock = threading.Lock()
 
     # -- spending --------------------------------------------------------------------------
     def try_acquire(self) -> float:
         """Take one request slot: 0 when taken, else the seconds until one frees up."""
         rate = self.current_rate()
+        spaced = self._spaced(rate)
+        if spaced:
+            return spaced
         items = [RateLimitItemPerSecond(self.rate)]
         if rate < self.rate:
             items.append(RateLimitItemPerSecond(rate))  # a window of its own, only while shrunk
@@ -63,6 +83,18 @@ class ApiBudget:
                 reset = self._limiter.get_window_stats(item, self.service).reset_time
                 return max(0.005, reset - time.time())
         return 0.0
+
+    def _spaced(self, rate: int) -> float:
+        """0 when a request may go now by the spacing (and the next must wait), else the seconds to wait."""
+        spacing = 1.0 / rate
+        if self._space is None:
+            with self._local_lock:
+                now = time.monotonic()
+                if self._local_next > now:
+                    return self._local_next - now
+                self._local_next = now + spacing
+                return 0.0
+        return self._space(keys=[self._space_key], args=[max(1, int(spacing * 1000))]) / 1000
 
     def acquire(self, max_wait: float = MAX_WAIT) -> float:
         """Take one request slot, waiting up to `max_wait` seconds; the seconds waited.
