@@ -34,7 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
@@ -57,7 +57,7 @@ from actors.middleware.unique import DuplicateJob
 from actors.runtime import TASKS
 from core.broker import FleetRedisBroker
 from core.errors import FleetError
-from core.settings import get_settings
+from core.settings import get_settings, timezone_problem
 from core.state import state_redis
 from db.database import database
 from db.models import utcnow
@@ -276,10 +276,9 @@ def _entry(name: str, table: dict, default_tz: str) -> Entry:
 
 
 def _zone(value) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise _Problem(f"unknown time zone {value!r} (an IANA name such as UTC or Europe/Berlin)") from None
+    problem = timezone_problem(value)
+    if problem:
+        raise _Problem(problem)
     return value
 
 

@@ -137,11 +137,19 @@ def _delays(name: str, value: str) -> tuple[int, ...]:
     return tuple(int(_number(name, p, integer=True, minimum=0, maximum=MAX_RETRY_DELAY)) for p in parts)
 
 
-def _timezone(name: str, value: str) -> str:
+def timezone_problem(value) -> str | None:
+    """What is wrong with a time zone name, or None when it is one (shared with schedule files)."""
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise SettingsError(name, f"unknown time zone {value!r} (an IANA name such as UTC or Europe/Berlin)") from None
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        return f"unknown time zone {value!r} (an IANA name such as UTC or Europe/Berlin)"
+    return None
+
+
+def _timezone(name: str, value: str) -> str:
+    problem = timezone_problem(value)
+    if problem:
+        raise SettingsError(name, problem)
     return value
 
 
