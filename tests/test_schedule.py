@@ -427,6 +427,9 @@ def test_panel_shows_entries_schedulers_and_acts_for_admins(panel_schedule, admi
     paused = admin_client.post("/admin/schedule/action/", data={"entry": "often", "action": "pause", "csrf_token": token},
                                follow_redirects=True)
     assert "Paused often" in paused.text and "by admin@example.com" in paused.text and "Resume" in paused.text
+    paused_history = admin_client.get("/admin/schedule/history/?entry=often").text
+    assert ">Resume</button>" in paused_history and ">Pause</button>" not in paused_history
+    assert "by admin@example.com: every scheduler skips its slots" in paused_history
     admin_client.post("/admin/schedule/action/", data={"entry": "often", "action": "resume", "csrf_token": token})
     assert sched.pauses() == {}
 

@@ -66,6 +66,7 @@ class ScheduleView(PanelAccess, BaseView):
             abort(404)
         counts = {state: sum(r.state == state for r in runs) for state in ("succeeded", "failed", "skipped", "missed")}
         return self.render("schedule_history.html", name=name, entry=entry, runs=runs, counts=counts,
+                           paused=sched.pauses().get(name),
                            tz=entry.timezone if entry else "UTC", shown=HISTORY, can_act=is_admin(),
                            local=sched.local_time, state_text=sched.state_text, state_class=STATE_CLASSES)
 
