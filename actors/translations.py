@@ -3,10 +3,11 @@
 Plain text and Markdown are cut on paragraph boundaries (fenced code stays as it is), JSON
 files have their string values translated and their keys kept. Segments go to the model in
 requests of at most MAX_REQUEST_CHARS; the answer (Structured Outputs) must have as many
-segments, each with the same placeholders (`{name}`, `%s`, `:count`, HTML tags), or the item
-fails with ERR_INVALID_RESPONSE. The output is written atomically (temporary file, then
-rename) as `OUT/<name>`, or `<stem>.<to><suffix>` beside the input. Cost and tokens come from
-each response's usage. An unreadable, binary or non-UTF-8 input fails its item with
+segments, each with the same placeholders (`{name}`, `%s`, `:count`, HTML tags) and no markup
+the source did not have (tags, closed or not; template syntax; script URLs; links and images),
+or the item fails with ERR_INVALID_RESPONSE. JSON numbers are written back as they were written.
+The output is written atomically (temporary file, then rename) as `OUT/<name>`, or
+`<stem>.<to><suffix>` beside the input. Cost and tokens come from each response's usage. An unreadable, binary or non-UTF-8 input fails its item with
 ERR_INPUT_FILE, never the batch.
 """
 from __future__ import annotations
@@ -46,6 +47,18 @@ PLACEHOLDER = re.compile(r"""
     | (?<![\w:/]):[A-Za-z_]\w*
     | </?[A-Za-z][^<>]*>
 """, re.X)
+# Markup a model must not add to a translation (the source's own is fine): the opening of any
+# tag, closed or not (`<img src=x onerror=… title=`), a comment or declaration; template
+# syntax of Jinja, Blade, JS template literals, ERB; script URLs; Markdown link and image
+# targets (`](url)`, `[ref]: url`); and URLs.
+MARKUP = re.compile(r"""
+      <[A-Za-z/!?%][^<>\s]*
+    | \{\{ | \{% | \{!! | \{\# | \$\{
+    | (?i:javascript|vbscript)\s*:
+    | \]\([^)]*\)?
+    | ^[ \t]*\[[^\]]+\]:[ \t]*\S+
+    | \b[A-Za-z][A-Za-z0-9+.\-]*://[^\s<>"')\]]*
+""", re.X | re.M)
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 
@@ -156,13 +169,55 @@ class TextDocument:
         return "".join(next(translated) if translate else p for p, translate in self.pieces)
 
 
-class JsonDocument:
-    """A JSON file's string values (at any depth) translated; keys, numbers and layout kept."""
+MAX_JSON_DEPTH = 100  # arrays and objects within each other; deeper is no translation file
+JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """How deep arrays and objects nest in a JSON text (strings skipped), without recursing."""
+    depth = deepest = 0
+    for bracket in JSON_BRACKET.findall(JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+class RawNumber:
+    """A JSON number as its source text: written back exactly (`1E2`, `1e400`, 20 digits)."""
+
+    __slots__ = ("text",)
 
     def __init__(self, text: str):
+        self.text = text
+
+
+def _no_constant(name: str):
+    raise JobError("ERR_INPUT_FILE", f"not valid JSON: {name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise JobError("ERR_INPUT_FILE", f"duplicate key {duplicate[:80]!r} in an object: which value to keep is ambiguous")
+    return found
+
+
+class JsonDocument:
+    """A JSON file's string values (at any depth) translated; keys, numbers (their text) and
+    layout kept. A file that cannot be kept exactly fails with ERR_INPUT_FILE: nested deeper than
+    MAX_JSON_DEPTH, NaN or Infinity (not JSON), a key twice in one object."""
+
+    def __init__(self, text: str):
+        depth = json_depth(text)
+        if depth > MAX_JSON_DEPTH:
+            raise JobError("ERR_INPUT_FILE", f"JSON nested {depth:,} levels deep; at most {MAX_JSON_DEPTH} are translated")
         try:
-            self.data = json.loads(text)
-        except ValueError as exc:
+            self.data = json.loads(text, parse_float=RawNumber, parse_int=RawNumber, parse_constant=_no_constant,
+                                   object_pairs_hook=_unique_keys)
+        except (ValueError, RecursionError) as exc:
             raise JobError("ERR_INPUT_FILE", f"not valid JSON: {exc}") from None
         self.indent = 2 if "\n" in text.strip() else None
         self.trailing_newline = text.endswith("\n")
@@ -189,7 +244,19 @@ class JsonDocument:
     def render(self, translated: Iterator[str]) -> str:
         for container, key, doc in self.leaves:
             container[key] = doc.render(translated)
-        text = json.dumps(self.root[0], ensure_ascii=False, indent=self.indent)
+        # json writes a number it parsed as a float or int in its own spelling; each RawNumber is
+        # written as a unique string first, then replaced by its source text
+        numbers: list[str] = []
+        nonce = uuid.uuid4().hex
+
+        def as_token(value):
+            if isinstance(value, RawNumber):
+                numbers.append(value.text)
+                return f"{nonce}:{len(numbers) - 1}"
+            raise TypeError(f"{type(value).__name__} is not JSON")
+
+        text = json.dumps(self.root[0], ensure_ascii=False, indent=self.indent, default=as_token)
+        text = re.sub(f'"{nonce}:(\\d+)"', lambda m: numbers[int(m.group(1))], text)
         return text + "\n" if self.trailing_newline else text
 
 
@@ -268,13 +335,22 @@ def requests_for(segments: list[str]) -> Iterator[list[str]]:
         yield batch
 
 
+def markup(text: str) -> Counter:
+    """The markup a text holds that a browser or a template engine would act on."""
+    return Counter(m.group(0).lower() if m.group(0).lower().startswith(("javascript", "vbscript")) else m.group(0)
+                   for m in MARKUP.finditer(text))
+
+
 def placeholder_problem(source: str, translated: str) -> str | None:
+    """What a translation changed of the source's placeholders (lost or added), or added of
+    markup the source did not have; None when it is safe to write."""
     expected, got = Counter(PLACEHOLDER.findall(source)), Counter(PLACEHOLDER.findall(translated))
-    if expected == got:
-        return None
     missing, extra = sorted((expected - got).elements()), sorted((got - expected).elements())
     parts = ([f"lost {', '.join(missing)}"] if missing else []) + ([f"added {', '.join(extra)}"] if extra else [])
-    return "; ".join(parts)
+    added_markup = sorted((markup(translated) - markup(source)).elements())
+    if added_markup:
+        parts.append(f"added markup the source did not have: {', '.join(m[:60] for m in added_markup)}")
+    return "; ".join(parts) or None
 
 
 def translate_segments(client, segments: list[str], source: str, target: str, fmt: str, run: ItemRun) -> tuple[list[str], int]:
@@ -398,28 +474,48 @@ def plan_translation(files: list[str], source: str, target: str, *, out_dir: str
     return TranslationPlan(paths, source, target, out, title, extra or {})
 
 
+MAX_UPLOAD_NAME = 100  # characters of an uploaded file's name on disk (secure_filename's are ASCII)
+
+
+def stored_name(name: str, n: int) -> str:
+    """An uploaded file's name as it is kept on disk: safe, and short enough for any file system
+    (its suffix kept, which says the format)."""
+    safe = secure_filename(name) or f"file-{n}.txt"
+    if len(safe) > MAX_UPLOAD_NAME:
+        stem, suffix = os.path.splitext(safe)
+        suffix = suffix[:20]
+        safe = f"{stem[:MAX_UPLOAD_NAME - len(suffix) - len(str(n)) - 1]}-{n}{suffix}"
+    return safe
+
+
 def start_uploaded_translation(files: list[tuple[str, bytes]], source: str, target: str, *,
                                created_by: str | None = None) -> Batch:
-    """A translation of files uploaded to the panel: kept under var/uploads/<id>/, translated
-    into var/translations/<id>/ (both removed when the batch is pruned)."""
+    """A translation of files uploaded to the panel: kept under var/uploads/<id>/ (names made
+    safe and short; the originals kept in the batch's options for display), translated into
+    var/translations/<id>/ (both removed when the batch is pruned). An upload that fails leaves
+    nothing behind."""
     check_language(source, "from")
     check_language(target, "to")
     token = uuid.uuid4().hex
     var_dir = get_settings().var_dir
     uploads, out = var_dir / "uploads" / token, var_dir / "translations" / token
-    uploads.mkdir(parents=True)
     names: list[str] = []
-    for n, (name, content) in enumerate(files, start=1):
-        safe = secure_filename(name) or f"file-{n}.txt"
-        while safe in names:
-            stem, dot, suffix = safe.partition(".")
-            safe = f"{stem}-{n}{dot}{suffix}"
-        names.append(safe)
-        (uploads / safe).write_bytes(content)
+    originals: dict[str, str] = {}
     try:
+        uploads.mkdir(parents=True)
+        for n, (name, content) in enumerate(files, start=1):
+            safe = stored_name(name, n)
+            while safe in names:
+                stem, dot, suffix = safe.partition(".")
+                safe = f"{stem}-{n}{dot}{suffix}"
+            names.append(safe)
+            originals[safe] = name
+            (uploads / safe).write_bytes(content)
         plan = plan_translation([str(uploads / name) for name in names], source, target, out_dir=str(out),
-                                extra={"uploads": str(uploads)})
+                                extra={"uploads": str(uploads), "original_names": originals})
         return plan.start(created_by)
-    except Exception:
+    except BaseException as exc:
         shutil.rmtree(uploads, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise FleetError(f"the uploaded files could not be stored ({exc.strerror or exc}); nothing was kept") from None
         raise

@@ -45,7 +45,7 @@ CODES: dict[str, ErrorCode] = {
         ErrorCode("ERR_INVALID_RESPONSE", False, "The external API answered with malformed or unexpected data."),
         ErrorCode("ERR_CIRCUIT_OPEN", True, "Calls to this service are paused after repeated failures; the job waits until it recovers."),
         ErrorCode("ERR_TIME_LIMIT", True, "The job ran longer than its time limit and was stopped."),
-        ErrorCode("ERR_INPUT_FILE", False, "The input file cannot be used: missing, unreadable, binary, not UTF-8 text or too large; fix the file, then retry."),
+        ErrorCode("ERR_INPUT_FILE", False, "The input file cannot be used: missing, unreadable, binary, not UTF-8 text, too large, or not safe to parse (nested too deep, a number that is not JSON, a key twice); fix the file, then retry."),
         ErrorCode("ERR_DATABASE", True, "The database could not be reached or dropped the connection; retried once it is back."),
         ErrorCode("ERR_STATE_STORE", True, "Redis (queues, locks, breakers) could not be reached; retried once it is back."),
         ErrorCode("ERR_INVALID_MESSAGE", False, "The queued message is not a valid job (not JSON, fields missing, or an unknown actor); it was set aside."),
