@@ -268,7 +268,7 @@ class ChunkRun:
             results = self.kind.handle(runs)
         except Exception as exc:
             error = classify(exc)
-            if error.retryable:
+            if error.retryable and error.code.code != "ERR_INTERNAL":  # an unexpected error fails this group alone
                 self.done += [_Outcome(run, "pending", error=error) for run in runs]
                 self._commit()
                 raise
