@@ -9,12 +9,13 @@ from datetime import datetime, timedelta
 from dramatiq.broker import get_broker
 from redis import RedisError
 
-from actors.middleware.schedule import LOCK_OPTION, LOCK_TTL_QUEUED, RUN_OPTION, lock_holder, lock_key, release_lock, take_lock
+from actors.middleware.schedule import LOCK_OPTION, LOCK_TTL_QUEUED, RUN_OPTION, lock_holder, lock_key, run_lock
 from actors.middleware.unique import DuplicateJob
 from actors.runtime import TASKS
 from actors.schedule.files import TICK, UTC, Entry, Schedule
 from core.broker import FleetRedisBroker
 from core.errors import FleetError
+from core.locks import acquire_all
 from core.state import state_redis
 from db.database import database
 from db.models import utcnow
@@ -117,25 +118,19 @@ def _take_locks(claimed: dict, to_send: dict, entries: dict[str, Entry]) -> dict
     locking = [name for name in to_send if entries[name].without_overlapping]
     if client is None or not locking:
         return skipped
-    with client.pipeline(transaction=False) as pipe:
-        for name in locking:
-            pipe.set(lock_key(name), claimed[name].id, nx=True, ex=LOCK_TTL_QUEUED)
-        taken = pipe.execute()
+    locks = {name: run_lock(client, lock_key(name), claimed[name].id, LOCK_TTL_QUEUED) for name in locking}
+    taken = acquire_all(client, list(locks.values()))
     for name, ok in zip(locking, taken):
-        run_id = claimed[name].id
         if not ok:
             holder_id = lock_holder(client, lock_key(name))
-            if holder_id == run_id:  # taken for this run by a tick that failed before sending it
-                to_send[name].options[LOCK_OPTION] = lock_key(name)
-                continue
             holder = _live(holder_id)
             if holder is not None:
                 skipped[name] = f"overlap: run #{holder.id} is still {'running' if holder.state == 'running' else 'queued'}"
                 del to_send[name]
                 continue
             if holder_id is not None:
-                release_lock(client, lock_key(name), holder_id)  # it outlived its run
-            if not take_lock(client, lock_key(name), run_id, LOCK_TTL_QUEUED):
+                run_lock(client, lock_key(name), holder_id).release()  # it outlived its run
+            if not locks[name].acquire():
                 skipped[name] = "overlap: another run took the entry just now"
                 del to_send[name]
                 continue
@@ -184,7 +179,7 @@ def _release_if_taken(name: str, run_id: int, message) -> None:
     client = state_redis()
     if client is not None and message.options.get(LOCK_OPTION):
         try:
-            release_lock(client, lock_key(name), run_id)
+            run_lock(client, lock_key(name), run_id).release()
         except Exception:
             log.warning("could not release the schedule lock; it expires on its own", exc_info=True)
 

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from typing import Callable, Iterable
 
 from peewee import SQL, fn
-from redis.exceptions import LockError
 
 from actors.runtime import TASKS, fleet_actor, task
 from actors.series.rows import (
@@ -29,6 +28,7 @@ from actors.series.rows import (
 from core import trace
 from core.errors import FleetError, classify
 from core.identity import process_id
+from core.locks import LockHeld, RedisLock
 from core.redact import redact
 from core.state import state_redis
 from db.models import utcnow
@@ -48,15 +48,15 @@ class SweepStalled(FleetError):
     """This run stalled longer than its lock lives and lost it; it stops (a job retries)."""
 
 
-def _lock_key(task_name: str) -> str:
-    return f"fleet:sweep:{task_name}"
+def _lock(client, task_name: str, token: str = "") -> RedisLock:
+    return RedisLock(client, f"fleet:sweep:{task_name}", token, SWEEP_LOCK_TTL)
 
 
 def running_sweep(task_name: str) -> str | None:
     """Who runs the sweep now ("host:pid since HH:MM:SS UTC"), or None."""
     client = state_redis()
-    value = client.get(_lock_key(task_name)) if client is not None else None
-    return value.decode(errors="replace").rsplit(" #", 1)[0] if value else None
+    holder = _lock(client, task_name).holder() if client is not None else None
+    return holder.rsplit(" #", 1)[0] if holder else None
 
 
 @contextmanager
@@ -66,26 +66,21 @@ def sweep_lock(task_name: str):
     client = state_redis()
     if client is None:
         raise FleetError("sweeps need a Redis for their lock: set FLEET_STATE_REDIS_URL")
-    lock = client.lock(_lock_key(task_name), timeout=SWEEP_LOCK_TTL, blocking=False, thread_local=False)
-    holder = f"{process_id()} since {utcnow():%H:%M:%S} UTC"
-    if not lock.acquire(token=f"{holder} #{uuid.uuid4().hex}"):
+    lock = _lock(client, task_name, f"{process_id()} since {utcnow():%H:%M:%S} UTC #{uuid.uuid4().hex}")
+    try:
+        with lock:  # released on every way out; one that expired meanwhile (a stall) is only logged
+            yield lambda: _renew(lock, task_name)
+    except LockHeld as held:
+        if held.lock is not lock:
+            raise
         raise SweepRunning(f"{task_name} is already running ({running_sweep(task_name) or 'just finished'}); "
-                           "nothing done")
-    try:
-        yield lambda: _renew(lock, task_name)
-    finally:
-        try:
-            lock.release()
-        except LockError:  # expired meanwhile (a stall longer than its TTL): nothing left to release
-            log.warning("sweep lock had expired", extra={"sweep": task_name})
+                           "nothing done") from None
 
 
-def _renew(lock, task_name: str) -> None:
-    try:
-        lock.reacquire()
-    except LockError:
+def _renew(lock: RedisLock, task_name: str) -> None:
+    if not lock.renew():
         raise SweepStalled(f"{task_name} stalled longer than {SWEEP_LOCK_TTL} s and lost its lock (another run "
-                           "may have started); this run stopped, its jobs so far are queued") from None
+                           "may have started); this run stopped, its jobs so far are queued")
 
 
 def enqueue_pages(kind: Kind, pages: Iterable[list[int]], progress: Callable[[int], None] | None = None,
