@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import traceback as tb
@@ -24,6 +23,7 @@ from peewee import PostgresqlDatabase
 from psycopg2.extras import execute_values
 
 from actors.middleware.outcome import get_outcome
+from core.identity import process_id
 from core.redact import redact
 from core.state import state_redis
 from db.database import database, release_connection
@@ -71,7 +71,7 @@ class JobLogWriter(Middleware):
         self.flush_interval = flush_interval
         self.max_buffered = max_buffered
         self._dropped = 0  # rows not buffered since the last report
-        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_name = process_id()
         self._entries: dict[str, _Entry] = {}  # run id -> entry
         self._running: dict[str, str] = {}  # message id -> run id of its attempt in progress
         self._lock = threading.Lock()
@@ -81,7 +81,7 @@ class JobLogWriter(Middleware):
 
     # -- hooks -------------------------------------------------------------
     def after_process_boot(self, broker):
-        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_name = process_id()
 
     def after_worker_boot(self, broker, worker):
         self._stop.clear()

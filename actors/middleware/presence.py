@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from dramatiq.middleware import Middleware
 
+from core.identity import process_id
 from core.state import state_redis
 
 INDEX = "fleet:workers"
@@ -75,7 +76,7 @@ class WorkerPresence(Middleware):
         if state_redis() is None:
             return  # RabbitMQ without FLEET_STATE_REDIS_URL: nowhere to keep it
         queues = worker.consumer_whitelist or {q for q in broker.get_declared_queues() if not q.endswith((".DQ", ".XQ"))}
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(worker):x}"
+        self.worker_id = f"{process_id()}:{id(worker):x}"
         self.record = {"host": socket.gethostname(), "pid": os.getpid(), "queues": ",".join(sorted(queues)),
                        "threads": worker.worker_threads, "started_at": time.time()}
         self._stop.clear()
