@@ -34,10 +34,30 @@ Modules: `kinds` (the registry), `chunks` (the chunk job), `finish`, `operations
 from actors.batches.chunks import batch_kind, fail_open_items, work_chunk
 from actors.batches.finish import finish_if_done, recount
 from actors.batches.kinds import FINISH_HOOKS, KINDS, ItemRun, Kind, kind_of, on_finish
-from actors.batches.operations import (PRUNE_DAYS, PRUNE_KEEP, Resumed, cancel, create_batch, prune, resume,
-                                       resume_stale_batches, retry)
-from actors.batches.views import (SHORT_ID, Snapshot, errors, find_batch, item_dict, items, list_batches, live_totals,
-                                  snapshot, status_label, usd)
+from actors.batches.operations import (
+                                       PRUNE_DAYS,
+                                       PRUNE_KEEP,
+                                       Resumed,
+                                       cancel,
+                                       create_batch,
+                                       prune,
+                                       resume,
+                                       resume_stale_batches,
+                                       retry,
+)
+from actors.batches.views import (
+                                       SHORT_ID,
+                                       Snapshot,
+                                       errors,
+                                       find_batch,
+                                       item_dict,
+                                       items,
+                                       list_batches,
+                                       live_totals,
+                                       snapshot,
+                                       status_label,
+                                       usd,
+)
 
 __all__ = [
     "FINISH_HOOKS", "KINDS", "PRUNE_DAYS", "PRUNE_KEEP", "SHORT_ID", "ItemRun", "Kind", "Resumed", "Snapshot",

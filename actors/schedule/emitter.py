@@ -9,6 +9,7 @@ from peewee import fn
 from actors.schedule.emit import COALESCED, MISSED, ORPHAN_CLAIM, Due, emit, record_missed, resend_unsent
 from actors.schedule.files import UTC, Entry, Schedule
 from actors.schedule.ledger import paused_names
+from core import formats
 from db.models.schedule import ScheduleRun
 
 log = logging.getLogger("fleet.schedule")
@@ -74,7 +75,7 @@ class SlotEmitter:
                 coalesced = [s for s in missed if now - s <= self.grace]
                 missed = missed[:len(missed) - len(coalesced)]
             elif entry.catch_up == "latest" and late <= entry.catch_up_window:
-                dues.append(Due(entry, latest, "catch-up", f"emitted {_words(late)} late, on catch-up"))
+                dues.append(Due(entry, latest, "catch-up", f"emitted {formats.roughly(late)} late, on catch-up"))
                 missed = slots[:-1]
             else:
                 missed = slots
@@ -95,10 +96,3 @@ class SlotEmitter:
         pending = [t for t in self.upcoming.values() if t is not None]
         return min(pending) if pending else None
 
-
-def _words(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -5,7 +5,6 @@ import hashlib
 import inspect
 import json
 import re
-import tomllib
 import types
 import typing
 from collections import deque
@@ -14,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import tomllib
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger

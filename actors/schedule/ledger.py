@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import getpass
 import socket
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
-from actors.schedule.files import UTC
 from db.models import utcnow
 from db.models.schedule import SchedulePause, ScheduleRun
 
@@ -35,14 +32,6 @@ def set_paused(name: str, paused: bool, by: str) -> bool:
 
 def pauses() -> dict[str, SchedulePause]:
     return {row.name: row for row in SchedulePause.select().where(SchedulePause.paused == True)}  # noqa: E712
-
-
-def local_time(moment: datetime | None, tz: str, empty: str = "") -> str:
-    """A UTC time (naive from the ledger, or aware) in an entry's time zone."""
-    if moment is None:
-        return empty
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return aware.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def history(name: str, limit: int = 20) -> list[ScheduleRun]:

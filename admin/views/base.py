@@ -8,9 +8,9 @@ from flask_admin.contrib.peewee import ModelView
 from flask_admin.model import typefmt
 
 from admin.access import PanelAccess, is_admin
+from core import formats
 from db.database import database
 
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 MAX_ID = 2**63 - 1  # what a database integer holds; past it SQLite raises OverflowError
 MAX_ROWS_SKIPPED = 10**9  # no list pages that far
 MAX_FILTERS = 20  # each is a nested condition; SQLite's parser gives up somewhere past a hundred
@@ -27,7 +27,7 @@ def as_id(value) -> int | None:
 
 
 def utc(value) -> str:
-    return value.strftime(TIME_FORMAT) if value else ""
+    return formats.moment(value)
 
 
 def cut(text: str | None, limit: int = 160) -> str:

@@ -14,6 +14,7 @@ from markupsafe import Markup
 
 from actors import series as ops
 from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec, utc
+from core import formats
 from core.errors import CODES
 from db.models import utcnow
 from db.models.series import Episode
@@ -101,13 +102,7 @@ class SeriesIs(TvdbIs):
 # -- formatting ----------------------------------------------------------------------------------
 
 def age(moment: datetime | None, now: datetime | None = None) -> str:
-    if moment is None:
-        return "never"
-    seconds = max(0.0, ((now or utcnow()) - moment).total_seconds())
-    for unit, size, from_ in (("d", 86_400, 2 * 86_400), ("h", 3_600, 3_600), ("min", 60, 60)):
-        if seconds >= from_:  # hours up to two days, so "older than 24 h" reads as such
-            return f"{seconds // size:.0f} {unit} ago"
-    return f"{seconds:.0f} s ago"
+    return formats.ago(((now or utcnow()) - moment).total_seconds()) if moment else "never"
 
 
 def _age(view, context, model, name):
