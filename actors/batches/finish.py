@@ -8,7 +8,7 @@ import os
 from peewee import SqliteDatabase, fn
 
 from actors.batches.kinds import FINISH_HOOKS, kind_of
-from actors.batches.views import status_label, usd
+from actors.batches.views import outcome_text, status_label
 from core import trace
 from core.identity import process_id
 from db.database import database
@@ -83,9 +83,7 @@ def _log_finish(batch: Batch) -> None:
         queue=kind.actor.queue_name if kind else "batches",
         status="failed" if batch.failed or batch.status == "failed" else "success",
         error_code=top,
-        message=(f"batch {batch.id} ({batch.kind}: {batch.title[:200]}) {status_label(batch)}: "
-                 f"{batch.succeeded} succeeded, {batch.failed} failed, {batch.cancelled} cancelled of {batch.total}; "
-                 f"{usd(batch.cost_usd)}, {batch.tokens} tokens"),
+        message=f"batch {batch.id} ({batch.kind}: {batch.title[:200]}) {status_label(batch)}: {outcome_text(batch)}",
         args=f'{{"batch": "{batch.id}"}}', trace_id=trace.trace_id(), worker=process_id(),
         duration_seconds=(batch.finished_at - batch.started_at).total_seconds() if batch.started_at else None,
         created_at=batch.finished_at, finished_at=batch.finished_at,

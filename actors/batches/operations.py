@@ -12,6 +12,7 @@ from peewee import fn
 from actors.batches.chunks import chunk_lock_key, chunk_row
 from actors.batches.finish import finish_if_done, locked_batch
 from actors.batches.kinds import KINDS, Kind, kind_of
+from actors.batches.views import status_label
 from actors.middleware.unique import live_holders
 from actors.runtime import fleet_actor, task
 from core.errors import FleetError
@@ -79,6 +80,18 @@ def cancel(batch_id: str) -> int:
     return cancelled
 
 
+def cancelled_text(cancelled: int, batch_id: str | None = None) -> str:
+    return f"Cancelled {cancelled} pending item(s){_of(batch_id)}; running items finish."
+
+
+def _name(batch_id: str | None) -> str:
+    return f"Batch {batch_id}" if batch_id else "The batch"
+
+
+def _of(batch_id: str | None) -> str:
+    return f" of batch {batch_id}" if batch_id else ""
+
+
 def _open_chunks(batch: Batch) -> list[int]:
     number = BatchItem.position / batch.chunk_size  # integer division on SQLite and PostgreSQL
     rows = (BatchItem.select(number.alias("n")).where((BatchItem.batch == batch.id) & BatchItem.status.in_(BatchItem.OPEN))
@@ -101,6 +114,16 @@ class Resumed:
     sent: int = 0  # chunk jobs sent again (each takes over what its lost job left running)
     in_flight: int = 0  # chunks with open items whose job is queued or running
     finished: bool = False  # nothing was open: the batch finished now
+    was_finished: str | None = None  # the batch had finished before: its status
+
+    def text(self, batch_id: str | None = None) -> str:
+        """What the operator is told: the CLI names the batch, the panel is on its page."""
+        if self.was_finished:
+            return f"{_name(batch_id)} is {self.was_finished}; nothing to resume."
+        if self.finished:
+            return f"{_name(batch_id)} had no open item left; it is finished now."
+        return (f"Sent {self.sent} lost chunk job(s){_of(batch_id)} again; "
+                f"{self.in_flight} chunk(s) still queued or running.")
 
 
 def resume(batch_id: str) -> Resumed:
@@ -110,6 +133,7 @@ def resume(batch_id: str) -> Resumed:
         raise FleetError(f"no batch with id {batch_id}")
     report = Resumed()
     if batch.finished_at is not None:
+        report.was_finished = status_label(batch)
         return report
     kind = kind_of(batch)
     if kind is None:
@@ -167,6 +191,11 @@ def retry(batch_id: str) -> int:
     retried = sum(count for _, count in per_chunk)
     log.info("batch retried", extra={"batch_id": batch_id, "items_retried": retried})
     return retried
+
+
+def retried_text(retried: int, batch_id: str | None = None) -> str:
+    return (f"Retrying {retried} failed item(s){_of(batch_id)}." if retried
+            else f"{_name(batch_id)} has no failed item; nothing retried.")
 
 
 

@@ -43,6 +43,12 @@ def status_label(batch: Batch) -> str:
     return batch.status
 
 
+def outcome_text(batch: Batch) -> str:
+    """`3 succeeded, 1 failed, 0 cancelled of 4; $0.000120, 80 tokens`: the CLI's last line and the JobLog row's."""
+    return (f"{batch.succeeded} succeeded, {batch.failed} failed, {batch.cancelled} cancelled of {batch.total}; "
+            f"{usd(batch.cost_usd)}, {batch.tokens} tokens")
+
+
 def live_totals(batches: Iterable[Batch]) -> None:
     """Put the running counters (the sums of their chunk rows) on unfinished batches."""
     running = {b.id: b for b in batches if b.finished_at is None}

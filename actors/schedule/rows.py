@@ -39,7 +39,9 @@ class EntryRow:
     @property
     def slot_text(self) -> str:
         """The latest slot when it was skipped or missed: `skipped (overlap) at 2026-… UTC`."""
-        return f"{state_text(self.slot)} at {formats.moment(self.slot.slot_time, self.entry.timezone)}" if self.slot else ""
+        if self.slot is None:
+            return ""
+        return f"{state_text(self.slot)} at {formats.moment(self.slot.slot_time, self.entry.timezone)}"
 
     @property
     def policy(self) -> str:

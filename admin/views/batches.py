@@ -146,15 +146,12 @@ class BatchesView(PanelAccess, BaseView):
 
     @expose("/<batch_id>/cancel/", methods=("POST",))
     def cancel(self, batch_id: str):
-        return self._act(batch_id, lambda: f"Cancelled {ops.cancel(batch_id)} pending item(s); running items finish.")
+        return self._act(batch_id, lambda: ops.cancelled_text(ops.cancel(batch_id)))
 
     @expose("/<batch_id>/resume/", methods=("POST",))
     def resume(self, batch_id: str):
-        def act():
-            done = ops.resume(batch_id)
-            return f"Sent {done.sent} lost chunk job(s) again; {done.in_flight} chunk(s) still queued or running."
-        return self._act(batch_id, act)
+        return self._act(batch_id, lambda: ops.resume(batch_id).text())
 
     @expose("/<batch_id>/retry/", methods=("POST",))
     def retry(self, batch_id: str):
-        return self._act(batch_id, lambda: f"Retrying {ops.retry(batch_id)} failed item(s).")
+        return self._act(batch_id, lambda: ops.retried_text(ops.retry(batch_id)))

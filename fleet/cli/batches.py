@@ -31,8 +31,7 @@ def progress_line(snap: ops.Snapshot) -> str:
 
 
 def final_line(b: Batch) -> str:
-    return (f"Batch {b.id} {ops.status_label(b)}: {b.succeeded} succeeded, {b.failed} failed, "
-            f"{b.cancelled} cancelled of {b.total}; {ops.usd(b.cost_usd)}, {b.tokens} tokens.")
+    return f"Batch {b.id} {ops.status_label(b)}: {ops.outcome_text(b)}."
 
 
 def exit_code(b: Batch) -> int:
@@ -154,8 +153,7 @@ def cancel_command(batch_id: str) -> None:
     """Cancel the pending items; running items finish, then the batch is cancelled."""
     open_database()
     batch = ops.find_batch(batch_id)
-    cancelled = ops.cancel(batch.id)
-    click.echo(f"Cancelled {cancelled} pending item(s) of batch {batch.id}; running items finish.")
+    click.echo(ops.cancelled_text(ops.cancel(batch.id), batch.id))
 
 
 @batches_group.command("resume")
@@ -165,14 +163,7 @@ def resume_command(batch_id: str) -> None:
     good); each new job takes over what its lost one left running."""
     open_database(broker=True)
     batch = ops.find_batch(batch_id)
-    done = ops.resume(batch.id)
-    if batch.finished_at is not None:
-        click.echo(f"Batch {batch.id} is {ops.status_label(batch)}; nothing to resume.")
-    elif done.finished:
-        click.echo(f"Batch {batch.id} had no open item left; it is finished now.")
-    else:
-        click.echo(f"Sent {done.sent} lost chunk job(s) of batch {batch.id} again; "
-                   f"{done.in_flight} chunk(s) still queued or running.")
+    click.echo(ops.resume(batch.id).text(batch.id))
 
 
 @batches_group.command("retry")
@@ -181,9 +172,7 @@ def retry_command(batch_id: str) -> None:
     """Run the failed items of a batch again (the same batch; its counters corrected)."""
     open_database(broker=True)
     batch = ops.find_batch(batch_id)
-    retried = ops.retry(batch.id)
-    click.echo(f"Retrying {retried} failed item(s) of batch {batch.id}." if retried
-               else f"Batch {batch.id} has no failed item; nothing retried.")
+    click.echo(ops.retried_text(ops.retry(batch.id), batch.id))
 
 
 commands = [batches_group]
