@@ -23,6 +23,7 @@ from actors.middleware.outcome import Outcome, get_outcome, set_outcome
 from core.locks import RedisLock
 from core.redact import redact
 from core.state import state_redis
+from core.ticker import Ticker
 from db.models import utcnow
 from db.models.schedule import ScheduleRun
 
@@ -73,33 +74,28 @@ class ScheduledRuns(Middleware):
         self._held: dict[str, tuple[str, int]] = {}  # message id -> (lock key, run id) of runs in hand
         self._started: dict[str, float] = {}  # message id -> monotonic start of its attempt
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker = Ticker("fleet-schedule-locks", self._renew)
 
     # -- the lock's renewal while runs are in hand -----------------------------------------
     def after_worker_boot(self, broker, worker):
-        self._stop.clear()
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._renew_forever, name="fleet-schedule-locks", daemon=True)
-            self._thread.start()
+        self._ticker.start(RENEW_EVERY)
 
     def after_worker_shutdown(self, broker, worker):
-        self._stop.set()
+        self._ticker.stop()
 
-    def _renew_forever(self) -> None:
-        while not self._stop.wait(RENEW_EVERY):
-            client = state_redis()
-            if client is None:
-                continue
-            # under the lock: a run that ends meanwhile must not get its short TTL back
-            with self._lock:
-                try:
-                    for key, run_id in self._held.values():
-                        if not run_lock(client, key, run_id).renew():
-                            log.warning("a running schedule run lost its overlap lock",
-                                        extra={"schedule_run": run_id, "lock": key})
-                except Exception:
-                    log.warning("could not renew schedule locks; will try again", exc_info=True)
+    def _renew(self) -> None:
+        client = state_redis()
+        if client is None:
+            return
+        # under the lock: a run that ends meanwhile must not get its short TTL back
+        with self._lock:
+            try:
+                for key, run_id in self._held.values():
+                    if not run_lock(client, key, run_id).renew():
+                        log.warning("a running schedule run lost its overlap lock",
+                                    extra={"schedule_run": run_id, "lock": key})
+            except Exception:
+                log.warning("could not renew schedule locks; will try again", exc_info=True)
 
     # -- around each attempt ------------------------------------------------------------------
     def before_process_message(self, broker, message):

@@ -112,7 +112,7 @@ def stats_command(hours: float, as_json: bool) -> None:
     for row in rows:
         avg = row["avg_success_seconds"]
         table.add_row(row["job_class"], str(row["success_today"]), *(str(row["counts"].get(s, 0)) for s in statuses),
-                      formats.seconds(avg, 3, "-").removesuffix(" s"))
+                      f"{avg:.3f}" if avg is not None else "-")
     print_table(table, 180)
 
 

@@ -80,7 +80,7 @@ def _schedulers_line(schedule: sched.Schedule) -> str:
         return f"Schedulers: unknown (Redis did not answer: {exc})"
     if not running:
         return "Schedulers: none running; no slot is emitted until `fleet scheduler` runs."
-    parts = [f"{'leader' if s.leader else 'standby'} {s.id} (heartbeat {s.heartbeat_age:.1f} s ago)" for s in running]
+    parts = [f"{'leader' if s.leader else 'standby'} {s.id} (heartbeat {formats.seconds(s.heartbeat_age, 1)} ago)" for s in running]
     if not any(s.leader for s in running):
         parts.insert(0, "no leader yet")
     line = "Schedulers: " + "; ".join(parts)
