@@ -52,7 +52,6 @@ def batch_kind(name: str, *, label: str, queue_name: str = "batches", service: s
     return register
 
 
-
 def _chunk_items(batch: Batch, number: int):
     low = number * batch.chunk_size
     return (BatchItem.batch == batch.id) & (BatchItem.position >= low) & (BatchItem.position < low + batch.chunk_size)

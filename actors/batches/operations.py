@@ -63,7 +63,6 @@ def create_batch(kind: str, title: str, keys: Sequence[str], *, options: dict | 
     return Batch.get_by_id(batch_id)
 
 
-
 def cancel(batch_id: str) -> int:
     """Pending items become cancelled (running ones finish); the batch is `cancelled` and ends
     when its last running item does. Returns the items cancelled."""
@@ -196,7 +195,6 @@ def retry(batch_id: str) -> int:
 def retried_text(retried: int, batch_id: str | None = None) -> str:
     return (f"Retrying {retried} failed item(s){_of(batch_id)}." if retried
             else f"{_name(batch_id)} has no failed item; nothing retried.")
-
 
 
 @task("batches.resume-stale")

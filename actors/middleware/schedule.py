@@ -35,6 +35,7 @@ LOCK_TTL_QUEUED = 3600  # seconds: a run waiting in its queue (or for a retry) k
 LOCK_TTL_RUNNING = 15  # seconds: renewed while the run is in a worker's hands
 RENEW_EVERY = 5
 
+
 def lock_key(entry_name: str) -> str:
     return f"fleet:schedule:lock:{entry_name}"
 

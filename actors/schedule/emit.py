@@ -201,8 +201,6 @@ def _record(claimed: dict, sent: set[str], skipped: dict[str, str]) -> None:
         claimed[name].state, claimed[name].detail = "skipped", why
 
 
-
-
 def record_missed(missed: list[tuple[Entry, list[datetime], int, str]], claimed_by: str) -> None:
     """Slots not emitted, as (entry, its slots listed, how many in all, why); a slot someone
     did claim keeps its row."""

@@ -39,7 +39,6 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 UNIT_WORDS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
 TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
               list: "a list", dict: "a table"}
-
 CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
@@ -52,7 +51,6 @@ class ScheduleError(FleetError):
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         super().__init__(problems[0] + more)
         self.problems = problems
-
 
 
 @dataclass(frozen=True)
@@ -129,7 +127,6 @@ class Schedule:
             known = ", ".join(self.entries) or "none"
             raise FleetError(f"no schedule entry named {name!r} in {self.path} (entries: {known})")
         return self.entries[name]
-
 
 
 class _Problem(Exception):
@@ -264,7 +261,6 @@ def _types(hint) -> tuple[type, ...]:
     return plain if len(plain) == len([t for t in options if t is not type(None)]) else ()
 
 
-
 def _is_a(value, expected: tuple[type, ...]) -> bool:
     if isinstance(value, bool):
         return bool in expected
@@ -346,9 +342,6 @@ def _trigger(key: str, value, tz: str) -> tuple[BaseTrigger, str]:
         raise _Problem(f"twice_daily: two different hours, not {first} twice (or daily_at = \"{first:02d}:00\")")
     return (CronTrigger(hour=f"{first},{second}", minute=0, timezone=tz),
             f"twice daily at {first:02d}:00 and {second:02d}:00")
-
-
-
 
 
 def _cron_weekdays(text: str) -> str:

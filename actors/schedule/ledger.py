@@ -39,9 +39,9 @@ def history(name: str, limit: int = 20) -> list[ScheduleRun]:
                 .order_by(ScheduleRun.slot_time.desc()).limit(limit))
 
 
-
 def paused_names() -> set[str]:
     return set(pauses())
+
 
 def last_runs(names) -> dict[str, tuple[ScheduleRun | None, ScheduleRun | None]]:
     """Each entry's last run that was sent, and its latest slot when that one was skipped or

@@ -23,7 +23,6 @@ class SchedulerInfo:
     digest: str
 
 
-
 def scheduler_id() -> str:
     return process_id()
 

@@ -91,7 +91,6 @@ def stale_pages(model, hours: float) -> Iterator[list[int]]:
         after = rows[-1]
 
 
-
 # -- the panel's filters and "Sync all matching the filter" --------------------------------
 # A filter is a plain dict (JSON-safe, so a background job can carry it): `never_imported`
 # (true), `older_than_hours` (a number), `error_code` (a code, or "any"), `tvdb_id`, and for

@@ -115,8 +115,6 @@ def _as_job(sweep: Callable[[], dict]) -> dict:
         return {"not_run": str(exc)}
 
 
-
-
 @task("series.import-missing-data")
 @fleet_actor(**SWEEP_OPTIONS)
 def import_missing_series_data(include_failed: bool = False) -> dict:
@@ -187,7 +185,6 @@ def run_here(task_name: str, progress: Callable[[int], None] | None = None, **pa
                           created_at=started, finished_at=utcnow())
 
 
-
 def sync_rows(kind: Kind, row_ids: list[int]) -> dict:
     """Data jobs for these rows now (the panel's "Sync selected")."""
     return enqueue_pages(kind, [row_ids[i:i + PAGE] for i in range(0, len(row_ids), PAGE)])
@@ -197,7 +194,6 @@ def sync_rows(kind: Kind, row_ids: list[int]) -> dict:
 def sync_matching(kind: str, spec: dict) -> dict:
     """A data job for every row that matches the panel's filter; its counts go to its JobLog row."""
     return {**enqueue_pages(KINDS[kind], matching_pages(KINDS[kind], spec)), "kind": kind, "filter": spec}
-
 
 
 SWEEP_ACTORS = {name: TASKS[name] for kind in KINDS.values() for name in (kind.import_task(), kind.check_task())}

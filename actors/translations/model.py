@@ -37,7 +37,6 @@ SCHEMA = {
 }
 
 
-
 def requests_for(segments: list[str]) -> Iterator[list[str]]:
     """Consecutive segments packed into requests within the model's limits."""
     batch: list[str] = []

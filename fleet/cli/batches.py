@@ -107,6 +107,7 @@ def watch(batch_id: str, interval: float = WATCH_INTERVAL) -> int:
     if sys.stdout.isatty():
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}  ETA {task.fields[eta]}  {task.fields[cost]}  {task.fields[current]}"))
+
         def fields(snap: ops.Snapshot) -> dict:
             b = snap.batch
             return {"completed": b.processed, "description": ops.status_label(b), "rate": _rate(snap),
