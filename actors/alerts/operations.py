@@ -109,3 +109,18 @@ def since_text(moment: datetime | None) -> str:
     if moment is None:
         return "-"
     return f"{moment.strftime('%Y-%m-%d %H:%M:%S')} UTC ({words((utcnow() - moment).total_seconds())} ago)"
+
+
+def health_check() -> dict:
+    """For /healthz and the Health page: not ok while a rule of warning level or above fires,
+    or while a channel keeps failing (its latest notification retrying or given up)."""
+    serious = [r for r in firing() if r.severity in ("warning", "critical")]
+    failing = failing_channels()
+    check = {"ok": not serious and not failing, "firing": len(firing()),
+             "rules": sorted({r.rule for r in serious}),
+             "channels": {c: f"{d.status}: {d.answer or ''}"[:200] for c, d in failing.items()}}
+    problems = [f"{len(serious)} alert(s) firing: {', '.join(check['rules'])}"] if serious else []
+    problems += [f"alert channel {c} failing ({d.status} after {d.attempts} attempt(s))" for c, d in failing.items()]
+    if problems:
+        check["error"] = "; ".join(problems)
+    return check
