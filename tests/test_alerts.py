@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from actors.workouts import dispatch
 from db.models.alerts import AlertDelivery, AlertEvent, AlertState
+from db.models.schedule import ScheduleRun
 from db.models.workouts import Plan, User, WorkoutPlan
 from tests.alert_channels import SmtpServer, WebhookReceiver
 from tests.helpers import wait_for
@@ -117,11 +119,11 @@ def test_an_openai_outage_is_told_once_per_channel_and_once_when_it_ends(alert_f
 
 
 def _evaluations(fleet_) -> int:
-    from db.models.schedule import ScheduleRun
-
+    """Evaluations that ran since the first call."""
+    done = ScheduleRun.select().where((ScheduleRun.name == "alerts-evaluate") & (ScheduleRun.state == "succeeded"))
     if not hasattr(fleet_, "evaluations_from"):
-        fleet_.evaluations_from = ScheduleRun.select().where(ScheduleRun.state == "succeeded").count()
-    return ScheduleRun.select().where(ScheduleRun.state == "succeeded").count() - fleet_.evaluations_from
+        fleet_.evaluations_from = done.count()
+    return done.count() - fleet_.evaluations_from
 
 
 def test_a_long_wait_and_skipped_slots_fire_and_a_silence_holds(alert_fleet, webhook, smtp, shared_db):
@@ -174,3 +176,33 @@ def test_fleet_alerts_test_says_what_each_channel_answered(alert_fleet, webhook,
     assert ok.returncode == 0 and "webhook: ok:" in ok.stdout and "HTTP 200 ok" in ok.stdout
     assert webhook.posts[0]["body"]["alert"]["state"] == "test" and len(smtp.messages) == 2
     assert smtp.messages[0]["subject"].startswith("[test] Fleet alerts reach this channel")
+
+
+def test_slots_missed_while_no_scheduler_ran_are_told_when_one_is_back(alert_fleet, webhook, shared_db):
+    """The only scheduler stops for a few seconds over an every-second entry: the one started
+    next records those slots as missed, and its first evaluations tell it once."""
+    webhook.fail_first = 0
+    schedule = EVALUATE_EVERY_SECOND + note_entry("tick", 'every = "1s"', "without_overlapping = false")
+    rules = '[tick-missed]\nkind = "schedule_missed"\nentry = "tick"\nin_a_row = 3\nwindow = "1h"\nrepeat = "1h"\n'
+    fleet_ = alert_fleet(schedule, rules, FLEET_SCHEDULE_GRACE="1")
+    first = fleet_.scheduler()
+    fleet_.alert_worker()
+    wait_for(lambda: ScheduleRun.select().where((ScheduleRun.name == "tick") & (ScheduleRun.state == "succeeded"))
+             .count() >= 2, message="tick runs")
+    first.terminate()
+    first.wait(10)
+    wait_for(lambda: ScheduleRun.select().where(ScheduleRun.state.in_(("claimed", "emitted", "running"))).count() == 0,
+             message="the last runs done")
+    stopped = ScheduleRun.select().where(ScheduleRun.name == "tick").count()
+    time.sleep(5)  # a downtime over five slots
+    assert ScheduleRun.select().where(ScheduleRun.name == "tick").count() == stopped
+    assert not webhook.alerts("tick-missed")
+    fleet_.scheduler()
+    wait_for(lambda: webhook.alerts("tick-missed", "firing"), timeout=60, message="the missed slots told")
+    alert = webhook.alerts("tick-missed", "firing")[0]
+    assert "slots in a row missed" in alert["summary"] and alert["labels"] == {"entry": "tick"}
+    missed = ScheduleRun.select().where((ScheduleRun.name == "tick") & (ScheduleRun.state == "missed")).count()
+    assert missed >= 3
+    _evaluations(fleet_)
+    wait_for(lambda: _evaluations(fleet_) >= 3, timeout=30, message="three more evaluations")
+    assert len(webhook.alerts("tick-missed")) == 1

@@ -122,3 +122,12 @@ def test_counters_hosts_checks_and_batches_fire_on_their_signals(evaluate):
     evaluate(rules)
     assert ("down", "database", "resolved") in events()
     assert ("done", "b" * 36, "resolved") not in events(), "a finished batch is told once, nothing resolves"
+
+
+def test_the_alert_channels_secrets_never_reach_a_log_line(monkeypatch):
+    from core.redact import redact
+
+    monkeypatch.setenv("FLEET_ALERT_WEBHOOK_URL", "https://hooks.example.test/services/T01/B02/xoxSecretPart")
+    monkeypatch.setenv("FLEET_SMTP_URL", "smtps://alerts:mail-pa55word@mail.example.test:465")
+    line = redact("POST https://hooks.example.test/services/T01/B02/xoxSecretPart failed; login alerts/mail-pa55word")
+    assert "xoxSecretPart" not in line and "mail-pa55word" not in line

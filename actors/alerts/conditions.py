@@ -33,6 +33,8 @@ SAMPLES_PREFIX = "fleet:alerts:samples:"
 SAMPLES_KEPT = 86400  # seconds of samples a counter keeps
 PANEL_CHECK_PREFIX = "fleet:alerts:panel-check:"  # + check name: the panel's last answer (JSON)
 FAILED = ("failed", "retrying")
+LEDGER_LOOKBACK = timedelta(days=2)  # entries with a slot this recent are looked at
+LEDGER_ROWS = 500  # the newest rows of an entry read for a streak
 
 
 @dataclass(frozen=True)
@@ -150,18 +152,40 @@ def _dead_letters(p: dict) -> list[Finding]:
     return [Finding("", f"{grown} new dead letters in {words(p['window'])} (now: {per_queue})", {"grown": grown})]
 
 
+def _bad(run: ScheduleRun) -> bool:
+    return run.state == "missed" or (run.state == "skipped" and (run.detail or "").startswith("overlap"))
+
+
 def _schedule_missed(p: dict) -> list[Finding]:
-    since = utcnow() - timedelta(days=2)
+    """An entry with `in_a_row` slots or more missed (no scheduler emitted them) or skipped for
+    overlap, one after the other: while that is the entry's latest news, and for `window` after
+    its last such slot (a scheduler that comes back emits the next slot, and still its gap is told)."""
+    now = utcnow()
     names = [p["entry"]] if p["entry"] else [
-        row.name for row in ScheduleRun.select(ScheduleRun.name).where(ScheduleRun.slot_time >= since).distinct()]
+        row.name for row in ScheduleRun.select(ScheduleRun.name).where(ScheduleRun.slot_time >= now - LEDGER_LOOKBACK)
+        .distinct()]
     found = []
     for name in sorted(names):
-        runs = history(name, p["in_a_row"])
-        bad = [r for r in runs if r.state == "missed" or (r.state == "skipped" and (r.detail or "").startswith("overlap"))]
-        if len(runs) == p["in_a_row"] and len(bad) == len(runs):
-            why = "missed" if all(r.state == "missed" for r in bad) else "missed or skipped (overlap)"
-            found.append(Finding(name, f"schedule entry {name}: its last {len(runs)} slots were {why} "
-                                       f"({runs[0].detail or runs[0].state})", {"entry": name}))
+        runs = history(name, LEDGER_ROWS)  # newest first
+        streak: list[ScheduleRun] = []
+        latest = True  # no slot went well after the streak
+        for run in runs + [None]:
+            if run is not None and _bad(run):
+                streak.append(run)
+                continue
+            if len(streak) >= p["in_a_row"]:
+                break
+            streak = []
+            latest = False
+        if len(streak) < p["in_a_row"]:
+            continue
+        newest, oldest = streak[0], streak[-1]
+        if not latest and now - newest.slot_time > timedelta(seconds=p["window"]):
+            continue
+        why = "missed" if all(r.state == "missed" for r in streak) else "missed or skipped (overlap)"
+        found.append(Finding(name, f"schedule entry {name}: {len(streak)} slots in a row {why}, "
+                                   f"{oldest.slot_time:%Y-%m-%d %H:%M:%S} to {newest.slot_time:%H:%M:%S} UTC "
+                                   f"({newest.detail or newest.state})", {"entry": name}))
     return found
 
 

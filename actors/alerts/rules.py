@@ -74,7 +74,7 @@ KINDS: dict[str, dict[str, tuple[str, object]]] = {
     "queue_wait": {"queue": ("text", ""), "max_age": ("duration", "10m")},
     "queue_depth": {"queue": ("text", ""), "max_ready": ("count", 10_000)},
     "dead_letters": {"growth": ("count", 10), "window": ("duration", "15m")},
-    "schedule_missed": {"entry": ("text", ""), "in_a_row": ("count", 3)},
+    "schedule_missed": {"entry": ("text", ""), "in_a_row": ("count", 3), "window": ("duration", "10m")},
     "no_scheduler": {},
     "host_lost": {"window": ("duration", "1h")},
     "joblog_dropped": {"growth": ("count", 1), "window": ("duration", "15m")},
