@@ -117,7 +117,7 @@ def headline(alert: dict) -> str:
     state = alert["state"]
     if state == "resolved":
         lasted = f" after {alert['lasted']}" if alert.get("lasted") else ""
-        return f"[{alert['severity']}] {alert['rule']} resolved{lasted}: {alert['summary']}"
+        return f"[{alert['severity']}] {alert['rule']} resolved{lasted} (was: {alert['summary']})"
     if state == "test":
         return f"[test] Fleet alerts reach this channel ({alert['summary']})"
     return f"[{alert['severity']}] {alert['rule']} firing: {alert['summary']}"

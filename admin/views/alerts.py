@@ -40,7 +40,6 @@ class AlertsView(PanelAccess, BaseView):
         events = ops.history(HISTORY, rule)
         return self.render("alerts.html", rules=rules, problems=problems, rule=rule,
                            firing=[s for s in states if s.state == "firing"],
-                           resolved=[s for s in states if s.state != "firing"][:20],
                            events=events, deliveries=ops.deliveries([e.id for e in events]),
                            silences=ops.silences(), active={s.rule for s in ops.silences(include_past=0)},
                            failing=ops.failing_channels(), can_act=is_admin(), now=utcnow(), since=ops.since_text,
