@@ -3,6 +3,7 @@ test Redis and database: each kind fires on its real signal, repeats after its i
 resolves once, and a rule's subjects are told apart."""
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -55,6 +56,8 @@ def test_fleet_alerts_check_refuses_a_bad_file_with_a_line_a_problem(tmp_path):
     assert missing.returncode == 2 and "no rules file 'nonesuch'" in missing.stderr
     not_toml = fleet("alerts", "check", str(write_rules(tmp_path, "[x\n")))
     assert not_toml.returncode == 2 and "not a valid TOML file" in not_toml.stderr
+    no_server = fleet("alerts", "check", env={**os.environ, "FLEET_ALERT_EMAIL_TO": "ops@example.test"})
+    assert no_server.returncode == 2 and "FLEET_SMTP_URL: must be set when FLEET_ALERT_EMAIL_TO is" in no_server.stderr
 
 
 def test_silence_names_a_known_rule_and_a_duration(db):

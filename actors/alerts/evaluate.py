@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
-from actors.alerts.channels import ChannelError, load_channels, panel_link, send
+from actors.alerts.channels import Channels, ChannelError, load_channels, panel_link, send
 from actors.alerts.conditions import Finding, findings
 from actors.alerts.rules import Rule, Rules, load_rules, words
 from actors.runtime import fleet_actor, task
 from core.errors import JobError
+from core.settings import SettingsError
 from db.database import database
 from db.models import utcnow
 from db.models.alerts import AlertDelivery, AlertEvent, AlertSilence, AlertState
@@ -56,7 +57,7 @@ class Evaluation:
     def __init__(self, rules: Rules, now: datetime | None = None):
         self.rules = rules
         self.now = now or utcnow()
-        self.channels = load_channels()
+        self.channels = _channels()
         self.silences = active_silences(self.now)
         self.told: list[dict] = []
         self.recorded = 0
@@ -154,6 +155,16 @@ class Evaluation:
         log.warning("alert", extra={"rule": row.rule, "state": state, "severity": row.severity,
                                     "subject": row.subject, "summary": row.summary})
         dispatch(event.id, alert, self.channels.names, self.rules.delivery_retries)
+
+
+def _channels() -> Channels:
+    """The configured channels; with a bad setting, none (logged): the alerts are still recorded,
+    and the Alerts page and `fleet alerts check` say what is wrong."""
+    try:
+        return load_channels()
+    except SettingsError:
+        log.error("alert channels misconfigured: alerts are recorded, no one is told", exc_info=True)
+        return Channels(None, None, (), "", None)
 
 
 def _change(row: AlertState, **fields) -> bool:

@@ -7,8 +7,10 @@ from flask_admin import BaseView, expose
 from flask_login import current_user
 
 from actors.alerts import operations as ops
+from actors.alerts.channels import load_channels
 from actors.alerts.rules import RulesError, duration, load_rules, words
 from admin.access import PanelAccess, is_admin
+from core.settings import SettingsError
 from admin.cache import cached
 from db.models import utcnow
 
@@ -35,6 +37,10 @@ class AlertsView(PanelAccess, BaseView):
             rules, problems = load_rules(), None
         except RulesError as exc:
             rules, problems = None, exc.problems
+        try:
+            load_channels()
+        except SettingsError as exc:
+            problems = [*(problems or []), f"alert channels: {exc}"]
         rule = request.args.get("rule") or None
         states = ops.states()
         events = ops.history(HISTORY, rule)

@@ -7,9 +7,11 @@ from rich.console import Console
 from rich.table import Table
 
 from actors.alerts import operations as ops
+from actors.alerts.channels import load_channels, safe_url
 from actors.alerts.rules import Rules, RulesError, duration, load_rules, words
 from actors.schedule import operator_name
 from core.errors import FleetError
+from core.settings import SettingsError
 from fleet.cli.database import open_database
 
 
@@ -49,6 +51,23 @@ def check_command(file: str | None) -> None:
     _console().print(table)
     count = len(rules.rules)
     click.echo(f"{rules.path}: {count} {'rule' if count == 1 else 'rules'}, all valid.")
+    click.echo(_channels_line())
+
+
+def _channels_line() -> str:
+    try:
+        channels = load_channels()
+    except SettingsError as exc:
+        click.echo(f"fleet: {exc}", err=True)
+        raise SystemExit(2) from None
+    parts = []
+    if channels.webhook_url:
+        parts.append(f"webhook {safe_url(channels.webhook_url)}")
+    if channels.smtp_url:
+        parts.append(f"e-mail to {', '.join(channels.email_to)} via {safe_url(channels.smtp_url)}")
+    return ("Channels: " + "; ".join(parts)) if parts else (
+        "Channels: none (set FLEET_ALERT_WEBHOOK_URL, or FLEET_SMTP_URL and FLEET_ALERT_EMAIL_TO): "
+        "alerts are recorded, no one is told.")
 
 
 @alerts_group.command("list")
