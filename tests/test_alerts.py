@@ -11,7 +11,7 @@ import time
 import pytest
 
 from actors.workouts import dispatch
-from db.models.alerts import AlertDelivery, AlertEvent, AlertState
+from db.models.alerts import AlertDelivery, AlertEvent, AlertSilence, AlertState
 from db.models.schedule import ScheduleRun
 from db.models.workouts import Plan, User, WorkoutPlan
 from tests.alert_channels import SmtpServer, WebhookReceiver
@@ -40,6 +40,8 @@ def smtp():
 @pytest.fixture
 def alert_fleet(run_fleet, tmp_path, webhook, smtp):
     """Start schedulers and a worker on a schedule and a rules file, told to the test channels."""
+    for model in (AlertState, AlertEvent, AlertDelivery, AlertSilence):  # PostgreSQL is kept over the session
+        model.delete().execute()
 
     def start(schedule: str, rules: str, **env):
         rules_path = tmp_path / "alerts.toml"
@@ -75,7 +77,7 @@ def test_an_openai_outage_is_told_once_per_channel_and_once_when_it_ends(alert_f
     fleet_.wait_leader()
 
     openai_sim.control(fail={"503": 1.0})
-    user = User.create(email="outage@example.test")
+    user = User.create(email=f"outage-{os.urandom(3).hex()}@example.test")
     plans = [Plan.create(user=user, goal="strength", days=2) for _ in range(3)]
     for plan in plans:
         for day in (1, 2):
@@ -111,7 +113,8 @@ def test_an_openai_outage_is_told_once_per_channel_and_once_when_it_ends(alert_f
              timeout=60, message="told that it is over")
     resolved = webhook.alerts("openai-down", "resolved")[0]
     assert resolved["duration_seconds"] >= 1 and resolved["since"] == alert["since"]
-    wait_for(lambda: all(w.status == "generated" for w in WorkoutPlan.select()), timeout=60, message="plans done")
+    wait_for(lambda: all(w.status == "generated" for w in WorkoutPlan.select().where(WorkoutPlan.plan.in_(plans))),
+             timeout=60, message="plans done")
     assert len(webhook.alerts("openai-down")) == 2 and len(smtp.messages) == 2
     assert [e.state for e in AlertEvent.select().order_by(AlertEvent.id)] == ["firing", "resolved"]
     logs = "".join(p.read_text(errors="replace") for p in fleet_.logs.glob("*.log"))
