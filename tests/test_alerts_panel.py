@@ -63,3 +63,15 @@ def test_a_failing_channel_shows_on_health(admin_client, db, broker):
     assert "alert channel webhook failing" in health["checks"]["alerts"]["error"]
     page = admin_client.get("/admin/alerts/").get_data(as_text=True)
     assert "The webhook channel is failing" in page
+
+
+def test_health_says_when_the_evaluation_stopped(admin_client, deep_queue):
+    import time
+
+    from actors.alerts.evaluate import EVALUATED_KEY
+    from core.state import state_redis
+
+    assert "evaluated 0 s ago" in admin_client.get("/admin/alerts/").get_data(as_text=True)
+    state_redis().set(EVALUATED_KEY, time.time() - 600)
+    check = admin_client.get("/healthz").get_json()["checks"]["alerts"]
+    assert check["ok"] is False and "alerts not evaluated for 10 min" in check["error"]

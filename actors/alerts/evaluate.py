@@ -14,6 +14,7 @@ file's `delivery_retries`, so a channel that is down neither delays the other no
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 
 from actors.alerts.channels import Channels, ChannelError, load_channels, panel_link, send
@@ -22,12 +23,14 @@ from actors.alerts.rules import Rule, Rules, load_rules, words
 from actors.runtime import fleet_actor, task
 from core.errors import JobError
 from core.settings import SettingsError
+from core.state import state_redis
 from db.database import database
 from db.models import utcnow
 from db.models.alerts import AlertDelivery, AlertEvent, AlertSilence, AlertState
 
 log = logging.getLogger("fleet.alerts")
 
+EVALUATED_KEY = "fleet:alerts:evaluated"  # unix time of the last evaluation that ran to its end
 EVALUATE_QUEUE = "alerts"
 DELIVERY_QUEUE = "alert-deliveries"
 
@@ -87,6 +90,9 @@ class Evaluation:
                     if row.state == "firing":
                         _change(row, state="resolved", resolved_at=self.now)
         firing = AlertState.select().where(AlertState.state == "firing").count()
+        client = state_redis()
+        if client is not None:
+            client.set(EVALUATED_KEY, time.time())
         return {"rules": len(enabled), "firing": firing, "told": len(self.told), "unreadable": failed}
 
     def _firing(self, rule: Rule, finding: Finding, row: AlertState | None) -> None:

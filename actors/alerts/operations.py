@@ -3,17 +3,20 @@ the history, silence and unsilence a rule, send a test to every channel, and wha
 page shows (a warning-level rule firing, a channel that keeps failing)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from actors.alerts.channels import ChannelError, load_channels, send
-from actors.alerts.evaluate import active_silences
+from actors.alerts.evaluate import EVALUATED_KEY, active_silences
 from actors.alerts.rules import Rules, words
 from core.errors import FleetError
+from core.state import state_redis
 from db.models import utcnow
 from db.models.alerts import AlertDelivery, AlertEvent, AlertSilence, AlertState
 
 MAX_SILENCE = 30 * 86400
+EVALUATION_STALE = 180  # seconds without an evaluation (it runs every 30 s) before Health says so
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 FAILING_CHANNEL = ("retrying", "failed")
 
@@ -117,6 +120,13 @@ def since_text(moment: datetime | None) -> str:
     return f"{moment.strftime('%Y-%m-%d %H:%M:%S')} UTC ({words((utcnow() - moment).total_seconds())} ago)"
 
 
+def seconds_since_evaluation() -> float | None:
+    """How long ago the last evaluation ended; None when none ever did (or no state Redis)."""
+    client = state_redis()
+    value = client.get(EVALUATED_KEY) if client is not None else None
+    return max(0.0, time.time() - float(value)) if value else None
+
+
 def health_check() -> dict:
     """For /healthz and the Health page: not ok while a rule of warning level or above fires,
     or while a channel keeps failing (its latest notification retrying or given up)."""
@@ -127,6 +137,12 @@ def health_check() -> dict:
              "channels": {c: f"{d.status}: {d.answer or ''}"[:200] for c, d in failing.items()}}
     problems = [f"{len(serious)} alert(s) firing: {', '.join(check['rules'])}"] if serious else []
     problems += [f"alert channel {c} failing ({d.status} after {d.attempts} attempt(s))" for c, d in failing.items()]
+    age = seconds_since_evaluation()
+    check["evaluated_seconds_ago"] = None if age is None else round(age)
+    if age is not None and age > EVALUATION_STALE:
+        check["ok"] = False
+        problems.append(f"alerts not evaluated for {words(age)} (is a scheduler leading, and a worker reading "
+                        "the queue `alerts`?)")
     if problems:
         check["error"] = "; ".join(problems)
     return check

@@ -48,7 +48,8 @@ class AlertsView(PanelAccess, BaseView):
                            firing=[s for s in states if s.state == "firing"],
                            events=events, deliveries=ops.deliveries([e.id for e in events]),
                            silences=ops.silences(), active={s.rule for s in ops.silences(include_past=0)},
-                           failing=ops.failing_channels(), can_act=is_admin(), now=utcnow(), since=ops.since_text,
+                           failing=ops.failing_channels(), can_act=is_admin(), now=utcnow(),
+                           evaluated=ops.seconds_since_evaluation(), since=ops.since_text,
                            words=words, severity_class=SEVERITY_CLASSES)
 
     @expose("/silence/", methods=("POST",))
