@@ -26,10 +26,11 @@ def write_rules(tmp_path, text: str):
     return path
 
 
-def test_the_default_rules_are_valid_and_every_kind_but_batches_is_on():
+def test_the_default_rules_are_valid_and_every_kind_is_on():
     rules = load_rules("default")
     on = {r.kind for r in rules.enabled}
-    assert on == set(KINDS) - {"batch_finished"}
+    assert on == set(KINDS)
+    assert rules.rules["batch-asked"].params["asked_only"] and not rules.rules["batch-finished"].enabled
     assert rules.rules["breaker-open"].severity == "critical"
     assert rules.delivery_retries == (10.0, 60.0, 300.0, 1800.0)
     assert (SHIPPED / "default.toml").is_file()
@@ -51,7 +52,7 @@ def test_fleet_alerts_check_refuses_a_bad_file_with_a_line_a_problem(tmp_path):
     assert "[svc] severity must be one of info, warning, critical, not 'loud'" in lines[3]
 
     good = fleet("alerts", "check")
-    assert good.returncode == 0 and "11 rules, all valid." in good.stdout
+    assert good.returncode == 0 and "12 rules, all valid." in good.stdout
     missing = fleet("alerts", "check", "nonesuch")
     assert missing.returncode == 2 and "no rules file 'nonesuch'" in missing.stderr
     not_toml = fleet("alerts", "check", str(write_rules(tmp_path, "[x\n")))
@@ -105,7 +106,8 @@ def test_counters_hosts_checks_and_batches_fire_on_their_signals(evaluate):
     rules = ('[dropped]\nkind = "joblog_dropped"\ngrowth = 5\nwindow = "15m"\n'
              '[lost]\nkind = "host_lost"\nwindow = "1h"\n'
              '[down]\nkind = "unreachable"\n'
-             '[done]\nkind = "batch_finished"\nrepeat = "0s"\n')
+             '[done]\nkind = "batch_finished"\nrepeat = "0s"\n'
+             '[asked]\nkind = "batch_finished"\nasked_only = true\n')
     evaluate(rules)
     assert events() == []
     state_redis().incrby(DROPPED_KEY, 7)
@@ -114,8 +116,11 @@ def test_counters_hosts_checks_and_batches_fire_on_their_signals(evaluate):
     record_panel_check("database", False, "OperationalError: connection refused")
     Batch.create(id="b" * 36, kind="translation", title="de→nl", status="completed", total=3, succeeded=3,
                  chunk_size=50, finished_at=utcnow())
+    Batch.create(id="c" * 36, kind="translation", title="nl→de", status="failed", total=3, failed=3,
+                 chunk_size=50, finished_at=utcnow(), options={"notify": True})
     evaluate(rules)
-    assert sorted(events()) == [("done", "b" * 36, "firing"), ("down", "database", "firing"),
+    assert sorted(events()) == [("asked", "c" * 36, "firing"), ("done", "b" * 36, "firing"),
+                                ("done", "c" * 36, "firing"), ("down", "database", "firing"),
                                 ("dropped", "", "firing"), ("lost", "ghost-host", "firing")]
     summaries = {e.rule: e.summary for e in AlertEvent.select()}
     assert summaries["dropped"].startswith("7 job attempts got no JobLog row")

@@ -257,9 +257,11 @@ def _unreachable(p: dict) -> list[Finding]:
 def _batch_finished(p: dict) -> list[Finding]:
     since = utcnow() - timedelta(seconds=p["window"])
     batches = Batch.select().where(Batch.status.in_(p["statuses"]) & (Batch.finished_at >= since))
+    if p["asked_only"]:  # batches created with options {"notify": true}
+        batches = [b for b in batches if (b.options or {}).get("notify") is True]
     return [Finding(b.id, f"batch {b.title or b.kind} {b.status}: {b.succeeded} succeeded, {b.failed} failed "
                           f"of {b.total}", {"batch": b.id, "status": b.status})
-            for b in batches.order_by(Batch.finished_at)]
+            for b in sorted(batches, key=lambda b: b.finished_at)]
 
 
 WATCHERS = {

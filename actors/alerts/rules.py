@@ -79,7 +79,8 @@ KINDS: dict[str, dict[str, tuple[str, object]]] = {
     "host_lost": {"window": ("duration", "1h")},
     "joblog_dropped": {"growth": ("count", 1), "window": ("duration", "15m")},
     "unreachable": {"checks": ("names", ["database", "broker"]), "within": ("duration", "2m")},
-    "batch_finished": {"statuses": ("names", ["completed", "failed"]), "window": ("duration", "10m")},
+    "batch_finished": {"statuses": ("names", ["completed", "failed"]), "window": ("duration", "10m"),
+                       "asked_only": ("flag", False)},
 }
 COMMON = {"kind", "severity", "repeat", "enabled", "description"}
 EVENT_KINDS = ("batch_finished",)  # told once a subject; nothing to resolve
@@ -223,6 +224,10 @@ def _param(key: str, kind: str, value):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
             raise _Problem(f"{key}: must be a share above 0 and at most 1 (0.5 = half), not {value!r}")
         return float(value)
+    if kind == "flag":
+        if not isinstance(value, bool):
+            raise _Problem(f"{key}: must be true or false")
+        return value
     if kind == "names":
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise _Problem(f"{key}: must be a list of names, e.g. [\"openai\"]")
