@@ -1,11 +1,13 @@
 """How times and durations read, the same in the CLI and the panel (its Jinja filters are these)."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # times in UTC, as the database keeps them
 LOCAL_FORMAT = TIME_FORMAT + " %Z"  # times in a named zone say which
+SPAN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def moment(value: datetime | str | None, tz: str | None = None, empty: str = "") -> str:
@@ -36,12 +38,23 @@ def duration(value: float | None, empty: str = "-") -> str:
 
 
 def roughly(value: float) -> str:
-    """A span in its largest sensible unit: `45 s`, `12 min`, `2.0 h`."""
+    """A span in its largest sensible unit: `45 s`, `12 min`, `2.0 h`, `3.5 d`."""
     if value < 120:
         return f"{value:.0f} s"
     if value < 7200:
         return f"{value / 60:.0f} min"
-    return f"{value / 3600:.1f} h"
+    if value < 172800:
+        return f"{value / 3600:.1f} h"
+    return f"{value / 86400:.1f} d"
+
+
+def parse_span(text) -> int | None:
+    """A span as files write it ("90s", "10m", "1h30m"; units s, m, h, d) in seconds, or None
+    when it is not one."""
+    parts = re.findall(r"(\d+)([smhd])", text) if isinstance(text, str) else []
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(int(n) * SPAN_UNITS[u] for n, u in parts)
 
 
 def ago(value: float) -> str:

@@ -16,10 +16,11 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from peewee import SQL, Case, fn
 
-from actors.alerts.rules import Rule, words
+from actors.alerts.rules import Rule
 from actors.middleware.joblog import DROPPED_KEY
 from actors.middleware.presence import live_workers
 from actors.schedule import LEADER_KEY, history, schedulers
+from core import formats
 from core.breakers import states
 from core.queues import known_queues, queue_depths
 from core.settings import get_settings
@@ -69,7 +70,7 @@ def _failure_rate(p: dict) -> list[Finding]:
         if attempts >= p["min_attempts"] and failed / attempts >= p["threshold"]:
             what = f"with {p['error_code']}" if p["error_code"] else "failed"
             found.append(Finding(actor, f"{actor}: {failed} of {attempts} attempts {what} in the last "
-                                        f"{words(p['window'])}", {"actor": actor, **_code(p)}))
+                                        f"{formats.roughly(p['window'])}", {"actor": actor, **_code(p)}))
     return found
 
 
@@ -112,7 +113,7 @@ def oldest_ready_ages(broker=None) -> dict[str, float]:
 
 
 def _queue_wait(p: dict) -> list[Finding]:
-    return [Finding(q, f"queue {q}: the oldest ready message has waited {words(age)} for a worker",
+    return [Finding(q, f"queue {q}: the oldest ready message has waited {formats.roughly(age)} for a worker",
                     {"queue": q, "age_seconds": round(age)})
             for q, age in sorted(oldest_ready_ages().items())
             if age > p["max_age"] and (not p["queue"] or q == p["queue"])]
@@ -149,7 +150,7 @@ def _dead_letters(p: dict) -> list[Finding]:
     if grown < p["growth"]:
         return []
     per_queue = ", ".join(f"{d.queue} {d.dead}" for d in depths if d.dead)
-    return [Finding("", f"{grown} new dead letters in {words(p['window'])} (now: {per_queue})", {"grown": grown})]
+    return [Finding("", f"{grown} new dead letters in {formats.roughly(p['window'])} (now: {per_queue})", {"grown": grown})]
 
 
 def _bad(run: ScheduleRun) -> bool:
@@ -228,7 +229,7 @@ def _joblog_dropped(p: dict) -> list[Finding]:
     grown = growth("joblog_dropped", int(client.get(DROPPED_KEY) or 0), p["window"])
     if grown < p["growth"]:
         return []
-    return [Finding("", f"{grown} job attempts got no JobLog row in {words(p['window'])} "
+    return [Finding("", f"{grown} job attempts got no JobLog row in {formats.roughly(p['window'])} "
                         "(a worker's buffer was full while the database was away)", {"dropped": grown})]
 
 

@@ -17,10 +17,17 @@ import logging
 import time
 from datetime import datetime, timedelta, timezone
 
-from actors.alerts.channels import Channels, ChannelError, load_channels, panel_link, send
+from actors.alerts.channels import (
+    ChannelError,
+    Channels,
+    load_channels,
+    panel_link,
+    send,
+)
 from actors.alerts.conditions import Finding, findings
-from actors.alerts.rules import Rule, Rules, load_rules, words
+from actors.alerts.rules import Rule, Rules, load_rules
 from actors.runtime import fleet_actor, task
+from core import formats
 from core.errors import JobError
 from core.settings import SettingsError
 from core.state import state_redis
@@ -52,7 +59,7 @@ def alert_payload(state: AlertState, event_state: str, public_url: str | None, d
              "labels": dict(state.labels or {}), "link": panel_link(public_url, state.rule)}
     if duration is not None:
         alert["duration_seconds"] = round(duration)
-        alert["lasted"] = words(duration)
+        alert["lasted"] = formats.roughly(duration)
     return alert
 
 

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 from actors.alerts.channels import ChannelError, load_channels, send
 from actors.alerts.evaluate import EVALUATED_KEY, active_silences
-from actors.alerts.rules import Rules, words
+from actors.alerts.rules import Rules
+from core import formats
 from core.errors import FleetError
 from core.state import state_redis
 from db.models import utcnow
@@ -60,7 +61,7 @@ def silences(include_past: int = 20) -> list[AlertSilence]:
 def silence(rules: Rules, rule: str, seconds: float, by: str, reason: str | None = None) -> AlertSilence:
     rules.rule(rule)  # an unknown rule is refused, with the names
     if not 0 < seconds <= MAX_SILENCE:
-        raise FleetError(f"a silence lasts more than 0 s and at most {words(MAX_SILENCE)}", exit_code=2)
+        raise FleetError(f"a silence lasts more than 0 s and at most {formats.roughly(MAX_SILENCE)}", exit_code=2)
     now = utcnow()
     return AlertSilence.create(rule=rule, until=now + timedelta(seconds=seconds), reason=reason or None,
                                created_by=by, created_at=now)
@@ -117,7 +118,7 @@ def failing_channels(recent: int = 5) -> dict[str, AlertDelivery]:
 def since_text(moment: datetime | None) -> str:
     if moment is None:
         return "-"
-    return f"{moment.strftime('%Y-%m-%d %H:%M:%S')} UTC ({words((utcnow() - moment).total_seconds())} ago)"
+    return f"{formats.moment(moment)} UTC ({formats.ago((utcnow() - moment).total_seconds())})"
 
 
 def seconds_since_evaluation() -> float | None:
@@ -141,7 +142,7 @@ def health_check() -> dict:
     check["evaluated_seconds_ago"] = None if age is None else round(age)
     if age is not None and age > EVALUATION_STALE:
         check["ok"] = False
-        problems.append(f"alerts not evaluated for {words(age)} (is a scheduler leading, and a worker reading "
+        problems.append(f"alerts not evaluated for {formats.roughly(age)} (is a scheduler leading, and a worker reading "
                         "the queue `alerts`?)")
     if problems:
         check["error"] = "; ".join(problems)

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomllib
+
+from core import formats
 from core.errors import FleetError
 from core.settings import get_settings
 
 SHIPPED = Path(__file__).resolve().parent / "rules"
 SEVERITIES = ("info", "warning", "critical")
 RULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DURATION = 30 * 86400
 DEFAULT_RETRIES = ("10s", "1m", "5m", "30m")
 
@@ -46,24 +47,12 @@ class _Problem(ValueError):
 
 def duration(key: str, value) -> float:
     """"90s", "10m", "1h30m" → seconds."""
-    parts = re.findall(r"(\d+)([smhd])", value) if isinstance(value, str) else []
-    if not parts or "".join(n + u for n, u in parts) != value:
+    seconds = formats.parse_span(value)
+    if seconds is None:
         raise _Problem(f"{key}: {value!r} is not a duration such as \"10m\" (units s, m, h, d)")
-    seconds = sum(int(n) * UNITS[u] for n, u in parts)
     if seconds > MAX_DURATION:
         raise _Problem(f"{key}: {value!r} is longer than 30 days")
     return float(seconds)
-
-
-def words(seconds: float) -> str:
-    """A duration as an operator reads it: 45 s, 12 min, 3.5 h, 2 d."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
 
 
 # A kind's settings: name -> (type, default); a duration is "duration", a list of strings "names".

@@ -20,6 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from actors.runtime import TASKS
+from core import formats
 from core.errors import FleetError
 from core.settings import get_settings, timezone_problem
 
@@ -277,10 +278,9 @@ def _time_of_day(key: str, value) -> tuple[int, int]:
 
 
 def _seconds(key: str, value) -> float:
-    parts = re.findall(r"(\d+)([smhd])", value) if isinstance(value, str) else []
-    if not parts or "".join(n + u for n, u in parts) != value or not any(int(n) for n, _ in parts):
+    seconds = formats.parse_span(value)
+    if not seconds:
         raise _Problem(f"{key}: {value!r} is not a duration such as \"10m\" (units s, m, h, d)")
-    seconds = sum(int(n) * UNITS[u] for n, u in parts)
     if seconds > MAX_INTERVAL:
         raise _Problem(f"{key}: {value!r} is longer than a year")
     return float(seconds)

@@ -8,10 +8,11 @@ from flask_login import current_user
 
 from actors.alerts import operations as ops
 from actors.alerts.channels import load_channels
-from actors.alerts.rules import RulesError, duration, load_rules, words
+from actors.alerts.rules import RulesError, duration, load_rules
 from admin.access import PanelAccess, is_admin
-from core.settings import SettingsError
 from admin.cache import cached
+from core import formats
+from core.settings import SettingsError
 from db.models import utcnow
 
 HISTORY = 100
@@ -50,7 +51,7 @@ class AlertsView(PanelAccess, BaseView):
                            silences=ops.silences(), active={s.rule for s in ops.silences(include_past=0)},
                            failing=ops.failing_channels(), can_act=is_admin(), now=utcnow(),
                            evaluated=ops.seconds_since_evaluation(), since=ops.since_text,
-                           words=words, severity_class=SEVERITY_CLASSES)
+                           words=formats.roughly, severity_class=SEVERITY_CLASSES)
 
     @expose("/silence/", methods=("POST",))
     def silence(self):
@@ -68,5 +69,5 @@ class AlertsView(PanelAccess, BaseView):
         except (ValueError, RulesError, Exception) as exc:
             flash(f"{rule} not silenced: {exc}", "error")
             return redirect(self.get_url(".index"))
-        flash(f"{rule} silenced for {words(seconds)}, until {silence.until:%Y-%m-%d %H:%M} UTC.", "success")
+        flash(f"{rule} silenced for {formats.roughly(seconds)}, until {silence.until:%Y-%m-%d %H:%M} UTC.", "success")
         return redirect(self.get_url(".index"))

@@ -8,8 +8,9 @@ from rich.table import Table
 
 from actors.alerts import operations as ops
 from actors.alerts.channels import load_channels, safe_url
-from actors.alerts.rules import Rules, RulesError, duration, load_rules, words
+from actors.alerts.rules import Rules, RulesError, duration, load_rules
 from actors.schedule import operator_name
+from core import formats
 from core.errors import FleetError
 from core.settings import SettingsError
 from fleet.cli.database import open_database
@@ -30,7 +31,7 @@ def _console() -> Console:
 
 
 def _settings(rule) -> str:
-    return " ".join(f"{k}={words(v) if k in ('window', 'max_age', 'within') else v}"
+    return " ".join(f"{k}={formats.roughly(v) if k in ('window', 'max_age', 'within') else v}"
                     for k, v in rule.params.items() if v not in ("", []))
 
 
@@ -47,7 +48,7 @@ def check_command(file: str | None) -> None:
     table = Table("rule", "kind", "settings", "severity", "repeat", "on")
     for rule in rules.rules.values():
         table.add_row(rule.name, rule.kind, _settings(rule) or "-", rule.severity,
-                      words(rule.repeat) if rule.repeat else "once", "yes" if rule.enabled else "no")
+                      formats.roughly(rule.repeat) if rule.repeat else "once", "yes" if rule.enabled else "no")
     _console().print(table)
     count = len(rules.rules)
     click.echo(f"{rules.path}: {count} {'rule' if count == 1 else 'rules'}, all valid.")
@@ -110,7 +111,7 @@ def history_command(limit: int, rule: str | None) -> None:
         if e.silenced:
             told = f"silenced ({e.silenced})"
         table.add_row(f"{e.created_at:%Y-%m-%d %H:%M:%S}", e.rule, e.state, e.severity, e.subject or "-", e.summary,
-                      words(e.duration_seconds) if e.duration_seconds is not None else "-", told or "no channel")
+                      formats.roughly(e.duration_seconds) if e.duration_seconds is not None else "-", told or "no channel")
     _console().print(table)
     if not events:
         click.echo("No alert has fired yet.")
