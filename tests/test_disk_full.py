@@ -22,22 +22,16 @@ from tests.helpers import fleet, stop_worker, tmpfs, wait_for
 
 def fill(directory) -> None:
     """Write a file until the file system has no byte left."""
-    block = b"\0" * (1 << 16)
-    with open(directory / "filler", "wb") as out:
-        try:
-            while True:
-                out.write(block)
-                out.flush()
-        except OSError:
-            pass
-    for size in (4096, 512, 1):  # the last partial blocks too
-        try:
-            with open(directory / "filler", "ab") as out:
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (1 << 16, 4096, 512, 1):  # the last partial blocks too
+            try:
                 while True:
-                    out.write(b"\0" * size)
-                    out.flush()
-        except OSError:
-            pass
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
 
 
 def start_fleet_worker(log_path, env) -> subprocess.Popen:

@@ -1,15 +1,18 @@
 import logging
-import random
 
 from dramatiq.middleware import Middleware, SkipMessage
 
 from actors.middleware.outcome import Outcome, option, set_outcome
 from actors.middleware.settle import later
+from core.backoff import jittered
 from core.breakers import seconds_to_wait
 from core.errors import CODES, Classified
 from core.settings import get_settings
 
 log = logging.getLogger("fleet.breakers")
+
+DEFER_JITTER = 0.1  # a deferral up to 10 % longer …
+DEFER_JITTER_SECONDS = 0.5  # … and up to half a second more, so waiting jobs do not wake together
 
 
 def deferral_spent(broker, message) -> bool:
@@ -20,7 +23,7 @@ def deferral_spent(broker, message) -> bool:
 
 def defer(broker, message, seconds: float, reason: str, code: str = "ERR_CIRCUIT_OPEN") -> Outcome:
     """Put the message back, delayed, without spending its retry budget."""
-    seconds = seconds * random.uniform(1.0, 1.1) + random.uniform(0.0, 0.5)
+    seconds = jittered(seconds, spread=DEFER_JITTER, extra=DEFER_JITTER_SECONDS)
     message.options["deferrals"] = message.options.get("deferrals", 0) + 1
     message.options["deferred_seconds"] = round(message.options.get("deferred_seconds", 0) + seconds, 3)
     later(message, "enqueue deferred job", lambda: broker.enqueue(message, delay=int(seconds * 1000)))

@@ -95,6 +95,7 @@ def cli(ctx: click.Context) -> None:
 def _register() -> None:
     from fleet.cli import (
         accounts,
+        alerts,
         batches,
         database,
         demo,
@@ -107,8 +108,8 @@ def _register() -> None:
         workouts,
     )
 
-    for module in (processes, database, accounts, jobs, workouts, series, batches, translations, schedule, simulate,
-                   demo):
+    for module in (processes, database, accounts, jobs, workouts, series, batches, translations, schedule, alerts,
+                   simulate, demo):
         for command in module.commands:
             cli.add_command(command)
 
