@@ -54,6 +54,14 @@ def allow_creation(allowed: bool) -> None:
     _may_create = allowed
 
 
+def require_file(url: str) -> None:
+    """DatabaseMissing when `url` names a SQLite file that is not there (a process about to
+    start would create an empty one at its first query); nothing to check for PostgreSQL."""
+    path = url[len("sqlite:///"):] if urlparse(url).scheme == "sqlite" else ""
+    if path and path != ":memory:" and not Path(path).exists():
+        raise DatabaseMissing(Path(path).absolute())
+
+
 class _SqliteFile(PooledSqliteDatabase):
     """A pooled SQLite database whose file is created (mode 600) on first connect, if allowed."""
 

@@ -23,7 +23,7 @@ def elsewhere(tmp_path, redis_url):
 
 
 @pytest.mark.parametrize("command", [["jobs", "stats"], ["accounts", "list"], ["workouts", "status"],
-                                     ["db", "status"], ["schedule", "list"]])
+                                     ["db", "status"], ["schedule", "list"], ["worker"], ["web", "--port", "1"]])
 def test_a_command_in_an_empty_directory_creates_no_database_and_says_where_it_looked(elsewhere, command):
     directory, env = elsewhere
     result = fleet(*command, env=env, cwd=directory)
@@ -70,6 +70,7 @@ def test_worker_log_lines_are_human_unless_json_is_asked_for(fleet_env, broker, 
 
     log = tmp_path / "worker.log"
     env = dict(fleet_env, FLEET_LOG_FORMAT=log_format)
+    assert fleet("db", "migrate", env=env).returncode == 0
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "fleet", "worker", "-p", "1", "-t", "1"],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
