@@ -31,6 +31,7 @@ class SettingsError(Exception):
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path
+    var_dir_found_by: str  # how var_dir was chosen, for the lines that name it
     database_url: str
     broker_url: str
     embedded_broker: bool
@@ -53,6 +54,7 @@ class Settings:
     schedule: str = "default"  # a schedule file: a path, or the name of a shipped one
     timezone: str = "UTC"  # of schedule entries that name none
     schedule_grace: float = 30.0  # seconds a slot may still be emitted late
+    log_format: str = "text"  # "json": one JSON object a line (what `fleet up` writes to var/log/)
 
     @property
     def metrics_dir(self) -> Path:
@@ -130,6 +132,12 @@ def _flag(name: str, value: str) -> bool:
     raise SettingsError(name, f"{value!r} is not a yes/no value (use 1 or 0)")
 
 
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise SettingsError(name, f"{value!r} is not one of {', '.join(choices)}")
+    return value
+
+
 def _delays(name: str, value: str) -> tuple[int, ...]:
     parts = [p.strip() for p in value.split(",") if p.strip()]
     if len(parts) > MAX_RETRIES:
@@ -153,13 +161,21 @@ def _timezone(name: str, value: str) -> str:
     return value
 
 
+def find_var_dir(env: dict[str, str], cwd: Path) -> tuple[Path, str]:
+    """FLEET_VAR_DIR, else `var/` in the working directory; no search further up, where a
+    stranger's var/ could be taken for this fleet's."""
+    if "FLEET_VAR_DIR" in env:
+        return Path(env["FLEET_VAR_DIR"]).absolute(), "FLEET_VAR_DIR"
+    return cwd / "var", "FLEET_VAR_DIR unset: var/ in the working directory"
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if environ is None:
         load_dotenv(Path.cwd() / ".env", override=False)
         environ = dict(os.environ)
     env = {k: v for k, v in environ.items() if v != ""}
 
-    var_dir = Path(env.get("FLEET_VAR_DIR", "var")).absolute()
+    var_dir, var_dir_found_by = find_var_dir(env, Path.cwd())
     database_url = _url(
         "DATABASE_URL", env.get("DATABASE_URL", f"sqlite:///{var_dir}/fleet.db"), DATABASE_SCHEMES
     )
@@ -175,6 +191,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 
     return Settings(
         var_dir=var_dir,
+        var_dir_found_by=var_dir_found_by,
         database_url=database_url,
         broker_url=broker_url,
         embedded_broker=embedded,
@@ -205,6 +222,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         timezone=_timezone("FLEET_TIMEZONE", env.get("FLEET_TIMEZONE", "UTC")),
         schedule_grace=_number("FLEET_SCHEDULE_GRACE", env.get("FLEET_SCHEDULE_GRACE", "30"), integer=False,
                                minimum=1, maximum=MAX_SCHEDULE_GRACE),
+        log_format=_choice("FLEET_LOG_FORMAT", env.get("FLEET_LOG_FORMAT", "text").lower(), ("text", "json")),
     )
 
 

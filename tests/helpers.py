@@ -1,6 +1,7 @@
 """Small helpers the tests share: run the real `fleet` command, wait for a condition."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,23 @@ def fleet(*args: str, env: dict | None = None, input: str | None = None, timeout
         [sys.executable, "-m", "fleet", *args],
         env=env, input=input, capture_output=True, text=True, timeout=timeout, cwd=cwd,
     )
+
+
+@contextlib.contextmanager
+def tmpfs(directory: Path, size: str):
+    """A small tmpfs mounted on `directory` (a full disk on demand); skips the test where
+    mounting is not permitted. Unmounted (lazily, should a process still hold it) on exit."""
+    import pytest
+
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(directory)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
 
 
 def wait_for(condition, timeout: float = 20, interval: float = 0.1, message: str = "condition"):

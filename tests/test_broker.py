@@ -64,9 +64,11 @@ def test_message_through_rabbitmq_is_processed_by_a_real_worker(rabbitmq_url, re
 
 
 def test_fleet_worker_cli_consumes_the_queue(fleet_env, broker, tmp_path):
+    assert fleet("db", "migrate", env=fleet_env).returncode == 0
     log = open(tmp_path / "worker.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "fleet", "worker", "-p", "1", "-t", "2"],
-                            env=fleet_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            env=dict(fleet_env, FLEET_LOG_FORMAT="json"), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     try:
         nonce = uuid.uuid4().hex
         system.ping.send(nonce)

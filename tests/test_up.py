@@ -90,6 +90,11 @@ def test_fleet_up_serves_the_panel_refuses_a_second_fleet_and_stops_cleanly(embe
     gone, alive = psutil.wait_procs(tree, timeout=2)
     assert alive == []
     assert "demo login admin@fleet.local" in output
+    # the console is a short summary; the programs' JSON log lines are kept in var/log/
+    assert f"panel at http://127.0.0.1:{port}/admin" in output and "var/log/<program>.log" in output
+    assert not [line for line in output.splitlines() if line.startswith("{")], output
+    web_log = (tmp_path / "var" / "log" / "web.log").read_text().splitlines()
+    assert any(line.startswith("{") and '"logger": "waitress"' in line for line in web_log)
 
 
 def test_port_in_use_is_one_line_and_starts_nothing(embedded_env, tmp_path):

@@ -72,9 +72,9 @@ class BackoffRetries(Middleware):
         message.options["error_code"] = code
         message.options["error"] = redact(error.message)[:500]
 
-        defer_seconds = getattr(exception, "defer_seconds", None)
+        defer_seconds = getattr(exception, "defer_seconds", error.defer_seconds)
         if defer_seconds is not None and not deferral_spent(broker, message):
-            # the job asked to wait (over an API's budget): no retry spent
+            # the job asked to wait (over an API's budget), or the database's disk is full: no retry spent
             defer(broker, message, defer_seconds, error.message, code=code)
             return
 

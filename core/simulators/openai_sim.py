@@ -38,6 +38,8 @@ ERROR_TYPES = {  # status or fault → (type, code) as OpenAI sends them
 
 TRANSLATION_SCHEMA = "translation"
 TRANSLATION_MODES = ("mark", "drop_placeholders")  # the second answers like a careless model
+# `translation_append` (a control setting): text added to every translated segment, as a model
+# tricked by a hostile file might answer (`<img src=x onerror=…`, `{{ … }}`, a javascript: link)
 BRACE_PLACEHOLDER = re.compile(r"\{[^{}\s]*\}")
 
 
@@ -181,8 +183,8 @@ def translation_request(body: dict, messages: list[dict]) -> tuple[str, list[str
     return str(request.get("to") or "xx"), segments
 
 
-def translate(target: str, segments: list[str], mode: str) -> str:
-    out = [f"[{target}] {s}" for s in segments]
+def translate(target: str, segments: list[str], mode: str, append: str = "") -> str:
+    out = [f"[{target}] {s}{append}" for s in segments]
     if mode == "drop_placeholders":
         out = [BRACE_PLACEHOLDER.sub("", s) for s in out]
     return json.dumps({"segments": out}, ensure_ascii=False)
@@ -222,25 +224,32 @@ class OpenAISimulator(SimulatorApp):
         self.api_key = api_key
         self._lock = threading.Lock()
         self.translation_mode = "mark"
+        self.translation_append = ""
         self.translated: Counter[str] = Counter()  # segment SHA-1 -> times translated
 
     def apply_control(self, changes: dict) -> None:
         mode = changes.pop("translation_mode", None)
         if mode is not None and mode not in TRANSLATION_MODES:
             raise ValueError(f"translation_mode must be one of {', '.join(TRANSLATION_MODES)}")
+        append = changes.pop("translation_append", None)
+        if append is not None and not isinstance(append, str):
+            raise ValueError("translation_append must be a string")
         super().apply_control(changes)
         if mode is not None:
             self.translation_mode = mode
+        if append is not None:
+            self.translation_append = append
 
     def describe(self) -> dict:
         with self._lock:
-            translations = {"mode": self.translation_mode, "segments": sum(self.translated.values()),
+            translations = {"mode": self.translation_mode, "append": self.translation_append, "segments": sum(self.translated.values()),
                             "by_segment": dict(self.translated)}
         return {**super().describe(), "translations": translations}
 
     def on_reset(self, request: Request) -> Response:
         with self._lock:
             self.translation_mode = "mark"
+            self.translation_append = ""
             self.translated.clear()
         return super().on_reset(request)
 
@@ -285,7 +294,7 @@ class OpenAISimulator(SimulatorApp):
         content = None
         if asked is not None:
             target, segments = asked
-            content = translate(target, segments, self.translation_mode)
+            content = translate(target, segments, self.translation_mode, self.translation_append)
             if outcome == "ok":
                 with self._lock:
                     self.translated.update(segment_digest(s) for s in segments)
