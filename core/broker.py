@@ -64,6 +64,11 @@ class FleetRedisBroker(RedisBroker):
         super().add_middleware(middleware, **kwargs)
         self._hooks = {}
 
+    def remove_middleware(self, middleware) -> None:
+        """Take a middleware off (an in-process Worker's own, once that worker has stopped)."""
+        self.middleware.remove(middleware)
+        self._hooks = {}
+
     def _hooks_of(self, signal: str) -> list:
         hooks = self._hooks.get(signal)
         if hooks is None:

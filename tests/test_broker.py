@@ -13,7 +13,7 @@ from actors.middleware import fleet_middleware
 from core.broker import build_broker
 from core.net import free_port
 from core.settings import load_settings
-from tests.helpers import fleet, wait_for
+from tests.helpers import InProcessWorker, fleet, wait_for
 
 
 def _recorder(redis_url):
@@ -48,7 +48,7 @@ def test_message_through_rabbitmq_is_processed_by_a_real_worker(rabbitmq_url, re
     client, record = _recorder(redis_url)
     queue = "fleet_test_" + uuid.uuid4().hex[:8]
     actor = dramatiq.actor(record, actor_name="record", queue_name=queue, broker=rabbit)
-    worker = dramatiq.Worker(rabbit, worker_threads=2, worker_timeout=100)
+    worker = InProcessWorker(rabbit, worker_threads=2, worker_timeout=100)
     worker.start()
     try:
         key = f"rabbit:{uuid.uuid4().hex}"

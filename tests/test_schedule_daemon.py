@@ -16,12 +16,13 @@ from urllib.parse import urlparse
 import pytest
 
 from actors import schedule as sched
-from actors.middleware.schedule import LOCK_TTL_RUNNING, RENEW_EVERY, RUN_OPTION
+from actors.middleware.schedule import RENEWALS_A_LOCK, RUN_OPTION
+from core.settings import get_settings
 from core.state import state_redis
 from db.models.schedule import ScheduleRun
 from tests.conftest import POSTGRES_URL
 from tests.helpers import wait_for
-from tests.test_panel import admin_client, app  # noqa: F401  (fixtures)
+
 from tests.test_schedule import note_entry, queued_messages, rows, runs_noted, write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -247,15 +248,16 @@ def test_a_worker_killed_mid_run_blocks_the_entry_no_longer_than_its_lock(run_fl
     doomed.wait(5)
     killed_at = time.time()
     fleet_.worker()
+    ttl = get_settings().overlap_lock_ttl  # short in the tests (FLEET_OVERLAP_LOCK_TTL)
 
     later = wait_for(lambda: next((r for r in emitted("long") if r.slot_time > first.slot_time), None),
-                     timeout=LOCK_TTL_RUNNING + 30, message="a run after the killed one")
-    # the lock was last renewed before the kill and expires LOCK_TTL_RUNNING later; a little
+                     timeout=ttl + 30, message="a run after the killed one")
+    # the lock was last renewed before the kill and expires its TTL later; a little
     # beyond that for the next 1 s slot and the leader's tick
-    assert wall(later.slot_time) <= killed_at + LOCK_TTL_RUNNING + 5
+    assert wall(later.slot_time) <= killed_at + ttl + 5
     between = [r for r in rows("long") if first.slot_time < r.slot_time < later.slot_time]
     assert between and all(r.state == "skipped" and r.detail.startswith("overlap") for r in between)
-    assert wall(between[-1].slot_time) >= killed_at + LOCK_TTL_RUNNING - RENEW_EVERY - 1, "held until it expired"
+    assert wall(between[-1].slot_time) >= killed_at + ttl - ttl / RENEWALS_A_LOCK - 1, "held until it expired"
     wait_for(lambda: ScheduleRun.get_by_id(later.id).state == "succeeded", timeout=30, message="later run done")
     fleet_.stop()
 
@@ -328,7 +330,7 @@ def test_the_dashboard_and_the_schedule_page_name_the_real_leader(run_fleet, adm
     lead = fleet_.wait_leader()
     wait_for(lambda: len(sched.schedulers()) == 2, message="both schedulers' heartbeats")
     standby = next(p for p in procs if p is not lead)
-    assert 0 < state_redis().pttl(sched.LEADER_KEY) <= 10_000, "a lease with a short TTL"
+    assert 0 < state_redis().pttl(sched.LEADER_KEY) <= get_settings().scheduler_lease * 1000, "a lease with a short TTL"
     leader_id = sched.leader()
     assert leader_id.endswith(f":{lead.pid}")
     assert f"leader: <code>{leader_id}</code>" in admin_client.get("/admin/").text

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from dramatiq import Worker
+from tests.helpers import InProcessWorker
 
 import core.budget
 from actors import series as ops
@@ -78,7 +78,7 @@ def test_jobs_over_budget_wait_and_are_deferred_without_spending_retries(db, bro
     """One request a second for four threads: a job that waited its two seconds goes back, delayed."""
     monkeypatch.setitem(core.budget._budgets, "series_api", ApiBudget("series_api", 1, state_redis()))
     rows = [Series.create(tvdb_id=i) for i in range(1, 7)]
-    worker = Worker(broker, worker_threads=4, worker_timeout=100)
+    worker = InProcessWorker(broker, worker_threads=4, worker_timeout=100)
     worker.start()
     try:
         for row in rows:

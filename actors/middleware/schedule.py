@@ -7,7 +7,7 @@ The scheduler sends a scheduled task with its ledger row's id in the message opt
 - the row becomes `running`, then `succeeded` or `failed` with the error code, or back to
   `emitted` while the job waits for a retry or an open breaker;
 - the lock is held with a short TTL that a thread of the worker renews while the run is
-  in hand, so a worker that dies lets it expire within `LOCK_TTL_RUNNING`; it goes back to
+  in hand, so a worker that dies lets it expire within FLEET_OVERLAP_LOCK_TTL; it goes back to
   the long queued TTL while the job waits, and is deleted when the run ends, on every path;
 - a redelivered run whose lock another run has taken meanwhile is skipped, not run twice.
 """
@@ -21,6 +21,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 
 from actors.middleware.outcome import Outcome, get_outcome, set_outcome
 from core.redact import redact
+from core.settings import get_settings
 from core.state import state_redis
 from db.models import utcnow
 from db.models.schedule import ScheduleRun
@@ -30,8 +31,7 @@ log = logging.getLogger("fleet.schedule")
 RUN_OPTION = "schedule_run"
 LOCK_OPTION = "schedule_lock"
 LOCK_TTL_QUEUED = 3600  # seconds: a run waiting in its queue (or for a retry) keeps its entry locked
-LOCK_TTL_RUNNING = 15  # seconds: renewed while the run is in a worker's hands
-RENEW_EVERY = 5
+RENEWALS_A_LOCK = 3  # a run in a worker's hands renews its lock this often within FLEET_OVERLAP_LOCK_TTL
 
 _TAKE = """
 local holder = redis.call('get', KEYS[1])
@@ -115,7 +115,7 @@ class ScheduledRuns(Middleware):
         self._stop.set()
 
     def _renew_forever(self) -> None:
-        while not self._stop.wait(RENEW_EVERY):
+        while not self._stop.wait(get_settings().overlap_lock_ttl / RENEWALS_A_LOCK):
             client = state_redis()
             if client is None:
                 continue
@@ -123,7 +123,7 @@ class ScheduledRuns(Middleware):
             with self._lock:
                 try:
                     for key, run_id in self._held.values():
-                        if not expire_lock(client, key, run_id, LOCK_TTL_RUNNING):
+                        if not expire_lock(client, key, run_id, get_settings().overlap_lock_ttl):
                             log.warning("a running schedule run lost its overlap lock",
                                         extra={"schedule_run": run_id, "lock": key})
                 except Exception:
@@ -140,7 +140,7 @@ class ScheduledRuns(Middleware):
         key = message.options.get(LOCK_OPTION)
         client = state_redis()
         if key and client is not None:
-            if not take_lock(client, key, run_id, LOCK_TTL_RUNNING):
+            if not take_lock(client, key, run_id, get_settings().overlap_lock_ttl):
                 holder = lock_holder(client, key)
                 update_run(run_id, state="skipped", finished_at=utcnow(),
                            detail=f"overlap: run #{holder} started while this one waited for a worker")
