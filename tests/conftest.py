@@ -58,6 +58,21 @@ os.environ.update(
 )
 
 
+# Modules whose tests sit longest on real time (process kills, takeovers, outages): they are
+# handed out first, so that the parallel run does not end waiting on one of them alone.
+LONG_FIRST = ("test_schedule_daemon", "test_soak", "test_up", "test_web_attack", "test_workouts", "test_resilience",
+              "test_translations_workers", "test_redis_outages", "test_series_budget", "test_database_outages",
+              "test_batches_cli")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        module = item.module.__name__.rpartition(".")[2]
+        return LONG_FIRST.index(module) if module in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: within a module, and for the rest, the order of the files
+
+
 def pytest_sessionfinish(session, exitstatus):
     _redis.stop()
     shutil.rmtree(_session_dir, ignore_errors=True)
@@ -111,6 +126,15 @@ def broker(settings):
     broker.client.flushdb()
     yield broker
     broker.client.flushdb()
+
+
+@pytest.fixture(autouse=True)
+def _no_middleware_twice(caplog):
+    """Dramatiq's warning of a middleware added twice fails the test (an in-process worker's
+    own middleware left on the broker after it stopped used to cause it: see InProcessWorker)."""
+    yield
+    twice = [r.getMessage() for r in caplog.get_records("call") if "middleware of the same type twice" in r.getMessage()]
+    assert not twice, twice
 
 
 @pytest.fixture

@@ -21,11 +21,10 @@ from core.settings import get_settings
 from core.state import state_redis
 from db.models.schedule import ScheduleRun
 from tests.conftest import POSTGRES_URL
-from tests.helpers import wait_for
+from tests.helpers import REPO, wait_for
 
 from tests.test_schedule import note_entry, queued_messages, rows, runs_noted, write
 
-REPO = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
 
 
@@ -53,27 +52,18 @@ def shared_db(request, db):
 
 
 class Fleet:
-    """Scheduler and worker processes on one schedule file; stops whatever is left at the end."""
+    """Scheduler and worker processes on one schedule file (the test's `processes` stop them)."""
 
-    def __init__(self, env: dict, logs: Path):
+    def __init__(self, env: dict, processes):
         self.env = env
-        self.logs = logs
-        self.procs: list[subprocess.Popen] = []
-
-    def _spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
-        log = open(self.logs / f"{name}-{len(self.procs)}.log", "w")
-        kwargs.setdefault("env", self.env)
-        proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, **kwargs)
-        self.procs.append(proc)
-        return proc
+        self.processes = processes
 
     def scheduler(self, **env: str) -> subprocess.Popen:
-        return self._spawn("scheduler", ["-m", "tests.fleet_with_test_tasks", "scheduler"], env={**self.env, **env})
+        return self.processes.start("scheduler", module="tests.fleet_with_test_tasks", env={**self.env, **env},
+                                    name="scheduler")
 
     def worker(self) -> subprocess.Popen:
-        # its own process group: killing the worker kills its forked worker process too
-        return self._spawn("worker", ["-m", "dramatiq", "tests.worker_actors", "--processes", "1",
-                                      "--threads", "4", "--queues", "tests"], start_new_session=True)
+        return self.processes.worker("--processes", "1", "--threads", "4", "--queues", "tests", env=self.env)
 
     def command(self, *args: str) -> subprocess.CompletedProcess:
         """A `fleet` command that knows the test tasks."""
@@ -83,40 +73,23 @@ class Fleet:
     def leader(self) -> subprocess.Popen | None:
         current = sched.leader()
         pid = int(current.rsplit(":", 1)[1]) if current else None
-        return next((p for p in self.procs if p.pid == pid and p.poll() is None), None)
+        return next((p for p in self.processes.started if p.pid == pid and p.poll() is None), None)
 
     def wait_leader(self, not_this: subprocess.Popen | None = None, timeout: float = 30) -> subprocess.Popen:
         return wait_for(lambda: (lead := self.leader()) is not None and lead is not not_this and lead,
                         timeout=timeout, message="a new scheduler leader")
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                if proc.args[1:3] == ["-m", "dramatiq"]:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                else:
-                    proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        self.processes.stop_all()
 
 
 @pytest.fixture
-def run_fleet(shared_db, broker, tmp_path):
-    started = []
-
+def run_fleet(shared_db, broker, processes, tmp_path):
     def start(schedule_text: str, **env) -> Fleet:
         path = write(tmp_path, schedule_text)
-        fleet_env = dict(os.environ, DATABASE_URL=shared_db, FLEET_SCHEDULE=str(path), PYTHONUNBUFFERED="1", **env)
-        started.append(Fleet(fleet_env, tmp_path))
-        return started[-1]
+        return Fleet(dict(os.environ, DATABASE_URL=shared_db, FLEET_SCHEDULE=str(path), **env), processes)
 
-    yield start
-    for f in started:
-        f.stop()
+    return start
 
 
 def emitted(name: str) -> list[ScheduleRun]:
