@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 START_TIMEOUT = 20  # seconds a redis-server may take to answer
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"  # a development machine's own server
 
 
 class RedisServer:
