@@ -46,10 +46,10 @@ class Processes:
 
     def start(self, *args: str, module: str = "fleet", env: dict | None = None, name: str | None = None,
               **popen) -> subprocess.Popen:
-        """`python -m <module> *args` from the repository, output to `<name>-<n>.log` unless
-        `stdout` is given."""
+        """`python -m <module> *args` from the repository, output to `<name>-<n>.log` (the name
+        defaults to the first argument: `worker-0.log`) unless `stdout` is given."""
         if "stdout" not in popen:
-            log = open(self.logs / f"{name or module.rsplit('.', 1)[-1]}-{len(self.started)}.log", "w")
+            log = open(self.logs / f"{name or (args[0] if args else module)}-{len(self.started)}.log", "w")
             self._files.append(log)
             popen.update(stdout=log, stderr=subprocess.STDOUT)
         proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=popen.pop("cwd", REPO),

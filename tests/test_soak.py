@@ -52,7 +52,8 @@ def _soak(pg, server, own_postgres_url, openai_sim, processes, tmp_path):
             server.start()
             wait_for(lambda: count("generated") >= total * 0.7, timeout=60, message="70 % generated")
             assert terminate_backends(own_postgres_url) >= 1
-            wait_for(lambda: count("generated") == total, timeout=90, message="every day generated")
+            # a bound on waiting, not on speed: four test processes may share the machine's two cores
+            wait_for(lambda: count("generated") == total, timeout=180, message="every day generated")
         finally:
             assert processes.stop(worker, timeout=60) == 0
         assert count("failed") == 0 and count("pending") == 0
