@@ -112,15 +112,13 @@ def test_jobs_cleanup_prunes_finished_batches_older_than_30_days(db, broker):
     assert Batch.get_or_none(Batch.id == old.id) is None
 
 
-def test_monitor_watch_draws_a_progress_bar_on_a_terminal(db, broker, worker):
+def test_monitor_watch_draws_a_progress_bar_on_a_terminal(db, broker, worker, processes):
     import pty
-    import subprocess
-    import sys
 
     batch = ops.create_batch(bk.KIND, "on a terminal", [f"sleep:0.05:{i}" for i in range(30)], chunk_size=5)
     terminal, child_end = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "fleet", "batches", "monitor", batch.id, "--watch"],
-                            stdin=subprocess.DEVNULL, stdout=child_end, stderr=subprocess.PIPE, env=dict(os.environ))
+    proc = processes.start("batches", "monitor", batch.id, "--watch", stdin=subprocess.DEVNULL, stdout=child_end,
+                           stderr=subprocess.PIPE)
     os.close(child_end)
     screen = b""
     while True:
