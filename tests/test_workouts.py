@@ -237,7 +237,7 @@ def test_malformed_answers_end_as_invalid_response(make_plan, broker, worker, op
 
 
 def test_outage_within_the_retry_horizon_leaves_every_day_generated(make_plan, broker, openai_sim):
-    """All 503 for 20 s with retry delays of 1 s: the budget alone would be spent in 3 s, but the
+    """All 503 for 10 s with retry delays of 1 s: the budget alone would be spent in 3 s, but the
     breaker opens and defers the jobs without spending it, so nothing ends failed."""
     from tests.helpers import InProcessWorker
 
@@ -255,7 +255,7 @@ def test_outage_within_the_retry_horizon_leaves_every_day_generated(make_plan, b
 
         outage_started = time.monotonic()
         wait_for(lambda: openai_sim.stats()["requests"] >= 3, timeout=20, message="failing calls")
-        time.sleep(max(0.0, 20 - (time.monotonic() - outage_started)))
+        time.sleep(max(0.0, 10 - (time.monotonic() - outage_started)))
         openai_sim.control(fail={})
         wait_for(lambda: all(statuses(p) == ["generated", "generated"] for p in plans), timeout=60,
                  message="every day generated after the outage")
