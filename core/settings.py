@@ -56,6 +56,7 @@ class Settings:
     scheduler_lease: float = 10.0  # seconds the leader's lease lasts unrenewed (renewed every quarter of it)
     overlap_lock_ttl: float = 15.0  # seconds a running scheduled job's overlap lock lasts unrenewed
     fast_password_hash: bool = False  # tests only: one PBKDF2 round instead of werkzeug's default
+    dead_worker_checks: float = 0.1  # share of Redis fetches that also look for a dead worker's messages
 
     @property
     def metrics_dir(self) -> Path:
@@ -227,6 +228,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         # how long a worker SIGKILLed mid-run keeps a `without_overlapping` entry blocked
         overlap_lock_ttl=_number("FLEET_OVERLAP_LOCK_TTL", env.get("FLEET_OVERLAP_LOCK_TTL", "15"), integer=False,
                                  minimum=MIN_OVERLAP_LOCK_TTL, maximum=MAX_OVERLAP_LOCK_TTL),
+        # how soon after FLEET_HEARTBEAT_TIMEOUT a dead worker's messages are found and run again:
+        # a pass runs on this share of fetches (each idle consumer fetches about once a second)
+        dead_worker_checks=_number("FLEET_DEAD_WORKER_CHECKS", env.get("FLEET_DEAD_WORKER_CHECKS", "0.1"),
+                                   integer=False, minimum=0.001, maximum=1),
         fast_password_hash=_flag("FLEET_INSECURE_FAST_PASSWORD_HASH",
                                  env.get("FLEET_INSECURE_FAST_PASSWORD_HASH", "0")),
     )
