@@ -55,11 +55,20 @@ class Settings:
     timezone: str = "UTC"  # of schedule entries that name none
     schedule_grace: float = 30.0  # seconds a slot may still be emitted late
     log_format: str = "text"  # "json": one JSON object a line (what `fleet up` writes to var/log/)
+    scheduler_lease: float = 10.0  # seconds the leader's lease lasts unrenewed (renewed every quarter of it)
+    overlap_lock_ttl: float = 15.0  # seconds a running scheduled job's overlap lock lasts unrenewed
+    fast_password_hash: bool = False  # tests only: one PBKDF2 round instead of werkzeug's default
+    dead_worker_checks: float = 0.1  # share of Redis fetches that also look for a dead worker's messages
 
     @property
     def metrics_dir(self) -> Path:
         """Where worker processes keep their Prometheus counters for /metrics (multiprocess mode)."""
         return self.var_dir / "metrics"
+
+    @property
+    def password_hash_method(self) -> str | None:
+        """werkzeug's hash method for panel passwords; None for its default."""
+        return FAST_PASSWORD_HASH if self.fast_password_hash else None
 
     @property
     def redis_socket(self) -> Path:
@@ -93,6 +102,14 @@ MAX_TRUSTED_PROXIES = 10
 MAX_SCHEDULE_GRACE = 86400  # seconds a slot may be emitted late
 MAX_DEFER = 30 * 86400  # seconds a message may wait for open breakers in all
 MAX_SERIES_API_RATE = 10_000  # requests a second
+# A lease or lock renewed by a thread must outlast the renewal's pauses; under the minimum a
+# busy host loses it between two renewals. Past the maximum a dead holder blocks for too long.
+MIN_SCHEDULER_LEASE, MAX_SCHEDULER_LEASE = 3, 300  # seconds
+MIN_OVERLAP_LOCK_TTL, MAX_OVERLAP_LOCK_TTL = 3, 600  # seconds
+# FLEET_INSECURE_FAST_PASSWORD_HASH=1 (test suites only): panel passwords hashed with one
+# PBKDF2 round, so that creating and logging in hundreds of operators costs nothing. Never in
+# production: such a hash is as good as the password in clear. Unset, werkzeug's default.
+FAST_PASSWORD_HASH = "pbkdf2:sha256:1"
 
 
 def _url(name: str, value: str, schemes: set[str]) -> str:
@@ -223,6 +240,18 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         schedule_grace=_number("FLEET_SCHEDULE_GRACE", env.get("FLEET_SCHEDULE_GRACE", "30"), integer=False,
                                minimum=1, maximum=MAX_SCHEDULE_GRACE),
         log_format=_choice("FLEET_LOG_FORMAT", env.get("FLEET_LOG_FORMAT", "text").lower(), ("text", "json")),
+        # how long a SIGKILLed scheduler leader holds the lead (a standby leads within it)
+        scheduler_lease=_number("FLEET_SCHEDULER_LEASE", env.get("FLEET_SCHEDULER_LEASE", "10"), integer=False,
+                                minimum=MIN_SCHEDULER_LEASE, maximum=MAX_SCHEDULER_LEASE),
+        # how long a worker SIGKILLed mid-run keeps a `without_overlapping` entry blocked
+        overlap_lock_ttl=_number("FLEET_OVERLAP_LOCK_TTL", env.get("FLEET_OVERLAP_LOCK_TTL", "15"), integer=False,
+                                 minimum=MIN_OVERLAP_LOCK_TTL, maximum=MAX_OVERLAP_LOCK_TTL),
+        # how soon after FLEET_HEARTBEAT_TIMEOUT a dead worker's messages are found and run again:
+        # a pass runs on this share of fetches (each idle consumer fetches about once a second)
+        dead_worker_checks=_number("FLEET_DEAD_WORKER_CHECKS", env.get("FLEET_DEAD_WORKER_CHECKS", "0.1"),
+                                   integer=False, minimum=0.001, maximum=1),
+        fast_password_hash=_flag("FLEET_INSECURE_FAST_PASSWORD_HASH",
+                                 env.get("FLEET_INSECURE_FAST_PASSWORD_HASH", "0")),
     )
 
 

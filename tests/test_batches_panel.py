@@ -12,7 +12,7 @@ from core.settings import get_settings
 from db.models.batches import Batch, BatchItem
 from tests import batch_kinds as bk
 from tests.test_batches import finished
-from tests.test_panel import SCRIPT, admin_client, app, csrf_token, flashes, viewer_client  # noqa: F401
+from tests.panel import SCRIPT, csrf_token, flashes
 
 
 def post(client, path: str, **data):

@@ -5,7 +5,6 @@ import dataclasses
 import logging
 import os
 import subprocess
-import sys
 
 import jsonschema
 import pybreaker
@@ -275,13 +274,13 @@ def test_missing_keys_are_auth_errors():
 
 # -- the demo --------------------------------------------------------------------------------
 
-def test_demo_simulators_serve_what_the_demo_environment_points_at():
+def test_demo_simulators_serve_what_the_demo_environment_points_at(processes):
     from fleet.cli.demo import demo_programs
 
     programs, env = demo_programs(get_settings())
     simulators = [p for p in programs if p.args[0] == "simulate"]
     assert [p.priority for p in simulators] == [20, 20]
-    procs = [subprocess.Popen([sys.executable, "-m", "fleet", *p.args], stdout=subprocess.DEVNULL) for p in simulators]
+    procs = [processes.start(*p.args, stdout=subprocess.DEVNULL) for p in simulators]
     try:
         settings = load_settings({**os.environ, **env})
 
@@ -303,5 +302,4 @@ def test_demo_simulators_serve_what_the_demo_environment_points_at():
         assert series["id"] == 81189
     finally:
         for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+            processes.stop(proc, timeout=10)

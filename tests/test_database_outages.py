@@ -13,7 +13,7 @@ from db.database import database, open_database
 from db.models.jobs import JobLog
 from db.models.workouts import Plan, User, WorkoutPlan
 from tests import worker_actors as wa
-from tests.helpers import backends, fleet, start_worker, stop_worker, terminate_backends, wait_for
+from tests.helpers import backends, fleet, terminate_backends, wait_for
 
 
 def notes(key):
@@ -35,7 +35,7 @@ def test_infrastructure_failures_and_unexpected_errors_are_retried_within_the_bu
     assert notes(key) == [kind, kind]
 
 
-def test_workers_recover_when_postgresql_backends_are_terminated(own_postgres_url, broker, openai_sim, tmp_path):
+def test_workers_recover_when_postgresql_backends_are_terminated(own_postgres_url, broker, openai_sim, processes):
     """Before: every later query failed with "connection already closed", days stranded, dead letters."""
     openai_sim.control(latency_ms=100)
     pg = open_database(own_postgres_url)
@@ -47,7 +47,7 @@ def test_workers_recover_when_postgresql_backends_are_terminated(own_postgres_ur
                 WorkoutPlan.insert_many([{"plan": plan, "day": d} for d in (1, 2, 3)]).execute()
         env = dict(os.environ, DATABASE_URL=own_postgres_url, FLEET_RETRY_DELAYS="1,1,1,1,1",
                    FLEET_HEARTBEAT_TIMEOUT="5")
-        worker = start_worker(tmp_path / "worker.log", "-p", "1", "-t", "3", env=env)
+        worker = processes.worker("-p", "1", "-t", "3", env=env)
         try:
             assert fleet("workouts", "generate", "--all-pending", env=env).returncode == 0
 
@@ -62,7 +62,7 @@ def test_workers_recover_when_postgresql_backends_are_terminated(own_postgres_ur
                 assert terminate_backends(own_postgres_url) >= 1
             wait_for(lambda: generated() == 36, timeout=90, message="every day generated")
         finally:
-            assert stop_worker(worker) == 0
+            assert processes.stop(worker) == 0
         assert most <= 3 + 2 + 1  # the worker's pool (threads + 2) and this test's connection
         with pg.connection_context():
             assert WorkoutPlan.select().where(WorkoutPlan.status != "generated").count() == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_panel import PASSWORD, app, csrf_token, log_in  # noqa: F401
+from tests.panel import PASSWORD, csrf_token, log_in
 
 
 @pytest.fixture

@@ -189,14 +189,14 @@ def test_create_plan_generates_every_day_with_a_real_worker(db, broker, worker, 
 
 
 def test_redelivery_and_second_dispatch_never_generate_a_day_twice(make_plan, broker, openai_sim):
-    from dramatiq import Worker
+    from tests.helpers import InProcessWorker
 
     from actors.workouts import dispatch
 
     plan = make_plan("r@x.io", ["pending", "pending"])
     first = dispatch(plan.user_id, plan.id)
     assert dispatch(plan.user_id, plan.id) is None  # unique: already queued
-    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker = InProcessWorker(broker, worker_threads=2, worker_timeout=100)
     worker.start()
     try:
         wait_for(lambda: statuses(plan) == ["generated", "generated"], timeout=30, message="generated")
@@ -237,14 +237,14 @@ def test_malformed_answers_end_as_invalid_response(make_plan, broker, worker, op
 
 
 def test_outage_within_the_retry_horizon_leaves_every_day_generated(make_plan, broker, openai_sim):
-    """All 503 for 20 s with retry delays of 1 s: the budget alone would be spent in 3 s, but the
+    """All 503 for 10 s with retry delays of 1 s: the budget alone would be spent in 3 s, but the
     breaker opens and defers the jobs without spending it, so nothing ends failed."""
-    from dramatiq import Worker
+    from tests.helpers import InProcessWorker
 
     from actors.workouts import dispatch, generate_user_workout_plan
 
     generate_user_workout_plan.options["retry_delays"] = (1, 1, 1)
-    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker = InProcessWorker(broker, worker_threads=2, worker_timeout=100)
     worker.start()
     try:
         openai_sim.control(fail={"503": 1.0})
@@ -255,7 +255,7 @@ def test_outage_within_the_retry_horizon_leaves_every_day_generated(make_plan, b
 
         outage_started = time.monotonic()
         wait_for(lambda: openai_sim.stats()["requests"] >= 3, timeout=20, message="failing calls")
-        time.sleep(max(0.0, 20 - (time.monotonic() - outage_started)))
+        time.sleep(max(0.0, 10 - (time.monotonic() - outage_started)))
         openai_sim.control(fail={})
         wait_for(lambda: all(statuses(p) == ["generated", "generated"] for p in plans), timeout=60,
                  message="every day generated after the outage")
