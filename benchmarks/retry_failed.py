@@ -25,9 +25,9 @@ import redis  # noqa: E402
 
 from db.database import open_database  # noqa: E402
 from db.migrate import migrate  # noqa: E402
-from tests.servers import DEFAULT_POSTGRES_URL, RedisServer, scratch_postgres  # noqa: E402
 from db.models import utcnow  # noqa: E402
 from db.models.workouts import Plan, User, WorkoutPlan  # noqa: E402
+from tests.servers import DEFAULT_POSTGRES_URL, RedisServer, scratch_postgres  # noqa: E402
 
 CHUNK = 5_000
 

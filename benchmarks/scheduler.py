@@ -49,8 +49,8 @@ sys.path.insert(0, str(REPO_DIR))
 
 from db.database import open_database  # noqa: E402
 from db.migrate import migrate  # noqa: E402
-from tests.servers import RedisServer, scratch_postgres  # noqa: E402
 from db.models.schedule import ScheduleRun  # noqa: E402
+from tests.servers import RedisServer, scratch_postgres  # noqa: E402
 
 INTERVAL = 10
 LEADER_KEY = "fleet:scheduler:leader"

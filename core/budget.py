@@ -37,7 +37,7 @@ redis.call('set', KEYS[1], now_ms + tonumber(ARGV[1]), 'px', tonumber(ARGV[1]) +
 return 0
 """
 MAX_WAIT = 2.0  # seconds a request waits in its thread for a slot; beyond that its job is deferred
-_budgets: dict[str, "ApiBudget | None"] = {}
+_budgets: dict[str, ApiBudget | None] = {}
 _lock = threading.Lock()
 
 

@@ -8,8 +8,8 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 START_TIMEOUT = 20  # seconds a redis-server may take to answer
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"  # a development machine's own server
@@ -31,7 +31,7 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         import redis
 
         from core.embedded_redis import redis_server_binary
@@ -70,7 +70,7 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

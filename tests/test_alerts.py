@@ -15,9 +15,9 @@ from db.models.alerts import AlertDelivery, AlertEvent, AlertSilence, AlertState
 from db.models.schedule import ScheduleRun
 from db.models.workouts import Plan, User, WorkoutPlan
 from tests.alert_channels import SmtpServer, WebhookReceiver
-from tests.helpers import wait_for
+from tests.helpers import REPO, wait_for
 from tests.test_schedule import note_entry
-from tests.test_schedule_daemon import REPO, run_fleet, shared_db  # noqa: F401  (fixtures)
+from tests.test_schedule_daemon import run_fleet, shared_db  # noqa: F401  (fixtures)
 
 PUBLIC_URL = "https://fleet.example.test"
 EVALUATE_EVERY_SECOND = '[alerts-evaluate]\ntask = "alerts.evaluate"\nevery = "1s"\n'

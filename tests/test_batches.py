@@ -7,7 +7,6 @@ from collections import Counter, defaultdict
 from datetime import timedelta
 
 import pytest
-from tests.helpers import InProcessWorker
 
 from actors import batches as ops
 from actors.middleware.unique import unique_key
@@ -18,7 +17,7 @@ from db.models import utcnow
 from db.models.batches import Batch, BatchChunk, BatchItem
 from db.models.jobs import JobLog
 from tests import batch_kinds as bk
-from tests.helpers import wait_for
+from tests.helpers import InProcessWorker, wait_for
 
 
 def finished(batch_id: str, timeout: float = 60) -> Batch:

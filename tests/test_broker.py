@@ -69,7 +69,7 @@ def test_fleet_worker_cli_consumes_the_queue(fleet_env, broker, processes, tmp_p
         nonce = uuid.uuid4().hex
         system.ping.send(nonce)
         wait_for(lambda: nonce in log.read_text(), timeout=30, message="pong")
-        line = next(l for l in log.read_text().splitlines() if nonce in l)
+        line = next(text for text in log.read_text().splitlines() if nonce in text)
         assert '"msg": "pong"' in line and '"actor": "ping"' in line
     finally:
         assert processes.stop(proc, timeout=15) == 0  # SIGTERM: a graceful stop

@@ -78,7 +78,7 @@ def test_worker_log_lines_are_human_unless_json_is_asked_for(fleet_env, broker, 
         nonce = uuid.uuid4().hex
         system.ping.send(nonce)
         wait_for(lambda: nonce in log.read_text(), timeout=30, message="pong")
-        line = next(l for l in log.read_text().splitlines() if nonce in l)
+        line = next(text for text in log.read_text().splitlines() if nonce in text)
         if log_format == "json":
             assert json.loads(line)["msg"] == "pong"
         else:

@@ -57,7 +57,7 @@ def test_workers_recover_when_postgresql_backends_are_terminated(own_postgres_ur
 
             most = 0
             for done in (6, 20):
-                wait_for(lambda: generated() >= done, timeout=60, message=f"{done} days generated")
+                wait_for(lambda done=done: generated() >= done, timeout=60, message=f"{done} days generated")
                 most = max(most, backends(own_postgres_url))
                 assert terminate_backends(own_postgres_url) >= 1
             wait_for(lambda: generated() == 36, timeout=90, message="every day generated")

@@ -8,16 +8,14 @@ import os
 import re
 import sqlite3
 import subprocess
-import sys
 
 import psutil
-import pytest
 
 from core import dead_letters
 from db.database import open_database
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan
-from tests.helpers import fleet, stop_worker, tmpfs, wait_for
+from tests.helpers import fleet, tmpfs, wait_for
 
 
 def fill(directory) -> None:
@@ -34,10 +32,9 @@ def fill(directory) -> None:
         os.close(fd)
 
 
-def start_fleet_worker(log_path, env) -> subprocess.Popen:
+def start_fleet_worker(processes, log_path, env) -> subprocess.Popen:
     with open(log_path, "w") as log:
-        return subprocess.Popen([sys.executable, "-m", "fleet", "worker", "-p", "2", "-t", "2"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return processes.start("worker", "-p", "2", "-t", "2", env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def tree(proc) -> set[int]:
@@ -81,15 +78,15 @@ def log_lines(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
 
 
-def test_a_full_var_dir_pauses_metrics_and_kills_no_worker(fleet_env, broker, openai_sim, tmp_path):
-    """Before: the first count on the full disk faulted in the memory-mapped metrics file (SIGBUS),
-    the worker process died and Dramatiq stopped the whole `fleet worker`."""
+def test_a_full_var_dir_pauses_metrics_and_kills_no_worker(fleet_env, broker, openai_sim, processes, tmp_path):
+    """Counting metrics on a full disk neither faults (SIGBUS) nor stops a worker process: counting
+    pauses with a warning and resumes by itself when space returns."""
     var = tmp_path / "var"
     env = dict(fleet_env, FLEET_LOG_FORMAT="json")
     assert fleet("db", "migrate", env=env).returncode == 0
     with tmpfs(var, "1m"):
         fill(var)
-        proc = start_fleet_worker(tmp_path / "worker.log", env)
+        proc = start_fleet_worker(processes, tmp_path / "worker.log", env)
         try:
             wait_for(lambda: len(tree(proc)) == 3, timeout=30, message="Dramatiq's main and two worker processes")
             pids = tree(proc)
@@ -107,12 +104,13 @@ def test_a_full_var_dir_pauses_metrics_and_kills_no_worker(fleet_env, broker, op
             assert proc.poll() is None and tree(proc) == pids
             assert list((var / "metrics").glob("counter_*.db"))
         finally:
-            assert stop_worker(proc) == 0
+            assert processes.stop(proc) == 0
 
 
-def test_a_full_database_disk_is_named_and_deferred_not_a_spent_retry(fleet_env, broker, openai_sim, tmp_path):
-    """Before: the JobLog warning said "cannot rollback" and each attempt on the full disk spent
-    a retry (here a budget of one), so days failed for good."""
+def test_a_full_database_disk_is_named_and_deferred_not_a_spent_retry(fleet_env, broker, openai_sim, processes,
+                                                                       tmp_path):
+    """A full database disk is named as such (not "cannot rollback") and its jobs are deferred past
+    their budget of one retry without failing; every day is generated once space returns."""
     disk = tmp_path / "db"
     env = dict(fleet_env, DATABASE_URL=f"sqlite:///{disk}/fleet.db", FLEET_LOG_FORMAT="json",
                FLEET_RETRY_DELAYS="1", FLEET_CIRCUIT_RESET="1")
@@ -122,7 +120,7 @@ def test_a_full_database_disk_is_named_and_deferred_not_a_spent_retry(fleet_env,
         with sqlite3.connect(disk / "fleet.db") as connection:  # an empty WAL: every write needs new blocks
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         fill(disk)
-        proc = start_fleet_worker(tmp_path / "worker.log", env)
+        proc = start_fleet_worker(processes, tmp_path / "worker.log", env)
         try:
             wait_for(lambda: len(tree(proc)) == 3, timeout=30, message="Dramatiq's main and two worker processes")
             pids = tree(proc)
@@ -140,7 +138,7 @@ def test_a_full_database_disk_is_named_and_deferred_not_a_spent_retry(fleet_env,
             wait_for(lambda: generated(env["DATABASE_URL"]) == 12, timeout=90, message="every day generated")
             assert proc.poll() is None and tree(proc) == pids
         finally:
-            assert stop_worker(proc) == 0
+            assert processes.stop(proc) == 0
         assert "cannot rollback" not in (tmp_path / "worker.log").read_text()
         assert dead_letters.count_dead_letters(broker) == 0
         db = open_database(env["DATABASE_URL"])

@@ -16,9 +16,20 @@ import actors.workouts  # noqa: F401  (declares the panel's background actor bef
 from db.models import utcnow
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan
-from tests.panel import (PASSWORD, SCRIPT, csrf_token, day_ids, dead_letter, dead_letter_ids, failed_plan, flashes, joblog,
-                         log_in, rows, statuses)
-
+from tests.panel import (
+    PASSWORD,
+    SCRIPT,
+    csrf_token,
+    day_ids,
+    dead_letter,
+    dead_letter_ids,
+    failed_plan,
+    flashes,
+    joblog,
+    log_in,
+    rows,
+    statuses,
+)
 
 # -- access ----------------------------------------------------------------------------------
 
@@ -396,11 +407,9 @@ def test_dashboard_counts_consumers_only_with_host_pid_queues_and_threads(admin_
     import os
     import socket
 
-    from tests.helpers import InProcessWorker
-
     from actors.system import ping
     from core.broker import build_broker
-    from tests.helpers import wait_for
+    from tests.helpers import InProcessWorker, wait_for
 
     sender = build_broker(settings, middleware=[])  # like a CLI call: sends, and so touches Dramatiq's heartbeats
     sender.declare_actor(ping)

@@ -70,10 +70,9 @@ def test_retry_all_failed_with_a_code_from_the_error_codes_page(admin_client, br
 
 
 def test_a_plan_deleted_before_its_retry_fails_its_item_not_the_batch(admin_client, broker, openai_sim):
-    from tests.helpers import InProcessWorker
-
     from actors import batches
     from actors.workouts import start_retry
+    from tests.helpers import InProcessWorker
 
     kept, gone = failed_plan("kept@x.io"), failed_plan("gone@x.io")
     batch, plans = start_retry({"error_code": "ERR_API_TIMEOUT"}, "ops@example.com")

@@ -138,10 +138,11 @@ def test_a_delayed_message_keeps_its_lock(broker, db):
 
 
 def test_rescue_stale_takes_over_the_lock_of_a_lost_plan_job(broker, db):
-    from actors.workouts import dispatch
-    from db.models.workouts import Plan, User, WorkoutPlan
-    from db.models import utcnow
     from datetime import timedelta
+
+    from actors.workouts import dispatch
+    from db.models import utcnow
+    from db.models.workouts import Plan, User, WorkoutPlan
 
     user = User.create(email="lost@x.io")
     plan = Plan.create(user=user, goal="g", days=1)

@@ -239,7 +239,7 @@ def test_statistics_of_the_seed_are_queries(db, worker, broker, key):
 
     from actors.jobs import stats_by_class, successes_since
 
-    for i in range(3):
+    for _ in range(3):
         wa.count.send(key)
     broker.join("tests", timeout=10_000)
     wait_for(lambda: len(rows(job_class="count", status="success")) == 3, message="3 rows")

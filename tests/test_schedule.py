@@ -26,7 +26,6 @@ from db.models import utcnow
 from db.models.schedule import ScheduleRun
 from tests.helpers import fleet, wait_for
 
-
 UTC = timezone.utc
 DAY1 = datetime(2030, 1, 7, tzinfo=UTC)  # a Monday
 
@@ -468,10 +467,9 @@ def test_panel_for_viewers_bad_input_and_an_invalid_file(panel_schedule, viewer_
 # -- the shipped tasks -----------------------------------------------------------------------------
 
 def test_the_shipped_tasks_do_what_their_commands_do(db, broker, tmp_path):
-    from tests.helpers import InProcessWorker
-
     from db.models.jobs import JobLog
     from db.models.workouts import Plan, User, WorkoutPlan
+    from tests.helpers import InProcessWorker
 
     user = User.create(email="u@example.com")
     failed = Plan.create(user=user, goal="strength", days=2)

@@ -22,7 +22,6 @@ from core.state import state_redis
 from db.models.schedule import ScheduleRun
 from tests.conftest import POSTGRES_URL
 from tests.helpers import REPO, wait_for
-
 from tests.test_schedule import note_entry, queued_messages, rows, runs_noted, write
 
 UTC = timezone.utc
@@ -118,7 +117,7 @@ def test_three_schedulers_leaders_killed_twice_and_stopped_once_emit_each_slot_o
         leader.wait(5)
         fleet_.scheduler()
         fleet_.wait_leader(not_this=leader, timeout=20)
-        wait_for(lambda: emitted_since(before + 3), timeout=20, message="the new leader emits")
+        wait_for(lambda before=before: emitted_since(before + 3), timeout=20, message="the new leader emits")
 
     leader = fleet_.leader()
     stopped_at = time.monotonic()
@@ -182,7 +181,7 @@ def test_a_leader_that_cannot_reach_the_database_lets_a_standby_lead(run_fleet, 
                  message="the standby emits")
         assert doomed.poll() is None, "it stands by; it did not crash"
         fleet_.stop()
-        assert "scheduler stepped down after failing loops" in next(tmp_path.glob(f"scheduler-0.log")).read_text()
+        assert "scheduler stepped down after failing loops" in next(tmp_path.glob("scheduler-0.log")).read_text()
     finally:
         cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
         cursor.execute(f'DROP OWNED BY "{role}"')

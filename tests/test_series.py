@@ -8,14 +8,13 @@ import threading
 from datetime import timedelta
 
 import pytest
-from tests.helpers import InProcessWorker
 
 from actors import series as ops
 from core.simulators.series_sim import series_record
 from db.models import utcnow
 from db.models.jobs import JobLog
 from db.models.series import Episode, Series
-from tests.helpers import fleet, wait_for
+from tests.helpers import InProcessWorker, fleet, wait_for
 
 
 def run(*args):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-from tests.helpers import InProcessWorker
 
 import core.budget
 from actors import series as ops
@@ -14,7 +13,7 @@ from core.budget import ApiBudget, budget
 from core.state import state_redis
 from db.models.jobs import JobLog
 from db.models.series import Series
-from tests.helpers import wait_for
+from tests.helpers import InProcessWorker, wait_for
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ the OpenAI simulator over HTTP, files on disk. Each bad file fails alone; nothin
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -13,8 +12,8 @@ from core.settings import get_settings
 from db.models.batches import Batch
 from tests import batch_kinds as bk
 from tests.helpers import tmpfs
+from tests.panel import flashes
 from tests.test_batches_panel import upload
-from tests.test_panel import admin_client, app, flashes  # noqa: F401
 from tests.test_translations import finished, start
 
 

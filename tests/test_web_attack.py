@@ -14,6 +14,7 @@ from core.net import free_port
 from tests.helpers import fleet, wait_for
 from tests.panel import PASSWORD
 from tests.servers import RedisServer
+
 ACCOUNTS = {"admin@example.com": "admin", "viewer@example.com": "viewer", "victim@example.com": "admin"}
 
 

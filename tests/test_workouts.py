@@ -189,9 +189,8 @@ def test_create_plan_generates_every_day_with_a_real_worker(db, broker, worker, 
 
 
 def test_redelivery_and_second_dispatch_never_generate_a_day_twice(make_plan, broker, openai_sim):
-    from tests.helpers import InProcessWorker
-
     from actors.workouts import dispatch
+    from tests.helpers import InProcessWorker
 
     plan = make_plan("r@x.io", ["pending", "pending"])
     first = dispatch(plan.user_id, plan.id)
@@ -239,9 +238,8 @@ def test_malformed_answers_end_as_invalid_response(make_plan, broker, worker, op
 def test_outage_within_the_retry_horizon_leaves_every_day_generated(make_plan, broker, openai_sim):
     """All 503 for 10 s with retry delays of 1 s: the budget alone would be spent in 3 s, but the
     breaker opens and defers the jobs without spending it, so nothing ends failed."""
-    from tests.helpers import InProcessWorker
-
     from actors.workouts import dispatch, generate_user_workout_plan
+    from tests.helpers import InProcessWorker
 
     generate_user_workout_plan.options["retry_delays"] = (1, 1, 1)
     worker = InProcessWorker(broker, worker_threads=2, worker_timeout=100)
@@ -273,7 +271,7 @@ def test_rescue_stale_redispatches_plans_with_no_job_in_flight(make_plan, broker
 
     stuck = make_plan("s1@x.io", ["pending", "generated"])
     in_flight = make_plan("s2@x.io", ["pending"])
-    fresh = make_plan("s3@x.io", ["pending"])
+    make_plan("s3@x.io", ["pending"])  # fresh: pending for less than 2 hours
     three_hours_ago = utcnow() - timedelta(hours=3)
     WorkoutPlan.update(updated_at=three_hours_ago).where(WorkoutPlan.plan.in_([stuck, in_flight])).execute()
     assert dispatch(in_flight.user_id, in_flight.id) is not None  # its job is queued already

@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Sequence
 
 from actors.batches.finish import finish_if_done
 from actors.batches.kinds import KINDS, ItemRun, Kind

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 from actors.batches import ItemRun
 from actors.translations.languages import language_name

@@ -17,7 +17,7 @@ def open_database(*, require_schema: bool = True, broker: bool = False):
     try:
         database.connect(reuse_if_open=True)
     except OperationalError as exc:
-        raise FleetError(f"database unreachable at {redact_url(settings.database_url)}: {' '.join(str(exc).split())}")
+        raise FleetError(f"database unreachable at {redact_url(settings.database_url)}: {' '.join(str(exc).split())}") from None
     if require_schema:
         pending = [s.name for s in migrations.status(database.obj) if s.applied_at is None]
         if pending:
