@@ -133,8 +133,8 @@ def broker(settings):
 
 @pytest.fixture(autouse=True)
 def _no_middleware_twice(caplog):
-    """Dramatiq's warning of a middleware added twice fails the test (an in-process worker's
-    own middleware left on the broker after it stopped used to cause it: see InProcessWorker)."""
+    """Dramatiq's warning of a middleware added twice fails the test (an in-process worker removes
+    its own middleware from the broker when it stops: see InProcessWorker)."""
     yield
     twice = [r.getMessage() for r in caplog.get_records("call") if "middleware of the same type twice" in r.getMessage()]
     assert not twice, twice

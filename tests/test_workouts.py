@@ -306,7 +306,7 @@ def test_a_day_reset_while_the_plan_job_runs_is_generated(make_plan, broker, wor
 
 
 def test_a_give_up_fails_only_the_days_its_own_attempt_tried(make_plan, broker, worker, openai_sim):
-    """Before: the give-up marked the operator's freshly reset day failed with the job's old error."""
+    """A give-up fails only the days its own attempt tried, never a day an operator reset meanwhile."""
     from actors.workouts import dispatch, generate_user_workout_plan, reset_days
 
     openai_sim.control(latency_ms=800, sequence=["429"])  # the first call is refused, later ones answer
