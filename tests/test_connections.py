@@ -2,6 +2,10 @@
 out of connection slots waited for. Real PostgreSQL, real worker processes."""
 import os
 import re
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -143,4 +147,80 @@ def test_a_worker_with_more_threads_than_connection_slots_waits_for_them(own_pos
         rows = wait_for(lambda: all_succeeded(pg, messages), timeout=120, message="every job done")
     assert sorted((r.status, r.error_code) for r in rows) == [("success", None)] * len(messages)  # no retry, no deferral
     assert wa.state_redis().llen(f"test:{key}") == len(messages)
+    assert processes.stop(worker) == 0
+
+
+# -- behind PgBouncer ----------------------------------------------------------------------------
+
+POOLED_SERVER_CONNECTIONS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def pgbouncer(own_postgres_url):
+    """A PgBouncer in transaction pooling mode in front of the test database, keeping at most
+    POOLED_SERVER_CONNECTIONS server connections; the URL to reach the database through it."""
+    binary = shutil.which("pgbouncer") or next((p for p in ("/usr/sbin/pgbouncer",) if os.path.exists(p)), None)
+    if binary is None:
+        pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+    server = urlparse(own_postgres_url)
+    name = server.path.lstrip("/")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="fleet-pgbouncer-") as directory:
+        os.chmod(directory, 0o755)  # read by the user pgbouncer switches to when started as root
+        config = os.path.join(directory, "pgbouncer.ini")
+        with open(config, "w") as file:
+            file.write(f"""[databases]
+{name} = host={server.hostname} port={server.port} dbname={name} user={server.username}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = any
+pool_mode = transaction
+default_pool_size = {POOLED_SERVER_CONNECTIONS}
+max_client_conn = 200
+logfile = {directory}/pgbouncer.log
+""")
+        as_root = ["-u", "postgres"] if os.geteuid() == 0 else []  # pgbouncer refuses to run as root
+        if as_root:
+            shutil.chown(directory, "postgres")
+        proc = subprocess.Popen([binary, *as_root, config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            url = f"postgresql://{server.username}@127.0.0.1:{port}/{name}"
+
+            def answers():
+                assert proc.poll() is None, proc.stderr.read().decode()
+                try:
+                    psycopg2.connect(url).close()
+                    return True
+                except psycopg2.OperationalError:
+                    return False
+
+            wait_for(answers, timeout=10, message="pgbouncer to listen")
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_a_worker_through_pgbouncer_in_transaction_mode_completes_every_job(own_postgres_url, pgbouncer, broker,
+                                                                           processes):
+    """Eight threads on three server connections: PgBouncer hands one out a transaction."""
+    worker = processes.worker("-p", "1", "-t", "8", env=dict(os.environ, DATABASE_URL=pgbouncer))
+    key = uuid.uuid4().hex
+    messages = [wa.queries.send(key, 0.2) for _ in range(40)]
+    with reading(own_postgres_url) as pg:
+        most = 0
+        while not (rows := all_succeeded(pg, messages)):
+            most = max(most, backends(own_postgres_url))
+            assert worker.poll() is None
+            time.sleep(0.05)
+    assert most <= POOLED_SERVER_CONNECTIONS + 1  # PgBouncer's and this test's look
+    assert sorted((r.status, r.error_code) for r in rows) == [("success", None)] * len(messages)
     assert processes.stop(worker) == 0
