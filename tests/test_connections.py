@@ -13,8 +13,11 @@ from urllib.parse import urlparse
 
 import psycopg2
 import pytest
-from peewee import PostgresqlDatabase
+from peewee import OperationalError, PostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded
 
+from core.errors import classify
+from core.settings import SettingsError, load_settings
 from db import budget
 from db.models.jobs import JobLog
 from tests import worker_actors as wa
@@ -54,6 +57,26 @@ def server_slots(url) -> int:
 
 def printed_total(output: str) -> int:
     return int(re.search(r"^\s*total\s+(\d+)", output, re.M).group(1))
+
+
+def test_the_idle_timeout_is_a_bounded_setting():
+    assert load_settings({}).db_idle_timeout == 60
+    assert load_settings({"FLEET_DB_IDLE_TIMEOUT": "5"}).db_idle_timeout == 5
+    for value in ("0", "86400", "soon"):
+        with pytest.raises(SettingsError, match="FLEET_DB_IDLE_TIMEOUT"):
+            load_settings({"FLEET_DB_IDLE_TIMEOUT": value})
+
+
+@pytest.mark.parametrize("error", [
+    OperationalError("FATAL:  sorry, too many clients already"),
+    OperationalError("FATAL:  remaining connection slots are reserved for non-replication superuser connections"),
+    OperationalError('FATAL:  too many connections for role "fleet"'),
+    MaxConnectionsExceeded("no free connection slot within 10 s"),
+])
+def test_no_free_connection_slot_is_waited_out_without_spending_a_retry(error):
+    found = classify(error)
+    assert found.code.code == "ERR_DATABASE" and found.defer_seconds is not None
+    assert classify(OperationalError("server closed the connection unexpectedly")).defer_seconds is None
 
 
 # -- what each process may open ------------------------------------------------------------------
