@@ -22,8 +22,10 @@ class DatabaseConnections(Middleware):
         self._idle = Ticker("fleet-db-idle", self._close_idle)
         self._idle_timeout = 60.0
 
+    def before_worker_boot(self, broker, worker):
+        size_pool(worker_process(worker.worker_threads))  # before its threads start taking messages
+
     def after_worker_boot(self, broker, worker):
-        size_pool(worker_process(worker.worker_threads))
         self._idle_timeout = get_settings().db_idle_timeout
         self._idle.start(self._idle_timeout / IDLE_CHECKS)
 
