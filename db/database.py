@@ -101,7 +101,7 @@ class _ClosesIdle:
             kept = [e for e in self._connections if e not in idle]
             heapq.heapify(kept)
             self._connections = kept
-            pooled = {self.conn_key(conn) for _, _, conn in kept}  # forget the closed ones
+            pooled = {self.conn_key(conn) for _, _, conn in kept}  # the times of those still pooled
             self._idle_since = {key: since for key, since in self._idle_since.items() if key in pooled}
         for _, _, conn in idle:
             self._close_raw(conn)
