@@ -3,20 +3,22 @@ out of connection slots waited for. Real PostgreSQL, real worker processes."""
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import psycopg2
 import pytest
+import requests
 from peewee import OperationalError, PostgresqlDatabase
 from playhouse.pool import MaxConnectionsExceeded
 
 from core.errors import classify
+from core.net import free_port
 from core.settings import SettingsError, load_settings
 from db import budget
 from db.models.jobs import JobLog
@@ -138,6 +140,27 @@ def test_a_worker_opens_no_more_than_its_bound_and_closes_idle_connections(own_p
     assert processes.stop(worker) == 0
 
 
+def test_the_web_closes_its_idle_connections_too(own_postgres_url, processes, fleet_env):
+    port = free_port()
+    env = dict(fleet_env, DATABASE_URL=own_postgres_url, FLEET_DB_IDLE_TIMEOUT="1")
+    web = processes.start("web", "--port", str(port), "--threads", "4", env=env, name="web")
+
+    def healthz(_=None):
+        assert web.poll() is None
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code
+        except requests.ConnectionError:
+            return None
+
+    wait_for(healthz, timeout=30, message="fleet web")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(healthz, range(64)))
+    assert set(answers) == {200}
+    assert 1 <= backends(own_postgres_url) <= budget.web_process(4)
+    wait_for(lambda: backends(own_postgres_url) == 0, timeout=30, message="the idle connections closed")
+    assert web.poll() is None
+
+
 # -- a server out of connection slots ----------------------------------------------------------
 
 @pytest.fixture
@@ -176,12 +199,6 @@ def test_a_worker_with_more_threads_than_connection_slots_waits_for_them(own_pos
 # -- behind PgBouncer ----------------------------------------------------------------------------
 
 POOLED_SERVER_CONNECTIONS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
