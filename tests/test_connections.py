@@ -62,6 +62,7 @@ def printed_total(output: str) -> int:
 
 
 def test_the_idle_timeout_is_a_bounded_setting():
+    """FLEET_DB_IDLE_TIMEOUT defaults to 60 s; 0, a day or a word stops with the variable named."""
     assert load_settings({}).db_idle_timeout == 60
     assert load_settings({"FLEET_DB_IDLE_TIMEOUT": "5"}).db_idle_timeout == 5
     for value in ("0", "86400", "soon"):
@@ -76,6 +77,8 @@ def test_the_idle_timeout_is_a_bounded_setting():
     MaxConnectionsExceeded("no free connection slot within 10 s"),
 ])
 def test_no_free_connection_slot_is_waited_out_without_spending_a_retry(error):
+    """PostgreSQL's "no slot" answers and a full pool classify as ERR_DATABASE with a deferral; a dropped
+    connection stays a plain retry."""
     found = classify(error)
     assert found.code.code == "ERR_DATABASE" and found.defer_seconds is not None
     assert classify(OperationalError("server closed the connection unexpectedly")).defer_seconds is None
@@ -84,6 +87,7 @@ def test_no_free_connection_slot_is_waited_out_without_spending_a_retry(error):
 # -- what each process may open ------------------------------------------------------------------
 
 def test_a_fleet_is_the_sum_of_its_processes():
+    """The bounds of each process kind add up for a described fleet, and the threads that would fit."""
     fleet_of = budget.Fleet(hosts=3, processes=2, threads=16, web=1, web_threads=8, schedulers=2, cli=2)
     assert budget.worker_process(16) == 18 and budget.web_process(8) == 10
     assert fleet_of.total == 3 * 2 * 18 + 10 + 2 + 2 == 122
@@ -92,6 +96,8 @@ def test_a_fleet_is_the_sum_of_its_processes():
 
 
 def test_db_connections_says_a_fleet_too_big_for_the_server_does_not_fit_and_how_to_fix_it(postgres_url, fleet_env):
+    """`fleet db connections` prints the total against the server's max_connections less the reserved
+    slots: exit 1 with the fix when it is over, exit 0 and the spare when it fits."""
     env = dict(fleet_env, DATABASE_URL=postgres_url)
     slots = server_slots(postgres_url)
     hosts = slots // 18 + 1  # 2 processes of 16 threads a host: always over
@@ -110,6 +116,7 @@ def test_db_connections_says_a_fleet_too_big_for_the_server_does_not_fit_and_how
 
 
 def test_db_connections_on_sqlite_has_no_server_limit(fleet_env):
+    """On SQLite it prints the per-process bounds and says there is no server limit."""
     done = fleet("db", "connections", "-p", "1", "-t", "2", env=fleet_env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert printed_total(done.stdout) == 4 + 10 + 1 + 2
@@ -120,7 +127,8 @@ def test_db_connections_on_sqlite_has_no_server_limit(fleet_env):
 
 def test_a_worker_opens_no_more_than_its_bound_and_closes_idle_connections(own_postgres_url, broker, processes,
                                                                            fleet_env):
-    """Before: every thread's connection stayed open until the worker stopped (98 idle at three hosts)."""
+    """A worker of 8 threads under a burst opens no more backends than `fleet db connections` prints
+    for it, and once idle for FLEET_DB_IDLE_TIMEOUT it closes them all while it keeps running."""
     env = dict(os.environ, DATABASE_URL=own_postgres_url, FLEET_DB_IDLE_TIMEOUT="2")
     bound = fleet("db", "connections", "-p", "1", "-t", "8", "--web", "0", "--schedulers", "0", "--cli", "0",
                   env=dict(fleet_env, DATABASE_URL=own_postgres_url))
@@ -141,6 +149,7 @@ def test_a_worker_opens_no_more_than_its_bound_and_closes_idle_connections(own_p
 
 
 def test_the_web_closes_its_idle_connections_too(own_postgres_url, processes, fleet_env):
+    """`fleet web` serves concurrent requests within its bound and then closes its idle connections."""
     port = free_port()
     env = dict(fleet_env, DATABASE_URL=own_postgres_url, FLEET_DB_IDLE_TIMEOUT="1")
     web = processes.start("web", "--port", str(port), "--threads", "4", env=env, name="web")
@@ -185,7 +194,8 @@ def small_role(own_postgres_url):
 
 def test_a_worker_with_more_threads_than_connection_slots_waits_for_them(own_postgres_url, small_role, broker,
                                                                          processes):
-    """Before: "too many connections for role" failed the attempts beyond the third (ERR_DATABASE, a retry spent)."""
+    """A worker of 8 threads on a role limited to 3 connections waits for them ("too many connections
+    for role"): every job succeeds at its first attempt, none retried or deferred."""
     worker = processes.worker("-p", "1", "-t", "8", env=dict(os.environ, DATABASE_URL=small_role))
     key = uuid.uuid4().hex
     messages = [wa.queries.send(key, 0.2) for _ in range(40)]
@@ -251,7 +261,8 @@ logfile = {directory}/pgbouncer.log
 
 def test_a_worker_through_pgbouncer_in_transaction_mode_completes_every_job(own_postgres_url, pgbouncer, broker,
                                                                            processes):
-    """Eight threads on three server connections: PgBouncer hands one out a transaction."""
+    """A worker of 8 threads through PgBouncer in transaction mode with 3 server connections: every
+    job succeeds at its first attempt, and PostgreSQL sees no more than PgBouncer's 3."""
     worker = processes.worker("-p", "1", "-t", "8", env=dict(os.environ, DATABASE_URL=pgbouncer))
     key = uuid.uuid4().hex
     messages = [wa.queries.send(key, 0.2) for _ in range(40)]
