@@ -163,8 +163,14 @@ def _classify_infrastructure(exc) -> Classified | None:
     from dramatiq.errors import BrokerConnectionError
     from playhouse.pool import MaxConnectionsExceeded
 
+    from db.database import NO_CONNECTION_SLOT, POOL_WAIT
+
     if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)):
         text = database_error_text(exc)
+        if isinstance(exc, MaxConnectionsExceeded) or NO_CONNECTION_SLOT.search(text):
+            # every connection slot taken (the server's or this process's pool): wait for one, no retry spent
+            return Classified(CODES["ERR_DATABASE"], f"database: no free connection slot ({text[:280]})",
+                              defer_seconds=POOL_WAIT)
         if DISK_FULL.search(text):
             from core.settings import get_settings
 

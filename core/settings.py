@@ -59,6 +59,7 @@ class Settings:
     overlap_lock_ttl: float = 15.0  # seconds a running scheduled job's overlap lock lasts unrenewed
     fast_password_hash: bool = False  # tests only: one PBKDF2 round instead of werkzeug's default
     dead_worker_checks: float = 0.1  # share of Redis fetches that also look for a dead worker's messages
+    db_idle_timeout: float = 60.0  # seconds a pooled database connection may stay idle before it is closed
 
     @property
     def metrics_dir(self) -> Path:
@@ -102,6 +103,7 @@ MAX_TRUSTED_PROXIES = 10
 MAX_SCHEDULE_GRACE = 86400  # seconds a slot may be emitted late
 MAX_DEFER = 30 * 86400  # seconds a message may wait for open breakers in all
 MAX_SERIES_API_RATE = 10_000  # requests a second
+MIN_DB_IDLE_TIMEOUT, MAX_DB_IDLE_TIMEOUT = 1, 3600  # seconds a pooled connection may stay idle
 # A lease or lock renewed by a thread must outlast the renewal's pauses; under the minimum a
 # busy host loses it between two renewals. Past the maximum a dead holder blocks for too long.
 MIN_SCHEDULER_LEASE, MAX_SCHEDULER_LEASE = 3, 300  # seconds
@@ -250,6 +252,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         # a pass runs on this share of fetches (each idle consumer fetches about once a second)
         dead_worker_checks=_number("FLEET_DEAD_WORKER_CHECKS", env.get("FLEET_DEAD_WORKER_CHECKS", "0.1"),
                                    integer=False, minimum=0.001, maximum=1),
+        db_idle_timeout=_number("FLEET_DB_IDLE_TIMEOUT", env.get("FLEET_DB_IDLE_TIMEOUT", "60"), integer=False,
+                                minimum=MIN_DB_IDLE_TIMEOUT, maximum=MAX_DB_IDLE_TIMEOUT),
         fast_password_hash=_flag("FLEET_INSECURE_FAST_PASSWORD_HASH",
                                  env.get("FLEET_INSECURE_FAST_PASSWORD_HASH", "0")),
     )
