@@ -277,6 +277,23 @@ def placeholder_problem(source: str, translated: str) -> str | None:
     return "; ".join(parts)
 
 
+def completion_tokens_for(part: list[str]) -> int:
+    """Room for the answer: the text again, somewhat longer (other languages, other scripts), plus
+    the JSON around each segment; OpenAI's rate limit counts it before the call."""
+    return min(16_000, sum(len(s) for s in part) // 2 + 16 * len(part) + 200)
+
+
+def check_answer(part: list[str], got: list[str], before: int) -> None:
+    """ERR_INVALID_RESPONSE unless every segment came back, placeholders intact (the call is then
+    asked again)."""
+    if len(got) != len(part):
+        raise JobError("ERR_INVALID_RESPONSE", f"OpenAI answered {len(got)} segments for {len(part)}")
+    for n, (asked, answer_text) in enumerate(zip(part, got), start=before + 1):
+        problem = placeholder_problem(asked, answer_text)
+        if problem:
+            raise JobError("ERR_INVALID_RESPONSE", f"segment {n}: placeholders changed ({problem})")
+
+
 def translate_segments(client, segments: list[str], source: str, target: str, fmt: str, run: ItemRun) -> tuple[list[str], int]:
     """The translations of `segments`, and the requests it took; each response's cost is charged to `run`."""
     translated: list[str] = []
@@ -284,16 +301,12 @@ def translate_segments(client, segments: list[str], source: str, target: str, fm
     for part in requests_for(segments):
         prompt = json.dumps({"from": source, "from_language": language_name(source), "to": target,
                              "to_language": language_name(target), "format": fmt, "segments": part}, ensure_ascii=False)
-        answer = client.generate_json(SYSTEM_PROMPT, prompt, SCHEMA, "translation")
+        answer = client.generate_json(SYSTEM_PROMPT, prompt, SCHEMA, "translation",
+                                      max_completion_tokens=completion_tokens_for(part),
+                                      check=lambda data, part=part: check_answer(part, data["segments"], len(translated)))
         requests += 1
         run.charge(answer.cost_usd, answer.prompt_tokens + answer.completion_tokens)
         got = answer.data["segments"]
-        if len(got) != len(part):
-            raise JobError("ERR_INVALID_RESPONSE", f"OpenAI answered {len(got)} segments for {len(part)}")
-        for n, (asked, answer_text) in enumerate(zip(part, got), start=len(translated) + 1):
-            problem = placeholder_problem(asked, answer_text)
-            if problem:
-                raise JobError("ERR_INVALID_RESPONSE", f"segment {n}: placeholders changed ({problem})")
         translated += got
     return translated, requests
 
@@ -322,7 +335,7 @@ def translate_file(run: ItemRun) -> dict:
     segments = document.segments
     translated, requests = [], 0
     if segments:
-        client = OpenAIClient(get_settings(), timeout=120)
+        client = OpenAIClient(get_settings())
         translated, requests = translate_segments(client, segments, options["from"], options["to"], fmt, run)
     out = output_path(source, options["to"], Path(options["out"]) if options.get("out") else None)
     write_atomically(out, document.render(iter(translated)))

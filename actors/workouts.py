@@ -53,6 +53,7 @@ WORKOUT_DAY_SCHEMA = {
         "exercises": {"type": "array", "minItems": 1, "maxItems": 12, "items": _EXERCISE},
     },
 }
+MAX_COMPLETION_TOKENS = 1_200  # a day of at most 12 exercises is ~600 tokens of JSON; room to spare
 SYSTEM_PROMPT = (
     "You are a certified personal trainer. Answer with one workout day as JSON that follows "
     "the given schema: each exercise has either reps or seconds (the other is null)."
@@ -85,7 +86,8 @@ def fail_remaining_days(message, error: Classified) -> None:
 
 def _generate_day(client, plan: Plan, workout: WorkoutPlan) -> None:
     WorkoutPlan.update(attempts=WorkoutPlan.attempts + 1).where(WorkoutPlan.id == workout.id).execute()
-    result = client.generate_json(SYSTEM_PROMPT, _prompt(plan, workout.day), WORKOUT_DAY_SCHEMA, "workout_day")
+    result = client.generate_json(SYSTEM_PROMPT, _prompt(plan, workout.day), WORKOUT_DAY_SCHEMA, "workout_day",
+                                  max_completion_tokens=MAX_COMPLETION_TOKENS)
     # Guarded: a day another run already finished is left as it is.
     WorkoutPlan.update(
         status="generated", content=result.data, error_code=None, error_message=None,

@@ -226,7 +226,7 @@ def test_401_fails_the_days_at_once_with_err_auth(make_plan, broker, worker, ope
 
 
 def test_malformed_answers_end_as_invalid_response(make_plan, broker, worker, openai_sim):
-    openai_sim.control(sequence=["malformed", "ok"])
+    openai_sim.control(sequence=["malformed", "malformed", "malformed", "ok"])  # asked thrice, then failed
     plan = make_plan("bad@x.io", ["pending", "pending"])
     from actors.workouts import dispatch
 
@@ -311,7 +311,7 @@ def test_a_give_up_fails_only_the_days_its_own_attempt_tried(make_plan, broker, 
     """Before: the give-up marked the operator's freshly reset day failed with the job's old error."""
     from actors.workouts import dispatch, generate_user_workout_plan, reset_days
 
-    openai_sim.control(latency_ms=800, sequence=["429"])  # the first call is refused, later ones answer
+    openai_sim.control(latency_ms=800, sequence=["503"])  # the first call fails, later ones answer
     plan = make_plan("giveup@x.io", ["pending", "failed"])
     generate_user_workout_plan.send_with_options(args=(plan.user_id, plan.id), retry_delays=())  # no retry
     wait_for(lambda: openai_sim.stats()["requests"] >= 1, message="the job running")
@@ -319,4 +319,4 @@ def test_a_give_up_fails_only_the_days_its_own_attempt_tried(make_plan, broker, 
     assert dispatch(plan.user_id, plan.id) is None
     wait_for(lambda: "pending" not in statuses(plan), timeout=30, message="both days settled")
     days = _days(plan)
-    assert [(d.status, d.error_code) for d in days] == [("failed", "ERR_RATE_LIMIT"), ("generated", None)]
+    assert [(d.status, d.error_code) for d in days] == [("failed", "ERR_API_UNAVAILABLE"), ("generated", None)]
