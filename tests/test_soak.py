@@ -41,7 +41,7 @@ def _soak(pg, server, own_postgres_url, openai_sim, tmp_path):
             with pg.connection_context():
                 return WorkoutPlan.select().where(WorkoutPlan.status == status).count()
 
-        openai_sim.control(latency_ms=60, fail={"429": 0.15, "503": 0.1})
+        openai_sim.control(latency_ms=60, fail={"429": 0.15, "503": 0.1}, retry_after=0.2)  # each 429 holds the budget
         log = open(tmp_path / "worker.log", "w")
         worker = subprocess.Popen([sys.executable, "-m", "fleet", "worker", "-p", "2", "-t", "4"], env=env,
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

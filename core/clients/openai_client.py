@@ -88,8 +88,9 @@ class OpenAIClient:
             except JobError as exc:
                 if exc.code != "ERR_INVALID_RESPONSE" or attempt == INVALID_RETRIES:
                     if exc.code == "ERR_INVALID_RESPONSE":
-                        raise JobError(exc.code, f"{exc} ({attempt + 1} answers, none usable)") from None
-                    raise
+                        exc = JobError(exc.code, f"{exc} ({attempt + 1} answers, none usable)")
+                    exc.cost_usd, exc.tokens = cost, prompt_tokens + completion_tokens  # paid for all the same
+                    raise exc from None
                 log.info("unusable OpenAI answer; asking again", extra={"error": str(exc)[:300], "attempt": attempt + 1})
                 continue
             return Generation(data=data, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
