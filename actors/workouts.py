@@ -156,9 +156,25 @@ def create_plan(user_id: int, days: int, goal: str) -> Plan:
     return plan
 
 
-def dispatch(user_id: int, plan_id: int):
-    """Send the generation job; None when one for this plan is already queued or running."""
-    return generate_user_workout_plan.send(int(user_id), int(plan_id))
+def dispatch(user_id: int, plan_id: int, calls: int = 0):
+    """Send the generation job; None when one for this plan is already queued or running. A bulk
+    path says how many `calls` (days) the job will make: it is then delayed to its place in a
+    stream at the OpenAI budget, so a backlog never reaches the workers all at once."""
+    from core.openai_budget import openai_budget
+
+    delay = openai_budget().stagger(calls) if calls else 0
+    return generate_user_workout_plan.send_with_options(args=(int(user_id), int(plan_id)),
+                                                        delay=int(delay * 1000) or None)
+
+
+def retry_estimate(days: int) -> str:
+    """How long the OpenAI budget needs for `days` days, for a confirmation ("≈ 42 min at 240
+    requests/min"), or "" without a pace."""
+    from core.clients.openai_client import estimate_tokens
+    from core.openai_budget import openai_budget
+
+    tokens = estimate_tokens(SYSTEM_PROMPT, "Goal: strength\nPlan length: 28 days") + MAX_COMPLETION_TOKENS // 3
+    return openai_budget().estimate(days, tokens)
 
 
 def plans_with_pending_days(plan_id: int | None = None):
@@ -187,7 +203,7 @@ def retry_in_chunks(plans: list[FailedPlan], reset: Callable[[list[FailedPlan]],
         chunk = plans[i:i + CHUNK]
         days = reset(chunk)
         for n, plan in enumerate(chunk):
-            yield plan, dispatch(plan.user_id, plan.plan_id) is not None, days if n == 0 else 0
+            yield plan, dispatch(plan.user_id, plan.plan_id, plan.failed_days) is not None, days if n == 0 else 0
 
 
 def failed_filter(plan_id: int | None = None, user_id: int | None = None, error_code: str | None = None):
@@ -337,7 +353,7 @@ def retry_matching_plans(runs: list[ItemRun]) -> list:
         if plan_id not in users:
             results.append(JobError("ERR_NOT_FOUND", f"plan {plan_id} no longer exists"))
             continue
-        sent = dispatch(users[plan_id], plan_id) is not None
+        sent = dispatch(users[plan_id], plan_id, len(by_plan.get(plan_id, [])) or 1) is not None
         results.append({"days_reset": len(by_plan.get(plan_id, [])), "dispatched": sent})
     return results
 

@@ -29,6 +29,7 @@ from core.state import state_redis
 PREFIX = f"{KEY_PREFIX}:openai"
 PROVISIONAL = (60, 60_000)  # requests and tokens a window until the provider's headers tell its limits
 MAX_WAIT = 5.0  # seconds (of a 60 s window) a call waits in its thread for its place; beyond that its job is deferred
+HEADROOM = 0.97  # calls are spaced for 97 % of the request limit: a thread that wakes late never crowds a window
 LOW_WATER = 0.05  # share of a limit the provider must still have left before another call goes
 LEARNED_TTL = 24 * 3600
 HOUR_TTL = 3700
@@ -57,6 +58,15 @@ def parse_duration(value: str | None) -> float | None:
     return sum(float(n) * scale[unit] for n, unit in parts)
 
 
+def about(seconds: float) -> str:
+    """A rough duration: "40 s", "42 min", "3.5 h"."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _int_header(headers, name: str) -> int | None:
     value = headers.get(name) if headers is not None else None
     try:
@@ -74,6 +84,7 @@ class OpenAIBudget:
         self.enabled = settings.openai_budget
         self._redis = client
         self._lanes = Lanes(PREFIX, ("requests", "tokens"), client)
+        self._dispatch = Lanes(PREFIX, ("dispatch",), client)  # where bulk dispatches have got to
         self._local: dict[str, float] = {}  # learned limits and the shrink, without a Redis
         self._lock = threading.Lock()
 
@@ -126,7 +137,7 @@ class OpenAIBudget:
         if not self.enabled:
             return cost
         token_spacing = self.window * 1e6 / limits.tokens if limits.tokens else 0
-        lanes = [(self.window * 1e6 / limits.requests if limits.requests else 0, 1, 0),
+        lanes = [(self.window * 1e6 / (limits.requests * HEADROOM) if limits.requests else 0, 1, 0),
                  (token_spacing, cost, (limits.tokens - cost) * token_spacing)]
         placed, wait = self._lanes.reserve(lanes, max_wait)
         if not placed:
@@ -231,6 +242,31 @@ class OpenAIBudget:
                                               f"{shrunk:.0%} for as long again; deferred, no retry spent", wait)
         deferred.retry_after = retry_after
         return deferred
+
+    # -- bulk work -------------------------------------------------------------------------
+    def stagger(self, calls: int) -> float:
+        """Seconds to delay a job of `calls` calls sent in bulk, so a backlog reaches the workers
+        as a stream at the budget instead of all at once (the first half window's worth goes now)."""
+        limits = self.limits()
+        if not self.enabled or calls <= 0 or not limits.requests:
+            return 0.0
+        spacing = self.window * 1e6 / limits.requests
+        _, wait = self._dispatch.reserve([(spacing, calls, self.window * 1e6 / 2)], max_wait=10**8)
+        return wait
+
+    def seconds_for(self, calls: int, tokens_per_call: int = 0) -> float:
+        """How long the budget needs for `calls` calls (of `tokens_per_call` tokens each)."""
+        limits = self.limits()
+        by_requests = calls * self.window / limits.requests if limits.requests else 0.0
+        by_tokens = calls * tokens_per_call * self.window / limits.tokens if limits.tokens and tokens_per_call else 0.0
+        return max(by_requests, by_tokens)
+
+    def estimate(self, calls: int, tokens_per_call: int = 0) -> str:
+        """"≈ 42 min at 240 requests/min" for a confirmation; "" when the budget sets no pace."""
+        limits = self.limits()
+        if not limits.requests or calls <= 0:
+            return ""
+        return f"≈ {about(self.seconds_for(calls, tokens_per_call))} at {limits.requests} requests/{self.per()}"
 
     # -- what the dashboard shows ------------------------------------------------------------
     def _count(self, requests: int = 0, tokens: int = 0) -> None:

@@ -121,12 +121,13 @@ def test_a_panel_retry_of_all_matching_over_the_limit_ends_all_generated(admin_c
     failed = [failed_plan(f"f{i}@x.io", days=3, code="ERR_API_TIMEOUT") for i in range(20)]
     start_workers(2, 8, FLEET_OPENAI_WINDOW=WINDOW)
     page = admin_client.get("/admin/failed-plans/?flt0_error_code_equals=ERR_API_TIMEOUT").text
-    assert re.search(r"≈ \d+ (s|min) at 30 requests/2 s", page) or "at the OpenAI budget" in page
+    assert re.search(r"At the OpenAI budget: ≈ \d+ (s|min) at \d+ requests/", page)  # in the confirmation
     admin_client.post("/admin/failed-plans/retry-matching/?flt0_error_code_equals=ERR_API_TIMEOUT",
                       data={"csrf_token": csrf_token(admin_client, "/admin/")})
     wait_for(lambda: count("generated") == 60, timeout=90, message="60 days generated")
     requests, rejected, limits = limited(openai_sim)
-    assert count("failed") == 0 and rejected <= 0.02 * requests and limits["busiest_window"] <= 31
+    assert count("failed") == 0 and rejected <= 0.02 * requests
+    assert limits["busiest_window"] <= 31, (limits, openai_sim.stats()["per_second"])
     assert len(failed) == 20
 
 

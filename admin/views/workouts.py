@@ -13,6 +13,7 @@ from markupsafe import Markup
 
 from actors.workouts import (
     count_matching,
+    retry_estimate,
     count_plans_with_pending_days,
     dispatch,
     generate_pending,
@@ -160,6 +161,7 @@ class FailedPlansView(ReadOnlyModelView):
         if template == self.list_template and getattr(current_user, "is_admin", False):
             spec = self.filter_spec()  # what "Retry all matching the filter" would touch, shown before the click
             kwargs["matching"] = count_matching(spec) if spec is not None else None
+            kwargs["estimate"] = retry_estimate(kwargs["matching"][0]) if kwargs["matching"] else ""
             kwargs["pending_plans"] = count_plans_with_pending_days()  # what "Generate pending" would dispatch
         return super().render(template, **kwargs)
 
