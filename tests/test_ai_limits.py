@@ -131,6 +131,39 @@ def test_a_panel_retry_of_all_matching_over_the_limit_ends_all_generated(admin_c
     assert len(failed) == 20
 
 
+def test_status_in_the_cli_the_dashboard_and_metrics(admin_client, db, broker, worker, openai_sim):
+    """Limits learned from the simulator's headers, the calls of the last window, spend today
+    against the cap, the backlog: the same figures in `fleet ai status`, on the dashboard, in /metrics."""
+    import json
+    import os
+
+    from tests.helpers import fleet
+
+    openai_sim.control(rpm=600, tpm=500_000)
+    plan = plans(1, 3)[0]
+    workouts.dispatch(plan.user_id, plan.id)
+    wait_for(lambda: count("generated") == 3, timeout=30, message="three days generated")
+    workouts.create_plan(plan.user_id, 5, "strength")  # a backlog of five calls, not dispatched
+    result = fleet("ai", "status", "--json", env={**os.environ, "FLEET_OPENAI_DAILY_USD": "2.5"})
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["budget"]["requests"] == {"used": 3, "limit": 600, "source": "learned"}
+    assert status["budget"]["tokens"]["limit"] == 500_000 and status["budget"]["tokens"]["used"] > 0
+    assert status["spend"]["usd"] > 0 and status["spend"]["cap_usd"] == 2.5 and not status["spend"]["capped"]
+    assert status["spend"]["by_job_class"][0]["job_class"] == "generate_user_workout_plan"
+    assert status["backlog"]["calls"] == 5 and status["backlog"]["estimate"].startswith("≈ ")
+    text = fleet("ai", "status").stdout
+    assert "requests: 3 of 600 (learned)" in text and "Backlog: 5 call(s), ≈ 1 s at 600 requests/min" in text
+
+    page = admin_client.get("/admin/").text
+    block = re.search(r'id="ai-dashboard">(.*?)</div>\s*</div>\s*</div>', page, re.S).group(1)
+    assert re.search(r"requests in the last min</td><td[^>]*>\s*3 of 600", block)
+    assert "5 call(s), ≈ 1 s at 600 requests/min" in block
+    metrics = admin_client.get("/metrics").text
+    assert 'fleet_openai_budget_limit{limit="requests",source="learned"} 600.0' in metrics
+    assert "fleet_openai_backlog_calls 5.0" in metrics
+
+
 @pytest.mark.parametrize("variable", ["OPENAI_RPM", "OPENAI_TPM", "OPENAI_TIMEOUT", "FLEET_OPENAI_DAILY_USD"])
 def test_bad_settings_are_refused(variable):
     from core.settings import SettingsError, load_settings

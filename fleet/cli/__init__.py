@@ -65,6 +65,7 @@ def cli() -> None:
 def _register() -> None:
     from fleet.cli import (
         accounts,
+        ai,
         batches,
         database,
         demo,
@@ -77,8 +78,8 @@ def _register() -> None:
         workouts,
     )
 
-    for module in (processes, database, accounts, jobs, workouts, series, batches, translations, schedule, simulate,
-                   demo):
+    for module in (processes, database, accounts, jobs, workouts, series, batches, translations, ai, schedule,
+                   simulate, demo):
         for command in module.commands:
             cli.add_command(command)
 
