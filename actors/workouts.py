@@ -256,11 +256,11 @@ def reset_days(day_ids: list[int]) -> int:
     return _reset_failed(WorkoutPlan.id, day_ids)
 
 
-def stale_plans(hours: float) -> list[tuple[int, int]]:
-    """(user id, plan id) of plans with days pending for longer than `hours`."""
+def stale_plans(hours: float) -> list[tuple[int, int, int]]:
+    """(user id, plan id, stale days) of plans with days pending for longer than `hours`."""
     cutoff = utcnow() - timedelta(hours=hours)
     return list(
-        WorkoutPlan.select(Plan.user, WorkoutPlan.plan).join(Plan)
+        WorkoutPlan.select(Plan.user, WorkoutPlan.plan, fn.COUNT(WorkoutPlan.id)).join(Plan)
         .where((WorkoutPlan.status == "pending") & (WorkoutPlan.updated_at <= cutoff))
         .group_by(Plan.user, WorkoutPlan.plan).order_by(WorkoutPlan.plan).tuples()
     )
@@ -383,7 +383,7 @@ def start_retry(spec: dict, started_by: str) -> tuple[Batch | None, int]:
 def rescue_stale(hours: float) -> tuple[int, int]:
     """Dispatch plans with days pending longer than `hours`; (plans found, jobs sent)."""
     stale = stale_plans(hours)
-    return len(stale), sum(1 for user_id, plan_id in stale if dispatch(user_id, plan_id) is not None)
+    return len(stale), sum(1 for user_id, plan_id, days in stale if dispatch(user_id, plan_id, days) is not None)
 
 
 @task("workouts.retry-failed")

@@ -164,6 +164,33 @@ def test_status_in_the_cli_the_dashboard_and_metrics(admin_client, db, broker, w
     assert "fleet_openai_backlog_calls 5.0" in metrics
 
 
+def test_the_simulator_enforces_limits_per_key_like_the_provider():
+    import requests
+
+    from core.simulators.openai_sim import start_openai_simulator
+
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}], "max_completion_tokens": 50}
+
+    def ask(key: str, **changes):
+        return requests.post(f"{sim.url}/chat/completions", json={**body, **changes},
+                             headers={"Authorization": f"Bearer {key}"}, timeout=5)
+
+    with start_openai_simulator(rpm=2, tpm=200, window=60) as sim:
+        first, second, third = ask("k1"), ask("k1"), ask("k1")
+        assert first.status_code == second.status_code == 200
+        assert first.headers["x-ratelimit-limit-requests"] == "2" and first.headers["x-ratelimit-remaining-requests"] == "1"
+        assert first.headers["x-ratelimit-limit-tokens"] == "200"
+        assert third.status_code == 429 and third.json()["error"]["code"] == "rate_limit_exceeded"
+        assert 20 <= float(third.headers["retry-after-ms"]) / 1000 <= 31  # half a minute for one request
+        assert ask("k2").status_code == 200  # another key, its own buckets
+        assert ask("k3", max_completion_tokens=150).status_code == 200  # the token bucket holds it
+        low = ask("k3", max_completion_tokens=190)  # charged its usage, the bucket has no room for this one
+        assert low.status_code == 429 and low.json()["error"]["type"] == "tokens"
+        cut = ask("k4", max_completion_tokens=1)
+        assert cut.json()["choices"][0]["finish_reason"] == "length"
+        assert sim._get()["limits"]["busiest_window"] == 7
+
+
 @pytest.mark.parametrize("variable", ["OPENAI_RPM", "OPENAI_TPM", "OPENAI_TIMEOUT", "FLEET_OPENAI_DAILY_USD"])
 def test_bad_settings_are_refused(variable):
     from core.settings import SettingsError, load_settings

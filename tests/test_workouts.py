@@ -288,7 +288,7 @@ def test_rescue_stale_redispatches_plans_with_no_job_in_flight(make_plan, broker
                                      "dispatched 1 generation job(s) (1 already in flight).")
     assert queued_jobs(broker) == 2  # the one before, and the stuck plan's
     assert json.loads(run("status", "--json").stdout)["stale_pending"] == 2
-    assert [plan for _, plan in stale_plans(2)] == [stuck.id, in_flight.id]  # not the fresh one
+    assert [plan for _, plan, _ in stale_plans(2)] == [stuck.id, in_flight.id]  # not the fresh one
 
 
 # -- an operator acts while the plan's job runs ---------------------------------------------
