@@ -6,6 +6,7 @@ A "minute" here is FLEET_OPENAI_WINDOW seconds, the simulator counting the same 
 from __future__ import annotations
 
 import re
+import signal
 
 import pytest
 
@@ -84,7 +85,7 @@ def test_a_429_defers_without_spending_a_retry(db, broker, worker, openai_sim):
 
 def test_the_spend_cap_defers_the_rest_and_they_continue_when_it_is_raised(db, broker, openai_sim, start_workers):
     plans(8, 2)
-    start_workers(1, 4, FLEET_OPENAI_WINDOW="1", FLEET_OPENAI_DAILY_USD="0.0005")
+    capped = start_workers(1, 4, FLEET_OPENAI_WINDOW="1", FLEET_OPENAI_DAILY_USD="0.0005")
     workouts.generate_pending()
     wait_for(lambda: JobLog.select().where(JobLog.error_code == "ERR_SPEND_CAP").exists(), timeout=60,
              message="jobs deferred at the cap")
@@ -94,7 +95,9 @@ def test_the_spend_cap_defers_the_rest_and_they_continue_when_it_is_raised(db, b
     assert row.status == "deferred" and "FLEET_OPENAI_DAILY_USD" in row.message
     spent = sum(r.usd for r in AISpend.select())
     assert spent >= 0.0005
-    start_workers(1, 4, FLEET_OPENAI_WINDOW="1", FLEET_OPENAI_DAILY_USD="5")  # the cap raised, a new process
+    capped.send_signal(signal.SIGTERM)  # the cap raised as a setting is: a restart with the new value
+    assert capped.wait(30) == 0
+    start_workers(1, 4, FLEET_OPENAI_WINDOW="1", FLEET_OPENAI_DAILY_USD="5")
     wait_for(lambda: count("generated") == 16, timeout=60, message="the rest generated under the raised cap")
     assert count("failed") == 0
 
