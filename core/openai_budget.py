@@ -133,15 +133,14 @@ class OpenAIBudget:
             max_wait = MAX_WAIT * min(1.0, self.window / 60)  # a shortened window shortens the waits
         limits = self.limits()
         cost = max(1, min(int(tokens), limits.tokens or int(tokens)))
-        self._count(requests=1, tokens=cost)
         if not self.enabled:
+            self._count(requests=1, tokens=cost)
             return cost
         token_spacing = self.window * 1e6 / limits.tokens if limits.tokens else 0
         lanes = [(self.window * 1e6 / (limits.requests * HEADROOM) if limits.requests else 0, 1, 0),
                  (token_spacing, cost, (limits.tokens - cost) * token_spacing)]
         placed, wait = self._lanes.reserve(lanes, max_wait)
         if not placed:
-            self._count(requests=-1, tokens=-cost)
             self.count_event("deferred")
             by_requests = self._lanes.ahead(0) >= wait - 0.01
             limit = (f"{limits.requests} requests/{self.per()}" if by_requests
@@ -153,10 +152,10 @@ class OpenAIBudget:
             while (left := deadline - time.monotonic()) > 0:
                 time.sleep(min(0.05, left))
                 if "provisional" not in (self.limits().requests_source, self.limits().tokens_source):
-                    self._count(requests=-1, tokens=-cost)
                     return self.reserve(tokens, max_wait)
         elif wait > 0:
             time.sleep(wait)
+        self._count(requests=1, tokens=cost)
         return cost
 
     def settle(self, reserved: int, used: int) -> None:
