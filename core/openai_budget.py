@@ -2,8 +2,8 @@
 thread and host together, in the state Redis.
 
 The limits are OPENAI_RPM / OPENAI_TPM, or (0, the default) learned from the provider's
-`x-ratelimit-limit-requests` / `-tokens` headers on its first answers; until then a cautious
-PROVISIONAL budget holds. Calls are spaced, never released in bursts: the requests lane lets one
+`x-ratelimit-limit-requests` / `-tokens` headers on its first answers: the first call goes alone
+and the others wait for what it teaches (a cautious PROVISIONAL budget holds if it teaches nothing). Calls are spaced, never released in bursts: the requests lane lets one
 call go every minute/RPM; the tokens lane is a bucket as large as TPM, as the provider keeps it,
 which a call's reservation (its prompt estimate + `max_completion_tokens`) must fit in. The real
 `usage` is settled after the answer, and `x-ratelimit-remaining-*` hold the lanes back when
@@ -30,6 +30,7 @@ PREFIX = f"{KEY_PREFIX}:openai"
 PROVISIONAL = (60, 60_000)  # requests and tokens a window until the provider's headers tell its limits
 MAX_WAIT = 5.0  # seconds (of a 60 s window) a call waits in its thread for its place; beyond that its job is deferred
 HEADROOM = 0.97  # calls are spaced for 97 % of the request limit: a thread that wakes late never crowds a window
+LATE = 0.5  # seconds a thread may wake late under load; a short test window keeps that much of it free too
 LOW_WATER = 0.05  # share of a limit the provider must still have left before another call goes
 LEARNED_TTL = 24 * 3600
 HOUR_TTL = 3700
@@ -67,6 +68,10 @@ def about(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _provisional(limits: Limits) -> bool:
+    return "provisional" in (limits.requests_source, limits.tokens_source)
+
+
 def _int_header(headers, name: str) -> int | None:
     value = headers.get(name) if headers is not None else None
     try:
@@ -87,6 +92,7 @@ class OpenAIBudget:
         self._dispatch = Lanes(PREFIX, ("dispatch",), client)  # where bulk dispatches have got to
         self._local: dict[str, float] = {}  # learned limits and the shrink, without a Redis
         self._lock = threading.Lock()
+        self._thread = threading.local()  # whether this thread's call is the probe
 
     # -- the limits in force --------------------------------------------------------------
     def _state(self) -> dict[str, str]:
@@ -133,11 +139,13 @@ class OpenAIBudget:
             max_wait = MAX_WAIT * min(1.0, self.window / 60)  # a shortened window shortens the waits
         limits = self.limits()
         cost = max(1, min(int(tokens), limits.tokens or int(tokens)))
-        if not self.enabled:
+        if not self.enabled or (_provisional(limits) and self._probe(max_wait)):
             self._count(requests=1, tokens=cost)
             return cost
+        limits = self.limits()
         token_spacing = self.window * 1e6 / limits.tokens if limits.tokens else 0
-        lanes = [(self.window * 1e6 / (limits.requests * HEADROOM) if limits.requests else 0, 1, 0),
+        headroom = min(HEADROOM, 1 - LATE / self.window)
+        lanes = [(self.window * 1e6 / (limits.requests * headroom) if limits.requests else 0, 1, 0),
                  (token_spacing, cost, (limits.tokens - cost) * token_spacing)]
         placed, wait = self._lanes.reserve(lanes, max_wait)
         if not placed:
@@ -146,17 +154,31 @@ class OpenAIBudget:
             limit = (f"{limits.requests} requests/{self.per()}" if by_requests
                      else f"{limits.tokens} tokens/{self.per()}")
             raise OverBudget("OpenAI", limit, max(0.2, wait - max_wait / 2), unit="")
-        if wait > 0 and "provisional" in (limits.requests_source, limits.tokens_source):
-            # the first answer teaches the real limits (and clears the lanes): take a place by them
-            deadline = time.monotonic() + wait
-            while (left := deadline - time.monotonic()) > 0:
-                time.sleep(min(0.05, left))
-                if "provisional" not in (self.limits().requests_source, self.limits().tokens_source):
-                    return self.reserve(tokens, max_wait)
-        elif wait > 0:
+        if wait > 0:
             time.sleep(wait)
         self._count(requests=1, tokens=cost)
         return cost
+
+    def _probe(self, max_wait: float) -> bool:
+        """Before any limit is known, one call of the fleet goes alone and teaches them: True for
+        that call; the others wait for its answer (up to `max_wait`), then take their place by
+        the learned limits, or by the provisional ones if it taught nothing."""
+        if self._redis is None:
+            return False
+        key = f"{PREFIX}:probe"
+        if self._redis.set(key, 1, nx=True, px=int(max_wait * 1000)):
+            self._thread.probing = True
+            return True
+        deadline = time.monotonic() + max_wait
+        while time.monotonic() < deadline and self._redis.exists(key) and _provisional(self.limits()):
+            time.sleep(0.02)
+        return False
+
+    def call_done(self) -> None:
+        """The call has its answer (or failed): if it was the probe, the next one may go."""
+        if getattr(self._thread, "probing", False):
+            self._thread.probing = False
+            self._redis.delete(f"{PREFIX}:probe")
 
     def settle(self, reserved: int, used: int) -> None:
         """The call used `used` tokens of the `reserved`: the tokens lane gets the difference back

@@ -112,19 +112,23 @@ class OpenAIClient:
                 max_completion_tokens=max_completion_tokens,
             )
         except openai.RateLimitError as exc:
+            self.budget.call_done()
             self.budget.settle(reserved, 0)  # a refused call costs no tokens
             self.budget.observe(exc.response.headers, answered=False)
             error = classify(exc)
             if error.code.code != "ERR_RATE_LIMIT":
                 raise  # ERR_QUOTA_EXCEEDED: billing, permanent
             raise self.budget.rate_limited(retry_after(exc.response.headers), error.message) from None
-        # any other failure (a timeout) may have been counted by the provider: its tokens stay spent
+        except BaseException:
+            self.budget.call_done()  # any other failure (a timeout) may have been counted: its tokens stay spent
+            raise
         completion = raw.parse()
         usage = completion.usage
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
         self.budget.settle(reserved, prompt_tokens + completion_tokens if usage else reserved)
-        self.budget.observe(raw.headers)
+        self.budget.observe(raw.headers)  # after the settling: the provider's view of what is left wins
+        self.budget.call_done()
         spend.record(cost_usd(completion.model, prompt_tokens, completion_tokens), prompt_tokens, completion_tokens)
         return completion
 
