@@ -8,4 +8,4 @@ from actors.runtime import boot
 
 boot()
 
-from actors import accounts, batches, jobs, schedule, series, system, translations, workouts  # noqa: E402,F401
+from actors import accounts, alerts, batches, jobs, schedule, series, system, translations, workouts  # noqa: E402,F401

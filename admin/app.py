@@ -13,7 +13,7 @@ from admin import access, api, auth, errors, health, metrics, throttle
 from admin.views import register_views
 from admin.views.dashboard import DashboardView
 from admin.views.translations import MAX_UPLOAD_BYTES
-from core import trace
+from core import formats, trace
 from core.settings import Settings
 from db.database import database
 
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     admin = Admin(app, name="Fleet", index_view=DashboardView(name="Dashboard", url="/admin"),
                   theme=Bootstrap4Theme(base_template="fleet_base.html", fluid=True))
     register_views(admin)
+    app.jinja_env.filters.update(moment=formats.moment, seconds=formats.seconds, duration=formats.duration)
 
     @app.before_request
     def _start_request():

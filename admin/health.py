@@ -131,7 +131,31 @@ def run_checks(settings) -> dict:
     checks["breakers"] = check_breakers() if state_ok else skipped
     checks["workers"] = check_workers(settings) if state_ok else skipped
     checks["scheduler"] = check_scheduler() if state_ok else skipped
+    checks["alerts"] = (check_alerts() if checks["database"]["ok"]
+                        else {"ok": None, "skipped": "database unreachable"})
+    if state_ok:
+        _tell_alerts(checks)
     return checks
+
+
+def check_alerts() -> dict:
+    from actors.alerts.operations import health_check
+
+    try:
+        return health_check()
+    except Exception as exc:
+        return {"ok": False, "error": _error(exc)}
+
+
+def _tell_alerts(checks: dict) -> None:
+    """The database and broker checks, for the alert rule `unreachable` (kept in the state Redis)."""
+    from actors.alerts import record_panel_check
+
+    for name in ("database", "broker"):
+        try:
+            record_panel_check(name, bool(checks[name]["ok"]), checks[name].get("error"))
+        except Exception:
+            pass  # the state Redis is away too: the Health page says so
 
 
 def summary(checks: dict, *, strict: bool = False) -> tuple[dict, int]:

@@ -4,10 +4,12 @@
   counters kept by the workers (actors.middleware.metrics, prometheus_client's
   multiprocess mode), read from the files of `var/metrics/`: never a JobLog count.
 - `fleet_queue_messages{queue,state}`: four counts a known queue, one Redis round trip.
+- `fleet_queue_oldest_ready_seconds{queue}`: how long the oldest ready message has waited.
 - `fleet_breaker_open{service}`: 1 while a service's breaker is open.
 - `fleet_openai_budget_used{limit}` / `fleet_openai_budget_limit{limit}`: requests and tokens in
   the last minute against the limits; `fleet_openai_events_last_hour{event}`: 429s and deferrals;
   `fleet_openai_spend_usd_today` / `fleet_openai_daily_cap_usd`; `fleet_openai_backlog_calls`.
+- `fleet_alerts_firing{rule,severity}`: subjects of a Fleet alert rule firing now.
 
 Gauges read from Redis are cached for a few seconds (admin.cache); a part that does not
 answer is left out and named in `fleet_scrape_error{part}`, so a scrape never fails.
@@ -42,6 +44,32 @@ def queue_gauges() -> list:
             if value is not None:
                 queues.add_metric([depth.queue, state], value)
     return [queues]
+
+
+def queue_age_gauges() -> list:
+    from actors.alerts.conditions import oldest_ready_ages
+
+    ages = GaugeMetricFamily("fleet_queue_oldest_ready_seconds",
+                             "Seconds the oldest ready message of a queue has waited for a worker (0: none ready).",
+                             labels=["queue"])
+    found = oldest_ready_ages()
+    for depth in queue_depths(dramatiq.get_broker()):
+        ages.add_metric([depth.queue], round(found.get(depth.queue, 0.0), 3))
+    return [ages]
+
+
+def alert_gauges() -> list:
+    from actors.alerts import load_rules
+    from actors.alerts.operations import firing
+
+    gauge = GaugeMetricFamily("fleet_alerts_firing", "Subjects of a Fleet alert rule firing now.",
+                              labels=["rule", "severity"])
+    counts = {(rule.name, rule.severity): 0 for rule in load_rules().enabled}  # a series for each rule, 0 too
+    for row in firing():
+        counts[(row.rule, row.severity)] = counts.get((row.rule, row.severity), 0) + 1
+    for (rule, severity), n in sorted(counts.items()):
+        gauge.add_metric([rule, severity], n)
+    return [gauge]
 
 
 def breaker_gauges() -> list:
@@ -82,7 +110,8 @@ def openai_gauges() -> list:
 
 
 # Each part reads one thing; a part that fails is reported, the others still are.
-GAUGES = {"queues": queue_gauges, "breakers": breaker_gauges, "joblog": joblog_counters, "openai": openai_gauges}
+GAUGES = {"queues": queue_gauges, "queue_age": queue_age_gauges, "breakers": breaker_gauges,
+          "joblog": joblog_counters, "alerts": alert_gauges, "openai": openai_gauges}
 
 
 class GaugeCollector:

@@ -130,10 +130,11 @@ def baseline(kind: str) -> None:
     from actors import series
     from actors.runtime import boot
     from db.database import database
+    from db.models.series import Series
 
     boot()
     database.connect()
-    pages = series.missing_pages(series.Series) if kind == "import" else series.stale_pages(series.Series, 24)
+    pages = series.missing_pages(Series) if kind == "import" else series.stale_pages(Series, 24)
     started = time.perf_counter()
     sent = sum(series.series_data.send(row_id) is not None for ids in pages for row_id in ids)
     print(json.dumps({"seconds": time.perf_counter() - started, "sent": sent}))

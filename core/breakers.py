@@ -12,6 +12,7 @@ import uuid
 import pybreaker
 
 from core.errors import classify
+from core.locks import RedisLock
 from core.settings import get_settings
 from core.state import state_redis
 
@@ -22,14 +23,13 @@ _lock = threading.Lock()
 _local = threading.local()
 _local_trials: set[str] = set()  # without a state Redis, trials are per process
 
-_END_TRIAL = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-
 
 def _trial_key(service: str) -> str:
     return f"fleet:breaker:{service}:trial"
+
+
+def _trial(client, service: str, token: str) -> RedisLock:
+    return RedisLock(client, _trial_key(service), token, TRIAL_TTL)
 
 
 def _take_trial(service: str) -> str | None:
@@ -41,7 +41,7 @@ def _take_trial(service: str) -> str | None:
                 return None
             _local_trials.add(service)
             return token
-    return token if client.set(_trial_key(service), token, nx=True, ex=TRIAL_TTL) else None
+    return token if _trial(client, service, token).acquire() else None
 
 
 def _end_trial(service: str, token: str) -> None:
@@ -50,7 +50,7 @@ def _end_trial(service: str, token: str) -> None:
         with _lock:
             _local_trials.discard(service)
     else:
-        client.eval(_END_TRIAL, 1, _trial_key(service), token)
+        _trial(client, service, token).release()
 
 
 def trial_in_progress(service: str) -> bool:

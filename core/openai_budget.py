@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 from core.budget import KEY_PREFIX, Deferred, Lanes, OverBudget
+from core.formats import roughly
 from core.settings import Settings, get_settings
 from core.state import state_redis
 
@@ -46,7 +47,8 @@ class Limits:
 
 
 def parse_duration(value: str | None) -> float | None:
-    """OpenAI's reset durations ("1s", "6m0s", "20ms", "1h2m3.5s") in seconds."""
+    """OpenAI's `x-ratelimit-reset-*` header format ("1s", "6m0s", "20ms", "1h2m3.5s": fractions
+    and milliseconds, unlike the spans of Fleet's own files) in seconds."""
     if not value:
         return None
     parts = re.findall(r"([\d.]+)(ms|h|m|s)", value.strip())
@@ -57,15 +59,6 @@ def parse_duration(value: str | None) -> float | None:
             return None
     scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     return sum(float(n) * scale[unit] for n, unit in parts)
-
-
-def about(seconds: float) -> str:
-    """A rough duration: "40 s", "42 min", "3.5 h"."""
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _provisional(limits: Limits) -> bool:
@@ -287,7 +280,7 @@ class OpenAIBudget:
         limits = self.limits()
         if not limits.requests or calls <= 0:
             return ""
-        return f"≈ {about(self.seconds_for(calls, tokens_per_call))} at {limits.requests} requests/{self.per()}"
+        return f"≈ {roughly(max(1.0, self.seconds_for(calls, tokens_per_call)))} at {limits.requests} requests/{self.per()}"
 
     # -- what the dashboard shows ------------------------------------------------------------
     def _count(self, requests: int = 0, tokens: int = 0) -> None:

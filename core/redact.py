@@ -1,7 +1,9 @@
 """Keeps secrets out of logs, JobLog rows and the panel."""
 from __future__ import annotations
 
+import os
 import re
+from urllib.parse import urlparse
 
 from core.settings import get_settings
 
@@ -24,6 +26,9 @@ def _mask(match: re.Match) -> str:
 def _secret_values() -> list[str]:
     settings = get_settings()
     values = [settings.openai_api_key, settings.series_api_key, settings.secret_key_override]
+    # alert channels (read by actors.alerts.channels): a webhook's path is its key, and the SMTP password
+    webhook = urlparse(os.environ.get("FLEET_ALERT_WEBHOOK_URL", "")).path.strip("/")
+    values += [webhook, urlparse(os.environ.get("FLEET_SMTP_URL", "")).password]
     return [v for v in values if v and len(v) >= 4]
 
 

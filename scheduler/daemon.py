@@ -19,9 +19,9 @@ import redis
 from redis import RedisError
 
 from actors import schedule as sched
-from actors.middleware.schedule import expire_lock, release_lock, take_lock
 from core import trace
 from core.errors import FleetError
+from core.locks import RedisLock
 from core.settings import Settings
 from core.state import state_redis
 from db.database import database
@@ -38,24 +38,6 @@ LEASE_IO_TIMEOUT = 2.0  # seconds a lease or heartbeat command may take
 FAILURES_TO_STEP_DOWN = 3  # loops in a row that failed: a leader that cannot work lets a standby lead
 
 
-class Lease:
-    """The leader lease: taken when free (or already ours), renewed and given up only by its holder."""
-
-    def __init__(self, client, holder: str, ttl: float = LEASE_TTL):
-        self.client = client
-        self.holder = holder
-        self.ttl = ttl
-
-    def take(self) -> bool:
-        return take_lock(self.client, sched.LEADER_KEY, self.holder, self.ttl)
-
-    def renew(self) -> bool:
-        return expire_lock(self.client, sched.LEADER_KEY, self.holder, self.ttl)
-
-    def give_up(self) -> None:
-        release_lock(self.client, sched.LEADER_KEY, self.holder)
-
-
 class Daemon:
     def __init__(self, settings: Settings, schedule: sched.Schedule):
         self.id = sched.scheduler_id()
@@ -66,7 +48,7 @@ class Daemon:
         # SIGTERM) longer than a second or two
         self.client = redis.Redis.from_url(settings.state_redis_url, socket_connect_timeout=LEASE_IO_TIMEOUT,
                                            socket_timeout=LEASE_IO_TIMEOUT)
-        self.lease = Lease(self.client, self.id)
+        self.lease = RedisLock(self.client, sched.LEADER_KEY, self.id, LEASE_TTL)  # the leader lease
         self.emitter = sched.SlotEmitter(schedule, self.id, settings.schedule_grace)
         self.stopping = threading.Event()
         self.trusted_until = 0.0  # monotonic; the leader emits only before this
@@ -116,7 +98,7 @@ class Daemon:
         self.trusted_until = 0.0
         self.standby_until = time.monotonic() + LEASE_TTL
         try:
-            self.lease.give_up()
+            self.lease.release()
             log.warning("scheduler stepped down after failing loops", extra={"scheduler": self.id})
         except RedisError:
             log.warning("could not give up the lease; it expires on its own", exc_info=True)
@@ -126,7 +108,7 @@ class Daemon:
         started = time.monotonic()
         if not was_leading and started < self.standby_until:
             return
-        held = self.lease.renew() if was_leading else self.lease.take()
+        held = self.lease.renew() if was_leading else self.lease.acquire()
         if held:
             if not was_leading:
                 self.emitter.start(datetime.now(timezone.utc))
@@ -153,7 +135,7 @@ class Daemon:
     def _stop(self) -> None:
         was_leading = self.leading
         try:
-            self.lease.give_up()  # only if it is still ours
+            self.lease.release()  # only if it is still ours
             self.client.hdel(sched.MEMBERS_KEY, self.id)
         except RedisError:
             if was_leading:

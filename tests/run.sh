@@ -11,4 +11,10 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 # Imports point down the layers of pyproject.toml, with no cycle; a broken contract names the import.
 lint-imports --no-cache
+# The documentation site builds with no warning: a broken link, anchor or missing page fails here
+# (never --quiet: it hides the warnings that strict mode counts).
+SITE_DIR=$(mktemp -d)
+trap 'rm -rf "$SITE_DIR"' EXIT
+NO_MKDOCS_2_WARNING=1 mkdocs build --strict --site-dir "$SITE_DIR"
+rm -rf "$SITE_DIR"
 exec python3 -m pytest "$@"

@@ -21,7 +21,7 @@ def notes(key):
 
 
 def test_a_worker_process_pools_a_connection_a_thread_plus_two(worker):
-    assert database.obj._max_connections == worker.worker_threads + 2  # not a fixed 32
+    assert database.obj._max_connections == worker.worker_threads + 2  # sized from the threads
 
 
 @pytest.mark.parametrize("kind, code", [("database", "ERR_DATABASE"), ("redis", "ERR_STATE_STORE"),

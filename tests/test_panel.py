@@ -512,7 +512,8 @@ def test_dashboard_counts_consumers_only_with_host_pid_queues_and_threads(admin_
 
 def test_healthz_reports_queues_error_rate_breakers_workers_and_scheduler(app):
     body = app.test_client().get("/healthz").json
-    assert set(body["checks"]) == {"database", "broker", "queues", "error_rate", "breakers", "workers", "scheduler"}
+    assert set(body["checks"]) == {"database", "broker", "queues", "error_rate", "breakers", "workers", "scheduler",
+                                   "alerts"}
     assert body["checks"]["breakers"]["states"] == {"openai": "closed", "series_api": "closed"}
     assert body["checks"]["error_rate"]["attempts"] == 0
 

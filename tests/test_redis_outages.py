@@ -68,7 +68,7 @@ def test_every_consumer_recovers_after_a_redis_crash_and_delayed_messages_still_
 
 
 def test_a_retry_that_cannot_be_enqueued_is_not_acked(private_redis, crash_worker):
-    """Before: the retry's enqueue failed while Redis was down, the message was acked anyway: lost."""
+    """A retry whose enqueue fails while Redis is down leaves its message unacked, so it is not lost."""
     env, client = crash_worker
     key = uuid.uuid4().hex
     message_id = send(env, "fails_slowly", key, 3.0)
@@ -128,7 +128,7 @@ def test_a_lock_names_its_message_and_is_taken_over_once_that_message_is_gone(br
     assert wa.unique_sleeper.send(key, 0) is None  # old, but its message is still queued
     lose(broker, first)
     second = wa.unique_sleeper.send(key, 0)
-    assert second is not None  # before: "already in flight" for up to 24 hours
+    assert second is not None  # a lock whose message is gone is stale: the next send takes it over
     assert state_redis().get(lock).decode().split()[0] == second.message_id
     assert wa.unique_sleeper.send(key, 0) is None
 

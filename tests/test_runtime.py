@@ -118,7 +118,7 @@ def test_a_requeued_dead_letter_goes_through_the_unique_check(db, worker, broker
     live = wa.flaky.send_with_options(args=(key, 5, "ERR_AUTH"), unique=True)
     assert live is not None
     result = dead_letters.requeue(broker, [dead.message_id])
-    assert (result.requeued, result.in_flight) == (0, 1)  # before: requeued over the live lock, twice queued
+    assert (result.requeued, result.in_flight) == (0, 1)  # the live lock wins: the dead letter is dropped, one copy queued
     assert broker.client.hlen("fleet:tests.msgs") == 1
     assert state_redis().get(live.options["unique_key"]).decode().split()[0] == live.message_id
     assert dead_letters.count_dead_letters(broker) == 0
@@ -157,7 +157,7 @@ def test_expected_retries_log_a_warning_with_the_code_and_give_ups_their_traceba
 
 
 def test_the_give_up_hook_runs_first_and_again_when_it_fails(db, worker, broker, key):
-    """Before: the hook ran after the dead letter's Redis write, and a failing hook was only logged."""
+    """The give-up hook runs before the dead letter is written, and runs again when it fails."""
     message = wa.gives_up.send(key)
     wait_for(lambda: dead_letters.count_dead_letters(broker) == 1, timeout=30, message="the dead letter")
     assert notes(f"hook:{key}") == ["first", "first"]  # tried again (the database was away), both before any other write

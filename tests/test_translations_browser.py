@@ -57,7 +57,7 @@ def test_start_a_translation_from_the_form_and_watch_it_reach_100_percent(page, 
     assert page.evaluate("window.fleetMarker") == "still the same page"  # a reload would have lost it
     assert len(seen) >= 2  # it moved on the page
     assert page.inner_text("#batch-status") == "completed"
-    assert not page.is_visible("#batch-cancel") and not page.is_visible("#batch-resume")  # they no longer apply
+    assert not page.is_visible("#batch-cancel") and not page.is_visible("#batch-resume")  # they do not apply to an ended batch
     assert not page.is_visible("#batch-retry")  # nothing failed
     assert page.inner_text("[data-show=progress]") == "6 of 6"
     statuses = page.locator("#batch-items .fleet-item-succeeded").all_inner_texts()

@@ -298,8 +298,8 @@ def _days(plan) -> list[WorkoutPlan]:
 
 
 def test_a_day_reset_while_the_plan_job_runs_is_generated(make_plan, broker, worker, openai_sim):
-    """Before: the job had read its pending days once, the dispatch was dropped as a duplicate,
-    and the reset day stayed pending with nothing queued."""
+    """A day reset while its plan's job runs is generated: the job reads the pending days again,
+    or the dispatch that found it running gets a follow-up run; no day stays pending."""
     from actors.workouts import dispatch, reset_days
 
     openai_sim.control(latency_ms=800)

@@ -1,15 +1,18 @@
 import logging
-import random
 
 from dramatiq.middleware import Middleware, SkipMessage
 
 from actors.middleware.outcome import Outcome, option, set_outcome
 from actors.middleware.settle import later
+from core.backoff import jittered
 from core.breakers import seconds_to_wait
 from core.errors import CODES, Classified
 from core.settings import get_settings
 
 log = logging.getLogger("fleet.breakers")
+
+DEFER_JITTER = 0.1  # a deferral up to 10 % longer …
+DEFER_JITTER_SECONDS = 0.5  # … and up to half a second more, so waiting jobs do not wake together
 
 
 def deferral_spent(broker, message) -> bool:
@@ -21,7 +24,7 @@ def deferral_spent(broker, message) -> bool:
 def defer(broker, message, seconds: float, reason: str, code: str = "ERR_CIRCUIT_OPEN", counts: bool = True) -> Outcome:
     """Put the message back, delayed, without spending its retry budget; unless `counts` is
     False (the daily spend cap), the wait adds to its FLEET_MAX_DEFER."""
-    seconds = seconds * random.uniform(1.0, 1.1) + random.uniform(0.0, min(0.5, seconds / 2))
+    seconds = jittered(seconds, spread=DEFER_JITTER, extra=min(DEFER_JITTER_SECONDS, seconds / 2))
     message.options["deferrals"] = message.options.get("deferrals", 0) + 1
     if counts:
         message.options["deferred_seconds"] = round(message.options.get("deferred_seconds", 0) + seconds, 3)

@@ -13,12 +13,13 @@ comes back within the heartbeat timeout.
 from __future__ import annotations
 
 import logging
-import threading
 
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import DecodeError
 from dramatiq.middleware import Middleware
+
+from core.ticker import Ticker
 
 log = logging.getLogger("fleet.held")
 
@@ -30,20 +31,19 @@ def _redis_id(message) -> str | None:
 class HeldMessages(Middleware):
     def __init__(self):
         self._processing: set[str] = set()  # Redis ids between the start of processing and the ack
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker: Ticker | None = None
 
     def after_worker_boot(self, broker, worker):
         if not isinstance(broker, RedisBroker):
             return
-        self._stop = threading.Event()  # this worker's: a thread of an earlier one must not outlive it
-        interval = max(0.5, broker.heartbeat_timeout / 1000 / 3)
-        self._thread = threading.Thread(target=self._watch, args=(broker, worker, interval, self._stop),
-                                        name="fleet-held", daemon=True)
-        self._thread.start()
+        if self._ticker is not None:
+            self._ticker.stop()
+        self._ticker = Ticker("fleet-held", self._watch(broker, worker))
+        self._ticker.start(max(0.5, broker.heartbeat_timeout / 1000 / 3))
 
     def before_worker_shutdown(self, broker, worker):
-        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.stop()
 
     def before_process_message(self, broker, message):
         self._processing.add(_redis_id(message))
@@ -72,13 +72,18 @@ class HeldMessages(Middleware):
                     pass
         return ids
 
-    def _watch(self, broker: RedisBroker, worker, interval: float, stop: threading.Event) -> None:
+    def _watch(self, broker: RedisBroker, worker):
+        """One look a tick, each with the suspects of the look before."""
         suspects: dict[str, set[str]] = {}
-        while not stop.wait(interval):
+
+        def look() -> None:
+            nonlocal suspects
             try:
                 suspects = self.give_back_lost(broker, worker, suspects)
             except Exception as exc:  # Redis away: look again next time
                 log.debug("ack sets not checked", extra={"error": str(exc)[:200]})
+
+        return look
 
     def give_back_lost(self, broker: RedisBroker, worker, suspects: dict[str, set[str]]) -> dict[str, set[str]]:
         """One look; returns the ids to look at again (found not held this time)."""

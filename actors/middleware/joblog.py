@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import traceback as tb
@@ -24,8 +23,10 @@ from peewee import PostgresqlDatabase
 from psycopg2.extras import execute_values
 
 from actors.middleware.outcome import get_outcome
+from core.identity import process_id
 from core.redact import redact
 from core.state import state_redis
+from core.ticker import Ticker
 from db.database import database, release_connection
 from db.models import utcnow
 from db.models.jobs import JobLog
@@ -71,28 +72,23 @@ class JobLogWriter(Middleware):
         self.flush_interval = flush_interval
         self.max_buffered = max_buffered
         self._dropped = 0  # rows not buffered since the last report
-        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_name = process_id()
         self._entries: dict[str, _Entry] = {}  # run id -> entry
         self._running: dict[str, str] = {}  # message id -> run id of its attempt in progress
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker = Ticker("fleet-joblog", self._flush_or_keep)
+        self._failing = False  # the last flush failed
         self._write_lock = threading.Lock()
 
     # -- hooks -------------------------------------------------------------
     def after_process_boot(self, broker):
-        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_name = process_id()
 
     def after_worker_boot(self, broker, worker):
-        self._stop.clear()
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="fleet-joblog", daemon=True)
-            self._thread.start()
+        self._ticker.start(self.flush_interval)
 
     def after_worker_shutdown(self, broker, worker):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self._ticker.stop(wait=10)
         self.flush()
 
     def before_process_message(self, broker, message):
@@ -173,19 +169,17 @@ class JobLogWriter(Middleware):
             entry.dirty = True
 
     # -- writing -----------------------------------------------------------
-    def _run(self) -> None:
-        failing = False
-        while not self._stop.wait(self.flush_interval):
-            try:
-                self.flush()
-                if failing:
-                    log.warning("JobLog flush works again")
-                failing = False
-            except Exception as exc:
-                if not failing:
-                    log.warning("JobLog flush failed; rows stay buffered and are written once the database is back",
-                                extra={"error": " ".join(str(exc).split())[:300], "buffered": len(self._entries)})
-                failing = True
+    def _flush_or_keep(self) -> None:
+        try:
+            self.flush()
+            if self._failing:
+                log.warning("JobLog flush works again")
+            self._failing = False
+        except Exception as exc:
+            if not self._failing:
+                log.warning("JobLog flush failed; rows stay buffered and are written once the database is back",
+                            extra={"error": " ".join(str(exc).split())[:300], "buffered": len(self._entries)})
+            self._failing = True
 
     def flush(self) -> None:
         """Write every new or changed row; keep finished rows out of the buffer afterwards."""

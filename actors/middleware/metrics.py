@@ -2,7 +2,8 @@
 never counts the JobLog.
 
 `fleet_jobs_total{actor,queue,status}` and `fleet_job_duration_seconds{actor,status}` (a
-histogram) use prometheus_client's multiprocess mode: each worker process writes its values
+histogram), and `fleet_queue_wait_seconds{queue}` (a histogram of the time from a message
+being ready, sent or its delay over, to a worker starting it) use prometheus_client's multiprocess mode: each worker process writes its values
 to memory-mapped files in `var/metrics/` (PROMETHEUS_MULTIPROC_DIR), and /metrics adds up the
 files of every process, dead ones included, so counters only grow. The files are per machine:
 a /metrics sees the workers that share its var/ directory (see the README's operations notes).
@@ -21,7 +22,7 @@ from actors.middleware.outcome import get_outcome
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 _lock = threading.Lock()
-_metrics: tuple | None = None  # (counter, histogram), once a process
+_metrics: tuple | None = None  # (counter, histogram, queue-wait histogram), once a process
 
 
 def multiprocess_metrics(directory: Path):
@@ -42,7 +43,10 @@ def multiprocess_metrics(directory: Path):
                               ["actor", "queue", "status"], registry=registry)
             histogram = Histogram("fleet_job_duration_seconds", "Duration of attempts, by actor and how they ended.",
                                   ["actor", "status"], buckets=BUCKETS, registry=registry)
-            _metrics = (counter, histogram)
+            waits = Histogram("fleet_queue_wait_seconds", "Time from a message being ready (sent, or its delay "
+                              "over) to a worker starting it, by queue.", ["queue"], buckets=BUCKETS,
+                              registry=registry)
+            _metrics = (counter, histogram, waits)
         return _metrics
 
 
@@ -53,6 +57,9 @@ class PrometheusMetrics(Middleware):
 
     def before_process_message(self, broker, message):
         self._started.at = time.monotonic()
+        ready_at = max(message.message_timestamp, message.options.get("eta") or 0) / 1000
+        waits = multiprocess_metrics(self.directory)[2]
+        waits.labels(message.queue_name).observe(max(0.0, time.time() - ready_at))
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         outcome = get_outcome(message)
@@ -66,7 +73,7 @@ class PrometheusMetrics(Middleware):
     def _count(self, message, status: str) -> None:
         started = getattr(self._started, "at", None)
         self._started.at = None
-        counter, histogram = multiprocess_metrics(self.directory)
+        counter, histogram, _ = multiprocess_metrics(self.directory)
         counter.labels(message.actor_name, message.queue_name, status).inc()
         if started is not None:
             histogram.labels(message.actor_name, status).observe(time.monotonic() - started)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from dataclasses import dataclass
 
 from dramatiq.middleware import Middleware
 
+from core.identity import process_id
 from core.state import state_redis
+from core.ticker import Ticker
 
 INDEX = "fleet:workers"
 BEAT = 5.0  # seconds between heartbeats
@@ -66,8 +67,7 @@ def live_workers(client, within_seconds: float) -> list[LiveWorker]:
 class WorkerPresence(Middleware):
     def __init__(self, ttl: float):
         self.ttl = max(int(ttl), int(BEAT) + 1)  # a record outlives a missed beat, not a dead process
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker = Ticker("fleet-presence", self._beat_or_warn)
         self.worker_id = ""
         self.record: dict = {}
 
@@ -75,20 +75,16 @@ class WorkerPresence(Middleware):
         if state_redis() is None:
             return  # RabbitMQ without FLEET_STATE_REDIS_URL: nowhere to keep it
         queues = worker.consumer_whitelist or {q for q in broker.get_declared_queues() if not q.endswith((".DQ", ".XQ"))}
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(worker):x}"
+        self.worker_id = f"{process_id()}:{id(worker):x}"
         self.record = {"host": socket.gethostname(), "pid": os.getpid(), "queues": ",".join(sorted(queues)),
                        "threads": worker.worker_threads, "started_at": time.time()}
-        self._stop.clear()
         self._beat()
-        self._thread = threading.Thread(target=self._run, name="fleet-presence", daemon=True)
-        self._thread.start()
+        self._ticker.start(BEAT)
 
     def before_worker_shutdown(self, broker, worker):
         if not self.worker_id:
             return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(BEAT + 1)
+        self._ticker.stop(wait=BEAT + 1)
         try:
             client = state_redis()
             with client.pipeline() as pipe:
@@ -96,12 +92,11 @@ class WorkerPresence(Middleware):
         except Exception:
             log.warning("could not remove the worker's presence record", exc_info=True)
 
-    def _run(self) -> None:
-        while not self._stop.wait(BEAT):
-            try:
-                self._beat()
-            except Exception:
-                log.warning("worker heartbeat failed; will try again", exc_info=True)
+    def _beat_or_warn(self) -> None:
+        try:
+            self._beat()
+        except Exception:
+            log.warning("worker heartbeat failed; will try again", exc_info=True)
 
     def _beat(self) -> None:
         now = time.time()

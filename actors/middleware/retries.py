@@ -1,5 +1,4 @@
 import logging
-import random
 
 from dramatiq.middleware import Middleware
 
@@ -7,6 +6,7 @@ from actors.middleware.breakers import defer, deferral_spent
 from actors.middleware.outcome import Outcome, option, set_outcome
 from actors.middleware.settle import later
 from core import dead_letters
+from core.backoff import jittered
 from core.breakers import seconds_to_wait
 from core.errors import classify
 from core.redact import redact
@@ -91,7 +91,7 @@ class BackoffRetries(Middleware):
             self._give_up(broker, message, error, exception)
             return
 
-        delay = delays[retries] * random.uniform(1.0, 1.0 + JITTER)
+        delay = jittered(delays[retries], spread=JITTER)
         if error.retry_after:
             delay = max(delay, error.retry_after)
         message.options["retries"] = retries + 1

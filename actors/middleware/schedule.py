@@ -20,8 +20,10 @@ import time
 from dramatiq.middleware import Middleware, SkipMessage
 
 from actors.middleware.outcome import Outcome, get_outcome, set_outcome
+from core.locks import RedisLock
 from core.redact import redact
 from core.state import state_redis
+from core.ticker import Ticker
 from db.models import utcnow
 from db.models.schedule import ScheduleRun
 
@@ -33,48 +35,20 @@ LOCK_TTL_QUEUED = 3600  # seconds: a run waiting in its queue (or for a retry) k
 LOCK_TTL_RUNNING = 15  # seconds: renewed while the run is in a worker's hands
 RENEW_EVERY = 5
 
-_TAKE = """
-local holder = redis.call('get', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-_EXPIRE_IF_MINE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE_IF_MINE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-
 
 def lock_key(entry_name: str) -> str:
     return f"fleet:schedule:lock:{entry_name}"
 
 
+def run_lock(client, key: str, run_id: int, ttl: float = LOCK_TTL_RUNNING) -> RedisLock:
+    """The overlap lock `key` as run `run_id` holds it."""
+    return RedisLock(client, key, run_id, ttl)
+
+
 def lock_holder(client, key: str) -> int | None:
-    value = client.get(key)
-    return int(value) if value else None
-
-
-# A lock is a key valued with its owner (a run id, or a scheduler's id for the leader lease):
-# only its owner renews or deletes it.
-
-def take_lock(client, key: str, owner, ttl: float) -> bool:
-    """Take the lock if it is free or already `owner`'s, for `ttl` seconds."""
-    return bool(client.eval(_TAKE, 1, key, str(owner), int(ttl * 1000)))
-
-
-def expire_lock(client, key: str, owner, ttl: float) -> bool:
-    """Give `owner`'s lock `ttl` more seconds; False when it is not (or no longer) `owner`'s."""
-    return bool(client.eval(_EXPIRE_IF_MINE, 1, key, str(owner), int(ttl * 1000)))
-
-
-def release_lock(client, key: str, owner) -> bool:
-    return bool(client.eval(_RELEASE_IF_MINE, 1, key, str(owner)))
+    """The run holding the overlap lock `key`, or None."""
+    holder = run_lock(client, key, 0).holder()
+    return int(holder) if holder else None
 
 
 def _ended(run_id: int) -> bool:
@@ -101,33 +75,28 @@ class ScheduledRuns(Middleware):
         self._held: dict[str, tuple[str, int]] = {}  # message id -> (lock key, run id) of runs in hand
         self._started: dict[str, float] = {}  # message id -> monotonic start of its attempt
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker = Ticker("fleet-schedule-locks", self._renew)
 
     # -- the lock's renewal while runs are in hand -----------------------------------------
     def after_worker_boot(self, broker, worker):
-        self._stop.clear()
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._renew_forever, name="fleet-schedule-locks", daemon=True)
-            self._thread.start()
+        self._ticker.start(RENEW_EVERY)
 
     def after_worker_shutdown(self, broker, worker):
-        self._stop.set()
+        self._ticker.stop()
 
-    def _renew_forever(self) -> None:
-        while not self._stop.wait(RENEW_EVERY):
-            client = state_redis()
-            if client is None:
-                continue
-            # under the lock: a run that ends meanwhile must not get its short TTL back
-            with self._lock:
-                try:
-                    for key, run_id in self._held.values():
-                        if not expire_lock(client, key, run_id, LOCK_TTL_RUNNING):
-                            log.warning("a running schedule run lost its overlap lock",
-                                        extra={"schedule_run": run_id, "lock": key})
-                except Exception:
-                    log.warning("could not renew schedule locks; will try again", exc_info=True)
+    def _renew(self) -> None:
+        client = state_redis()
+        if client is None:
+            return
+        # under the lock: a run that ends meanwhile must not get its short TTL back
+        with self._lock:
+            try:
+                for key, run_id in self._held.values():
+                    if not run_lock(client, key, run_id).renew():
+                        log.warning("a running schedule run lost its overlap lock",
+                                    extra={"schedule_run": run_id, "lock": key})
+            except Exception:
+                log.warning("could not renew schedule locks; will try again", exc_info=True)
 
     # -- around each attempt ------------------------------------------------------------------
     def before_process_message(self, broker, message):
@@ -140,7 +109,7 @@ class ScheduledRuns(Middleware):
         key = message.options.get(LOCK_OPTION)
         client = state_redis()
         if key and client is not None:
-            if not take_lock(client, key, run_id, LOCK_TTL_RUNNING):
+            if not run_lock(client, key, run_id).acquire():
                 holder = lock_holder(client, key)
                 update_run(run_id, state="skipped", finished_at=utcnow(),
                            detail=f"overlap: run #{holder} started while this one waited for a worker")
@@ -190,9 +159,9 @@ class ScheduledRuns(Middleware):
             return
         try:
             if wait:
-                expire_lock(client, key, run_id, wait)
+                run_lock(client, key, run_id).renew(wait)
             else:
-                release_lock(client, key, run_id)
+                run_lock(client, key, run_id).release()
         except Exception:
             log.warning("could not release the schedule lock; it expires on its own", exc_info=True,
                         extra={"schedule_run": run_id})

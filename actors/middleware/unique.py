@@ -23,6 +23,7 @@ from dramatiq.middleware import Middleware, MiddlewareError
 
 from actors.middleware.outcome import get_outcome
 from actors.middleware.settle import later
+from core.lua import lua
 from core.settings import get_settings
 from core.state import state_redis
 
@@ -32,73 +33,10 @@ LOCK_TTL = 24 * 3600  # a backstop: a lock outlives any sane backlog, and still 
 CLAIM_GRACE_MS = 5_000
 FOLLOW_UP_OPTIONS = ("trace_id", "retry_delays", "time_limit", "max_defer")
 
-# Shared by the scripts: is the message a lock names still queued, delayed or running? A lock
-# in the old format (a bare message id) is taken as alive; its TTL ends it.
-_ALIVE = """
-local now = redis.call('time')
-local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
-local function holder_of(current, namespace, introspect, grace)
-  local holder, queue, rid, at, state = string.match(current, '^(%S+) (%S+) (%S+) (%d+) (%a)$')
-  if holder == nil then return current, nil, true end
-  if introspect == '1' and now_ms - tonumber(at) > tonumber(grace) then
-    return holder, state, redis.call('hexists', namespace .. ':' .. queue .. '.msgs', rid) == 1
-  end
-  return holder, state, true
-end
-"""
-
-# KEYS: lock, follow-up flag. ARGV: message id, queue, Redis id, state (q|r), ttl, namespace,
-# 1 if the lock's queue can be looked at (the broker is this Redis), grace (ms).
-# Returns nil when the caller holds the lock now, else the holder's lock value.
-_CLAIM = _ALIVE + """
-local current = redis.call('get', KEYS[1])
-if current then
-  local holder, state, alive = holder_of(current, ARGV[6], ARGV[7], ARGV[8])
-  if holder ~= ARGV[1] and alive then
-    if state == 'r' then redis.call('set', KEYS[2], '1', 'ex', ARGV[5]) end
-    return current
-  end
-end
-redis.call('set', KEYS[1], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. now_ms .. ' ' .. ARGV[4], 'ex', ARGV[5])
-if ARGV[4] == 'r' then redis.call('del', KEYS[2]) end
-return false
-"""
-
-# KEYS: locks. ARGV: namespace, 1 if the queues can be looked at, grace (ms).
-# Returns, a lock, the message id holding it while that message is alive, else nil.
-_LIVE_HOLDERS = _ALIVE + """
-local found = {}
-for i, key in ipairs(KEYS) do
-  found[i] = false
-  local current = redis.call('get', key)
-  if current then
-    local holder, state, alive = holder_of(current, ARGV[1], ARGV[2], ARGV[3])
-    if alive then found[i] = holder end
-  end
-end
-return found
-"""
-
-# KEYS: lock, follow-up flag. ARGV: message id. Returns 1 when a follow-up was asked for.
-_RELEASE = """
-local current = redis.call('get', KEYS[1])
-if current and string.match(current, '^(%S+)') == ARGV[1] then
-  redis.call('del', KEYS[1])
-  local again = redis.call('get', KEYS[2])
-  redis.call('del', KEYS[2])
-  if again then return 1 end
-end
-return 0
-"""
-_scripts: dict[tuple[int, str], object] = {}
-
-
-def _script(client, source: str):
-    """`source` registered with this client (once)."""
-    key = (id(client), source)
-    if key not in _scripts:
-        _scripts[key] = client.register_script(source)
-    return _scripts[key]
+_ALIVE = "unique_alive"  # shared by the scripts, before their own text
+_CLAIM = lua(__file__, _ALIVE, "unique_claim")
+_LIVE_HOLDERS = lua(__file__, _ALIVE, "unique_live_holders")
+_RELEASE = lua(__file__, "unique_release")
 
 
 def _introspects(broker) -> bool:
@@ -112,8 +50,8 @@ def live_holders(broker, keys: list[str]) -> list[str | None]:
     client = state_redis()
     if client is None or not keys:
         return [None] * len(keys)
-    found = _script(client, _LIVE_HOLDERS)(keys=keys, args=[getattr(broker, "namespace", ""),
-                                                               "1" if _introspects(broker) else "0", CLAIM_GRACE_MS])
+    found = _LIVE_HOLDERS(client, keys=keys, args=[getattr(broker, "namespace", ""),
+                                                   "1" if _introspects(broker) else "0", CLAIM_GRACE_MS])
     return [holder.decode() if holder else None for holder in found]
 
 
@@ -161,8 +99,8 @@ class UniqueJobs(Middleware):
     def claim(self, broker, message, state: str = "q", client=None):
         """Take or refresh the message's lock; the holder's lock value when another message holds it."""
         key = message.options["unique_key"]
-        return _script(state_redis(), _CLAIM)(keys=[key, key + ":again"], args=self._claim_args(broker, message, state),
-                                               client=client)
+        return _CLAIM(client or state_redis(), keys=[key, key + ":again"],
+                      args=self._claim_args(broker, message, state))
 
     def claim_many(self, broker, messages: list) -> list:
         """The messages whose locks this call took, in one round trip; the others are duplicates.
@@ -223,7 +161,7 @@ class UniqueJobs(Middleware):
         self.after_process_message(broker, message)
 
     def _release_and_follow_up(self, broker, message, key: str) -> None:
-        if not _script(state_redis(), _RELEASE)(keys=[key, key + ":again"], args=[message.message_id]):
+        if not _RELEASE(state_redis(), keys=[key, key + ":again"], args=[message.message_id]):
             return
         # The flag is gone with the lock now: the follow-up must be sent even if this step runs again.
         later(message, "send follow-up job", lambda: self._follow_up(broker, message))

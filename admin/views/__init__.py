@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask_admin import Admin
 
+from admin.views.alerts import AlertsView, firing_now
 from admin.views.batches import BatchesView
 from admin.views.dead_letters import DeadLettersView
 from admin.views.error_codes import ErrorCodesView
@@ -18,6 +19,7 @@ from db.models.workouts import WorkoutPlan
 
 
 def register_views(admin: Admin) -> None:
+    admin.app.context_processor(lambda: {"firing_alerts": firing_now})  # the header of every page
     admin.add_view(JobLogView(JobLog, name="Job logs", endpoint="joblogs", url="/admin/jobs"))
     admin.add_view(FailedPlansView(WorkoutPlan, name="Failed plans", endpoint="failed_plans", url="/admin/failed-plans"))
     admin.add_view(SeriesDataView(name="Series", category="Series data", endpoint="series_data", url="/admin/series"))
@@ -28,4 +30,5 @@ def register_views(admin: Admin) -> None:
     admin.add_view(ErrorCodesView(name="Error codes", endpoint="error_codes", url="/admin/error-codes"))
     admin.add_view(DeadLettersView(name="Dead letters", endpoint="dead_letters", url="/admin/dead-letters"))
     admin.add_view(ScheduleView(name="Schedule", endpoint="schedule", url="/admin/schedule"))
+    admin.add_view(AlertsView(name="Alerts", endpoint="alerts", url="/admin/alerts"))
     admin.add_view(HealthView(name="Health", endpoint="health_page", url="/admin/health"))

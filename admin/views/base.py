@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Callable
 
-from flask import flash, request
+from flask import flash, redirect, request
 from flask_admin.contrib.peewee import ModelView
 from flask_admin.model import typefmt
 
 from admin.access import PanelAccess, is_admin
+from core import formats
+from core.errors import FleetError
 from db.database import database
 
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 MAX_ID = 2**63 - 1  # what a database integer holds; past it SQLite raises OverflowError
 MAX_ROWS_SKIPPED = 10**9  # no list pages that far
 MAX_FILTERS = 20  # each is a nested condition; SQLite's parser gives up somewhere past a hundred
@@ -27,7 +29,7 @@ def as_id(value) -> int | None:
 
 
 def utc(value) -> str:
-    return value.strftime(TIME_FORMAT) if value else ""
+    return formats.moment(value)
 
 
 def cut(text: str | None, limit: int = 160) -> str:
@@ -105,6 +107,28 @@ def filter_spec(view) -> dict | None:
         if spec.setdefault(flt.key, value) != value:
             return None  # two values for one key: the list shows nothing, so act on nothing
     return spec
+
+
+def on_all_matching(view, verb: tuple[str, str], what: str, count: Callable[[dict], int],
+                    start: Callable[[dict, int], object]):
+    """The flow of "… all matching the filter" (retry failed plans, sync series data): nothing is
+    done, and a flash says why, when the filter is not valid or matches nothing; otherwise
+    `start(spec, how many match)` starts the work in the background, flashes what it did and
+    says where to go (None: back to the list). `verb` is ("retry", "retried")."""
+    back = redirect(view.get_url(".index_view", **request.args))
+    spec = filter_spec(view)
+    if spec is None:
+        flash(f"The filter is not valid; nothing was {verb[1]}.", "error")
+        return back
+    try:
+        matching = count(spec)
+        if not matching:
+            flash(f"No {what} match the filter; nothing to {verb[0]}.", "warning")
+            return back
+        return start(spec, matching) or back
+    except FleetError as exc:
+        flash(str(exc), "error")
+        return back
 
 
 def _stream(query):

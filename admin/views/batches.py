@@ -8,6 +8,7 @@ from flask_admin import BaseView, expose
 import actors.all  # noqa: F401  (every batch kind: resume and retry need the kind's actor)
 from actors import batches as ops
 from admin.access import PanelAccess, is_admin
+from core import formats
 from core.errors import FleetError
 from db.models.batches import Batch, BatchItem
 
@@ -56,19 +57,6 @@ def colour(batch: Batch) -> str:
     return STATUS_COLOURS.get(batch.status, "secondary")
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
-
-
-def _time(iso: str | None) -> str:
-    return iso.replace("T", " ").removesuffix("Z") if iso else "–"
-
-
 def _value(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -102,15 +90,15 @@ def for_page(snap: ops.Snapshot) -> dict:
         "failed": f"{data['failed']:,}", "cancelled": f"{data['cancelled']:,}",
         "current_item": data["current_item"] or "–",
         "rate": f"{data['rate_per_second']:.2f} items/s" if data["rate_per_second"] else "–",
-        "eta": _duration(data["eta_seconds"]), "cost": ops.usd(data["cost_usd"]), "tokens": f"{data['tokens']:,}",
-        "created_at": _time(data["created_at"]), "started_at": _time(data["started_at"]),
-        "finished_at": _time(data["finished_at"]), "options": _pairs(data["options"], skip=("uploads",)),
+        "eta": formats.duration(data["eta_seconds"], "–"), "cost": ops.usd(data["cost_usd"]), "tokens": f"{data['tokens']:,}",
+        "created_at": formats.moment(data["created_at"], empty="–"), "started_at": formats.moment(data["started_at"], empty="–"),
+        "finished_at": formats.moment(data["finished_at"], empty="–"), "options": _pairs(data["options"], skip=("uploads",)),
     }
     data["actions"] = actions(data)
     downloads = snap.batch.kind == "translation" and (snap.batch.options or {}).get("uploads")
     for item in data["items"]:
         item["shown"] = {"result": _result(item), "cost": ops.usd(item["cost_usd"]) if item["cost_usd"] else "",
-                         "finished_at": _time(item["finished_at"]) if item["finished_at"] else "",
+                         "finished_at": formats.moment(item["finished_at"]) if item["finished_at"] else "",
                          "download": url_for("translations.download", batch_id=snap.batch.id, position=item["position"])
                          if downloads and item["status"] == "succeeded" else None}
     return data
@@ -158,15 +146,12 @@ class BatchesView(PanelAccess, BaseView):
 
     @expose("/<batch_id>/cancel/", methods=("POST",))
     def cancel(self, batch_id: str):
-        return self._act(batch_id, lambda: f"Cancelled {ops.cancel(batch_id)} pending item(s); running items finish.")
+        return self._act(batch_id, lambda: ops.cancelled_text(ops.cancel(batch_id)))
 
     @expose("/<batch_id>/resume/", methods=("POST",))
     def resume(self, batch_id: str):
-        def act():
-            done = ops.resume(batch_id)
-            return f"Sent {done.sent} lost chunk job(s) again; {done.in_flight} chunk(s) still queued or running."
-        return self._act(batch_id, act)
+        return self._act(batch_id, lambda: ops.resume(batch_id).text())
 
     @expose("/<batch_id>/retry/", methods=("POST",))
     def retry(self, batch_id: str):
-        return self._act(batch_id, lambda: f"Retrying {ops.retry(batch_id)} failed item(s).")
+        return self._act(batch_id, lambda: ops.retried_text(ops.retry(batch_id)))

@@ -3,7 +3,6 @@ now / pause / resume for admins, and an entry's ledger."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 
 from flask import abort, flash, redirect, request
 from flask_admin import BaseView, expose
@@ -43,18 +42,10 @@ class ScheduleView(PanelAccess, BaseView):
     def index(self):
         schedule, problems = _schedule()
         schedulers, redis_error = _schedulers()
-        rows = []
-        if schedule is not None:
-            now = datetime.now(timezone.utc)
-            last = sched.last_runs(schedule.entries)
-            paused = sched.pauses()
-            for entry in schedule.entries.values():
-                run, slot = last[entry.name]
-                rows.append({"entry": entry, "last": run, "slot": slot, "paused": paused.get(entry.name),
-                             "next": entry.next_slot(now) if entry.enabled else None})
+        rows = sched.entry_rows(schedule) if schedule is not None else []
         return self.render("schedule.html", schedule=schedule, problems=problems, rows=rows,
                            schedulers=schedulers, redis_error=redis_error, can_act=is_admin(),
-                           local=sched.local_time, state_text=sched.state_text, state_class=STATE_CLASSES)
+                           state_text=sched.state_text, state_class=STATE_CLASSES)
 
     @expose("/history/")
     def history(self):
@@ -68,7 +59,7 @@ class ScheduleView(PanelAccess, BaseView):
         return self.render("schedule_history.html", name=name, entry=entry, runs=runs, counts=counts,
                            paused=sched.pauses().get(name),
                            tz=entry.timezone if entry else "UTC", shown=HISTORY, can_act=is_admin(),
-                           local=sched.local_time, state_text=sched.state_text, state_class=STATE_CLASSES)
+                           state_text=sched.state_text, state_class=STATE_CLASSES)
 
     @expose("/action/", methods=("POST",))
     def action(self):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from flask import abort, flash, redirect, request, url_for
+from flask import abort, flash, redirect, url_for
 from flask_admin import expose
 from flask_admin.actions import action
 from flask_admin.contrib.peewee import filters as f
@@ -13,7 +13,8 @@ from flask_admin.model import filters as base_filters
 from markupsafe import Markup
 
 from actors import series as ops
-from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec, utc
+from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec, on_all_matching, utc
+from core import formats
 from core.errors import CODES
 from db.models import utcnow
 from db.models.series import Episode
@@ -101,13 +102,7 @@ class SeriesIs(TvdbIs):
 # -- formatting ----------------------------------------------------------------------------------
 
 def age(moment: datetime | None, now: datetime | None = None) -> str:
-    if moment is None:
-        return "never"
-    seconds = max(0.0, ((now or utcnow()) - moment).total_seconds())
-    for unit, size, from_ in (("d", 86_400, 2 * 86_400), ("h", 3_600, 3_600), ("min", 60, 60)):
-        if seconds >= from_:  # hours up to two days, so "older than 24 h" reads as such
-            return f"{seconds // size:.0f} {unit} ago"
-    return f"{seconds:.0f} s ago"
+    return formats.ago(((now or utcnow()) - moment).total_seconds()) if moment else "never"
 
 
 def _age(view, context, model, name):
@@ -184,24 +179,18 @@ class SyncedRowsView(ReadOnlyModelView):
 
     @expose("/sync-matching/", methods=("POST",))
     def sync_matching(self):
-        back = redirect(self.get_url(".index_view", **request.args))
-        spec = filter_spec(self)
-        if spec is None:
-            flash("The filter is not valid; nothing was synced.", "error")
-            return back
-        matching = ops.count_matching(self.kind, spec, COUNT_LIMIT)
-        if not matching:
-            flash(f"No {self.kind.name} match the filter; nothing to sync.", "warning")
-            return back
-        message = ops.sync_matching.send(self.kind.name, spec)
-        if message is None:
-            flash("A sync of exactly this filter is already queued or running.", "warning")
-            return back
-        flash(Markup('Sync of {} matching {} started in the background; its <a href="{}">job log</a> reports '
-                     'how many data jobs it dispatched.').format(
-            f"{COUNT_LIMIT}+" if matching > COUNT_LIMIT else matching, self.kind.name,
-            url_for("joblogs.index_view", flt0_message_id_equals=message.message_id)), "success")
-        return back
+        def start(spec: dict, matching: int) -> None:
+            message = ops.sync_matching.send(self.kind.name, spec)
+            if message is None:
+                flash("A sync of exactly this filter is already queued or running.", "warning")
+                return
+            flash(Markup('Sync of {} matching {} started in the background; its <a href="{}">job log</a> reports '
+                         'how many data jobs it dispatched.').format(
+                f"{COUNT_LIMIT}+" if matching > COUNT_LIMIT else matching, self.kind.name,
+                url_for("joblogs.index_view", flt0_message_id_equals=message.message_id)), "success")
+
+        return on_all_matching(self, ("sync", "synced"), self.kind.name,
+                               lambda spec: ops.count_matching(self.kind, spec, COUNT_LIMIT), start)
 
     @expose("/run-sweep/<sweep>/", methods=("POST",))
     def run_sweep(self, sweep: str):

@@ -21,8 +21,8 @@ from actors.workouts import (
     reset_days,
     start_retry,
 )
-from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec
-from core.errors import CODES, FleetError
+from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec, on_all_matching
+from core.errors import CODES
 from db.models.workouts import Plan, WorkoutPlan
 
 CODE_OPTIONS = [(code, code) for code in CODES]
@@ -167,17 +167,11 @@ class FailedPlansView(ReadOnlyModelView):
 
     @expose("/retry-matching/", methods=("POST",))
     def retry_matching(self):
-        spec = self.filter_spec()
-        if spec is None:
-            flash("The filter is not valid; nothing was retried.", "error")
-            return redirect(self.get_url(".index_view", **request.args))
-        try:
+        def start(spec: dict, plans: int):
             batch, plans = start_retry(spec, current_user.email)
-        except FleetError as exc:
-            flash(str(exc), "error")
-            return redirect(self.get_url(".index_view", **request.args))
-        if batch is None:
-            flash("No failed plans match the filter; nothing to retry.", "warning")
-            return redirect(self.get_url(".index_view", **request.args))
-        flash(f"Retry of {plans} matching plans started.", "success")
-        return redirect(url_for("batches.details", batch_id=batch.id))
+            if batch is None:  # retried meanwhile
+                return None
+            flash(f"Retry of {plans} matching plans started.", "success")
+            return redirect(url_for("batches.details", batch_id=batch.id))
+
+        return on_all_matching(self, ("retry", "retried"), "failed plans", lambda spec: count_matching(spec)[1], start)

@@ -66,6 +66,7 @@ def _register() -> None:
     from fleet.cli import (
         accounts,
         ai,
+        alerts,
         batches,
         database,
         demo,
@@ -79,7 +80,7 @@ def _register() -> None:
     )
 
     for module in (processes, database, accounts, jobs, workouts, series, batches, translations, ai, schedule,
-                   simulate, demo):
+                   alerts, simulate, demo):
         for command in module.commands:
             cli.add_command(command)
 

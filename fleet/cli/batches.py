@@ -12,25 +12,12 @@ from rich.table import Table
 
 import actors.all  # noqa: F401  (every batch kind: resume and retry need the kind's actor)
 from actors import batches as ops
-from core.broker import check_broker
-from core.settings import get_settings
+from core import formats
 from db.models.batches import Batch
 from fleet.cli.database import open_database
+from fleet.cli.output import print_table
 
 WATCH_INTERVAL = 0.5
-
-
-def _open(*, broker: bool = False) -> None:
-    open_database()
-    if broker:
-        check_broker(get_settings())
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
 
 
 def _rate(snap: ops.Snapshot) -> str:
@@ -39,13 +26,12 @@ def _rate(snap: ops.Snapshot) -> str:
 
 def progress_line(snap: ops.Snapshot) -> str:
     b = snap.batch
-    return (f"{ops.status_label(b)}  {snap.percent:g}%  {b.processed}/{b.total}  {_rate(snap)}  ETA {_eta(snap.eta_seconds)}  "
+    return (f"{ops.status_label(b)}  {snap.percent:g}%  {b.processed}/{b.total}  {_rate(snap)}  ETA {formats.duration(snap.eta_seconds)}  "
             f"{ops.usd(b.cost_usd)}  current: {b.current_item or '-'}")
 
 
 def final_line(b: Batch) -> str:
-    return (f"Batch {b.id} {ops.status_label(b)}: {b.succeeded} succeeded, {b.failed} failed, "
-            f"{b.cancelled} cancelled of {b.total}; {ops.usd(b.cost_usd)}, {b.tokens} tokens.")
+    return f"Batch {b.id} {ops.status_label(b)}: {ops.outcome_text(b)}."
 
 
 def exit_code(b: Batch) -> int:
@@ -63,7 +49,7 @@ def batches_group() -> None:
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 def list_command(status: str | None, limit: int) -> None:
     """The newest batches, with their progress."""
-    _open()
+    open_database()
     found = ops.list_batches(status, limit)
     if not found:
         click.echo("No batches." if not status else f"No {status} batches.")
@@ -73,8 +59,8 @@ def list_command(status: str | None, limit: int) -> None:
         snap = ops.Snapshot(b)
         table.add_row(b.id[:ops.SHORT_ID], b.kind, b.title[:50], ops.status_label(b),
                       f"{snap.percent:g}% ({b.processed}/{b.total})", str(b.failed), ops.usd(b.cost_usd),
-                      b.created_at.strftime("%Y-%m-%d %H:%M:%S"))
-    Console(width=180, markup=False, highlight=False).print(table)
+                      formats.moment(b.created_at))
+    print_table(table, 180)
 
 
 @batches_group.command("show")
@@ -84,7 +70,7 @@ def list_command(status: str | None, limit: int) -> None:
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="Items shown; 0 for all.")
 def show_command(batch_id: str, as_json: bool, failed: bool, limit: int) -> None:
     """Status, progress, current item, counts, cost, errors and per-item results of a batch."""
-    _open()
+    open_database()
     snap = ops.snapshot(batch_id, item_status="failed" if failed else None, limit=limit or None)
     if as_json:
         click.echo(json.dumps(snap.as_dict()))
@@ -107,7 +93,7 @@ def show_command(batch_id: str, as_json: bool, failed: bool, limit: int) -> None
                        else ", ".join(f"{k}: {v}" for k, v in (i.result or {}).items()))
             table.add_row(str(i.position + 1), i.key, i.status, str(i.attempts), outcome[:120],
                           ops.usd(i.cost_usd) if i.cost_usd else "")
-        Console(width=200, markup=False, highlight=False).print(table)
+        print_table(table)
         shown = len(snap.items)
         everything = b.failed if failed else b.total
         if shown < everything:
@@ -121,10 +107,11 @@ def watch(batch_id: str, interval: float = WATCH_INTERVAL) -> int:
     if sys.stdout.isatty():
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}  ETA {task.fields[eta]}  {task.fields[cost]}  {task.fields[current]}"))
+
         def fields(snap: ops.Snapshot) -> dict:
             b = snap.batch
             return {"completed": b.processed, "description": ops.status_label(b), "rate": _rate(snap),
-                    "eta": _eta(snap.eta_seconds), "cost": ops.usd(b.cost_usd), "current": (b.current_item or "")[-60:]}
+                    "eta": formats.duration(snap.eta_seconds), "cost": ops.usd(b.cost_usd), "current": (b.current_item or "")[-60:]}
 
         with Progress(*columns, console=Console(), refresh_per_second=4) as bar:
             task = bar.add_task(total=snap.batch.total, **fields(snap))
@@ -153,7 +140,7 @@ def watch(batch_id: str, interval: float = WATCH_INTERVAL) -> int:
 def monitor_command(batch_id: str, follow: bool) -> None:
     """Progress of a batch: percentage, processed/total, current item, rate, ETA, cost. With
     --watch it follows the batch and exits 0 when it completes, 1 if it failed or was cancelled."""
-    _open()
+    open_database()
     if follow:
         sys.exit(watch(batch_id))
     snap = ops.snapshot(batch_id, limit=0)
@@ -165,10 +152,9 @@ def monitor_command(batch_id: str, follow: bool) -> None:
 @click.argument("batch_id")
 def cancel_command(batch_id: str) -> None:
     """Cancel the pending items; running items finish, then the batch is cancelled."""
-    _open()
+    open_database()
     batch = ops.find_batch(batch_id)
-    cancelled = ops.cancel(batch.id)
-    click.echo(f"Cancelled {cancelled} pending item(s) of batch {batch.id}; running items finish.")
+    click.echo(ops.cancelled_text(ops.cancel(batch.id), batch.id))
 
 
 @batches_group.command("resume")
@@ -176,27 +162,18 @@ def cancel_command(batch_id: str) -> None:
 def resume_command(batch_id: str) -> None:
     """Send again the chunks whose job was lost (a message the broker lost, a worker gone for
     good); each new job takes over what its lost one left running."""
-    _open(broker=True)
+    open_database(broker=True)
     batch = ops.find_batch(batch_id)
-    done = ops.resume(batch.id)
-    if batch.finished_at is not None:
-        click.echo(f"Batch {batch.id} is {ops.status_label(batch)}; nothing to resume.")
-    elif done.finished:
-        click.echo(f"Batch {batch.id} had no open item left; it is finished now.")
-    else:
-        click.echo(f"Sent {done.sent} lost chunk job(s) of batch {batch.id} again; "
-                   f"{done.in_flight} chunk(s) still queued or running.")
+    click.echo(ops.resume(batch.id).text(batch.id))
 
 
 @batches_group.command("retry")
 @click.argument("batch_id")
 def retry_command(batch_id: str) -> None:
     """Run the failed items of a batch again (the same batch; its counters corrected)."""
-    _open(broker=True)
+    open_database(broker=True)
     batch = ops.find_batch(batch_id)
-    retried = ops.retry(batch.id)
-    click.echo(f"Retrying {retried} failed item(s) of batch {batch.id}." if retried
-               else f"Batch {batch.id} has no failed item; nothing retried.")
+    click.echo(ops.retried_text(ops.retry(batch.id), batch.id))
 
 
 commands = [batches_group]

@@ -2,14 +2,16 @@ import click
 from peewee import OperationalError
 
 from actors.runtime import boot
+from core.broker import check_broker
 from core.errors import FleetError
 from core.urls import redact_url
 from db import migrate as migrations
 from db.database import database
 
 
-def open_database(*, require_schema: bool = True):
-    """Boot and connect, or fail with one line naming the database or the pending migrations."""
+def open_database(*, require_schema: bool = True, broker: bool = False):
+    """Boot and connect, or fail with one line naming the database or the pending migrations;
+    with `broker`, check that the broker answers too."""
     settings = boot()
     try:
         database.connect(reuse_if_open=True)
@@ -19,6 +21,8 @@ def open_database(*, require_schema: bool = True):
         pending = [s.name for s in migrations.status(database.obj) if s.applied_at is None]
         if pending:
             raise FleetError(f"{len(pending)} migration(s) pending ({', '.join(pending)}): run `fleet db migrate`")
+    if broker:
+        check_broker(settings)
     return database.obj
 
 

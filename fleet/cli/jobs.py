@@ -3,17 +3,17 @@ from datetime import timedelta
 
 import click
 import dramatiq
-from rich.console import Console
 from rich.table import Table
 
 from actors import batches
 from actors import jobs as joblog
 from actors.runtime import boot
-from core import dead_letters
+from core import dead_letters, formats
 from core.broker import check_broker
 from core.errors import FleetError
 from db.models import utcnow
 from fleet.cli.database import open_database
+from fleet.cli.output import print_table
 from fleet.cli.types import DAYS, HOURS, Number
 
 
@@ -51,8 +51,8 @@ def dead_letters_command(limit: int) -> None:
         if d.raw is not None:
             error = f"{error} raw: {d.raw[:80]!r}" if error else f"raw: {d.raw[:80]!r}"
         table.add_row(d.message_id, d.actor, d.queue, d.error_code or "-", error[:120],
-                      d.failed_at.strftime("%Y-%m-%d %H:%M:%S"))
-    Console(width=200, markup=False, highlight=False).print(table)
+                      formats.moment(d.failed_at))
+    print_table(table)
     click.echo(f"{dead_letters.count_dead_letters(broker)} dead letter(s) in all.")
 
 
@@ -113,7 +113,7 @@ def stats_command(hours: float, as_json: bool) -> None:
         avg = row["avg_success_seconds"]
         table.add_row(row["job_class"], str(row["success_today"]), *(str(row["counts"].get(s, 0)) for s in statuses),
                       f"{avg:.3f}" if avg is not None else "-")
-    Console(width=180, markup=False, highlight=False).print(table)
+    print_table(table, 180)
 
 
 commands = [jobs_group]

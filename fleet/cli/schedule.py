@@ -6,14 +6,15 @@ from datetime import datetime, timezone
 
 import click
 from redis import RedisError
-from rich.console import Console
 from rich.table import Table
 
 from actors import schedule as sched
+from core import formats
 from core.broker import check_broker
 from core.errors import FleetError
 from core.settings import get_settings
 from fleet.cli.database import open_database
+from fleet.cli.output import print_table
 
 
 def load(value: str | None = None) -> sched.Schedule:
@@ -30,22 +31,11 @@ def load(value: str | None = None) -> sched.Schedule:
 
 
 def when(moment: datetime | None, tz: str) -> str:
-    return sched.local_time(moment, tz, "-")
+    return formats.moment(moment, tz, "-")
 
 
 def seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} s"
-
-
-def _flags(entry: sched.Entry, paused: bool) -> str:
-    flags = ["overlap: wait" if entry.without_overlapping else "overlap: allowed"]
-    if entry.catch_up == "latest":
-        flags.append("catch-up: latest")
-    if not entry.enabled:
-        flags.append("DISABLED")
-    if paused:
-        flags.append("PAUSED")
-    return ", ".join(flags)
+    return formats.seconds(value, empty="-")
 
 
 @click.group("schedule")
@@ -63,7 +53,7 @@ def check_command(file: str | None) -> None:
     for entry in schedule.entries.values():
         table.add_row(entry.name, entry.task, entry.args_text or "-", entry.trigger_text,
                       when(entry.next_slot(now), entry.timezone) if entry.enabled else "disabled")
-    Console(width=160, markup=False, highlight=False).print(table)
+    print_table(table, 160)
     count = len(schedule.entries)
     click.echo(f"{schedule.path}: {count} {'entry' if count == 1 else 'entries'}, all valid.")
 
@@ -73,19 +63,13 @@ def list_command() -> None:
     """Each entry: trigger in words, next run, last run with its state and duration, paused."""
     schedule = load()
     open_database()
-    now = datetime.now(timezone.utc)
-    last = sched.last_runs(schedule.entries)
-    paused = sched.pauses()
-    table = Table("entry", "task", "trigger", "next run", "last run", "state", "duration", "latest slot", "flags")
-    for entry in schedule.entries.values():
-        run, slot = last[entry.name]
-        nxt = "paused" if entry.name in paused else when(entry.next_slot(now), entry.timezone) if entry.enabled else "-"
-        table.add_row(entry.name, f"{entry.task} {entry.args_text}".strip(), entry.trigger_text, nxt,
-                      when(run.slot_time, entry.timezone) if run else "never", sched.state_text(run) if run else "-",
-                      seconds(run.duration_seconds) if run else "-",
-                      f"{sched.state_text(slot)} at {when(slot.slot_time, entry.timezone)}" if slot else "-",
-                      _flags(entry, entry.name in paused))
-    Console(width=200, markup=False, highlight=False).print(table)
+    table = Table("entry", "task", "trigger", "next run", "last run", "state", "duration", "latest slot", "policy")
+    for row in sched.entry_rows(schedule):
+        e = row.entry
+        flags = [row.policy] + ["DISABLED"] * (not e.enabled) + ["PAUSED"] * bool(row.paused)
+        table.add_row(e.name, f"{e.task} {e.args_text}".strip(), e.trigger_text, row.next_text, row.last_text,
+                      row.state or "-", row.duration or "-", row.slot_text or "-", ", ".join(flags))
+    print_table(table)
     click.echo(_schedulers_line(schedule))
 
 
@@ -96,7 +80,7 @@ def _schedulers_line(schedule: sched.Schedule) -> str:
         return f"Schedulers: unknown (Redis did not answer: {exc})"
     if not running:
         return "Schedulers: none running; no slot is emitted until `fleet scheduler` runs."
-    parts = [f"{'leader' if s.leader else 'standby'} {s.id} (heartbeat {s.heartbeat_age:.1f} s ago)" for s in running]
+    parts = [f"{'leader' if s.leader else 'standby'} {s.id} (heartbeat {formats.seconds(s.heartbeat_age, 1)} ago)" for s in running]
     if not any(s.leader for s in running):
         parts.insert(0, "no leader yet")
     line = "Schedulers: " + "; ".join(parts)
@@ -168,7 +152,7 @@ def history_command(name: str, limit: int) -> None:
         table.add_row(f"#{run.id}", when(run.slot_time, tz), run.kind, sched.state_text(run),
                       when(run.emitted_at, tz), run.scheduler or "-", run.message_id or "-",
                       seconds(run.duration_seconds), run.detail or "")
-    Console(width=220, markup=False, highlight=False).print(table)
+    print_table(table, 220)
 
 
 commands = [schedule_group]

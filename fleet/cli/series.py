@@ -9,24 +9,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from actors import series as ops
-from core.broker import check_broker
 from core.errors import FleetError
-from core.settings import get_settings
 from fleet.cli.database import open_database
 from fleet.cli.types import HOURS, ID
 
 WHAT = {"import-missing-data": "without data", "check-data-updates": "with data older than {hours:g} hour(s)"}
 
 
-def _open(*, broker: bool = False) -> None:
-    open_database()
-    if broker:
-        check_broker(get_settings())
-
-
 def _run_sweep(kind: ops.Kind, action: str, **params) -> None:
     """Run the sweep in this process, a progress bar on a terminal, then its one line of counts."""
-    _open(broker=True)
+    open_database(broker=True)
     task_name = f"{kind.name}.{action}"
     console = Console()
     if console.is_terminal:
@@ -42,7 +34,7 @@ def _run_sweep(kind: ops.Kind, action: str, **params) -> None:
 
 
 def _sync(kind: ops.Kind, tvdb_id: int) -> None:
-    _open(broker=True)
+    open_database(broker=True)
     row = ops.find(kind, tvdb_id)
     noun = kind.model.__name__
     if row is None:
@@ -54,7 +46,7 @@ def _sync(kind: ops.Kind, tvdb_id: int) -> None:
 
 
 def _status(kind: ops.Kind, hours: float, as_json: bool) -> None:
-    _open()
+    open_database()
     counts = ops.status_counts(kind, hours)
     if as_json:
         click.echo(json.dumps(counts))
@@ -136,7 +128,7 @@ def add_command(tvdb_ids: tuple[int, ...], name: str | None, from_file: str | No
         if from_file:
             for _ in _ids_in(from_file):  # a first pass, so a bad line adds nothing
                 pass
-        _open()
+        open_database()
         created, known = ops.add_series(_ids_in(from_file) if from_file else tvdb_ids, name)
     except (OSError, UnicodeDecodeError) as exc:
         raise FleetError(f"cannot read {from_file}: {getattr(exc, 'strerror', None) or exc}") from None

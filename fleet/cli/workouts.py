@@ -5,24 +5,16 @@ import json
 
 import click
 from peewee import IntegrityError
-from rich.console import Console
 from rich.table import Table
 
 from actors import workouts as ops
-from core.broker import check_broker
 from core.errors import FleetError
-from core.settings import get_settings
 from db.models.workouts import User, WorkoutPlan
 from fleet.cli.database import open_database
+from fleet.cli.output import print_table
 from fleet.cli.types import HOURS, ID
 
 QUESTION = "Do you want to retry generating these workout plans? (yes/no) [yes]:"
-
-
-def _open(*, broker: bool = False) -> None:
-    open_database()
-    if broker:
-        check_broker(get_settings())
 
 
 def _require(plan_id: int | None = None, user_id: int | None = None) -> None:
@@ -53,7 +45,7 @@ def workouts_group() -> None:
 @click.option("--name", help="Display name.")
 def add_user_command(email: str, name: str | None) -> None:
     """Create an app user (who owns plans; not a panel account)."""
-    _open()
+    open_database()
     try:
         user = User.create(email=email.strip().lower(), name=name)
     except IntegrityError:
@@ -67,7 +59,7 @@ def add_user_command(email: str, name: str | None) -> None:
 @click.option("--goal", required=True)
 def create_plan_command(user_id: int, days: int, goal: str) -> None:
     """Create a plan with its pending days and dispatch its generation job."""
-    _open(broker=True)
+    open_database(broker=True)
     _require(user_id=user_id)
     plan = ops.create_plan(user_id, days, goal)
     ops.dispatch(user_id, plan.id)
@@ -80,7 +72,7 @@ def create_plan_command(user_id: int, days: int, goal: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def status_command(plan_id: int | None, user_id: int | None, as_json: bool) -> None:
     """Counts of pending, generated and failed days; each day of one plan."""
-    _open()
+    open_database()
     _require(plan_id, user_id)
     counts = ops.status_counts(plan_id, user_id)
     days = []
@@ -101,7 +93,7 @@ def status_command(plan_id: int | None, user_id: int | None, as_json: bool) -> N
         for d in days:
             table.add_row(f"#{d['id']}", str(d["day"]), d["status"], d["error_code"] or "-",
                           (d["error_message"] or "")[:80], str(d["attempts"]))
-        Console(width=160, markup=False, highlight=False).print(table)
+        print_table(table, 160)
 
 
 @workouts_group.command("retry-failed")
@@ -111,7 +103,7 @@ def status_command(plan_id: int | None, user_id: int | None, as_json: bool) -> N
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 def retry_failed_command(plan_id: int | None, user_id: int | None, reset: bool, assume_yes: bool) -> None:
     """Retry failed workout-plan generations: one job a plan, whatever its failed days."""
-    _open(broker=not reset)
+    open_database(broker=not reset)
     _require(plan_id, user_id)
     click.echo("Looking for failed workout plans...")
     where = ops.failed_filter(plan_id, user_id)
@@ -156,7 +148,7 @@ def generate_command(plan_id: int | None, all_pending: bool) -> None:
     """Dispatch the generation job of plans with pending days (one job a plan)."""
     if (plan_id is None) == (not all_pending):
         raise click.UsageError("give --plan ID or --all-pending (one of them)")
-    _open(broker=True)
+    open_database(broker=True)
     _require(plan_id)
     sent, in_flight = ops.generate_pending(plan_id)
     if not sent + in_flight:
@@ -170,7 +162,7 @@ def generate_command(plan_id: int | None, all_pending: bool) -> None:
               help="0 dispatches every plan with pending days.")
 def rescue_stale_command(hours: float) -> None:
     """Re-dispatch plans whose days stay pending longer than --hours with no job in flight."""
-    _open(broker=True)
+    open_database(broker=True)
     found, dispatched = ops.rescue_stale(hours)
     click.echo(f"Found {found} plan(s) with days pending for more than {hours:g} hour(s); "
                f"dispatched {dispatched} generation job(s) ({found - dispatched} already in flight).")

@@ -1,0 +1,22 @@
+"""This process's name in the ledgers, locks and heartbeats: `host~suffix:pid`.
+
+The suffix is four random hex digits chosen once per process (again after a fork), so two
+containers that share a host name and both run as PID 1 still differ. The pid stays last,
+after the last `:`, where operators and tests read it back.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+_chosen: tuple[int, str] = (0, "")  # (pid, suffix) of the process that chose it
+
+
+def process_id() -> str:
+    """`host~suffix:pid` of this process, the same on every call within it."""
+    global _chosen
+    pid = os.getpid()
+    if _chosen[0] != pid:
+        _chosen = (pid, os.urandom(2).hex())
+    return f"{socket.gethostname()}~{_chosen[1]}:{pid}"
+
