@@ -105,12 +105,6 @@ class Lanes:
             free = max(self._local[key], now)
             self._local[key] = max(free, now + seconds * 1e6) if at_least else free + seconds * 1e6
 
-    def clear(self) -> None:
-        if self._client is not None:
-            self._client.delete(*self.keys)
-        with self._lock:
-            self._local = {key: 0.0 for key in self.keys}
-
     def ahead(self, lane: int) -> float:
         """Seconds the lane's next free moment lies ahead of now (0 when it is free)."""
         if self._client is None:

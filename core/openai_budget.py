@@ -186,54 +186,47 @@ class OpenAIBudget:
     def observe(self, headers, answered: bool = True) -> None:
         """Learn the limits from an answer's x-ratelimit-* headers, and hold the lanes back when
         the provider has less left than this budget expects (another user of the key). A real
-        answer without the headers says the provider (a local server) announces no limits."""
+        answer without the headers says the provider (a local server) announces no limits. The
+        lanes are corrected before the limits are kept: calls waiting for the probe see both."""
         if headers is None:
             return
-        limit_requests = _int_header(headers, "x-ratelimit-limit-requests")
-        limit_tokens = _int_header(headers, "x-ratelimit-limit-tokens")
-        if answered:
-            self._learn({"requests": max(0, limit_requests or 0), "tokens": max(0, limit_tokens or 0)})
-        else:
-            learned = {k: v for k, v in (("requests", limit_requests), ("tokens", limit_tokens)) if v and v > 0}
-            if learned:
-                self._learn(learned)
-        if not self.enabled:
-            return
-        limits = self.limits()
-        for lane, name, limit in ((0, "requests", limits.requests), (1, "tokens", limits.tokens)):
-            remaining = _int_header(headers, f"x-ratelimit-remaining-{name}")
-            if remaining is None:
-                continue
-            if not limit:
-                continue
-            spacing = self.window / limit
-            if lane == 0:
+        announced = {"requests": _int_header(headers, "x-ratelimit-limit-requests"),
+                     "tokens": _int_header(headers, "x-ratelimit-limit-tokens")}
+        if self.enabled:
+            current = self.limits()
+            setting = {"requests": self.rpm, "tokens": self.tpm}
+            for lane, name in ((0, "requests"), (1, "tokens")):
+                limit = setting[name] or announced[name] or getattr(current, name)
+                remaining = _int_header(headers, f"x-ratelimit-remaining-{name}")
+                if remaining is None or not limit:
+                    continue
+                spacing = self.window / limit
+                if lane == 1:  # the provider's bucket has `remaining`; ours is full at `limit`
+                    self._lanes.move(1, (limit - remaining) * spacing, at_least=True)
+                    continue
                 low = max(1.0, limit * LOW_WATER)
                 if remaining < low:
                     reset = parse_duration(headers.get("x-ratelimit-reset-requests"))
                     hold = (low - remaining) * spacing
                     self._lanes.move(0, min(hold, reset) if reset else hold, at_least=True)
-            else:
-                # the provider's bucket has `remaining`; ours is full at `limit`
-                self._lanes.move(1, (limit - remaining) * spacing, at_least=True)
+        if answered:
+            self._learn({name: max(0, value or 0) for name, value in announced.items()})
+        else:
+            learned = {name: value for name, value in announced.items() if value and value > 0}
+            if learned:
+                self._learn(learned)
 
     def _learn(self, learned: dict[str, int]) -> None:
-        """Keep the limits the provider announced; the first time, the provisional spacing ends."""
+        """Keep the limits the provider announced (a day; every answer renews them)."""
         if self._redis is None:
             with self._lock:
-                first = "requests" not in self._local
                 self._local.update(learned)
-            if first:
-                self._lanes.clear()
             return
         key = f"{PREFIX}:learned"
         with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(key)
             pipe.hset(key, mapping=learned)
             pipe.expire(key, LEARNED_TTL)
-            before = pipe.execute()[0]
-        if not before:
-            self._lanes.clear()
+            pipe.execute()
 
     def rate_limited(self, retry_after: float | None, message: str) -> Deferred:
         """A 429 came anyway: every call waits its Retry-After, the budget runs at half for as long
