@@ -9,6 +9,10 @@ provider's second boundary counts in two of its seconds. A 429 from the provider
 half for its Retry-After (again on each further 429, down to 1 a second); it returns to
 the configured rate when that time has passed.
 
+The spacing is `Lanes`, one mechanism for every provider: a lane a limit, each a "next free
+moment" in Redis moved by one Lua script, so OpenAI's requests and tokens a minute
+(core.openai_budget) use the same reservations as the series API's requests a second.
+
 Without a state Redis (RabbitMQ and no FLEET_STATE_REDIS_URL) the window is per process.
 """
 from __future__ import annotations
