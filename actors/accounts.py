@@ -11,14 +11,24 @@ from peewee import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.errors import FleetError
+from core.settings import get_settings
 from db.models import utcnow
 from db.models.accounts import PanelAccount
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # hashing costs the same whatever the length, but a megabyte is not a password
 
-# Checked when no account has the email, so an unknown email costs as much time as a wrong password.
-_DUMMY_HASH = generate_password_hash("no account has this password")
+_dummy_hashes: dict[str | None, str] = {}
+
+
+def _dummy_hash() -> str:
+    """Checked when no account has the email, so an unknown email costs as much time as a wrong
+    password (hashed the way the settings hash passwords)."""
+    method = get_settings().password_hash_method
+    if method not in _dummy_hashes:
+        password = "no account has this password"
+        _dummy_hashes[method] = generate_password_hash(password, method) if method else generate_password_hash(password)
+    return _dummy_hashes[method]
 
 
 def _normal(email: str) -> str:
@@ -38,7 +48,7 @@ def create_account(email: str, password: str, role: str) -> PanelAccount:
         raise FleetError(f"{email!r} is not an email address", exit_code=2)
     _check_password(password)
     account = PanelAccount(email=email, role=role)
-    account.set_password(password)
+    account.set_password(password, get_settings().password_hash_method)
     try:
         account.save()
     except IntegrityError:
@@ -57,7 +67,7 @@ def authenticate(email: str, password: str) -> PanelAccount | None:
     """The enabled account with this email and password, else None; the same work either way."""
     account = PanelAccount.get_or_none(PanelAccount.email == _normal(email)) if len(password) <= MAX_PASSWORD else None
     if account is None:
-        check_password_hash(_DUMMY_HASH, password[:MAX_PASSWORD])
+        check_password_hash(_dummy_hash(), password[:MAX_PASSWORD])
         return None
     if not account.check_password(password) or account.disabled_at is not None:
         return None
@@ -80,7 +90,7 @@ def set_password(email: str, password: str) -> PanelAccount:
     """A new password; every session of the account ends."""
     account = get_account(email)
     _check_password(password)
-    account.set_password(password)
+    account.set_password(password, get_settings().password_hash_method)
     PanelAccount.update(password_hash=account.password_hash,
                         session_version=PanelAccount.session_version + 1).where(PanelAccount.id == account.id).execute()
     return account

@@ -12,8 +12,8 @@ message's own options (`actor.send_with_options(..., retry_delays=(5,))`) overri
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import Iterable, Iterator
 
 import dramatiq
 

@@ -8,9 +8,9 @@ kind `workouts_retry` (see the end of this module).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Iterator
 
 from peewee import SQL, fn
 

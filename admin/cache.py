@@ -4,7 +4,8 @@ per web process, whatever the number of requests. Kept on the app, so each app h
 from __future__ import annotations
 
 import threading
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from cachetools import TTLCache
 from flask import current_app

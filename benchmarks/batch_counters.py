@@ -18,6 +18,7 @@ transaction already takes the one database lock, so the two differ little there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -29,6 +30,8 @@ from pathlib import Path
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
+
+from tests.servers import scratch_postgres  # noqa: E402
 
 SCHEMA = [
     'CREATE TABLE batch (id VARCHAR(36) PRIMARY KEY, processed INTEGER NOT NULL, succeeded INTEGER NOT NULL, cost_usd REAL NOT NULL)',
@@ -110,16 +113,6 @@ def measure(url: str, strategy: str, processes: int, threads: int, items: int) -
     return processes * threads * items / elapsed
 
 
-def postgres_database(base_url: str):
-    import psycopg2
-
-    name = f"fleet_bench_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(base_url)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    return admin, name, f"{base_url.rpartition('/')[0]}/{name}"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--processes", "-p", type=int, default=2)
@@ -128,26 +121,18 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     targets = []
-    with tempfile.TemporaryDirectory(prefix="fleet-bench-counters-") as tmp:
-        targets.append(("SQLite (WAL)", f"sqlite:///{tmp}/counters.db", None))
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-counters-") as tmp, contextlib.ExitStack() as databases:
+        targets.append(("SQLite (WAL)", f"sqlite:///{tmp}/counters.db"))
         postgres = os.environ.get("FLEET_TEST_POSTGRES_URL")
         if postgres:
-            admin, name, url = postgres_database(postgres)
-            targets.append(("PostgreSQL", url, (admin, name)))
+            targets.append(("PostgreSQL", databases.enter_context(scratch_postgres(postgres, "fleet_bench"))))
         print(f"{args.processes} processes × {args.threads} threads, {args.items} items each, a transaction an item; "
               f"items settled a second, best of {args.runs}")
-        try:
-            for label, url, _ in targets:
-                rates = {s: max(measure(url, s, args.processes, args.threads, args.items) for _ in range(args.runs))
-                         for s in COUNTER_SQL}
-                print(f"{label:<14} batch row {rates['batch row']:>7,.0f}/s   chunk row {rates['chunk row']:>7,.0f}/s   "
-                      f"(× {rates['chunk row'] / rates['batch row']:.2f})")
-        finally:
-            for _, _, pg in targets:
-                if pg:
-                    admin, name = pg
-                    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                    admin.close()
+        for label, url in targets:
+            rates = {s: max(measure(url, s, args.processes, args.threads, args.items) for _ in range(args.runs))
+                     for s in COUNTER_SQL}
+            print(f"{label:<14} batch row {rates['batch row']:>7,.0f}/s   chunk row {rates['chunk row']:>7,.0f}/s   "
+                  f"(× {rates['chunk row'] / rates['batch row']:.2f})")
     return 0
 
 

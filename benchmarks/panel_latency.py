@@ -23,7 +23,6 @@ import random
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.servers import RedisServer  # noqa: E402
+
 WORK = Path(tempfile.mkdtemp(prefix="fleet-panel-bench-"))
 CHUNK = 10_000
 ACTORS = ["generate_user_workout_plan", "fetch_series_data", "fetch_episode_data", "translate_file", "ping"]
@@ -39,17 +40,6 @@ ACTORS = ["generate_user_workout_plan", "fetch_series_data", "fetch_episode_data
 MIX = [("success", [None], 0.75), ("failed", ["ERR_AUTH", "ERR_INVALID_RESPONSE", "ERR_NOT_FOUND", "ERR_INTERNAL"], 0.08),
        ("retrying", ["ERR_API_TIMEOUT", "ERR_RATE_LIMIT", "ERR_API_UNAVAILABLE", "ERR_CONNECTION"], 0.10),
        ("deferred", ["ERR_CIRCUIT_OPEN"], 0.04), ("started", [None], 0.03)]
-
-
-def start_redis() -> tuple[subprocess.Popen, str]:
-    from core.embedded_redis import redis_server_binary
-    from core.net import free_port
-
-    port = free_port()
-    proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--save", "", "--appendonly", "no",
-                             "--dir", str(WORK)], stdout=subprocess.DEVNULL)
-    time.sleep(0.3)
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def seed_joblogs(db, count: int) -> None:
@@ -174,7 +164,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=50)
     args = parser.parse_args()
 
-    redis_proc, redis_url = start_redis()
+    redis_server = RedisServer(WORK / "redis").start()
+    redis_url = redis_server.url
     os.environ.update(DATABASE_URL=f"sqlite:///{WORK}/bench.db", BROKER_URL=redis_url, FLEET_VAR_DIR=str(WORK / "var"),
                       FLEET_SECRET_KEY="bench-secret")
     try:
@@ -214,8 +205,7 @@ def main() -> int:
         expected = (args.plans + 1) // 2
         seconds, record, queued = bulk_retry(client, token, expected)
     finally:
-        redis_proc.terminate()
-        redis_proc.wait()
+        redis_server.stop()
         shutil.rmtree(WORK, ignore_errors=True)
 
     print(f"\npage latency, {args.requests} requests each after a warm-up (Flask test client, one thread)")

@@ -23,13 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis  # noqa: E402
 
-from benchmarks.scratch import postgres_database  # noqa: E402
-from core.embedded_redis import redis_server_binary  # noqa: E402
-from core.net import free_port  # noqa: E402
 from db.database import open_database  # noqa: E402
 from db.migrate import migrate  # noqa: E402
 from db.models import utcnow  # noqa: E402
 from db.models.workouts import Plan, User, WorkoutPlan  # noqa: E402
+from tests.servers import DEFAULT_POSTGRES_URL, RedisServer, scratch_postgres  # noqa: E402
 
 CHUNK = 5_000
 
@@ -102,20 +100,16 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
-    port = free_port()
-    server = subprocess.Popen([redis_server_binary(), "--port", str(port), "--save", "", "--appendonly", "no",
-                               "--dir", str(work)], stdout=subprocess.DEVNULL)
-    redis_url = f"redis://127.0.0.1:{port}/0"
-    time.sleep(0.3)
+    server = RedisServer(work / "redis").start()
+    redis_url = server.url
     results = []
     try:
         results += bench("sqlite", f"sqlite:///{work}/bench.db", redis_url, work / "var", args.plans, args.days)
         if not args.skip_postgres:
-            with postgres_database() as url:
+            with scratch_postgres(os.environ.get("FLEET_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL), "fleet_bench") as url:
                 results += bench("postgresql", url, redis_url, work / "var", args.plans, args.days)
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
 
     print(f"\n{args.plans * args.days:,} failed days in {args.plans:,} plans")
     print(f"{'database':<11} {'command':<22} {'seconds':>8} {'peak RSS':>9}  {'result':<7} target < 30 s")

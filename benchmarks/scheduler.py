@@ -28,6 +28,7 @@ Exit status 1 when there is a duplicate, 0 otherwise (the other targets are repo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import signal
@@ -35,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,11 +47,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_DIR))
 
-from core.embedded_redis import redis_server_binary  # noqa: E402
-from core.net import free_port  # noqa: E402
 from db.database import open_database  # noqa: E402
 from db.migrate import migrate  # noqa: E402
 from db.models.schedule import ScheduleRun  # noqa: E402
+from tests.servers import RedisServer, scratch_postgres  # noqa: E402
 
 INTERVAL = 10
 LEADER_KEY = "fleet:scheduler:leader"
@@ -64,35 +63,6 @@ def schedule_file(path: Path, entries: int) -> None:
         lines += [f"[cleanup-{n:04d}]", 'task = "jobs.cleanup"', f"args = {{ days = {n + 1} }}",
                   f'every = "{INTERVAL}s"', "without_overlapping = false", ""]
     path.write_text("\n".join(lines))
-
-
-def start_redis(workdir: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            return proc, port
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise SystemExit("redis-server did not start")
-
-
-def create_postgres(url: str) -> tuple[str, callable]:
-    import psycopg2
-
-    name = f"fleet_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(url)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-
-    def drop():
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-    return f"{url.rpartition('/')[0]}/{name}", drop
 
 
 class Schedulers:
@@ -129,11 +99,11 @@ def percentile(values: list[float], p: float) -> float:
 
 def run(args) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-scheduler-"))
-    redis_proc, port = start_redis(tmp)
-    client = redis.Redis(port=port)
-    drop = None
+    servers = contextlib.ExitStack()
+    redis_server = servers.enter_context(RedisServer(tmp / "redis"))
+    client = redis.Redis.from_url(redis_server.url)
     if args.database:
-        db_url, drop = create_postgres(args.database)
+        db_url = servers.enter_context(scratch_postgres(args.database, "fleet_bench"))
     else:
         db_url = f"sqlite:///{tmp}/fleet.db"
     db = open_database(db_url)
@@ -141,7 +111,7 @@ def run(args) -> int:
     path = tmp / "schedule.toml"
     schedule_file(path, args.entries)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_") and k not in ("BROKER_URL", "DATABASE_URL")}
-    env.update(BROKER_URL=f"redis://127.0.0.1:{port}/0", DATABASE_URL=db_url, FLEET_SCHEDULE=str(path),
+    env.update(BROKER_URL=redis_server.url, DATABASE_URL=db_url, FLEET_SCHEDULE=str(path),
                FLEET_VAR_DIR=str(tmp / "var"), PYTHONUNBUFFERED="1")
     schedulers = Schedulers(env, tmp)
     kills: list[dict] = []
@@ -181,9 +151,7 @@ def run(args) -> int:
         messages = [Message.decode(raw) for raw in client.hvals(QUEUE)]
     finally:
         db.close()
-        if drop:
-            drop()
-        redis_proc.terminate()
+        servers.close()
 
     def wall(moment: datetime) -> float:
         return moment.replace(tzinfo=timezone.utc).timestamp()

@@ -41,12 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis  # noqa: E402
 
-from benchmarks.scratch import postgres_database  # noqa: E402
-from core.embedded_redis import redis_server_binary  # noqa: E402
-from core.net import free_port  # noqa: E402
 from db.database import open_database  # noqa: E402
 from db.migrate import migrate  # noqa: E402
 from db.models import utcnow  # noqa: E402
+from tests.servers import DEFAULT_POSTGRES_URL, RedisServer, scratch_postgres  # noqa: E402
 
 SEED_CHUNK = 10_000
 TARGETS = {"import-missing-data": 60, "import-missing-data again": 30, "check-data-updates --hours 24": 15}
@@ -214,22 +212,18 @@ def main() -> int:
         return 0
 
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-sweeps-"))
-    port = free_port()
-    server = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL)
-    redis_url = f"redis://127.0.0.1:{port}/0"
-    time.sleep(0.3)
+    server = RedisServer(work / "redis").start()
+    redis_url = server.url
     results, memory = [], {}
     try:
         found, memory["sqlite"] = bench("sqlite", f"sqlite:///{work}/bench.db", redis_url, work / "var", args.rows)
         results += found
         if not args.skip_postgres:
-            with postgres_database() as url:
+            with scratch_postgres(os.environ.get("FLEET_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL), "fleet_bench") as url:
                 found, memory["postgresql"] = bench("postgresql", url, redis_url, work / "var", args.rows)
                 results += found
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
 
     print(f"\n{args.rows:,} series rows; a private redis-server; the real CLI (seconds: the process; sweep: its "
           "own run, which the send() loop is compared with)")

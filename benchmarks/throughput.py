@@ -65,11 +65,10 @@ REPO_DIR = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_DIR))
 
 from benchmarks.bench_actors import NAMESPACES, QUEUE, SIDE_ENV  # noqa: E402
-from core.embedded_redis import redis_server_binary  # noqa: E402
-from core.net import free_port  # noqa: E402
 from db.database import open_database  # noqa: E402
 from db.migrate import migrate  # noqa: E402
 from db.models.jobs import JobLog  # noqa: E402
+from tests.servers import RedisServer  # noqa: E402
 
 TARGETS = {"noop": 0.9, "full": 0.75}
 KIND_LABELS = {"noop": "no-op", "full": "full (unique, service, 0.6 s)"}
@@ -115,29 +114,17 @@ class Run:
 # -- the private Redis ------------------------------------------------------------------
 @contextlib.contextmanager
 def private_redis(workdir: Path):
-    """A throwaway redis-server on a free port, without persistence."""
-    port = free_port()
-    (workdir / "redis").mkdir()
-    proc = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir / "redis"), "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
+    """A throwaway redis-server (tests/servers.py), without persistence: its URL and a client."""
     try:
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        else:
-            raise BenchmarkError("the benchmark's redis-server did not start")
-        yield f"redis://127.0.0.1:{port}/0", client
+        server = RedisServer(workdir / "redis").start()
+    except RuntimeError as exc:
+        raise BenchmarkError(f"the benchmark's redis-server did not start: {exc}") from None
+    client = redis.Redis.from_url(server.url)
+    try:
+        yield server.url, client
     finally:
         client.close()
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 # -- one run ------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ middleware (`actors.runtime.boot` hands in Fleet's).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import dramatiq
 

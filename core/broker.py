@@ -30,9 +30,10 @@ class BrokerUnavailable(FleetError):
     pass
 
 
-# A dead worker's unacked messages are found by a maintenance pass that runs on this
-# share of fetches (out of 1,000,000); Dramatiq's 0.1 % would leave them for many minutes.
-MAINTENANCE_CHANCE = 100_000
+# A dead worker's unacked messages are found by a maintenance pass that runs on a share of
+# fetches (FLEET_DEAD_WORKER_CHECKS, 10 % by default); Dramatiq's 0.1 % would leave them for
+# many minutes. Dramatiq counts the share out of this.
+MAINTENANCE_SCALE = 1_000_000
 WAKE_TOKENS = 8  # wake-up tokens a queue keeps for its idle consumers
 INVALID_ACTOR = "<invalid message>"  # the actor of the stand-in for a message that cannot be decoded
 RAW_LIMIT = 4_000  # bytes of an invalid message kept
@@ -62,6 +63,11 @@ class FleetRedisBroker(RedisBroker):
 
     def add_middleware(self, middleware, **kwargs) -> None:
         super().add_middleware(middleware, **kwargs)
+        self._hooks = {}
+
+    def remove_middleware(self, middleware) -> None:
+        """Take a middleware off (an in-process Worker's own, once that worker has stopped)."""
+        self.middleware.remove(middleware)
         self._hooks = {}
 
     def _hooks_of(self, signal: str) -> list:
@@ -250,7 +256,7 @@ def build_broker(settings: Settings, middleware: list) -> dramatiq.Broker:
         middleware=middleware,
         namespace=REDIS_NAMESPACE,
         heartbeat_timeout=int(settings.heartbeat_timeout * 1000),
-        maintenance_chance=MAINTENANCE_CHANCE,
+        maintenance_chance=int(settings.dead_worker_checks * MAINTENANCE_SCALE),
     )
 
 

@@ -118,7 +118,7 @@ class Lanes:
 
 
 MAX_WAIT = 2.0  # seconds a request waits in its thread for a slot; beyond that its job is deferred
-_budgets: dict[str, "ApiBudget | None"] = {}
+_budgets: dict[str, ApiBudget | None] = {}
 _lock = threading.Lock()
 
 

@@ -53,7 +53,7 @@ def _answers(socket: Path) -> bool:
 def exec_redis(settings: Settings) -> None:
     """Replace this process with redis-server; refuse when one already serves var/."""
     if not settings.embedded_broker:
-        raise FleetError(f"BROKER_URL is set; `fleet redis` runs only the embedded broker", exit_code=2)
+        raise FleetError("BROKER_URL is set; `fleet redis` runs only the embedded broker", exit_code=2)
     binary = redis_server_binary()
     socket = settings.redis_socket
     if socket.exists():

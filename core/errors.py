@@ -7,6 +7,7 @@ Every failure Fleet stores (JobLog, domain rows, dead letters) carries a code fr
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from time import time
@@ -46,7 +47,7 @@ CODES: dict[str, ErrorCode] = {
         ErrorCode("ERR_INVALID_RESPONSE", False, "The external API answered with malformed or unexpected data."),
         ErrorCode("ERR_CIRCUIT_OPEN", True, "Calls to this service are paused after repeated failures; the job waits until it recovers."),
         ErrorCode("ERR_TIME_LIMIT", True, "The job ran longer than its time limit and was stopped."),
-        ErrorCode("ERR_INPUT_FILE", False, "The input file cannot be used: missing, unreadable, binary, not UTF-8 text or too large; fix the file, then retry."),
+        ErrorCode("ERR_INPUT_FILE", False, "The input file cannot be used: missing, unreadable, binary, not UTF-8 text, too large, or not safe to parse (nested too deep, a number that is not JSON, a key twice); fix the file, then retry."),
         ErrorCode("ERR_DATABASE", True, "The database could not be reached or dropped the connection; retried once it is back."),
         ErrorCode("ERR_STATE_STORE", True, "Redis (queues, locks, breakers) could not be reached; retried once it is back."),
         ErrorCode("ERR_INVALID_MESSAGE", False, "The queued message is not a valid job (not JSON, fields missing, or an unknown actor); it was set aside."),
@@ -60,6 +61,7 @@ class Classified:
     code: ErrorCode
     message: str
     retry_after: float | None = None  # seconds the API asked us to wait
+    defer_seconds: float | None = None  # an outage to wait out without spending a retry (FLEET_MAX_DEFER bounds it)
 
     @property
     def retryable(self) -> bool:
@@ -145,6 +147,17 @@ def _classify_requests(exc) -> Classified | None:
     return None
 
 
+DISK_FULL = re.compile(r"disk is full|disk full|no space left on device|could not extend file", re.I)
+
+
+def database_error_text(exc: BaseException) -> str:
+    """A database error in one line; the error that made a rollback fail when the rollback's own
+    ("cannot rollback - no transaction is active": SQLite rolled back by itself, disk full) hides it."""
+    while "cannot rollback" in str(exc) and exc.__context__ is not None:
+        exc = exc.__context__
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _classify_infrastructure(exc) -> Classified | None:
     import peewee
     import redis
@@ -152,7 +165,13 @@ def _classify_infrastructure(exc) -> Classified | None:
     from playhouse.pool import MaxConnectionsExceeded
 
     if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)):
-        return Classified(CODES["ERR_DATABASE"], f"database: {' '.join(str(exc).split())[:300] or type(exc).__name__}")
+        text = database_error_text(exc)
+        if DISK_FULL.search(text):
+            from core.settings import get_settings
+
+            return Classified(CODES["ERR_DATABASE"], f"database: disk is full ({text[:280]})",
+                              defer_seconds=get_settings().circuit_reset)
+        return Classified(CODES["ERR_DATABASE"], f"database: {text[:300]}")
     if isinstance(exc, (redis.RedisError, BrokerConnectionError)):
         return Classified(CODES["ERR_STATE_STORE"], f"Redis: {str(exc)[:300] or type(exc).__name__}")
     return None

@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object a line, with the context of the job at hand."""
+"""Log lines on stderr: human lines, or one JSON object a line with the context of the job at
+hand when FLEET_LOG_FORMAT=json (what `fleet up` keeps in var/log/)."""
 from __future__ import annotations
 
 import json
@@ -31,12 +32,31 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(line, default=str))
 
 
+class TextFormatter(logging.Formatter):
+    """`2026-01-05 10:00:00 WARNING fleet.joblog: message [actor=… error_code=…]`, redacted."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = {k: v for k, v in trace.current().items() if k != "trace_id" and v is not None}
+        context.update((k, v) for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_"))
+        if context:
+            line += " [" + " ".join(f"{k}={v}" for k, v in context.items()) + "]"
+        return redact(line)
+
+
+class _FleetHandler(logging.StreamHandler):
+    """The one handler configure_logging installs (so a second call leaves it be)."""
+
+
 def configure_logging(settings: Settings, level: int = logging.INFO) -> None:
     root = logging.getLogger()
-    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+    if any(isinstance(h, _FleetHandler) for h in root.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler = _FleetHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root.handlers[:] = [handler]
     root.setLevel(level)
     for noisy in ("urllib3", "httpx", "waitress.queue"):

@@ -31,6 +31,7 @@ class SettingsError(Exception):
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path
+    var_dir_found_by: str  # how var_dir was chosen, for the lines that name it
     database_url: str
     broker_url: str
     embedded_broker: bool
@@ -59,11 +60,21 @@ class Settings:
     openai_budget: bool = True  # off: calls go out unspaced and a 429 spends a retry (for comparison only)
     openai_daily_usd: float = 0.0  # daily spend cap; 0 = none
     openai_timeout: float = 60.0  # seconds a call may take
+    log_format: str = "text"  # "json": one JSON object a line (what `fleet up` writes to var/log/)
+    scheduler_lease: float = 10.0  # seconds the leader's lease lasts unrenewed (renewed every quarter of it)
+    overlap_lock_ttl: float = 15.0  # seconds a running scheduled job's overlap lock lasts unrenewed
+    fast_password_hash: bool = False  # tests only: one PBKDF2 round instead of werkzeug's default
+    dead_worker_checks: float = 0.1  # share of Redis fetches that also look for a dead worker's messages
 
     @property
     def metrics_dir(self) -> Path:
         """Where worker processes keep their Prometheus counters for /metrics (multiprocess mode)."""
         return self.var_dir / "metrics"
+
+    @property
+    def password_hash_method(self) -> str | None:
+        """werkzeug's hash method for panel passwords; None for its default."""
+        return FAST_PASSWORD_HASH if self.fast_password_hash else None
 
     @property
     def redis_socket(self) -> Path:
@@ -102,6 +113,14 @@ MAX_OPENAI_TPM = 10_000_000_000
 MAX_OPENAI_WINDOW = 3600
 MAX_OPENAI_DAILY_USD = 1_000_000
 MAX_OPENAI_TIMEOUT = 600
+# A lease or lock renewed by a thread must outlast the renewal's pauses; under the minimum a
+# busy host loses it between two renewals. Past the maximum a dead holder blocks for too long.
+MIN_SCHEDULER_LEASE, MAX_SCHEDULER_LEASE = 3, 300  # seconds
+MIN_OVERLAP_LOCK_TTL, MAX_OVERLAP_LOCK_TTL = 3, 600  # seconds
+# FLEET_INSECURE_FAST_PASSWORD_HASH=1 (test suites only): panel passwords hashed with one
+# PBKDF2 round, so that creating and logging in hundreds of operators costs nothing. Never in
+# production: such a hash is as good as the password in clear. Unset, werkzeug's default.
+FAST_PASSWORD_HASH = "pbkdf2:sha256:1"
 
 
 def _url(name: str, value: str, schemes: set[str]) -> str:
@@ -141,6 +160,12 @@ def _flag(name: str, value: str) -> bool:
     raise SettingsError(name, f"{value!r} is not a yes/no value (use 1 or 0)")
 
 
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise SettingsError(name, f"{value!r} is not one of {', '.join(choices)}")
+    return value
+
+
 def _delays(name: str, value: str) -> tuple[int, ...]:
     parts = [p.strip() for p in value.split(",") if p.strip()]
     if len(parts) > MAX_RETRIES:
@@ -164,13 +189,21 @@ def _timezone(name: str, value: str) -> str:
     return value
 
 
+def find_var_dir(env: dict[str, str], cwd: Path) -> tuple[Path, str]:
+    """FLEET_VAR_DIR, else `var/` in the working directory; no search further up, where a
+    stranger's var/ could be taken for this fleet's."""
+    if "FLEET_VAR_DIR" in env:
+        return Path(env["FLEET_VAR_DIR"]).absolute(), "FLEET_VAR_DIR"
+    return cwd / "var", "FLEET_VAR_DIR unset: var/ in the working directory"
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if environ is None:
         load_dotenv(Path.cwd() / ".env", override=False)
         environ = dict(os.environ)
     env = {k: v for k, v in environ.items() if v != ""}
 
-    var_dir = Path(env.get("FLEET_VAR_DIR", "var")).absolute()
+    var_dir, var_dir_found_by = find_var_dir(env, Path.cwd())
     database_url = _url(
         "DATABASE_URL", env.get("DATABASE_URL", f"sqlite:///{var_dir}/fleet.db"), DATABASE_SCHEMES
     )
@@ -186,6 +219,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 
     return Settings(
         var_dir=var_dir,
+        var_dir_found_by=var_dir_found_by,
         database_url=database_url,
         broker_url=broker_url,
         embedded_broker=embedded,
@@ -227,6 +261,19 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                minimum=1, maximum=MAX_OPENAI_TIMEOUT),
         schedule_grace=_number("FLEET_SCHEDULE_GRACE", env.get("FLEET_SCHEDULE_GRACE", "30"), integer=False,
                                minimum=1, maximum=MAX_SCHEDULE_GRACE),
+        log_format=_choice("FLEET_LOG_FORMAT", env.get("FLEET_LOG_FORMAT", "text").lower(), ("text", "json")),
+        # how long a SIGKILLed scheduler leader holds the lead (a standby leads within it)
+        scheduler_lease=_number("FLEET_SCHEDULER_LEASE", env.get("FLEET_SCHEDULER_LEASE", "10"), integer=False,
+                                minimum=MIN_SCHEDULER_LEASE, maximum=MAX_SCHEDULER_LEASE),
+        # how long a worker SIGKILLed mid-run keeps a `without_overlapping` entry blocked
+        overlap_lock_ttl=_number("FLEET_OVERLAP_LOCK_TTL", env.get("FLEET_OVERLAP_LOCK_TTL", "15"), integer=False,
+                                 minimum=MIN_OVERLAP_LOCK_TTL, maximum=MAX_OVERLAP_LOCK_TTL),
+        # how soon after FLEET_HEARTBEAT_TIMEOUT a dead worker's messages are found and run again:
+        # a pass runs on this share of fetches (each idle consumer fetches about once a second)
+        dead_worker_checks=_number("FLEET_DEAD_WORKER_CHECKS", env.get("FLEET_DEAD_WORKER_CHECKS", "0.1"),
+                                   integer=False, minimum=0.001, maximum=1),
+        fast_password_hash=_flag("FLEET_INSECURE_FAST_PASSWORD_HASH",
+                                 env.get("FLEET_INSECURE_FAST_PASSWORD_HASH", "0")),
     )
 
 

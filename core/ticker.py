@@ -3,7 +3,7 @@ JobLog flush, its presence heartbeat, the renewal of its schedule locks, its wat
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 
 class Ticker:

@@ -9,8 +9,9 @@ import contextlib
 import os
 import time
 from contextvars import ContextVar
+from types import MappingProxyType
 
-_context: ContextVar[dict] = ContextVar("fleet_context", default={})
+_context: ContextVar[dict] = ContextVar("fleet_context", default=MappingProxyType({}))  # read-only
 
 
 def new_trace_id() -> str:

@@ -36,6 +36,43 @@ SQLITE_PRAGMAS = {
 }
 
 
+class DatabaseMissing(Exception):
+    """A SQLite database file that does not exist, where this process may not create one."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"no database at {path}")
+        self.path = path
+
+
+_may_create = True  # the CLI allows it only to `fleet db migrate` and `fleet up`
+
+
+def allow_creation(allowed: bool) -> None:
+    """Whether connecting may create a missing SQLite database in this process: a command run
+    in the wrong directory must not start a second, empty fleet there."""
+    global _may_create
+    _may_create = allowed
+
+
+def require_file(url: str) -> None:
+    """DatabaseMissing when `url` names a SQLite file that is not there (a process about to
+    start would create an empty one at its first query); nothing to check for PostgreSQL."""
+    path = url[len("sqlite:///"):] if urlparse(url).scheme == "sqlite" else ""
+    if path and path != ":memory:" and not Path(path).exists():
+        raise DatabaseMissing(Path(path).absolute())
+
+
+class _SqliteFile(PooledSqliteDatabase):
+    """A pooled SQLite database whose file is created (mode 600) on first connect, if allowed."""
+
+    def _connect(self):
+        path = Path(self.database)
+        if not _may_create and not path.exists():
+            raise DatabaseMissing(path.absolute())
+        _private_file(path)
+        return super()._connect()
+
+
 def _private_file(path: Path) -> None:
     """The database holds password hashes: create it (and so its -wal and -shm, which SQLite
     creates with the database's mode) readable by its owner only, like the secret key."""
@@ -59,9 +96,8 @@ def open_database(url: str, max_connections: int = DEFAULT_POOL) -> Database:
         path = url[len("sqlite:///"):] or ":memory:"
         if path == ":memory:":
             return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=10)
-        _private_file(Path(path))
         # A pooled connection moves between threads (one at a time), hence check_same_thread.
-        return PooledSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, max_connections=max_connections,
+        return _SqliteFile(path, pragmas=SQLITE_PRAGMAS, max_connections=max_connections,
                                     stale_timeout=STALE_AFTER, timeout=POOL_WAIT, check_same_thread=False)
     if parsed.scheme in ("postgres", "postgresql"):
         pooled = "postgres+pool" + url[len(parsed.scheme):]

@@ -1,8 +1,8 @@
 """`fleet scheduler`: any number may run; one leads and emits the schedule's slots.
 
-The leader holds a Redis lease (`fleet:scheduler:leader`, TTL `LEASE_TTL`) and renews it;
-standbys try to take it every `STANDBY_POLL` seconds, so one leads within the TTL of a
-leader's death. The lease only decides who does the work: each slot is claimed in the
+The leader holds a Redis lease (`fleet:scheduler:leader`, TTL FLEET_SCHEDULER_LEASE) and
+renews it every quarter of that; standbys try to take it every `STANDBY_POLL` seconds, so one
+leads within the TTL of a leader's death. The lease only decides who does the work: each slot is claimed in the
 database before it is sent (`actors.schedule.emit`), so a deposed leader that has not
 noticed yet can never emit a slot twice. SIGTERM (or Ctrl-C): the emission in hand finishes,
 then the lease is given up at once, and the process exits.
@@ -28,8 +28,7 @@ from db.database import database
 
 log = logging.getLogger("fleet.scheduler")
 
-LEASE_TTL = 10.0  # seconds; a SIGKILLed leader is replaced within this plus STANDBY_POLL
-RENEW_EVERY = LEASE_TTL / 4
+RENEWALS_A_LEASE = 4  # the leader renews its lease this often within its TTL (FLEET_SCHEDULER_LEASE)
 STANDBY_POLL = 0.5
 HEARTBEAT_EVERY = 1.0
 IDLE_WAKE = 0.5  # the loop looks around at least this often
@@ -48,7 +47,7 @@ class Daemon:
         # SIGTERM) longer than a second or two
         self.client = redis.Redis.from_url(settings.state_redis_url, socket_connect_timeout=LEASE_IO_TIMEOUT,
                                            socket_timeout=LEASE_IO_TIMEOUT)
-        self.lease = RedisLock(self.client, sched.LEADER_KEY, self.id, LEASE_TTL)  # the leader lease
+        self.lease = RedisLock(self.client, sched.LEADER_KEY, self.id, settings.scheduler_lease)  # the leader lease
         self.emitter = sched.SlotEmitter(schedule, self.id, settings.schedule_grace)
         self.stopping = threading.Event()
         self.trusted_until = 0.0  # monotonic; the leader emits only before this
@@ -74,7 +73,7 @@ class Daemon:
                     next_heartbeat = now + HEARTBEAT_EVERY
                 if now >= next_lease:
                     self._hold_lease()
-                    next_lease = now + (RENEW_EVERY if self.leading else STANDBY_POLL)
+                    next_lease = now + (self.lease.ttl / RENEWALS_A_LEASE if self.leading else STANDBY_POLL)
                 if self.leading:
                     with trace.traced(trace.new_trace_id()):  # a trace a tick, not the process's
                         next_slot = self.emitter.tick(datetime.now(timezone.utc))
@@ -96,7 +95,7 @@ class Daemon:
         up the lease, so that a standby that can work leads; it tries again later."""
         self.failures = 0
         self.trusted_until = 0.0
-        self.standby_until = time.monotonic() + LEASE_TTL
+        self.standby_until = time.monotonic() + self.lease.ttl
         try:
             self.lease.release()
             log.warning("scheduler stepped down after failing loops", extra={"scheduler": self.id})
@@ -113,7 +112,7 @@ class Daemon:
             if not was_leading:
                 self.emitter.start(datetime.now(timezone.utc))
                 log.info("scheduler leading", extra={"scheduler": self.id})
-            self.trusted_until = started + LEASE_TTL - TRUST_MARGIN
+            self.trusted_until = started + self.lease.ttl - TRUST_MARGIN
         elif self.trusted_until:  # it led: its lease was taken, or ran out while the process was stopped
             self.trusted_until = 0.0
             log.warning("scheduler lost its lease; standing by", extra={"scheduler": self.id})

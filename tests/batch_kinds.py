@@ -4,6 +4,7 @@
     sleep:<s>:<name>    sleep s seconds, then succeed
     fail:<CODE>:<name>  fail with CODE (until the test clears `test:heal:<name>`… see `healed`)
     flaky:<n>:<name>    fail retryably (ERR_API_UNAVAILABLE) the first n attempts, then succeed
+    crash:<name>        raise an unexpected error (RecursionError, as a hostile file once did)
 
 Every run is noted in Redis (`test:runs:<batch id>`, "<message id> <position>"), so a test can
 count how often each item ran and which chunk job ran it.
@@ -45,6 +46,8 @@ def steps(run: ItemRun) -> dict:
         raise JobError(args[0], f"planned failure of {run.item.key}")
     elif action == "flaky" and redis.incr(f"test:flaky:{run.batch.id}:{run.item.position}") <= int(args[0]):
         raise JobError("ERR_API_UNAVAILABLE", f"planned outage for {run.item.key}")
+    elif action == "crash":
+        raise RecursionError("maximum recursion depth exceeded")
     return {"done": run.item.key}
 
 

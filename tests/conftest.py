@@ -1,80 +1,87 @@
-"""Real parts for every test: a private redis-server, a temporary database, real workers.
+"""Real parts for every test: a private redis-server, a temporary database, real workers,
+the simulators, the panel and its logged-in operators, and a launcher for `fleet` processes.
 
-The environment is set before any Fleet module that reads it is imported, so the
-actors bind to the test broker exactly as they would in `fleet worker`.
+Each pytest process has a session of its own (each xdist worker too): its redis-server,
+SQLite file, var/ and simulator ports are its alone, so tests in parallel never share state.
+The environment is set before any Fleet module that reads it is imported, so the actors bind
+to the test broker exactly as they would in `fleet worker`.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
-import time
-import uuid
 from pathlib import Path
 
 import pytest
-import redis as redis_lib
 
 from core.net import free_port
+from tests.helpers import InProcessWorker, Processes
+from tests.servers import RedisServer, scratch_postgres
 
 TEST_OPENAI_KEY = "sk-fleet-test-4f1c9a7e2b"
 TEST_SERIES_KEY = "series-test-key-81c2"
 POSTGRES_URL = os.environ.get("FLEET_TEST_POSTGRES_URL")
 RABBITMQ_URL = os.environ.get("FLEET_TEST_RABBITMQ_URL")
 
+# What the tests would otherwise sit out in real time, made short (production defaults in
+# core/settings.py): breakers open after 3 failures and half-open after 2 s, a SIGKILLed
+# scheduler leader is replaced within 4 s, a worker SIGKILLed mid-run blocks its entry 9 s
+# (renewed every 3 s: a loaded machine may delay a renewal by seconds),
+# and every fetch looks for a dead worker's messages (its heartbeat timeout is set per test).
+SHORT_WAITS = {
+    "FLEET_CIRCUIT_FAILURES": "3",
+    "FLEET_CIRCUIT_RESET": "2",
+    "FLEET_SCHEDULER_LEASE": "4",
+    "FLEET_OVERLAP_LOCK_TTL": "9",
+    "FLEET_DEAD_WORKER_CHECKS": "1",
+}
+
 _session_dir = Path(tempfile.mkdtemp(prefix="fleet-tests-"))
-_redis_port = free_port()
-
-
-def _start_redis(port: int, workdir: Path) -> subprocess.Popen:
-    from core.embedded_redis import redis_server_binary
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir), "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis_lib.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            return proc
-        except redis_lib.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("test redis-server did not start")
-
-
-_redis_proc = _start_redis(_redis_port, _session_dir / "redis")
-REDIS_URL = f"redis://127.0.0.1:{_redis_port}/0"
-# The session's OpenAI simulator (started on first use) is where Fleet's settings point.
+_redis = RedisServer(_session_dir / "redis").start()
+REDIS_URL = _redis.url
+# The session's simulators (started on first use) are where Fleet's settings point.
 _openai_port = free_port()
-_series_port = free_port()  # and the series API simulator's (fixture `series_api`)
+_series_port = free_port()
 
 for key in [k for k in os.environ if k.startswith("FLEET_") and not k.startswith("FLEET_TEST_")]:
     del os.environ[key]
+os.environ.pop("SERIES_API_RATE", None)
 os.environ.update(
     FLEET_VAR_DIR=str(_session_dir / "var"),
     DATABASE_URL=f"sqlite:///{_session_dir}/fleet.db",
     BROKER_URL=REDIS_URL,
     FLEET_SECRET_KEY="test-secret-key",
+    FLEET_INSECURE_FAST_PASSWORD_HASH="1",  # panel passwords: one PBKDF2 round (tests only)
     OPENAI_API_KEY=TEST_OPENAI_KEY,
     OPENAI_BASE_URL=f"http://127.0.0.1:{_openai_port}/v1",
-    # breakers open after 3 service failures and half-open after 2 s, so outages fit in a test
-    FLEET_CIRCUIT_FAILURES="3",
-    FLEET_CIRCUIT_RESET="2",
+    SERIES_API_URL=f"http://127.0.0.1:{_series_port}",
+    SERIES_API_KEY=TEST_SERIES_KEY,
+    **SHORT_WAITS,
 )
-os.environ.update(SERIES_API_URL=f"http://127.0.0.1:{_series_port}", SERIES_API_KEY=TEST_SERIES_KEY)
-os.environ.pop("SERIES_API_RATE", None)
+
+
+# Modules whose tests sit longest on real time (process kills, takeovers, outages): they are
+# handed out first, so that the parallel run does not end waiting on one of them alone.
+LONG_FIRST = ("test_schedule_daemon", "test_soak", "test_up", "test_web_attack", "test_workouts", "test_resilience",
+              "test_translations_workers", "test_redis_outages", "test_series_budget", "test_database_outages",
+              "test_batches_cli")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        module = item.module.__name__.rpartition(".")[2]
+        return LONG_FIRST.index(module) if module in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: within a module, and for the rest, the order of the files
 
 
 def pytest_sessionfinish(session, exitstatus):
-    _redis_proc.terminate()
-    _redis_proc.wait(10)
+    _redis.stop()
     shutil.rmtree(_session_dir, ignore_errors=True)
 
+
+# -- settings, database, broker, workers ------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
@@ -94,43 +101,106 @@ def settings():
     return settings
 
 
+@pytest.fixture
+def db(settings):
+    """The session's SQLite database, migrated, emptied before each test."""
+    from db.database import database
+    from db.migrate import migrate
+
+    database.connect(reuse_if_open=True)
+    migrate(database.obj)
+    tables = [t for t in database.get_tables() if t != "fleet_migration"]
+    with database.atomic():
+        for table in tables:
+            database.execute_sql(f'DELETE FROM "{table}"')
+    yield database
+    if not database.is_closed():
+        database.close()
+
+
+@pytest.fixture
+def broker(settings):
+    """The global Fleet broker on the test Redis, flushed before each test."""
+    import dramatiq
+
+    import actors.all  # noqa: F401  (declares every actor on the broker)
+
+    broker = dramatiq.get_broker()
+    broker.client.flushdb()
+    yield broker
+    broker.client.flushdb()
+
+
+@pytest.fixture(autouse=True)
+def _no_middleware_twice(caplog):
+    """Dramatiq's warning of a middleware added twice fails the test (an in-process worker removes
+    its own middleware from the broker when it stops: see InProcessWorker)."""
+    yield
+    twice = [r.getMessage() for r in caplog.get_records("call") if "middleware of the same type twice" in r.getMessage()]
+    assert not twice, twice
+
+
+@pytest.fixture
+def worker(broker):
+    """A Dramatiq worker in this process, on the global broker."""
+    worker = InProcessWorker(broker, worker_threads=4)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def processes(tmp_path):
+    """Starts `fleet …` and `dramatiq …` processes for this test (logs in its tmp_path) and
+    stops whatever still runs when it ends."""
+    launched = Processes(tmp_path)
+    yield launched
+    launched.stop_all()
+
+
+@pytest.fixture
+def fleet_env(tmp_path, redis_url):
+    """Environment for a `fleet` subprocess with its own var/ and database."""
+    env = dict(os.environ)
+    env.update(
+        FLEET_VAR_DIR=str(tmp_path / "var"),
+        DATABASE_URL=f"sqlite:///{tmp_path}/fleet.db",
+        BROKER_URL=redis_url,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of this test alone, with AOF on, for tests that kill and restart it."""
+    with RedisServer(tmp_path / "redis", persistent=True) as server:
+        yield server
+
+
+# -- PostgreSQL and RabbitMQ -------------------------------------------------------------------
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A fresh PostgreSQL database for this session, dropped at the end."""
     if not POSTGRES_URL:
         pytest.skip("FLEET_TEST_POSTGRES_URL is not set")
-    import psycopg2
-
-    name = f"fleet_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(POSTGRES_URL)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = POSTGRES_URL.rpartition("/")
-    yield f"{base}/{name}"
-    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with scratch_postgres(POSTGRES_URL, "fleet_test") as url:
+        yield url
 
 
 @pytest.fixture
 def own_postgres_url(postgres_url):
     """A PostgreSQL database of this test alone, migrated; its backends may be terminated
     (`tests.helpers.terminate_backends`) without touching any other database."""
-    import psycopg2
-
     from db.database import open_database
     from db.migrate import migrate
 
-    name = f"fleet_own_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(POSTGRES_URL)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    url = f"{POSTGRES_URL.rpartition('/')[0]}/{name}"
-    db = open_database(url)
-    migrate(db)
-    db.close_all()
-    yield url
-    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with scratch_postgres(POSTGRES_URL, "fleet_own") as url:
+        db = open_database(url)
+        migrate(db)
+        db.close_all()
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +209,8 @@ def rabbitmq_url():
         pytest.skip("FLEET_TEST_RABBITMQ_URL is not set")
     return RABBITMQ_URL
 
+
+# -- the simulators -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def _session_openai():
@@ -187,54 +259,30 @@ def series_api(_session_series):
     _session_series.reset()
 
 
-@pytest.fixture
-def db(settings):
-    """The session's SQLite database, migrated, emptied before each test."""
-    from db.database import database
-    from db.migrate import migrate
+# -- the panel ------------------------------------------------------------------------------------
 
-    database.connect(reuse_if_open=True)
-    migrate(database.obj)
-    tables = [t for t in database.get_tables() if t != "fleet_migration"]
-    with database.atomic():
-        for table in tables:
-            database.execute_sql(f'DELETE FROM "{table}"')
-    yield database
-    if not database.is_closed():
-        database.close()
+@pytest.fixture
+def app(db, broker, settings):
+    """The panel's Flask app on the session's database and Redis (tests/panel.py drives it)."""
+    import actors.workouts  # noqa: F401  (declares the panel's background actor before a worker starts)
+    from admin.app import create_app
+
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    return app
 
 
 @pytest.fixture
-def broker(settings):
-    """The global Fleet broker on the test Redis, flushed before each test."""
-    import dramatiq
+def admin_client(app):
+    """A test client logged in as an admin."""
+    from tests.panel import operator
 
-    import actors.all  # noqa: F401  (declares every actor on the broker)
-
-    broker = dramatiq.get_broker()
-    broker.client.flushdb()
-    yield broker
-    broker.client.flushdb()
+    return operator(app, "admin")
 
 
 @pytest.fixture
-def worker(broker):
-    from dramatiq import Worker
+def viewer_client(app):
+    """A test client logged in as a viewer."""
+    from tests.panel import operator
 
-    worker = Worker(broker, worker_threads=4, worker_timeout=100)
-    worker.start()
-    yield worker
-    worker.stop()
-
-
-@pytest.fixture
-def fleet_env(tmp_path, redis_url):
-    """Environment for a `fleet` subprocess with its own var/ and database."""
-    env = dict(os.environ)
-    env.update(
-        FLEET_VAR_DIR=str(tmp_path / "var"),
-        DATABASE_URL=f"sqlite:///{tmp_path}/fleet.db",
-        BROKER_URL=redis_url,
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+    return operator(app, "viewer")

@@ -1,6 +1,8 @@
-"""Small helpers the tests share: run the real `fleet` command, wait for a condition."""
+"""Small helpers the tests share: run the real `fleet` command, start and stop processes and
+in-process workers, wait for a condition, look at a PostgreSQL database's connections."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,12 +11,34 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import dramatiq
+
+REPO = Path(__file__).resolve().parents[1]
+
 
 def fleet(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 60, cwd=None):
+    """`fleet *args` run to its end: the CompletedProcess, its output as text."""
     return subprocess.run(
         [sys.executable, "-m", "fleet", *args],
         env=env, input=input, capture_output=True, text=True, timeout=timeout, cwd=cwd,
     )
+
+
+@contextlib.contextmanager
+def tmpfs(directory: Path, size: str):
+    """A small tmpfs mounted on `directory` (a full disk on demand); skips the test where
+    mounting is not permitted. Unmounted (lazily, should a process still hold it) on exit."""
+    import pytest
+
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(directory)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
 
 
 def wait_for(condition, timeout: float = 20, interval: float = 0.1, message: str = "condition"):
@@ -25,6 +49,94 @@ def wait_for(condition, timeout: float = 20, interval: float = 0.1, message: str
             return result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+class Processes:
+    """The long-running processes of one test (`fleet worker`, `fleet scheduler`, `dramatiq …`):
+    each in its own process group (so a SIGKILL of the group takes its children too), its output
+    in a log file of the test; whatever still runs is stopped when the test ends (the fixture
+    `processes`), pass or fail."""
+
+    def __init__(self, logs: Path):
+        self.logs = logs
+        self.started: list[subprocess.Popen] = []
+        self._files = []
+
+    def start(self, *args: str, module: str = "fleet", env: dict | None = None, name: str | None = None,
+              **popen) -> subprocess.Popen:
+        """`python -m <module> *args` from the repository, output to `<name>-<n>.log` (the name
+        defaults to the first argument: `worker-0.log`) unless `stdout` is given."""
+        if "stdout" not in popen:
+            log = open(self.logs / f"{name or (args[0] if args else module)}-{len(self.started)}.log", "w")
+            self._files.append(log)
+            popen.update(stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=popen.pop("cwd", REPO),
+                                env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},
+                                start_new_session=True, **popen)
+        self.started.append(proc)
+        return proc
+
+    def worker(self, *args: str, module: str = "tests.worker_actors", env: dict | None = None,
+               name: str = "worker") -> subprocess.Popen:
+        """`dramatiq <module> *args`: a worker with the test actors."""
+        return self.start(module, *args, module="dramatiq", env=env, name=name)
+
+    @staticmethod
+    def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """`sig` to the process (SIGTERM to Dramatiq's main process, as supervisord sends it;
+        SIGKILL to its whole group, as a crash of the host would); its exit code. One that does
+        not exit within `timeout` is killed with its group, and TimeoutExpired raised."""
+        if proc.poll() is None:
+            if sig == signal.SIGKILL:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+
+    def stop_all(self) -> None:
+        running = [p for p in self.started if p.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        for proc in running:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # its children too, had it left any
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        for file in self._files:
+            file.close()
+
+
+class InProcessWorker(dramatiq.Worker):
+    """Dramatiq's Worker in the test process. Stopping it also takes the middleware it added
+    off the broker: Dramatiq leaves it there, so the next worker's start logged "adding a
+    middleware of the same type twice", and a queue declared later got a consumer on every
+    stopped worker, taking messages that no thread would work."""
+
+    def __init__(self, broker, **options):
+        options.setdefault("worker_timeout", 100)
+        super().__init__(broker, **options)
+        self._own_middleware = None
+
+    def start(self) -> None:
+        before = list(self.broker.middleware)
+        super().start()
+        self._own_middleware = next(m for m in self.broker.middleware if m not in before)
+
+    def stop(self, timeout: int = 600_000) -> None:
+        super().stop(timeout)
+        if self._own_middleware in self.broker.middleware:
+            remove = getattr(self.broker, "remove_middleware", self.broker.middleware.remove)
+            remove(self._own_middleware)
 
 
 def terminate_backends(database_url: str) -> int:
@@ -55,67 +167,3 @@ def backends(database_url: str) -> int:
         return cursor.fetchone()[0]
     finally:
         admin.close()
-
-
-class RedisServer:
-    """A private redis-server with AOF on, for tests that kill and restart it on the same port."""
-
-    def __init__(self, workdir: Path):
-        from core.net import free_port
-
-        self.port = free_port()
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "RedisServer":
-        import redis
-
-        from core.embedded_redis import redis_server_binary
-
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.workdir), "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL)
-        wait_for(lambda: _pings(redis.Redis(port=self.port)), timeout=20, message="redis-server up")
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-def _pings(client) -> bool:
-    import redis
-
-    try:
-        return client.ping()
-    except redis.RedisError:
-        return False
-
-
-def start_worker(log_path: Path, *args: str, env: dict, module: str = "tests.worker_actors") -> subprocess.Popen:
-    """`dramatiq <module>` in its own process group, output to `log_path`."""
-    log = open(log_path, "w")
-    return subprocess.Popen([sys.executable, "-m", "dramatiq", module, *args],
-                            env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def stop_worker(proc: subprocess.Popen, timeout: float = 30) -> int:
-    """SIGTERM to Dramatiq's main process (as supervisord does); the group is killed if it hangs."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise

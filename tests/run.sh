@@ -11,6 +11,8 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 # Imports point down the layers of pyproject.toml, with no cycle; a broken contract names the import.
 lint-imports --no-cache
+# ruff (configured in pyproject.toml): pyflakes, bugbear, pyupgrade and import order.
+ruff check .
 # The documentation site builds with no warning: a broken link, anchor or missing page fails here
 # (never --quiet: it hides the warnings that strict mode counts).
 SITE_DIR=$(mktemp -d)

@@ -51,6 +51,7 @@ def test_unknown_role_is_a_usage_error(fleet_env):
 def test_unmigrated_database_is_named(tmp_path, redis_url):
     import os
 
+    (tmp_path / "new.db").touch()  # a database without the schema (a missing one is another error)
     env = dict(os.environ, DATABASE_URL=f"sqlite:///{tmp_path}/new.db", FLEET_VAR_DIR=str(tmp_path))
     result = fleet("accounts", "list", env=env)
     assert result.returncode == 1

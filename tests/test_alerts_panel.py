@@ -8,7 +8,7 @@ import pytest
 from actors.alerts.evaluate import Evaluation
 from actors.alerts.rules import load_rules
 from db.models.alerts import AlertDelivery, AlertSilence
-from tests.test_panel import admin_client, app, csrf_token, viewer_client  # noqa: F401  (fixtures)
+from tests.panel import csrf_token
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import wait_for
-from tests.test_panel import app  # noqa: F401  (fixture)
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 RULES = DOCS / "prometheus-rules.yml"

@@ -7,7 +7,6 @@ from collections import Counter, defaultdict
 from datetime import timedelta
 
 import pytest
-from dramatiq import Worker
 
 from actors import batches as ops
 from actors.middleware.unique import unique_key
@@ -18,8 +17,7 @@ from db.models import utcnow
 from db.models.batches import Batch, BatchChunk, BatchItem
 from db.models.jobs import JobLog
 from tests import batch_kinds as bk
-from tests.helpers import wait_for
-from tests.test_panel import admin_client, app  # noqa: F401
+from tests.helpers import InProcessWorker, wait_for
 
 
 def finished(batch_id: str, timeout: float = 60) -> Batch:
@@ -57,7 +55,7 @@ def test_a_batch_is_sent_as_chunks_of_at_most_50_items_each_run_once(db, broker)
     assert queued_chunks(broker) == 3  # 50 + 50 + 20, sent before any worker runs
     assert [c.number for c in BatchChunk.select().where(BatchChunk.batch == batch.id).order_by(BatchChunk.number)] == [0, 1, 2]
 
-    worker = Worker(broker, worker_threads=4, worker_timeout=100)
+    worker = InProcessWorker(broker, worker_threads=4, worker_timeout=100)
     worker.start()
     try:
         done = finished(batch.id)
@@ -97,7 +95,7 @@ def test_the_finish_happens_once_when_many_jobs_end_together(db, broker):
     try:
         batches = [ops.create_batch(bk.KIND, f"race {n}", [f"sleep:0.05:{i}" for i in range(16)], chunk_size=1)
                    for n in range(3)]
-        worker = Worker(broker, worker_threads=8, worker_timeout=50)
+        worker = InProcessWorker(broker, worker_threads=8, worker_timeout=50)
         worker.start()
         try:
             done = [finished(b.id) for b in batches]
@@ -185,7 +183,7 @@ def test_a_kind_may_work_a_group_of_items_at_once(db, broker, worker):
 
 def test_cancel_mid_way_lets_the_running_item_finish_and_runs_nothing_after(db, broker):
     batch = ops.create_batch(bk.KIND, "long", [f"sleep:0.2:{i}" for i in range(20)], chunk_size=10)
-    worker = Worker(broker, worker_threads=2, worker_timeout=50)
+    worker = InProcessWorker(broker, worker_threads=2, worker_timeout=50)
     worker.start()
     try:
         wait_for(lambda: chunk_sums(batch.id)["processed"] >= 3, timeout=30, message="three items done")
@@ -213,7 +211,7 @@ def run_worker(broker):
 
     @contextlib.contextmanager
     def running(threads: int = 4):
-        worker = Worker(broker, worker_threads=threads, worker_timeout=50)
+        worker = InProcessWorker(broker, worker_threads=threads, worker_timeout=50)
         worker.start()
         try:
             yield worker
@@ -348,7 +346,7 @@ def test_chunk_locks_are_the_runtimes_unique_locks(db, broker):
 def test_progress_read_through_the_api_never_goes_back(db, broker, admin_client):
     batch = ops.create_batch(bk.KIND, "monotonic", [f"sleep:0.02:{i}" for i in range(150)], chunk_size=10)
     seen = []
-    worker = Worker(broker, worker_threads=6, worker_timeout=50)
+    worker = InProcessWorker(broker, worker_threads=6, worker_timeout=50)
     worker.start()
     try:
         while True:

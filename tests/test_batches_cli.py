@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from datetime import timedelta
 
 from actors import batches as ops
 from db.models import utcnow
 from db.models.batches import Batch
 from tests import batch_kinds as bk
-from tests.helpers import fleet
+from tests.helpers import InProcessWorker, fleet
 from tests.test_batches import finished
 
 
@@ -55,20 +56,27 @@ def test_list_show_and_monitor_a_finished_batch(db, broker, worker):
                                                "0 cancelled of 3; $0.004500, 36 tokens.")
 
 
-def test_monitor_watch_follows_a_running_batch_and_exits_1_when_it_is_cancelled(db, broker, worker):
+def test_monitor_watch_follows_a_running_batch_and_exits_1_when_it_is_cancelled(db, broker, processes):
+    # No worker until the monitor watches and the cancel is done: the batches cannot end first.
     batch = ops.create_batch(bk.KIND, "watched", [f"sleep:0.05:{i}" for i in range(40)], chunk_size=5)
-    watched = run("batches", "monitor", batch.id, "--watch")
-    assert watched.returncode == 0, watched.stderr
-    lines = watched.stdout.splitlines()
-    assert len(lines) >= 3 and "items/s" in lines[0]
-    assert lines[-2].startswith("completed  100%  40/40") and "completed: 40 succeeded" in lines[-1]
-
     stopped = ops.create_batch(bk.KIND, "stopped", [f"sleep:0.05:{i}" for i in range(40)], chunk_size=5)
     cancelled = run("batches", "cancel", stopped.id)
     assert cancelled.returncode == 0 and cancelled.stdout.startswith("Cancelled ")
-    assert run("batches", "monitor", stopped.id, "--watch").returncode == 1
-    assert finished(stopped.id).status == "cancelled"
-    assert run("batches", "monitor", stopped.id).returncode == 1
+    monitor = processes.start("batches", "monitor", batch.id, "--watch", stdout=subprocess.PIPE, text=True)
+    first = monitor.stdout.readline()
+    worker = InProcessWorker(broker, worker_threads=4)
+    worker.start()
+    try:
+        lines = [first.rstrip("\n"), *monitor.stdout.read().splitlines()]
+        assert monitor.wait(30) == 0
+        assert len(lines) >= 3 and "items/s" in lines[0] and "  0%  0/40" in lines[0]
+        assert lines[-2].startswith("completed  100%  40/40") and "completed: 40 succeeded" in lines[-1]
+
+        assert run("batches", "monitor", stopped.id, "--watch").returncode == 1
+        assert finished(stopped.id).status == "cancelled"
+        assert run("batches", "monitor", stopped.id).returncode == 1
+    finally:
+        worker.stop()
 
 
 def test_retry_and_resume_from_the_command_line(db, broker, worker, openai_sim, tmp_path):
@@ -104,15 +112,13 @@ def test_jobs_cleanup_prunes_finished_batches_older_than_30_days(db, broker):
     assert Batch.get_or_none(Batch.id == old.id) is None
 
 
-def test_monitor_watch_draws_a_progress_bar_on_a_terminal(db, broker, worker):
+def test_monitor_watch_draws_a_progress_bar_on_a_terminal(db, broker, worker, processes):
     import pty
-    import subprocess
-    import sys
 
     batch = ops.create_batch(bk.KIND, "on a terminal", [f"sleep:0.05:{i}" for i in range(30)], chunk_size=5)
     terminal, child_end = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "fleet", "batches", "monitor", batch.id, "--watch"],
-                            stdin=subprocess.DEVNULL, stdout=child_end, stderr=subprocess.PIPE, env=dict(os.environ))
+    proc = processes.start("batches", "monitor", batch.id, "--watch", stdin=subprocess.DEVNULL, stdout=child_end,
+                           stderr=subprocess.PIPE)
     os.close(child_end)
     screen = b""
     while True:

@@ -11,8 +11,8 @@ from actors import batches as ops
 from core.settings import get_settings
 from db.models.batches import Batch, BatchItem
 from tests import batch_kinds as bk
+from tests.panel import SCRIPT, csrf_token, flashes
 from tests.test_batches import finished
-from tests.test_panel import SCRIPT, admin_client, app, csrf_token, flashes, viewer_client  # noqa: F401
 
 
 def post(client, path: str, **data):
@@ -122,7 +122,7 @@ def upload(client, files, source="de", target="nl"):
 def test_the_form_starts_a_translation_and_redirects_to_its_batch(admin_client, broker, worker, openai_sim):
     form = admin_client.get("/admin/translations/").text
     assert '<option selected value="de">German (de)</option>' in form and 'value="nl">Dutch (nl)' in form
-    response = upload(admin_client, [("brief.txt", "Hallo {name}.\n".encode()), ("../../etc/evil.md", b"# Titel\n")])
+    response = upload(admin_client, [("brief.txt", b"Hallo {name}.\n"), ("../../etc/evil.md", b"# Titel\n")])
     batch_id = re.fullmatch(r"/admin/batches/([0-9a-f-]{36})/", response.headers["Location"]).group(1)
     batch = finished(batch_id)
     assert (batch.kind, batch.total, batch.succeeded, batch.created_by) == ("translation", 2, 2, "admin@example.com")
@@ -134,7 +134,7 @@ def test_the_form_starts_a_translation_and_redirects_to_its_batch(admin_client, 
     links = re.findall(r'href="(/admin/translations/[^"]+/download/\d+)"', page)
     assert len(links) == 2
     download = admin_client.get(links[0])
-    assert download.status_code == 200 and download.data == "[nl] Hallo {name}.\n".encode()
+    assert download.status_code == 200 and download.data == b"[nl] Hallo {name}.\n"
     assert "attachment" in download.headers["Content-Disposition"]
     assert admin_client.get(f"/admin/translations/{batch_id}/download/9/").status_code == 404
 

@@ -15,7 +15,7 @@ from core.net import free_port
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan
 from tests.helpers import wait_for
-from tests.test_panel import PASSWORD, statuses
+from tests.panel import PASSWORD, statuses
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

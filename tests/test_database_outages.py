@@ -13,7 +13,7 @@ from db.database import database, open_database
 from db.models.jobs import JobLog
 from db.models.workouts import Plan, User, WorkoutPlan
 from tests import worker_actors as wa
-from tests.helpers import backends, fleet, start_worker, stop_worker, terminate_backends, wait_for
+from tests.helpers import backends, fleet, terminate_backends, wait_for
 
 
 def notes(key):
@@ -35,8 +35,9 @@ def test_infrastructure_failures_and_unexpected_errors_are_retried_within_the_bu
     assert notes(key) == [kind, kind]
 
 
-def test_workers_recover_when_postgresql_backends_are_terminated(own_postgres_url, broker, openai_sim, tmp_path):
-    """Before: every later query failed with "connection already closed", days stranded, dead letters."""
+def test_workers_recover_when_postgresql_backends_are_terminated(own_postgres_url, broker, openai_sim, processes):
+    """Workers reconnect after their PostgreSQL backends are terminated: no "connection already closed",
+    every day generated, no dead letter."""
     openai_sim.control(latency_ms=100)
     pg = open_database(own_postgres_url)
     with pg.bind_ctx([User, Plan, WorkoutPlan, JobLog]):
@@ -47,7 +48,7 @@ def test_workers_recover_when_postgresql_backends_are_terminated(own_postgres_ur
                 WorkoutPlan.insert_many([{"plan": plan, "day": d} for d in (1, 2, 3)]).execute()
         env = dict(os.environ, DATABASE_URL=own_postgres_url, FLEET_RETRY_DELAYS="1,1,1,1,1",
                    FLEET_HEARTBEAT_TIMEOUT="5")
-        worker = start_worker(tmp_path / "worker.log", "-p", "1", "-t", "3", env=env)
+        worker = processes.worker("-p", "1", "-t", "3", env=env)
         try:
             assert fleet("workouts", "generate", "--all-pending", env=env).returncode == 0
 
@@ -57,12 +58,12 @@ def test_workers_recover_when_postgresql_backends_are_terminated(own_postgres_ur
 
             most = 0
             for done in (6, 20):
-                wait_for(lambda: generated() >= done, timeout=60, message=f"{done} days generated")
+                wait_for(lambda done=done: generated() >= done, timeout=60, message=f"{done} days generated")
                 most = max(most, backends(own_postgres_url))
                 assert terminate_backends(own_postgres_url) >= 1
             wait_for(lambda: generated() == 36, timeout=90, message="every day generated")
         finally:
-            assert stop_worker(worker) == 0
+            assert processes.stop(worker) == 0
         assert most <= 3 + 2 + 1  # the worker's pool (threads + 2) and this test's connection
         with pg.connection_context():
             assert WorkoutPlan.select().where(WorkoutPlan.status != "generated").count() == 0

@@ -40,10 +40,10 @@ def invalid(broker):
 
 
 def test_invalid_messages_are_dead_lettered_once_with_their_code_and_never_block_the_others(db, broker, invalid):
-    from dramatiq import Worker
+    from tests.helpers import InProcessWorker
 
     key, undecodable, unknown = invalid
-    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker = InProcessWorker(broker, worker_threads=2, worker_timeout=100)
     worker.start()
     try:
         wait_for(lambda: state_redis().get(f"test:{key}") == b"6", timeout=20, message="the six valid messages")

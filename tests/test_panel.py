@@ -6,7 +6,6 @@ Dramatiq's own dead-letter machinery. The background jobs run in tests/test_pane
 from __future__ import annotations
 
 import csv
-import html
 import io
 import re
 from datetime import timedelta
@@ -16,81 +15,21 @@ import pytest
 import actors.workouts  # noqa: F401  (declares the panel's background actor before the worker starts)
 from db.models import utcnow
 from db.models.jobs import JobLog
-from db.models.workouts import Plan, User, WorkoutPlan
-
-PASSWORD = "a-long-password"
-SCRIPT = '<script>alert("pwned")</script>'
-
-
-# -- fixtures and helpers ------------------------------------------------------------------
-
-@pytest.fixture
-def app(db, broker, settings):
-    from admin.app import create_app
-
-    app = create_app(settings)
-    app.config["TESTING"] = True
-    return app
-
-
-def csrf_token(client, path: str = "/admin/login") -> str:
-    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', client.get(path).text).group(1)
-
-
-def log_in(client, email: str, password: str = PASSWORD, **kwargs):
-    return client.post("/admin/login", data={"email": email, "password": password,
-                                              "csrf_token": csrf_token(client)}, **kwargs)
-
-
-def operator(app, role: str):
-    from actors.accounts import create_account
-
-    create_account(f"{role}@example.com", PASSWORD, role)
-    client = app.test_client()
-    assert log_in(client, f"{role}@example.com").status_code == 302
-    return client
-
-
-@pytest.fixture
-def admin_client(app):
-    return operator(app, "admin")
-
-
-@pytest.fixture
-def viewer_client(app):
-    return operator(app, "viewer")
-
-
-def joblog(n: int = 1, **fields) -> JobLog:
-    row = {"run_id": f"run-{n}", "job_class": "generate_user_workout_plan", "message_id": f"msg-{n}",
-           "queue": "workouts", "status": "success", "created_at": utcnow(), **fields}
-    return JobLog.create(**row)
-
-
-def failed_plan(email: str, days: int = 1, code: str = "ERR_API_TIMEOUT", message: str = "OpenAI did not answer") -> Plan:
-    user, _ = User.get_or_create(email=email)
-    plan = Plan.create(user=user, goal="strength", days=days)
-    for day in range(1, days + 1):
-        WorkoutPlan.create(plan=plan, day=day, status="failed", error_code=code, error_message=message)
-    return plan
-
-
-def day_ids(plan) -> list[int]:
-    return [w.id for w in WorkoutPlan.select().where(WorkoutPlan.plan == plan).order_by(WorkoutPlan.day)]
-
-
-def statuses(plan) -> list[str]:
-    return [w.status for w in WorkoutPlan.select().where(WorkoutPlan.plan == plan).order_by(WorkoutPlan.day)]
-
-
-def rows(html: str) -> int:
-    return len(re.findall(r'<tr>\s*(?:<td>\s*<input type="checkbox" name="rowid"|<td class="list-buttons-column">)', html))
-
-
-def flashes(page: str) -> list[str]:
-    return [re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", "", m))).replace("×", "").strip()
-            for m in re.findall(r'<div class="alert alert-[a-z]+ alert-dismissable">(.*?)</div>', page, re.S)]
-
+from db.models.workouts import WorkoutPlan
+from tests.panel import (
+    PASSWORD,
+    SCRIPT,
+    csrf_token,
+    day_ids,
+    dead_letter,
+    dead_letter_ids,
+    failed_plan,
+    flashes,
+    joblog,
+    log_in,
+    rows,
+    statuses,
+)
 
 # -- access ----------------------------------------------------------------------------------
 
@@ -193,8 +132,8 @@ def test_error_text_from_outside_is_escaped_everywhere(admin_client, broker):
     row = joblog(status="failed", error_code="ERR_INVALID_RESPONSE", message=SCRIPT, traceback=SCRIPT,
                  args=f'["{SCRIPT}"]')
     failed_plan("e@x.io", message=SCRIPT)
-    _dead_letter(broker, "evil")
-    remember_error(broker, _dead_ids(broker)[0], "ERR_INTERNAL", SCRIPT)
+    dead_letter(broker, "evil")
+    remember_error(broker, dead_letter_ids(broker)[0], "ERR_INTERNAL", SCRIPT)
     for path in ["/admin/jobs/", f"/admin/jobs/details/?id={row.id}", "/admin/failed-plans/",
                  "/admin/dead-letters/"]:
         page = admin_client.get(path).text
@@ -414,29 +353,12 @@ def test_error_codes_page_counts_and_links(admin_client, db):
 
 # -- dead letters ----------------------------------------------------------------------------
 
-def _dead_letter(broker, nonce: str) -> None:
-    """A real dead letter: a message sent, fetched and nacked through Dramatiq's Redis broker."""
-    from actors.system import ping
-
-    ping.send(nonce)
-    consumer = broker.consume("fleet", prefetch=1, timeout=1000)
-    message = next(m for m in consumer if m is not None)
-    consumer.nack(message)
-    consumer.close()
-
-
-def _dead_ids(broker) -> list[str]:
-    from core.dead_letters import list_dead_letters
-
-    return [d.message_id for d in list_dead_letters(broker)]
-
-
 def test_dead_letters_list_requeue_and_delete(admin_client, broker):
     from core.dead_letters import remember_error
 
     for nonce in ("one", "two", "three"):
-        _dead_letter(broker, nonce)
-    ids = _dead_ids(broker)
+        dead_letter(broker, nonce)
+    ids = dead_letter_ids(broker)
     remember_error(broker, ids[0], "ERR_INTERNAL", "KeyError: 'x'")
     page = admin_client.get("/admin/dead-letters/").text
     assert "Newest 3 of 3" in page and "ping" in page and '["three"]' in page.replace("&#34;", '"')
@@ -446,15 +368,15 @@ def test_dead_letters_list_requeue_and_delete(admin_client, broker):
     done = admin_client.post("/admin/dead-letters/action/", data={"action": "requeue", "rowid": ids[0],
                                                                   "csrf_token": token}, follow_redirects=True)
     assert "Requeued 1 dead letter(s)." in flashes(done.text)
-    assert broker.client.llen("fleet:fleet") == 1 and len(_dead_ids(broker)) == 2
+    assert broker.client.llen("fleet:fleet") == 1 and len(dead_letter_ids(broker)) == 2
 
     done = admin_client.post("/admin/dead-letters/action/", data={"action": "delete", "rowid": ids[1],
                                                                   "csrf_token": token}, follow_redirects=True)
-    assert "Deleted 1 dead letter(s)." in flashes(done.text) and _dead_ids(broker) == [ids[2]]
+    assert "Deleted 1 dead letter(s)." in flashes(done.text) and dead_letter_ids(broker) == [ids[2]]
 
     done = admin_client.post("/admin/dead-letters/requeue-all/", data={"csrf_token": token}, follow_redirects=True)
     assert "Requeued 1 dead letter(s)." in flashes(done.text)
-    assert _dead_ids(broker) == [] and broker.client.llen("fleet:fleet") == 2
+    assert dead_letter_ids(broker) == [] and broker.client.llen("fleet:fleet") == 2
 
 
 # -- dashboard and health ----------------------------------------------------------------------
@@ -485,17 +407,15 @@ def test_dashboard_counts_consumers_only_with_host_pid_queues_and_threads(admin_
     import os
     import socket
 
-    from dramatiq import Worker
-
     from actors.system import ping
     from core.broker import build_broker
-    from tests.helpers import wait_for
+    from tests.helpers import InProcessWorker, wait_for
 
     sender = build_broker(settings, middleware=[])  # like a CLI call: sends, and so touches Dramatiq's heartbeats
     sender.declare_actor(ping)
     sender.enqueue(ping.message("x"))
     assert '<p id="workers">0 live' in admin_client.get("/admin/").text
-    worker = Worker(broker, worker_threads=3, queues={"fleet", "workouts"}, worker_timeout=100)
+    worker = InProcessWorker(broker, worker_threads=3, queues={"fleet", "workouts"}, worker_timeout=100)
     worker.start()
     try:
         page = wait_for(lambda: (p := admin_client.get("/admin/").text) and '<p id="workers">1 live (3 threads' in p and p,

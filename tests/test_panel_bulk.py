@@ -7,7 +7,7 @@ import re
 import actors.workouts  # noqa: F401  (declares the bulk retry's batch kind before the worker starts)
 from db.models.workouts import WorkoutPlan
 from tests.helpers import wait_for
-from tests.test_panel import admin_client, app, csrf_token, day_ids, failed_plan, flashes, statuses  # noqa: F401
+from tests.panel import csrf_token, day_ids, failed_plan, flashes, statuses
 
 
 def test_retry_all_matching_the_filter_runs_as_a_batch_whose_page_shows_it(admin_client, broker, worker, openai_sim):
@@ -70,16 +70,15 @@ def test_retry_all_failed_with_a_code_from_the_error_codes_page(admin_client, br
 
 
 def test_a_plan_deleted_before_its_retry_fails_its_item_not_the_batch(admin_client, broker, openai_sim):
-    from dramatiq import Worker
-
     from actors import batches
     from actors.workouts import start_retry
+    from tests.helpers import InProcessWorker
 
     kept, gone = failed_plan("kept@x.io"), failed_plan("gone@x.io")
     batch, plans = start_retry({"error_code": "ERR_API_TIMEOUT"}, "ops@example.com")
     assert plans == 2
     gone.delete_instance(recursive=True)
-    worker = Worker(broker, worker_threads=2, worker_timeout=50)
+    worker = InProcessWorker(broker, worker_threads=2, worker_timeout=50)
     worker.start()
     try:
         done = wait_for(lambda: (b := batches.find_batch(batch.id)).finished_at and b, timeout=30, message="the batch")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.attack_panel import OVERSIZED
-from tests.test_panel import admin_client, app, csrf_token, failed_plan, flashes, joblog, rows, statuses  # noqa: F401
+from tests.panel import csrf_token, failed_plan, flashes, joblog, statuses
 
 HUGE = str(10**23)
 

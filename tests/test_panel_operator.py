@@ -6,17 +6,7 @@ import re
 
 import actors.workouts  # noqa: F401
 from db.models.jobs import JobLog
-from tests.test_panel import (  # noqa: F401
-    _dead_ids,
-    _dead_letter,
-    admin_client,
-    app,
-    csrf_token,
-    failed_plan,
-    flashes,
-    joblog,
-    viewer_client,
-)
+from tests.panel import csrf_token, dead_letter, dead_letter_ids, failed_plan, flashes, joblog
 
 
 def test_retry_all_matching_shows_days_and_plans_before_the_click(admin_client, db):
@@ -64,15 +54,15 @@ def test_retry_a_failed_job_resends_its_arguments_through_the_unique_check(admin
     assert broker.client.hlen("fleet:workouts.msgs") == 1
 
 
-def test_retry_a_failed_job_requeues_its_dead_letter(admin_client, broker):
-    _dead_letter(broker, "dl")
-    message_id = _dead_ids(broker)[0]
+def test_retry_a_failed_job_requeues_itsdead_letter(admin_client, broker):
+    dead_letter(broker, "dl")
+    message_id = dead_letter_ids(broker)[0]
     row = joblog(1, status="failed", job_class="ping", queue="fleet", message_id=message_id,
                  args='{"args": ["dl"], "kwargs": {}}')
     token = csrf_token(admin_client, "/admin/")
     done = admin_client.post("/admin/jobs/retry/", data={"id": row.id, "csrf_token": token}, follow_redirects=True)
     assert f"Requeued the dead letter of message {message_id} with a fresh retry budget." in flashes(done.text)
-    assert _dead_ids(broker) == [] and broker.client.llen("fleet:fleet") == 1
+    assert dead_letter_ids(broker) == [] and broker.client.llen("fleet:fleet") == 1
 
 
 def test_only_a_failed_job_offers_retry_and_viewers_never(admin_client, viewer_client, db):
@@ -88,8 +78,8 @@ def test_only_a_failed_job_offers_retry_and_viewers_never(admin_client, viewer_c
 def test_dead_letter_details_show_the_attempts_tracebacks(admin_client, broker):
     from core.dead_letters import remember_error
 
-    _dead_letter(broker, "tb")
-    message_id = _dead_ids(broker)[0]
+    dead_letter(broker, "tb")
+    message_id = dead_letter_ids(broker)[0]
     remember_error(broker, message_id, "ERR_INTERNAL", "KeyError: 'x'")
     JobLog.create(run_id="r", job_class="ping", message_id=message_id, queue="fleet", status="failed",
                   error_code="ERR_INTERNAL", traceback="Traceback (most recent call last):\n  KeyError: 'x'")
@@ -104,8 +94,8 @@ def test_dead_letters_filter_and_delete_all_with_the_count(admin_client, broker)
     from core.dead_letters import remember_error
 
     for nonce in ("one", "two", "three"):
-        _dead_letter(broker, nonce)
-    ids = _dead_ids(broker)
+        dead_letter(broker, nonce)
+    ids = dead_letter_ids(broker)
     remember_error(broker, ids[0], "ERR_AUTH", "no")
     page = admin_client.get("/admin/dead-letters/?error_code=ERR_AUTH").text
     assert "1 matching (of the newest" in page and page.count('name="rowid"') == 1
@@ -113,4 +103,4 @@ def test_dead_letters_filter_and_delete_all_with_the_count(admin_client, broker)
     assert admin_client.get("/admin/dead-letters/?actor=nobody").text.count('name="rowid"') == 0
     token = csrf_token(admin_client, "/admin/dead-letters/")
     done = admin_client.post("/admin/dead-letters/delete-all/", data={"csrf_token": token}, follow_redirects=True)
-    assert "Deleted 3 dead letter(s)." in flashes(done.text) and _dead_ids(broker) == []
+    assert "Deleted 3 dead letter(s)." in flashes(done.text) and dead_letter_ids(broker) == []

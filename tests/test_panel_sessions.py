@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_panel import PASSWORD, app, csrf_token, log_in  # noqa: F401
+from tests.panel import PASSWORD, csrf_token, log_in
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_login_follows_a_path_of_the_panel(app, accounts):
 def test_another_accounts_success_does_not_clear_the_failures(app, accounts):
     client = app.test_client()
     codes = []
-    for n in range(7):
+    for _ in range(7):
         codes.append(log_in(client, "admin@example.com", "wrong-password").status_code)
         assert log_in(app.test_client(), "viewer@example.com").status_code == 302
     assert codes == [401] * 5 + [429] * 2

@@ -19,25 +19,6 @@ def notes(key):
     return [v.decode() for v in state_redis().lrange(f"test:{key}", 0, -1)]
 
 
-def start_worker(tmp_path, name, *args, **env):
-    log = open(tmp_path / f"{name}.log", "w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "tests.worker_actors", *args],
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(proc, sig=signal.SIGTERM, timeout=30):
-    """SIGTERM to Dramatiq's main process (as supervisord does), SIGKILL to the whole group."""
-    if proc.poll() is None:
-        if sig == signal.SIGKILL:
-            os.killpg(proc.pid, sig)
-        else:
-            proc.send_signal(sig)
-    return proc.wait(timeout)
-
-
 @pytest.fixture
 def key():
     return uuid.uuid4().hex[:12]
@@ -67,33 +48,33 @@ def test_breaker_opened_in_one_process_defers_jobs_in_another(db, worker, broker
     assert got[-1].status == "success"
 
 
-def test_worker_killed_with_sigkill_loses_nothing(db, broker, key, tmp_path):
+def test_worker_killed_with_sigkill_loses_nothing(db, broker, key, processes):
     env = {"FLEET_HEARTBEAT_TIMEOUT": "5"}
-    doomed = start_worker(tmp_path, "doomed", "-p", "1", "-t", "1", **env)
+    doomed = processes.worker("-p", "1", "-t", "1", name="doomed", env=dict(os.environ, **env))
     survivor = None
     try:
         message = wa.slow.send(key, 3)
         started = wait_for(lambda: [n for n in notes(key) if n.startswith("start:")], timeout=30, message="job start")
-        stop(doomed, signal.SIGKILL)
+        processes.stop(doomed, signal.SIGKILL)
         assert not [n for n in notes(key) if n.startswith("done:")]
 
-        survivor = start_worker(tmp_path, "survivor", "-p", "1", "-t", "1", **env)
+        survivor = processes.worker("-p", "1", "-t", "1", name="survivor", env=dict(os.environ, **env))
         done = wait_for(lambda: [n for n in notes(key) if n.startswith("done:")], timeout=90, message="job redelivered and done")
         assert len(started) == 1 and done[0] != "done:" + started[0].split(":")[1]
     finally:
         if survivor:
-            stop(survivor)
+            processes.stop(survivor)
     got = list(JobLog.select().where(JobLog.message_id == message.message_id).order_by(JobLog.id))
     assert [r.status for r in got][-1] == "success"
 
 
-def test_joblog_loses_no_row_when_the_worker_gets_sigterm_under_load(db, broker, key, tmp_path):
+def test_joblog_loses_no_row_when_the_worker_gets_sigterm_under_load(db, broker, key, processes):
     for _ in range(3000):
         wa.count.send(key)
-    proc = start_worker(tmp_path, "loaded", "-p", "2", "-t", "4")
+    proc = processes.worker("-p", "2", "-t", "4", name="loaded")
     counter = f"test:{key}"
     wait_for(lambda: int(state_redis().get(counter) or 0) >= 300, timeout=60, message="300 jobs done")
-    assert stop(proc) == 0
+    assert processes.stop(proc) == 0
     ran = int(state_redis().get(counter))
     assert 300 <= ran < 3000
     logged = JobLog.select().where((JobLog.job_class == "count") & (JobLog.status == "success")).count()
@@ -115,7 +96,7 @@ def _trip_openai_breaker():
 
 
 def test_deferral_ends_at_max_defer_and_fails_like_a_spent_budget(db, worker, broker, key):
-    """Before: an outage of days deferred its jobs forever."""
+    """A job deferred by an open breaker for longer than max_defer fails like a spent retry budget."""
     _trip_openai_breaker()
     message = wa.calls_openai.send_with_options(args=(key,), max_defer=1)
     got = wait_for(lambda: (r := list(JobLog.select().where(JobLog.message_id == message.message_id).order_by(JobLog.id)))
@@ -142,7 +123,7 @@ except Exception as exc:
 
 
 def test_half_open_lets_exactly_one_trial_call_through_across_the_fleet(broker, key):
-    """Before: every thread of every process made the trial call at once."""
+    """A half-open breaker lets exactly one trial call through, however many threads and processes ask."""
     import threading
     import time
 

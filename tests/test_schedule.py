@@ -18,13 +18,13 @@ from dramatiq import Message
 
 import tests.worker_actors  # noqa: F401  (registers the tests.* tasks on the broker)
 from actors import schedule as sched
-from actors.middleware.schedule import LOCK_TTL_RUNNING, RUN_OPTION, lock_key
+from actors.middleware.schedule import RUN_OPTION, lock_key
+from core.settings import get_settings
 from core.state import state_redis
 from db.database import database
 from db.models import utcnow
 from db.models.schedule import ScheduleRun
 from tests.helpers import fleet, wait_for
-from tests.test_panel import admin_client, app, viewer_client  # noqa: F401  (fixtures)
 
 UTC = timezone.utc
 DAY1 = datetime(2030, 1, 7, tzinfo=UTC)  # a Monday
@@ -202,7 +202,7 @@ def test_ledger_follows_success_and_failure_and_the_lock_goes_with_the_run(db, b
 
 
 def test_an_entry_never_overlaps_its_queued_run_and_runs_again_once_it_ended(db, broker, tmp_path):
-    from dramatiq import Worker
+    from tests.helpers import InProcessWorker
 
     schedule = load(tmp_path, note_entry("lonely", 'every = "1h"'))
     entry = schedule.entries["lonely"]
@@ -212,7 +212,7 @@ def test_an_entry_never_overlaps_its_queued_run_and_runs_again_once_it_ended(db,
     assert second.state == "skipped" and second.detail == f"overlap: run #{first.id} is still queued"
     assert state_redis().get(lock_key("lonely")) == str(first.id).encode()
 
-    worker = Worker(broker, worker_threads=1, worker_timeout=100)
+    worker = InProcessWorker(broker, worker_threads=1, worker_timeout=100)
     worker.start()
     try:
         wait_for(lambda: ScheduleRun.get_by_id(first.id).state == "succeeded", message="first run done")
@@ -243,7 +243,7 @@ def test_a_lock_that_outlived_its_run_or_its_scheduler_does_not_block(db, broker
 
 
 def test_a_redelivered_run_is_skipped_when_a_newer_run_holds_the_entry(db, broker, tmp_path):
-    from dramatiq import Worker
+    from tests.helpers import InProcessWorker
 
     schedule = load(tmp_path, note_entry("redelivered", 'every = "1h"'))
     old = sched.run_now(schedule.entries["redelivered"], "ops")
@@ -251,7 +251,7 @@ def test_a_redelivered_run_is_skipped_when_a_newer_run_holds_the_entry(db, broke
     newer = ScheduleRun.create(name="redelivered", slot_time=utcnow(), task="tests.note", state="running")
     state_redis().set(lock_key("redelivered"), newer.id)
 
-    worker = Worker(broker, worker_threads=1, worker_timeout=100)
+    worker = InProcessWorker(broker, worker_threads=1, worker_timeout=100)
     worker.start()
     try:
         wait_for(lambda: ScheduleRun.get_by_id(old.id).state == "skipped", message="old run skipped")
@@ -263,17 +263,18 @@ def test_a_redelivered_run_is_skipped_when_a_newer_run_holds_the_entry(db, broke
 
 
 def test_the_lock_of_a_run_in_hand_has_a_short_renewed_ttl(db, broker, tmp_path):
-    from dramatiq import Worker
+    from tests.helpers import InProcessWorker
 
     schedule = load(tmp_path, note_entry("held", 'every = "1h"').replace('key = "held" }', 'key = "held", seconds = 2 }'))
     run = sched.run_now(schedule.entries["held"], "ops")
     client = state_redis()
-    assert client.ttl(lock_key("held")) > LOCK_TTL_RUNNING  # queued: the long TTL
-    worker = Worker(broker, worker_threads=1, worker_timeout=100)
+    running_ttl = get_settings().overlap_lock_ttl
+    assert client.ttl(lock_key("held")) > running_ttl  # queued: the long TTL
+    worker = InProcessWorker(broker, worker_threads=1, worker_timeout=100)
     worker.start()
     try:
         wait_for(lambda: ScheduleRun.get_by_id(run.id).state == "running", message="run started")
-        assert 0 < client.ttl(lock_key("held")) <= LOCK_TTL_RUNNING
+        assert 0 < client.ttl(lock_key("held")) <= running_ttl
         wait_for(lambda: ScheduleRun.get_by_id(run.id).state == "succeeded", message="run done")
     finally:
         worker.stop()
@@ -402,7 +403,7 @@ def panel_schedule(monkeypatch, settings, tmp_path):
 
 
 def test_panel_shows_entries_schedulers_and_acts_for_admins(panel_schedule, admin_client, broker):
-    from tests.test_panel import csrf_token
+    from tests.panel import csrf_token
 
     state_redis().set(sched.LEADER_KEY, "host-1:4242")
     sched.heartbeat(state_redis(), {"id": "host-1:4242", "started_at": "2030-01-01T00:00:00+00:00",
@@ -439,7 +440,7 @@ def test_panel_shows_entries_schedulers_and_acts_for_admins(panel_schedule, admi
 
 
 def test_panel_for_viewers_bad_input_and_an_invalid_file(panel_schedule, viewer_client, admin_client, broker):
-    from tests.test_panel import csrf_token
+    from tests.panel import csrf_token
 
     page = viewer_client.get("/admin/schedule/")
     assert page.status_code == 200 and "nightly" in page.text and "Run now" not in page.text
@@ -466,10 +467,9 @@ def test_panel_for_viewers_bad_input_and_an_invalid_file(panel_schedule, viewer_
 # -- the shipped tasks -----------------------------------------------------------------------------
 
 def test_the_shipped_tasks_do_what_their_commands_do(db, broker, tmp_path):
-    from dramatiq import Worker
-
     from db.models.jobs import JobLog
     from db.models.workouts import Plan, User, WorkoutPlan
+    from tests.helpers import InProcessWorker
 
     user = User.create(email="u@example.com")
     failed = Plan.create(user=user, goal="strength", days=2)
@@ -484,7 +484,7 @@ def test_the_shipped_tasks_do_what_their_commands_do(db, broker, tmp_path):
     schedule = load(tmp_path, '[reset]\ntask = "workouts.retry-failed"\nargs = { reset = true }\ndaily_at = "03:00"\n'
                               '[rescue]\ntask = "workouts.rescue-stale"\nargs = { hours = 2 }\nevery = "10m"\n'
                               '[cleanup]\ntask = "jobs.cleanup"\nargs = { days = 7, keep = 2 }\ndaily_at = "00:30"\n')
-    worker = Worker(broker, worker_threads=1, worker_timeout=100, queues={"maintenance"})
+    worker = InProcessWorker(broker, worker_threads=1, worker_timeout=100, queues={"maintenance"})
     worker.start()
     try:
         runs = [sched.run_now(entry, "ops") for entry in schedule.entries.values()]

@@ -16,15 +16,14 @@ from urllib.parse import urlparse
 import pytest
 
 from actors import schedule as sched
-from actors.middleware.schedule import LOCK_TTL_RUNNING, RENEW_EVERY, RUN_OPTION
+from actors.middleware.schedule import RENEWALS_A_LOCK, RUN_OPTION
+from core.settings import get_settings
 from core.state import state_redis
 from db.models.schedule import ScheduleRun
 from tests.conftest import POSTGRES_URL
-from tests.helpers import wait_for
-from tests.test_panel import admin_client, app  # noqa: F401  (fixtures)
+from tests.helpers import REPO, wait_for
 from tests.test_schedule import note_entry, queued_messages, rows, runs_noted, write
 
-REPO = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
 
 
@@ -52,27 +51,18 @@ def shared_db(request, db):
 
 
 class Fleet:
-    """Scheduler and worker processes on one schedule file; stops whatever is left at the end."""
+    """Scheduler and worker processes on one schedule file (the test's `processes` stop them)."""
 
-    def __init__(self, env: dict, logs: Path):
+    def __init__(self, env: dict, processes):
         self.env = env
-        self.logs = logs
-        self.procs: list[subprocess.Popen] = []
-
-    def _spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
-        log = open(self.logs / f"{name}-{len(self.procs)}.log", "w")
-        kwargs.setdefault("env", self.env)
-        proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, **kwargs)
-        self.procs.append(proc)
-        return proc
+        self.processes = processes
 
     def scheduler(self, **env: str) -> subprocess.Popen:
-        return self._spawn("scheduler", ["-m", "tests.fleet_with_test_tasks", "scheduler"], env={**self.env, **env})
+        return self.processes.start("scheduler", module="tests.fleet_with_test_tasks", env={**self.env, **env},
+                                    name="scheduler")
 
     def worker(self) -> subprocess.Popen:
-        # its own process group: killing the worker kills its forked worker process too
-        return self._spawn("worker", ["-m", "dramatiq", "tests.worker_actors", "--processes", "1",
-                                      "--threads", "4", "--queues", "tests"], start_new_session=True)
+        return self.processes.worker("--processes", "1", "--threads", "4", "--queues", "tests", env=self.env)
 
     def command(self, *args: str) -> subprocess.CompletedProcess:
         """A `fleet` command that knows the test tasks."""
@@ -82,40 +72,23 @@ class Fleet:
     def leader(self) -> subprocess.Popen | None:
         current = sched.leader()
         pid = int(current.rsplit(":", 1)[1]) if current else None
-        return next((p for p in self.procs if p.pid == pid and p.poll() is None), None)
+        return next((p for p in self.processes.started if p.pid == pid and p.poll() is None), None)
 
     def wait_leader(self, not_this: subprocess.Popen | None = None, timeout: float = 30) -> subprocess.Popen:
         return wait_for(lambda: (lead := self.leader()) is not None and lead is not not_this and lead,
                         timeout=timeout, message="a new scheduler leader")
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                if proc.args[1:3] == ["-m", "dramatiq"]:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                else:
-                    proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        self.processes.stop_all()
 
 
 @pytest.fixture
-def run_fleet(shared_db, broker, tmp_path):
-    started = []
-
+def run_fleet(shared_db, broker, processes, tmp_path):
     def start(schedule_text: str, **env) -> Fleet:
         path = write(tmp_path, schedule_text)
-        fleet_env = dict(os.environ, DATABASE_URL=shared_db, FLEET_SCHEDULE=str(path), PYTHONUNBUFFERED="1", **env)
-        started.append(Fleet(fleet_env, tmp_path))
-        return started[-1]
+        return Fleet(dict(os.environ, DATABASE_URL=shared_db, FLEET_SCHEDULE=str(path), **env), processes)
 
-    yield start
-    for f in started:
-        f.stop()
+    return start
 
 
 def emitted(name: str) -> list[ScheduleRun]:
@@ -144,7 +117,7 @@ def test_three_schedulers_leaders_killed_twice_and_stopped_once_emit_each_slot_o
         leader.wait(5)
         fleet_.scheduler()
         fleet_.wait_leader(not_this=leader, timeout=20)
-        wait_for(lambda: emitted_since(before + 3), timeout=20, message="the new leader emits")
+        wait_for(lambda before=before: emitted_since(before + 3), timeout=20, message="the new leader emits")
 
     leader = fleet_.leader()
     stopped_at = time.monotonic()
@@ -152,9 +125,10 @@ def test_three_schedulers_leaders_killed_twice_and_stopped_once_emit_each_slot_o
     assert leader.wait(5) == 0, "a SIGTERMed leader exits cleanly within 5 s"
     fleet_.wait_leader(not_this=leader, timeout=3)
     assert time.monotonic() - stopped_at < 5
-    # run on until the ledger spans 40 s of slots
-    wait_for(lambda: (e := emitted("tick")) and (e[-1].slot_time - e[0].slot_time).total_seconds() >= 40,
-             timeout=60, message="40 s of slots")
+    # run on for 10 s of slots after the last handover
+    handed_over = datetime.now(UTC).replace(tzinfo=None)
+    wait_for(lambda: (e := emitted("tick")) and (e[-1].slot_time - handed_over).total_seconds() >= 10,
+             timeout=60, message="10 s of slots after the last handover")
     fleet_.stop()
 
     ledger = rows("tick")
@@ -207,7 +181,7 @@ def test_a_leader_that_cannot_reach_the_database_lets_a_standby_lead(run_fleet, 
                  message="the standby emits")
         assert doomed.poll() is None, "it stands by; it did not crash"
         fleet_.stop()
-        assert "scheduler stepped down after failing loops" in next(tmp_path.glob(f"scheduler-0.log")).read_text()
+        assert "scheduler stepped down after failing loops" in next(tmp_path.glob("scheduler-0.log")).read_text()
     finally:
         cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
         cursor.execute(f'DROP OWNED BY "{role}"')
@@ -247,15 +221,16 @@ def test_a_worker_killed_mid_run_blocks_the_entry_no_longer_than_its_lock(run_fl
     doomed.wait(5)
     killed_at = time.time()
     fleet_.worker()
+    ttl = get_settings().overlap_lock_ttl  # short in the tests (FLEET_OVERLAP_LOCK_TTL)
 
     later = wait_for(lambda: next((r for r in emitted("long") if r.slot_time > first.slot_time), None),
-                     timeout=LOCK_TTL_RUNNING + 30, message="a run after the killed one")
-    # the lock was last renewed before the kill and expires LOCK_TTL_RUNNING later; a little
+                     timeout=ttl + 30, message="a run after the killed one")
+    # the lock was last renewed before the kill and expires its TTL later; a little
     # beyond that for the next 1 s slot and the leader's tick
-    assert wall(later.slot_time) <= killed_at + LOCK_TTL_RUNNING + 5
+    assert wall(later.slot_time) <= killed_at + ttl + 5
     between = [r for r in rows("long") if first.slot_time < r.slot_time < later.slot_time]
     assert between and all(r.state == "skipped" and r.detail.startswith("overlap") for r in between)
-    assert wall(between[-1].slot_time) >= killed_at + LOCK_TTL_RUNNING - RENEW_EVERY - 1, "held until it expired"
+    assert wall(between[-1].slot_time) >= killed_at + ttl - ttl / RENEWALS_A_LOCK - 1, "held until it expired"
     wait_for(lambda: ScheduleRun.get_by_id(later.id).state == "succeeded", timeout=30, message="later run done")
     fleet_.stop()
 
@@ -328,7 +303,7 @@ def test_the_dashboard_and_the_schedule_page_name_the_real_leader(run_fleet, adm
     lead = fleet_.wait_leader()
     wait_for(lambda: len(sched.schedulers()) == 2, message="both schedulers' heartbeats")
     standby = next(p for p in procs if p is not lead)
-    assert 0 < state_redis().pttl(sched.LEADER_KEY) <= 10_000, "a lease with a short TTL"
+    assert 0 < state_redis().pttl(sched.LEADER_KEY) <= get_settings().scheduler_lease * 1000, "a lease with a short TTL"
     leader_id = sched.leader()
     assert leader_id.endswith(f":{lead.pid}")
     assert f"leader: <code>{leader_id}</code>" in admin_client.get("/admin/").text

@@ -8,14 +8,13 @@ import threading
 from datetime import timedelta
 
 import pytest
-from dramatiq import Worker
 
 from actors import series as ops
 from core.simulators.series_sim import series_record
 from db.models import utcnow
 from db.models.jobs import JobLog
 from db.models.series import Episode, Series
-from tests.helpers import fleet, wait_for
+from tests.helpers import InProcessWorker, fleet, wait_for
 
 
 def run(*args):
@@ -42,7 +41,7 @@ def finished_row(message_id: str) -> JobLog:
 @pytest.fixture
 def sweeps_worker(broker):
     """A worker for the sweeps queue only: data jobs stay queued, as on a fleet whose data workers are busy."""
-    worker = Worker(broker, queues={"sweeps"}, worker_threads=2, worker_timeout=100)
+    worker = InProcessWorker(broker, queues={"sweeps"}, worker_threads=2, worker_timeout=100)
     worker.start()
     yield worker
     worker.stop()
@@ -322,7 +321,7 @@ def test_the_three_stages_on_postgresql(postgres_url, broker, series_api):
     migrate(pg)
     previous = database.obj
     database.initialize(pg)
-    worker = Worker(broker, worker_threads=4, worker_timeout=100)
+    worker = InProcessWorker(broker, worker_threads=4, worker_timeout=100)
     worker.start()
     try:
         with database.connection_context():

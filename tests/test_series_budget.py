@@ -3,12 +3,8 @@ against the series API simulator, which counts the requests it gets in each seco
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 
 import pytest
-from dramatiq import Worker
 
 import core.budget
 from actors import series as ops
@@ -17,33 +13,19 @@ from core.budget import ApiBudget, budget
 from core.state import state_redis
 from db.models.jobs import JobLog
 from db.models.series import Series
-from tests.helpers import wait_for
+from tests.helpers import InProcessWorker, wait_for
 
 
 @pytest.fixture
-def start_workers(tmp_path, broker):
-    """`fleet worker -p P -t T` subprocesses, stopped with SIGTERM (as supervisord does) at the end."""
-    started = []
-
-    def start(processes: int, threads: int, **env):
-        log = open(tmp_path / f"worker-{len(started)}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "fleet", "worker", "-p", str(processes), "-t", str(threads)],
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        started.append(proc)
+def start_workers(processes, broker):
+    """`fleet worker -p P -t T` subprocesses (stopped with SIGTERM, as supervisord does, at the end)."""
+    def start(count: int, threads: int, **env):
+        proc = processes.start("worker", "-p", str(count), "-t", str(threads), env={**os.environ, **env})
         # every process consumes before anything is sent, so none can take all the work alone
-        wait_for(lambda: len(live_workers(state_redis(), 10)) >= processes, timeout=60, message="the worker processes")
+        wait_for(lambda: len(live_workers(state_redis(), 10)) >= count, timeout=60, message="the worker processes")
         return proc
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in started:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    return start
 
 
 def imported() -> int:
@@ -78,7 +60,7 @@ def test_jobs_over_budget_wait_and_are_deferred_without_spending_retries(db, bro
     """One request a second for four threads: a job that waited its two seconds goes back, delayed."""
     monkeypatch.setitem(core.budget._budgets, "series_api", ApiBudget("series_api", 1, state_redis()))
     rows = [Series.create(tvdb_id=i) for i in range(1, 7)]
-    worker = Worker(broker, worker_threads=4, worker_timeout=100)
+    worker = InProcessWorker(broker, worker_threads=4, worker_timeout=100)
     worker.start()
     try:
         for row in rows:

@@ -13,7 +13,7 @@ from db.models import utcnow
 from db.models.jobs import JobLog
 from db.models.series import Episode, Series
 from tests.helpers import wait_for
-from tests.test_panel import admin_client, app, csrf_token, flashes, viewer_client  # noqa: F401
+from tests.panel import csrf_token, flashes
 
 NEVER = "flt0_never_imported_is=yes"
 OLDER = "flt0_data_older_than_hours="
@@ -98,14 +98,14 @@ def test_sync_selected_dispatches_a_data_job_each(admin_client, broker, rows):
 
 
 def test_sync_all_matching_runs_in_the_background_and_reports_its_counts(admin_client, broker, db):
-    from dramatiq import Worker
+    from tests.helpers import InProcessWorker
 
     for i in range(1, 1_201):
         Series.create(tvdb_id=i, data_last_updated_at=None if i % 3 else utcnow())
     ops.dispatch(ops.SERIES, Series.get(Series.tvdb_id == 1).id)  # one of them already queued
     page = admin_client.get("/admin/series/?" + NEVER).text
     assert "Sync all 800 matching the filter" in page
-    panel = Worker(broker, queues={"panel"}, worker_threads=1, worker_timeout=100)
+    panel = InProcessWorker(broker, queues={"panel"}, worker_threads=1, worker_timeout=100)
     panel.start()
     try:
         response = admin_client.post("/admin/series/sync-matching/?" + NEVER, follow_redirects=True,

@@ -69,7 +69,8 @@ def test_secret_key_is_generated_once_and_private(tmp_path):
 
 @pytest.mark.parametrize("command", [["worker"], ["scheduler"], ["web"]])
 def test_rabbitmq_without_a_state_redis_refuses_to_start(fleet_env, command):
-    """Before: unique jobs, breakers and the login throttle silently became per process."""
+    """RabbitMQ without a state Redis refuses to start, so unique jobs, breakers and the login throttle
+    never silently become per process."""
     from core.net import free_port
     from tests.helpers import fleet
 
@@ -93,3 +94,34 @@ def test_max_defer_and_allow_local_state_are_validated():
         load_settings({"FLEET_MAX_DEFER": "soon"})
     with pytest.raises(SettingsError, match="FLEET_ALLOW_LOCAL_STATE"):
         load_settings({"FLEET_ALLOW_LOCAL_STATE": "maybe"})
+
+
+def test_lease_and_lock_ttls_keep_their_defaults_and_are_bounded():
+    defaults = load_settings({})
+    assert (defaults.scheduler_lease, defaults.overlap_lock_ttl, defaults.dead_worker_checks) == (10, 15, 0.1)
+    short = load_settings({"FLEET_SCHEDULER_LEASE": "4", "FLEET_OVERLAP_LOCK_TTL": "6.5"})
+    assert (short.scheduler_lease, short.overlap_lock_ttl) == (4, 6.5)
+    for variable, value, problem in [("FLEET_SCHEDULER_LEASE", "1", "must be at least 3"),
+                                     ("FLEET_SCHEDULER_LEASE", "1e9", "must be at most 300"),
+                                     ("FLEET_OVERLAP_LOCK_TTL", "2", "must be at least 3"),
+                                     ("FLEET_OVERLAP_LOCK_TTL", "inf", "is not a finite number"),
+                                     ("FLEET_DEAD_WORKER_CHECKS", "0", "must be at least 0.001"),
+                                     ("FLEET_DEAD_WORKER_CHECKS", "2", "must be at most 1")]:
+        with pytest.raises(SettingsError, match=problem) as err:
+            load_settings({variable: value})
+        assert err.value.variable == variable
+
+
+def test_the_fast_password_hash_is_only_used_when_asked_for(db):
+    from werkzeug.security import check_password_hash
+
+    from db.models.accounts import PanelAccount
+
+    assert load_settings({}).password_hash_method is None  # werkzeug's default (scrypt)
+    assert load_settings({"FLEET_INSECURE_FAST_PASSWORD_HASH": "1"}).password_hash_method == "pbkdf2:sha256:1"
+    account = PanelAccount(email="x@example.com")
+    account.set_password("a-long-password")
+    assert account.password_hash.startswith("scrypt:") and account.check_password("a-long-password")
+    account.set_password("a-long-password", "pbkdf2:sha256:1")
+    assert account.password_hash.startswith("pbkdf2:sha256:1$")
+    assert check_password_hash(account.password_hash, "a-long-password")

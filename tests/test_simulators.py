@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import random
 import subprocess
-import sys
 import threading
 
 import jsonschema
@@ -258,15 +257,14 @@ def _wait_until_serving(proc, url):
     wait_for(up, timeout=20, message=f"simulator at {url}")
 
 
-def test_cli_simulators_start_and_answer(tmp_path):
+def test_cli_simulators_start_and_answer(processes):
     openai_port, series_port = free_port(), free_port()
+    output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "fleet", "simulate", "openai", "--port", str(openai_port),
-                          "--api-key", KEY, "--fail", "503=0.0,429=0", "--seed", "3", "--retry-after", "4"],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-        subprocess.Popen([sys.executable, "-m", "fleet", "simulate", "series-api", "--port", str(series_port),
-                          "--api-key", "tvdb-key", "--missing", "12,13", "--latency-ms", "1"],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+        processes.start("simulate", "openai", "--port", str(openai_port), "--api-key", KEY, "--fail", "503=0.0,429=0",
+                        "--seed", "3", "--retry-after", "4", **output),
+        processes.start("simulate", "series-api", "--port", str(series_port), "--api-key", "tvdb-key",
+                        "--missing", "12,13", "--latency-ms", "1", **output),
     ]
     try:
         openai_url, series_url = f"http://127.0.0.1:{openai_port}", f"http://127.0.0.1:{series_port}"
@@ -285,8 +283,7 @@ def test_cli_simulators_start_and_answer(tmp_path):
                                          "choose another with --port")
     finally:
         for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+            processes.stop(proc, timeout=10)
     assert f"OpenAI simulator on http://127.0.0.1:{openai_port}/v1" in procs[0].stdout.read()
 
 

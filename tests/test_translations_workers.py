@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections import Counter
 
@@ -21,22 +19,6 @@ from db.models.batches import Batch, BatchChunk, BatchItem
 from db.models.jobs import JobLog
 from tests.helpers import fleet, wait_for
 from tests.test_batches import assert_counters_match_items, finish_rows, finished
-
-
-def start_worker(tmp_path, name: str, *args: str, **env: str) -> subprocess.Popen:
-    log = open(tmp_path / f"{name}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "fleet", "worker", *args],
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30) -> None:
-    if proc.poll() is None:
-        if sig == signal.SIGKILL:
-            os.killpg(proc.pid, sig)
-        else:
-            proc.send_signal(sig)
-    proc.wait(timeout)
 
 
 def files(tmp_path, count: int, stem: str = "datei") -> list:
@@ -67,23 +49,23 @@ def chunk_workers(batch_ids) -> set[str]:
         (JobLog.job_class == f"batch_chunk_{tr.KIND}") & (JobLog.status == "success"))}
 
 
-def test_a_worker_killed_mid_batch_loses_nothing_and_translates_nothing_twice(db, broker, openai_sim, tmp_path):
+def test_a_worker_killed_mid_batch_loses_nothing_and_translates_nothing_twice(db, broker, openai_sim, tmp_path, processes):
     openai_sim.control(latency_ms=250)
     paths = files(tmp_path, 12)
     heartbeat = {"FLEET_HEARTBEAT_TIMEOUT": "3"}
-    doomed = start_worker(tmp_path, "doomed", "-p", "1", "-t", "2", **heartbeat)
+    doomed = processes.start("worker", "-p", "1", "-t", "2", name="doomed", env=dict(os.environ, **heartbeat))
     survivor = None
     try:
         batch = translation(paths, chunk_size=4)
         wait_for(lambda: sum(c.succeeded for c in BatchChunk.select().where(BatchChunk.batch == batch.id)) >= 3,
                  timeout=60, message="three files translated")
-        stop(doomed, signal.SIGKILL)
+        processes.stop(doomed, signal.SIGKILL)
         at_kill = {i.position: i.status for i in batches.items(batch.id, limit=None)}
         done_before = [p for p, s in at_kill.items() if s == "succeeded"]
         running = [p for p, s in at_kill.items() if s == "running"]
         assert len(done_before) >= 3 and len(done_before) < 12
 
-        survivor = start_worker(tmp_path, "survivor", "-p", "1", "-t", "2", **heartbeat)
+        survivor = processes.start("worker", "-p", "1", "-t", "2", name="survivor", env=dict(os.environ, **heartbeat))
         resumed = fleet("batches", "resume", batch.id, env=dict(os.environ))
         assert resumed.returncode == 0, resumed.stderr
         assert "chunk(s) still queued or running" in resumed.stdout  # Dramatiq redelivers the dead worker's chunks
@@ -91,7 +73,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_translates_nothing_twice(db
     finally:
         for proc in (doomed, survivor):
             if proc is not None:
-                stop(proc)
+                processes.stop(proc)
     assert (done.status, done.succeeded, done.failed) == ("completed", 12, 0)
     assert all((tmp_path / f"datei{n:02d}.nl.txt").read_text().startswith("[nl] Absatz") for n in range(12))
     counts = by_segment(openai_sim)
@@ -105,15 +87,15 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_translates_nothing_twice(db
     assert_counters_match_items(done)
 
 
-def test_two_worker_processes_racing_for_the_last_items_finish_each_batch_once(db, broker, openai_sim, tmp_path):
+def test_two_worker_processes_racing_for_the_last_items_finish_each_batch_once(db, broker, openai_sim, tmp_path, processes):
     openai_sim.control(latency_ms=100)
-    workers = [start_worker(tmp_path, f"racer{n}", "-p", "1", "-t", "2") for n in range(2)]
+    workers = [processes.start("worker", "-p", "1", "-t", "2", name=f"racer{n}") for n in range(2)]
     try:
         made = [translation(files(tmp_path, 6, stem=f"b{n}-"), chunk_size=1) for n in range(3)]
         done = [finished(b.id, timeout=90) for b in made]
     finally:
         for proc in workers:
-            stop(proc)
+            processes.stop(proc)
     for batch in done:
         assert (batch.status, batch.succeeded) == ("completed", 6)
         assert len(finish_rows(batch.id)) == 1
@@ -122,9 +104,9 @@ def test_two_worker_processes_racing_for_the_last_items_finish_each_batch_once(d
     assert set(by_segment(openai_sim).values()) == {1} and sum(by_segment(openai_sim).values()) == 18
 
 
-def test_three_translations_started_at_once_are_worked_by_the_running_worker_alone(db, broker, openai_sim, tmp_path):
+def test_three_translations_started_at_once_are_worked_by_the_running_worker_alone(db, broker, openai_sim, tmp_path, processes):
     """Seed 002: starting work never starts workers; the ones running share it."""
-    worker = start_worker(tmp_path, "only", "-p", "1", "-t", "4")
+    worker = processes.start("worker", "-p", "1", "-t", "4", name="only")
     try:
         wait_for(lambda: len(psutil.Process(worker.pid).children()) == 1, timeout=30, message="the worker process")
         tree = {p.pid for p in psutil.Process(worker.pid).children(recursive=True)} | {worker.pid}
@@ -145,7 +127,7 @@ def test_three_translations_started_at_once_are_worked_by_the_running_worker_alo
         done = [finished(b.id, timeout=60) for b in made]
         assert {p.pid for p in psutil.Process(worker.pid).children(recursive=True)} | {worker.pid} == tree
     finally:
-        stop(worker)
+        processes.stop(worker)
     assert all((b.status, b.succeeded) == ("completed", 3) for b in done)
     child = next(iter(tree - {worker.pid}))
     assert {w.rsplit(":", 1)[1] for w in chunk_workers([b.id for b in made])} == {str(child)}
@@ -161,14 +143,15 @@ def _broker_of(process) -> str | None:
         return None
 
 
-def test_openai_unreachable_fails_the_items_with_their_code_after_the_retries(db, broker, tmp_path):
+def test_openai_unreachable_fails_the_items_with_their_code_after_the_retries(db, broker, tmp_path, processes):
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    worker = start_worker(tmp_path, "offline", "-p", "1", "-t", "1", OPENAI_BASE_URL=dead, FLEET_RETRY_DELAYS="1")
+    worker = processes.start("worker", "-p", "1", "-t", "1", name="offline",
+                             env=dict(os.environ, OPENAI_BASE_URL=dead, FLEET_RETRY_DELAYS="1"))
     try:
         batch = translation(files(tmp_path, 3), chunk_size=50)
         done = finished(batch.id, timeout=60)
     finally:
-        stop(worker)
+        processes.stop(worker)
     assert (done.status, done.failed, done.succeeded) == ("completed", 3, 0)
     items = batches.items(batch.id)
     assert {i.error_code for i in items} == {"ERR_CONNECTION"}

@@ -1,7 +1,6 @@
 """`fleet up` as a user runs it: a real supervisord, embedded Redis, worker, scheduler, web."""
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
@@ -20,10 +19,9 @@ def embedded_env(fleet_env):
     return env
 
 
-def _start_up(env, port, *extra):
-    return subprocess.Popen([sys.executable, "-m", "fleet", "up", "--port", str(port), *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+def _start_up(processes, env, port, *extra):
+    return processes.start("up", "--port", str(port), *extra, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
 
 
 def _cmdline(process) -> str:
@@ -41,9 +39,9 @@ def _healthy(port):
         return False
 
 
-def test_fleet_up_serves_the_panel_refuses_a_second_fleet_and_stops_cleanly(embedded_env, tmp_path):
+def test_fleet_up_serves_the_panel_refuses_a_second_fleet_and_stops_cleanly(embedded_env, processes, tmp_path):
     port = free_port()
-    up = _start_up(embedded_env, port, "--demo")
+    up = _start_up(processes, embedded_env, port, "--demo")
     try:
         wait_for(lambda: _healthy(port), timeout=40, message="/healthz 200")
         login = requests.get(f"http://127.0.0.1:{port}/admin/", timeout=5)
@@ -90,6 +88,11 @@ def test_fleet_up_serves_the_panel_refuses_a_second_fleet_and_stops_cleanly(embe
     gone, alive = psutil.wait_procs(tree, timeout=2)
     assert alive == []
     assert "demo login admin@fleet.local" in output
+    # the console is a short summary; the programs' JSON log lines are kept in var/log/
+    assert f"panel at http://127.0.0.1:{port}/admin" in output and "var/log/<program>.log" in output
+    assert not [line for line in output.splitlines() if line.startswith("{")], output
+    web_log = (tmp_path / "var" / "log" / "web.log").read_text().splitlines()
+    assert any(line.startswith("{") and '"logger": "waitress"' in line for line in web_log)
 
 
 def test_port_in_use_is_one_line_and_starts_nothing(embedded_env, tmp_path):
@@ -125,16 +128,16 @@ def test_unknown_command_and_option_are_usage_errors(fleet_env):
 
 
 @pytest.mark.parametrize("victim", ["supervisord", "fleet up"])
-def test_killing_fleet_up_or_supervisord_leaves_no_orphan(embedded_env, tmp_path, victim):
-    """Before: SIGKILL of supervisord left redis, workers, scheduler and web under PID 1 (and a
-    new `fleet up` started beside them); SIGKILL of `fleet up` left supervisord and all children."""
+def test_killing_fleet_up_or_supervisord_leaves_no_orphan(embedded_env, processes, tmp_path, victim):
+    """SIGKILL of supervisord or of `fleet up` takes redis, workers, scheduler and web with it: nothing
+    is left under PID 1, and a new `fleet up` does not start beside survivors."""
     import contextlib
     import os
 
     from core.lifecycle import lock_fleet
 
     port = free_port()
-    up = _start_up(embedded_env, port)
+    up = _start_up(processes, embedded_env, port)
     tree = []
     try:
         wait_for(lambda: _healthy(port), timeout=40, message="/healthz 200")

@@ -3,7 +3,6 @@ subprocess, on its own redis-server (stopped on purpose) and its own database.""
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,19 +11,18 @@ import pytest
 import requests
 
 from core.net import free_port
-from tests.conftest import _start_redis
 from tests.helpers import fleet, wait_for
+from tests.panel import PASSWORD
+from tests.servers import RedisServer
 
-PASSWORD = "a-long-password"
 ACCOUNTS = {"admin@example.com": "admin", "viewer@example.com": "viewer", "victim@example.com": "admin"}
 
 
-def _start_web(env: dict, port: int) -> subprocess.Popen:
+def _start_web(processes, env: dict, port: int) -> subprocess.Popen:
     # Its log goes to a file: a pipe nobody reads fills up with the outage's log lines, and then
     # every request that logs blocks.
-    log = Path(env["FLEET_VAR_DIR"]).parent / f"web-{port}.log"
-    web = subprocess.Popen([sys.executable, "-m", "fleet", "web", "--port", str(port), "--threads", "16"], env=env,
-                           stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    web = processes.start("web", "--port", str(port), "--threads", "16", env=env, name="web")
+    log = processes.logs / f"web-{len(processes.started) - 1}.log"
 
     def up():
         if web.poll() is not None:
@@ -39,22 +37,18 @@ def _start_web(env: dict, port: int) -> subprocess.Popen:
 
 
 @pytest.fixture
-def panel(fleet_env, tmp_path):
-    """(base url, environment, the redis-server process) of a `fleet web` behind one trusted proxy."""
-    redis_port = free_port()
-    redis_proc = _start_redis(redis_port, tmp_path / "redis")
-    env = dict(fleet_env, BROKER_URL=f"redis://127.0.0.1:{redis_port}/0", FLEET_TRUSTED_PROXIES="1")
-    assert fleet("db", "migrate", env=env).returncode == 0
-    for email, role in ACCOUNTS.items():
-        created = fleet("accounts", "create", email, "--role", role, "--password-stdin", env=env, input=PASSWORD + "\n")
-        assert created.returncode == 0, created.stderr
-    port = free_port()
-    web = _start_web(env, port)
-    yield f"http://127.0.0.1:{port}", env, redis_proc
-    web.send_signal(signal.SIGTERM)
-    web.wait(timeout=10)
-    redis_proc.kill()
-    redis_proc.wait(5)
+def panel(fleet_env, processes, tmp_path):
+    """(base url, environment, its redis-server) of a `fleet web` behind one trusted proxy."""
+    with RedisServer(tmp_path / "redis") as redis_server:
+        env = dict(fleet_env, BROKER_URL=redis_server.url, FLEET_TRUSTED_PROXIES="1")
+        assert fleet("db", "migrate", env=env).returncode == 0
+        for email, role in ACCOUNTS.items():
+            created = fleet("accounts", "create", email, "--role", role, "--password-stdin", env=env, input=PASSWORD + "\n")
+            assert created.returncode == 0, created.stderr
+        port = free_port()
+        web = _start_web(processes, env, port)
+        yield f"http://127.0.0.1:{port}", env, redis_server
+        processes.stop(web, timeout=10)
 
 
 def _token(session: requests.Session, url: str) -> str:
@@ -120,10 +114,9 @@ def test_a_new_password_or_disabling_ends_every_session(panel, command):
 
 
 def test_redis_down_gives_readable_answers_and_the_database_pages_keep_working(panel):
-    base, _, redis_proc = panel
+    base, _, redis_server = panel
     session = _logged_in(base)
-    redis_proc.kill()
-    redis_proc.wait(5)
+    redis_server.kill()
     fresh = _logged_in(base, address="10.9.2.1")  # login needs only the database (the throttle counts in-process)
     for path in ["/admin/", "/admin/jobs/", "/admin/failed-plans/", "/admin/error-codes/", "/admin/health/"]:
         for client in (session, fresh):
@@ -138,11 +131,11 @@ def test_redis_down_gives_readable_answers_and_the_database_pages_keep_working(p
     assert health.status_code == 503 and health.json()["failing"] == ["broker"]
 
 
-def test_database_down_healthz_is_json_503_and_login_a_readable_page(fleet_env, tmp_path):
+def test_database_down_healthz_is_json_503_and_login_a_readable_page(fleet_env, processes):
     """The database unreachable (nothing listens on its port): JSON naming it, never an HTML 500."""
     env = dict(fleet_env, DATABASE_URL=f"postgresql://fleet:secret@127.0.0.1:{free_port()}/fleet")
     port = free_port()
-    web = _start_web(env, port)
+    web = _start_web(processes, env, port)
     try:
         base = f"http://127.0.0.1:{port}"
         health = requests.get(base + "/healthz", timeout=30)
@@ -155,5 +148,4 @@ def test_database_down_healthz_is_json_503_and_login_a_readable_page(fleet_env, 
         assert response.status_code == 503 and "the database does not answer" in response.text
         assert "Traceback" not in response.text and "secret" not in response.text
     finally:
-        web.send_signal(signal.SIGTERM)
-        web.wait(timeout=10)
+        processes.stop(web, timeout=10)

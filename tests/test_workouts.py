@@ -193,14 +193,13 @@ def test_create_plan_generates_every_day_with_a_real_worker(db, broker, worker, 
 
 
 def test_redelivery_and_second_dispatch_never_generate_a_day_twice(make_plan, broker, openai_sim):
-    from dramatiq import Worker
-
     from actors.workouts import dispatch
+    from tests.helpers import InProcessWorker
 
     plan = make_plan("r@x.io", ["pending", "pending"])
     first = dispatch(plan.user_id, plan.id)
     assert dispatch(plan.user_id, plan.id) is None  # unique: already queued
-    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker = InProcessWorker(broker, worker_threads=2, worker_timeout=100)
     worker.start()
     try:
         wait_for(lambda: statuses(plan) == ["generated", "generated"], timeout=30, message="generated")
@@ -241,14 +240,13 @@ def test_malformed_answers_end_as_invalid_response(make_plan, broker, worker, op
 
 
 def test_outage_within_the_retry_horizon_leaves_every_day_generated(make_plan, broker, openai_sim):
-    """All 503 for 20 s with retry delays of 1 s: the budget alone would be spent in 3 s, but the
+    """All 503 for 10 s with retry delays of 1 s: the budget alone would be spent in 3 s, but the
     breaker opens and defers the jobs without spending it, so nothing ends failed."""
-    from dramatiq import Worker
-
     from actors.workouts import dispatch, generate_user_workout_plan
+    from tests.helpers import InProcessWorker
 
     generate_user_workout_plan.options["retry_delays"] = (1, 1, 1)
-    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker = InProcessWorker(broker, worker_threads=2, worker_timeout=100)
     worker.start()
     try:
         openai_sim.control(fail={"503": 1.0})
@@ -259,7 +257,7 @@ def test_outage_within_the_retry_horizon_leaves_every_day_generated(make_plan, b
 
         outage_started = time.monotonic()
         wait_for(lambda: openai_sim.stats()["requests"] >= 3, timeout=20, message="failing calls")
-        time.sleep(max(0.0, 20 - (time.monotonic() - outage_started)))
+        time.sleep(max(0.0, 10 - (time.monotonic() - outage_started)))
         openai_sim.control(fail={})
         wait_for(lambda: all(statuses(p) == ["generated", "generated"] for p in plans), timeout=60,
                  message="every day generated after the outage")
@@ -277,7 +275,7 @@ def test_rescue_stale_redispatches_plans_with_no_job_in_flight(make_plan, broker
 
     stuck = make_plan("s1@x.io", ["pending", "generated"])
     in_flight = make_plan("s2@x.io", ["pending"])
-    fresh = make_plan("s3@x.io", ["pending"])
+    make_plan("s3@x.io", ["pending"])  # fresh: pending for less than 2 hours
     three_hours_ago = utcnow() - timedelta(hours=3)
     WorkoutPlan.update(updated_at=three_hours_ago).where(WorkoutPlan.plan.in_([stuck, in_flight])).execute()
     assert dispatch(in_flight.user_id, in_flight.id) is not None  # its job is queued already
@@ -312,7 +310,7 @@ def test_a_day_reset_while_the_plan_job_runs_is_generated(make_plan, broker, wor
 
 
 def test_a_give_up_fails_only_the_days_its_own_attempt_tried(make_plan, broker, worker, openai_sim):
-    """Before: the give-up marked the operator's freshly reset day failed with the job's old error."""
+    """A give-up fails only the days its own attempt tried, never a day an operator reset meanwhile."""
     from actors.workouts import dispatch, generate_user_workout_plan, reset_days
 
     openai_sim.control(latency_ms=800, sequence=["503"])  # the first call fails, later ones answer

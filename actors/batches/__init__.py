@@ -34,10 +34,33 @@ Modules: `kinds` (the registry), `chunks` (the chunk job), `finish`, `operations
 from actors.batches.chunks import batch_kind, fail_open_items, work_chunk
 from actors.batches.finish import finish_if_done, recount
 from actors.batches.kinds import FINISH_HOOKS, KINDS, ItemRun, Kind, kind_of, on_finish
-from actors.batches.operations import (PRUNE_DAYS, PRUNE_KEEP, Resumed, cancel, cancelled_text, create_batch, prune,
-                                       resume, resume_stale_batches, retried_text, retry)
-from actors.batches.views import (SHORT_ID, Snapshot, errors, find_batch, item_dict, items, list_batches, live_totals,
-                                  outcome_text, snapshot, status_label, usd)
+from actors.batches.operations import (
+                                       PRUNE_DAYS,
+                                       PRUNE_KEEP,
+                                       Resumed,
+                                       cancel,
+                                       cancelled_text,
+                                       create_batch,
+                                       prune,
+                                       resume,
+                                       resume_stale_batches,
+                                       retried_text,
+                                       retry,
+)
+from actors.batches.views import (
+                                       SHORT_ID,
+                                       Snapshot,
+                                       errors,
+                                       find_batch,
+                                       item_dict,
+                                       items,
+                                       list_batches,
+                                       live_totals,
+                                       outcome_text,
+                                       snapshot,
+                                       status_label,
+                                       usd,
+)
 
 __all__ = [
     "FINISH_HOOKS", "ItemRun", "KINDS", "Kind", "PRUNE_DAYS", "PRUNE_KEEP", "Resumed", "SHORT_ID", "Snapshot",

@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Sequence
 
 from actors.batches.finish import finish_if_done
 from actors.batches.kinds import KINDS, ItemRun, Kind
@@ -143,7 +143,7 @@ class ChunkRun:
             results = self.kind.handle(runs)
         except Exception as exc:
             error = classify(exc)
-            if error.retryable:
+            if error.retryable and error.code.code != "ERR_INTERNAL":  # an unexpected error fails this group alone
                 self.done += [_Outcome(run, "pending", error=error) for run in runs]
                 self._commit()
                 raise
@@ -156,9 +156,10 @@ class ChunkRun:
 
     def _failed(self, run: ItemRun, exc: Exception, unrun: Sequence[BatchItem] = ()) -> None:
         """A permanent error fails the item; a retryable one hands it (and `unrun`) back and
-        fails the job, which Fleet retries."""
+        fails the job, which Fleet retries. An unexpected error (ERR_INTERNAL) is the item's own:
+        it fails that item alone, never the items after it."""
         error = classify(exc)
-        if error.retryable:
+        if error.retryable and error.code.code != "ERR_INTERNAL":
             self.done.append(_Outcome(run, "pending", error=error))
             self._commit(release=unrun)
             raise exc

@@ -1,8 +1,8 @@
 """The kinds of batch a domain registers, and what a kind's handler gets for one item."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import dramatiq
 

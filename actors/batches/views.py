@@ -1,9 +1,9 @@
 """What operators read of batches: lookups, labels, live totals and the snapshot the CLI, API and panel show."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable
 
 from peewee import SQL, fn
 

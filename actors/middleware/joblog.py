@@ -23,6 +23,7 @@ from peewee import PostgresqlDatabase
 from psycopg2.extras import execute_values
 
 from actors.middleware.outcome import get_outcome
+from core.errors import database_error_text
 from core.identity import process_id
 from core.redact import redact
 from core.state import state_redis
@@ -89,7 +90,11 @@ class JobLogWriter(Middleware):
 
     def after_worker_shutdown(self, broker, worker):
         self._ticker.stop(wait=10)
-        self.flush()
+        try:
+            self.flush()
+        except Exception as exc:
+            log.error("JobLog rows not written at shutdown", extra={
+                "error": database_error_text(exc)[:300], "lost": len(self._entries)})
 
     def before_process_message(self, broker, message):
         row = self._row(message)
@@ -178,7 +183,7 @@ class JobLogWriter(Middleware):
         except Exception as exc:
             if not self._failing:
                 log.warning("JobLog flush failed; rows stay buffered and are written once the database is back",
-                            extra={"error": " ".join(str(exc).split())[:300], "buffered": len(self._entries)})
+                            extra={"error": database_error_text(exc)[:300], "buffered": len(self._entries)})
             self._failing = True
 
     def flush(self) -> None:

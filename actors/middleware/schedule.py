@@ -7,7 +7,7 @@ The scheduler sends a scheduled task with its ledger row's id in the message opt
 - the row becomes `running`, then `succeeded` or `failed` with the error code, or back to
   `emitted` while the job waits for a retry or an open breaker;
 - the lock is held with a short TTL that a thread of the worker renews while the run is
-  in hand, so a worker that dies lets it expire within `LOCK_TTL_RUNNING`; it goes back to
+  in hand, so a worker that dies lets it expire within FLEET_OVERLAP_LOCK_TTL; it goes back to
   the long queued TTL while the job waits, and is deleted when the run ends, on every path;
 - a redelivered run whose lock another run has taken meanwhile is skipped, not run twice.
 """
@@ -22,6 +22,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from actors.middleware.outcome import Outcome, get_outcome, set_outcome
 from core.locks import RedisLock
 from core.redact import redact
+from core.settings import get_settings
 from core.state import state_redis
 from core.ticker import Ticker
 from db.models import utcnow
@@ -32,17 +33,16 @@ log = logging.getLogger("fleet.schedule")
 RUN_OPTION = "schedule_run"
 LOCK_OPTION = "schedule_lock"
 LOCK_TTL_QUEUED = 3600  # seconds: a run waiting in its queue (or for a retry) keeps its entry locked
-LOCK_TTL_RUNNING = 15  # seconds: renewed while the run is in a worker's hands
-RENEW_EVERY = 5
+RENEWALS_A_LOCK = 3  # a run in a worker's hands renews its lock this often within FLEET_OVERLAP_LOCK_TTL
 
 
 def lock_key(entry_name: str) -> str:
     return f"fleet:schedule:lock:{entry_name}"
 
 
-def run_lock(client, key: str, run_id: int, ttl: float = LOCK_TTL_RUNNING) -> RedisLock:
+def run_lock(client, key: str, run_id: int, ttl: float | None = None) -> RedisLock:
     """The overlap lock `key` as run `run_id` holds it."""
-    return RedisLock(client, key, run_id, ttl)
+    return RedisLock(client, key, run_id, ttl or get_settings().overlap_lock_ttl)
 
 
 def lock_holder(client, key: str) -> int | None:
@@ -79,7 +79,7 @@ class ScheduledRuns(Middleware):
 
     # -- the lock's renewal while runs are in hand -----------------------------------------
     def after_worker_boot(self, broker, worker):
-        self._ticker.start(RENEW_EVERY)
+        self._ticker.start(get_settings().overlap_lock_ttl / RENEWALS_A_LOCK)
 
     def after_worker_shutdown(self, broker, worker):
         self._ticker.stop()

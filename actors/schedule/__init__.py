@@ -24,8 +24,8 @@ from actors.schedule.emit import COALESCED, MISSED, ORPHAN_CLAIM, Due, emit, rec
 from actors.schedule.emitter import MISSED_ROWS, SlotEmitter
 from actors.schedule.files import INTERVAL_ANCHOR, SHIPPED, Entry, Schedule, ScheduleError, load_schedule, schedule_path
 from actors.schedule.ledger import history, last_runs, operator_name, paused_names, pauses, set_paused, state_text
-from actors.schedule.rows import EntryRow, entry_rows
 from actors.schedule.members import LEADER_KEY, MEMBERS_KEY, heartbeat, leader, scheduler_id, schedulers
+from actors.schedule.rows import EntryRow, entry_rows
 
 __all__ = [
     "COALESCED", "Due", "Entry", "EntryRow", "INTERVAL_ANCHOR", "LEADER_KEY", "MEMBERS_KEY", "MISSED", "MISSED_ROWS",

@@ -189,9 +189,11 @@ def _record(claimed: dict, sent: set[str], skipped: dict[str, str]) -> None:
     with database.atomic():
         if sent:
             ids = [claimed[name].id for name in sent]
-            # a fast worker may have marked its row running already: only claimed rows change
+            # a fast worker may have marked its row running already: only claimed rows change state,
+            # and every sent row gets its emission time
             ScheduleRun.update(state="emitted", emitted_at=now).where(
                 ScheduleRun.id.in_(ids) & (ScheduleRun.state == "claimed")).execute()
+            ScheduleRun.update(emitted_at=now).where(ScheduleRun.id.in_(ids) & ScheduleRun.emitted_at.is_null()).execute()
         for name, why in skipped.items():
             ScheduleRun.update(state="skipped", detail=why, finished_at=now, message_id=None).where(
                 (ScheduleRun.id == claimed[name].id) & (ScheduleRun.state == "claimed")).execute()

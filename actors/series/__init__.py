@@ -16,13 +16,46 @@ Modules: `data` (the data jobs), `rows` (what sweeps and panel filters select), 
 from actors.series.dashboard import SweepRun, budget_usage, overview, recent_sweep_runs
 from actors.series.data import episode_data, record_failure, series_data
 from actors.series.operations import add_series, dispatch, find, status_counts
-from actors.series.rows import (EPISODES, FILTER_KEYS, KINDS, MAX_HOURS, PAGE, RECORD_ERRORS, SERIES, Kind,
-                                bounded_count, check_hours, count_matching, matching, matching_pages, missing_page,
-                                missing_pages, missing_where, stale_page, stale_pages, stale_where)
-from actors.series.sweeps import (SWEEP_ACTORS, SWEEPS_BY_ACTOR, SweepRunning, SweepStalled,
-                                  check_episodes_data_updates, check_series_data_updates, check_updates, enqueue_pages,
-                                  import_missing, import_missing_episodes_data, import_missing_series_data, run_here,
-                                  running_sweep, sweep_lock, sweep_rows, sync_matching, sync_rows)
+from actors.series.rows import (
+                                EPISODES,
+                                FILTER_KEYS,
+                                KINDS,
+                                MAX_HOURS,
+                                PAGE,
+                                RECORD_ERRORS,
+                                SERIES,
+                                Kind,
+                                bounded_count,
+                                check_hours,
+                                count_matching,
+                                matching,
+                                matching_pages,
+                                missing_page,
+                                missing_pages,
+                                missing_where,
+                                stale_page,
+                                stale_pages,
+                                stale_where,
+)
+from actors.series.sweeps import (
+                                SWEEP_ACTORS,
+                                SWEEPS_BY_ACTOR,
+                                SweepRunning,
+                                SweepStalled,
+                                check_episodes_data_updates,
+                                check_series_data_updates,
+                                check_updates,
+                                enqueue_pages,
+                                import_missing,
+                                import_missing_episodes_data,
+                                import_missing_series_data,
+                                run_here,
+                                running_sweep,
+                                sweep_lock,
+                                sweep_rows,
+                                sync_matching,
+                                sync_rows,
+)
 
 __all__ = [
     "EPISODES", "FILTER_KEYS", "KINDS", "Kind", "MAX_HOURS", "PAGE", "RECORD_ERRORS", "SERIES", "SWEEPS_BY_ACTOR",

@@ -1,8 +1,8 @@
 """What the CLI and the panel do to series rows, and the counts an operator troubleshoots with."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Iterable
 
 from peewee import SQL, fn
 

@@ -1,9 +1,9 @@
 """Which rows a sweep or a panel filter selects: never imported, stale, or matching a filter; a page at a time."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterator
 
 from peewee import SQL, Tuple, fn
 

@@ -6,14 +6,25 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from typing import Callable, Iterable
 
 from peewee import SQL, fn
 
 from actors.runtime import TASKS, fleet_actor, task
-from actors.series.rows import (EPISODES, KINDS, PAGE, SERIES, Kind, check_hours, matching_pages, missing_pages,
-                                missing_where, stale_pages, stale_where)
+from actors.series.rows import (
+    EPISODES,
+    KINDS,
+    PAGE,
+    SERIES,
+    Kind,
+    check_hours,
+    matching_pages,
+    missing_pages,
+    missing_where,
+    stale_pages,
+    stale_where,
+)
 from core import trace
 from core.errors import FleetError, classify
 from core.identity import process_id

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from core.errors import JobError
 
@@ -89,13 +90,55 @@ class TextDocument:
         return "".join(next(translated) if translate else p for p, translate in self.pieces)
 
 
-class JsonDocument:
-    """A JSON file's string values (at any depth) translated; keys, numbers and layout kept."""
+MAX_JSON_DEPTH = 100  # arrays and objects within each other; deeper is no translation file
+JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """How deep arrays and objects nest in a JSON text (strings skipped), without recursing."""
+    depth = deepest = 0
+    for bracket in JSON_BRACKET.findall(JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+class RawNumber:
+    """A JSON number as its source text: written back exactly (`1E2`, `1e400`, 20 digits)."""
+
+    __slots__ = ("text",)
 
     def __init__(self, text: str):
+        self.text = text
+
+
+def _no_constant(name: str):
+    raise JobError("ERR_INPUT_FILE", f"not valid JSON: {name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise JobError("ERR_INPUT_FILE", f"duplicate key {duplicate[:80]!r} in an object: which value to keep is ambiguous")
+    return found
+
+
+class JsonDocument:
+    """A JSON file's string values (at any depth) translated; keys, numbers (their text) and
+    layout kept. A file that cannot be kept exactly fails with ERR_INPUT_FILE: nested deeper than
+    MAX_JSON_DEPTH, NaN or Infinity (not JSON), a key twice in one object."""
+
+    def __init__(self, text: str):
+        depth = json_depth(text)
+        if depth > MAX_JSON_DEPTH:
+            raise JobError("ERR_INPUT_FILE", f"JSON nested {depth:,} levels deep; at most {MAX_JSON_DEPTH} are translated")
         try:
-            self.data = json.loads(text)
-        except ValueError as exc:
+            self.data = json.loads(text, parse_float=RawNumber, parse_int=RawNumber, parse_constant=_no_constant,
+                                   object_pairs_hook=_unique_keys)
+        except (ValueError, RecursionError) as exc:
             raise JobError("ERR_INPUT_FILE", f"not valid JSON: {exc}") from None
         self.indent = 2 if "\n" in text.strip() else None
         self.trailing_newline = text.endswith("\n")
@@ -122,7 +165,19 @@ class JsonDocument:
     def render(self, translated: Iterator[str]) -> str:
         for container, key, doc in self.leaves:
             container[key] = doc.render(translated)
-        text = json.dumps(self.root[0], ensure_ascii=False, indent=self.indent)
+        # json writes a number it parsed as a float or int in its own spelling; each RawNumber is
+        # written as a unique string first, then replaced by its source text
+        numbers: list[str] = []
+        nonce = uuid.uuid4().hex
+
+        def as_token(value):
+            if isinstance(value, RawNumber):
+                numbers.append(value.text)
+                return f"{nonce}:{len(numbers) - 1}"
+            raise TypeError(f"{type(value).__name__} is not JSON")
+
+        text = json.dumps(self.root[0], ensure_ascii=False, indent=self.indent, default=as_token)
+        text = re.sub(f'"{nonce}:(\\d+)"', lambda m: numbers[int(m.group(1))], text)
         return text + "\n" if self.trailing_newline else text
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 from actors.batches import ItemRun
 from actors.translations.languages import language_name
+from actors.translations.markup import added_markup
 from core.errors import JobError
 
 MAX_REQUEST_CHARS = 12_000  # text a request: ~3,000 tokens in, as many out, well within the model's limits
@@ -52,12 +53,15 @@ def requests_for(segments: list[str]) -> Iterator[list[str]]:
 
 
 def placeholder_problem(source: str, translated: str) -> str | None:
+    """What a translation changed of the source's placeholders (lost or added), or added of
+    markup the source did not have; None when it is safe to write."""
     expected, got = Counter(PLACEHOLDER.findall(source)), Counter(PLACEHOLDER.findall(translated))
-    if expected == got:
-        return None
     missing, extra = sorted((expected - got).elements()), sorted((got - expected).elements())
     parts = ([f"lost {', '.join(missing)}"] if missing else []) + ([f"added {', '.join(extra)}"] if extra else [])
-    return "; ".join(parts)
+    added = added_markup(source, translated)
+    if added:
+        parts.append(f"added markup the source did not have: {', '.join(added)}")
+    return "; ".join(parts) or None
 
 
 def completion_tokens_for(part: list[str]) -> int:

@@ -1,6 +1,7 @@
 """Starting a translation: from the CLI's files, or from files uploaded to the panel."""
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -77,28 +78,48 @@ def plan_translation(files: list[str], source: str, target: str, *, out_dir: str
     return TranslationPlan(paths, source, target, out, title, extra or {})
 
 
+MAX_UPLOAD_NAME = 100  # characters of an uploaded file's name on disk (secure_filename's are ASCII)
+
+
+def stored_name(name: str, n: int) -> str:
+    """An uploaded file's name as it is kept on disk: safe, and short enough for any file system
+    (its suffix kept, which says the format)."""
+    safe = secure_filename(name) or f"file-{n}.txt"
+    if len(safe) > MAX_UPLOAD_NAME:
+        stem, suffix = os.path.splitext(safe)
+        suffix = suffix[:20]
+        safe = f"{stem[:MAX_UPLOAD_NAME - len(suffix) - len(str(n)) - 1]}-{n}{suffix}"
+    return safe
+
+
 def start_uploaded_translation(files: list[tuple[str, bytes]], source: str, target: str, *,
                                created_by: str | None = None) -> Batch:
-    """A translation of files uploaded to the panel: kept under var/uploads/<id>/, translated
-    into var/translations/<id>/ (both removed when the batch is pruned)."""
+    """A translation of files uploaded to the panel: kept under var/uploads/<id>/ (names made
+    safe and short; the originals kept in the batch's options for display), translated into
+    var/translations/<id>/ (both removed when the batch is pruned). An upload that fails leaves
+    nothing behind."""
     check_language(source, "from")
     check_language(target, "to")
     token = uuid.uuid4().hex
     var_dir = get_settings().var_dir
     uploads, out = var_dir / "uploads" / token, var_dir / "translations" / token
-    uploads.mkdir(parents=True)
     names: list[str] = []
-    for n, (name, content) in enumerate(files, start=1):
-        safe = secure_filename(name) or f"file-{n}.txt"
-        while safe in names:
-            stem, dot, suffix = safe.partition(".")
-            safe = f"{stem}-{n}{dot}{suffix}"
-        names.append(safe)
-        (uploads / safe).write_bytes(content)
+    originals: dict[str, str] = {}
     try:
+        uploads.mkdir(parents=True)
+        for n, (name, content) in enumerate(files, start=1):
+            safe = stored_name(name, n)
+            while safe in names:
+                stem, dot, suffix = safe.partition(".")
+                safe = f"{stem}-{n}{dot}{suffix}"
+            names.append(safe)
+            originals[safe] = name
+            (uploads / safe).write_bytes(content)
         plan = plan_translation([str(uploads / name) for name in names], source, target, out_dir=str(out),
-                                extra={"uploads": str(uploads)})
+                                extra={"uploads": str(uploads), "original_names": originals})
         return plan.start(created_by)
-    except Exception:
+    except BaseException as exc:
         shutil.rmtree(uploads, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise FleetError(f"the uploaded files could not be stored ({exc.strerror or exc}); nothing was kept") from None
         raise

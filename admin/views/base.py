@@ -1,8 +1,8 @@
 """What every list of the panel shares: read-only, login, actions for admins only, fast paging."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from flask import flash, redirect, request
 from flask_admin.contrib.peewee import ModelView

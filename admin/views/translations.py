@@ -69,7 +69,7 @@ class TranslationsView(PanelAccess, BaseView):
     @expose("/<batch_id>/download/<int:position>")
     def download(self, batch_id: str, position: int):
         """A translated file of a batch started here (kept under var/translations)."""
-        item = (BatchItem.select(BatchItem.result).join(Batch)
+        item = (BatchItem.select(BatchItem.result, Batch.options).join(Batch)
                 .where((Batch.id == batch_id) & (Batch.kind == ops.KIND) & (BatchItem.position == position)
                        & (BatchItem.status == "succeeded")).first())
         output = Path((item.result or {}).get("output", "")) if item else None
@@ -77,4 +77,5 @@ class TranslationsView(PanelAccess, BaseView):
             abort(404)
         if not output.is_file():
             abort(404)
-        return send_file(output, as_attachment=True, download_name=output.name)
+        original = ((item.batch.options or {}).get("original_names") or {}).get(output.name)
+        return send_file(output, as_attachment=True, download_name=Path(original).name if original else output.name)

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Callable
 
 import jsonschema
-import openai
+
+# openai builds its response models on first use by default; that build is not thread-safe, and
+# worker threads parsing their first responses at once failed now and then with PydanticUserError
+# "BaseModel cannot be instantiated directly" (openai/openai-python#3079). Built at import instead.
+os.environ.setdefault("DEFER_PYDANTIC_BUILD", "false")
+import openai  # noqa: E402
 
 from core import spend
 from core.breakers import breaker

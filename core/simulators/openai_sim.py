@@ -157,6 +157,8 @@ class RateLimits:
 
 TRANSLATION_SCHEMA = "translation"
 TRANSLATION_MODES = ("mark", "drop_placeholders")  # the second answers like a careless model
+# `translation_append` (a control setting): text added to every translated segment, as a model
+# tricked by a hostile file might answer (`<img src=x onerror=…`, `{{ … }}`, a javascript: link)
 BRACE_PLACEHOLDER = re.compile(r"\{[^{}\s]*\}")
 
 
@@ -300,8 +302,8 @@ def translation_request(body: dict, messages: list[dict]) -> tuple[str, list[str
     return str(request.get("to") or "xx"), segments
 
 
-def translate(target: str, segments: list[str], mode: str) -> str:
-    out = [f"[{target}] {s}" for s in segments]
+def translate(target: str, segments: list[str], mode: str, append: str = "") -> str:
+    out = [f"[{target}] {s}{append}" for s in segments]
     if mode == "drop_placeholders":
         out = [BRACE_PLACEHOLDER.sub("", s) for s in out]
     return json.dumps({"segments": out}, ensure_ascii=False)
@@ -351,6 +353,7 @@ class OpenAISimulator(SimulatorApp):
         self.limits = RateLimits(rpm, tpm, window)
         self._lock = threading.Lock()
         self.translation_mode = "mark"
+        self.translation_append = ""
         self.translated: Counter[str] = Counter()  # segment SHA-1 -> times translated
 
     def apply_control(self, changes: dict) -> None:
@@ -360,19 +363,25 @@ class OpenAISimulator(SimulatorApp):
         limits = {name: changes.pop(name) for name in ("rpm", "tpm", "window") if name in changes}
         if limits:
             self.limits.configure(**limits)
+        append = changes.pop("translation_append", None)
+        if append is not None and not isinstance(append, str):
+            raise ValueError("translation_append must be a string")
         super().apply_control(changes)
         if mode is not None:
             self.translation_mode = mode
+        if append is not None:
+            self.translation_append = append
 
     def describe(self) -> dict:
         with self._lock:
-            translations = {"mode": self.translation_mode, "segments": sum(self.translated.values()),
+            translations = {"mode": self.translation_mode, "append": self.translation_append, "segments": sum(self.translated.values()),
                             "by_segment": dict(self.translated)}
         return {**super().describe(), "translations": translations, "limits": self.limits.describe()}
 
     def on_reset(self, request: Request) -> Response:
         with self._lock:
             self.translation_mode = "mark"
+            self.translation_append = ""
             self.translated.clear()
         self.limits.configure(**self._initial_limits)
         return super().on_reset(request)
@@ -426,7 +435,7 @@ class OpenAISimulator(SimulatorApp):
         content = None
         if asked is not None:
             target, segments = asked
-            content = translate(target, segments, self.translation_mode)
+            content = translate(target, segments, self.translation_mode, self.translation_append)
             if outcome == "ok":
                 with self._lock:
                     self.translated.update(segment_digest(s) for s in segments)

@@ -23,8 +23,9 @@ class PanelAccount(BaseModel):
     class Meta:
         table_name = "panel_account"
 
-    def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
+    def set_password(self, password: str, method: str | None = None) -> None:
+        """Hashed with werkzeug's default method, or `method` (the settings' `password_hash_method`)."""
+        self.password_hash = generate_password_hash(password, method) if method else generate_password_hash(password)
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)

@@ -8,6 +8,7 @@ import click
 from core import trace
 from core.errors import FleetError
 from core.settings import SettingsError
+from db.database import DatabaseMissing, allow_creation
 from fleet import __version__
 
 
@@ -37,6 +38,27 @@ def exit_if_unwritable(exc: OSError) -> None:
         sys.exit(2)
 
 
+def missing_database(exc) -> str:
+    """One line for a command run away from its fleet: the path looked at, how var/ was
+    chosen, and how to point at the right one."""
+    import os
+
+    from core.settings import get_settings
+
+    settings = get_settings()
+    if "DATABASE_URL" in os.environ:
+        how = "DATABASE_URL names it: check that URL"
+    else:
+        how = (f"var/ is {settings.var_dir} ({settings.var_dir_found_by}): run from the fleet's directory or set "
+               "FLEET_VAR_DIR to its var/")
+    return f"{exc}; {how} (`fleet db migrate` creates a new, empty fleet)"
+
+
+# Commands that run until stopped log what they do (INFO); the others print their own lines
+# and log only warnings and errors.
+LONG_RUNNING = {"worker", "scheduler", "web", "redis", "up", "simulate", "demo"}
+
+
 class FleetGroup(click.Group):
     """Runs each command under a new trace id; turns Fleet's own errors into one line
     on stderr and their exit code."""
@@ -48,6 +70,9 @@ class FleetGroup(click.Group):
         except SettingsError as exc:
             click.echo(f"fleet: {exc}", err=True)
             ctx.exit(2)
+        except DatabaseMissing as exc:
+            click.echo(f"fleet: {missing_database(exc)}", err=True)
+            ctx.exit(2)
         except FleetError as exc:
             click.echo(f"fleet: {exc}", err=True)
             ctx.exit(exc.exit_code)
@@ -58,8 +83,13 @@ class FleetGroup(click.Group):
 
 @click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fleet")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Fleet: background jobs on Dramatiq, with a scheduler and an operator panel."""
+    import logging
+
+    if ctx.invoked_subcommand not in LONG_RUNNING:
+        logging.getLogger().setLevel(logging.WARNING)
 
 
 def _register() -> None:
@@ -89,9 +119,14 @@ def main() -> None:
     from core.lifecycle import join_fleet
 
     join_fleet()  # a program of `fleet up`: dies with its parent, holds the fleet's lock
+    allow_creation(False)  # `fleet db migrate` and `fleet up` allow it again
     # The command modules import the domains, which boot Fleet and so read the settings:
     # a bad value stops here with one line too.
     try:
+        from core.logs import configure_logging
+        from core.settings import get_settings
+
+        configure_logging(get_settings())
         _register()
     except SettingsError as exc:
         click.echo(f"fleet: {exc}", err=True)

@@ -6,7 +6,7 @@ import itertools
 import logging
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import click
 

@@ -26,7 +26,9 @@ def _broker(*, declare_actors: bool = False):
 
 
 def _report(verb: str, done: int, missing: list[str]) -> None:
-    click.echo(f"{verb} {done} dead letter(s).")
+    """The count, then the ids not found; only the error when nothing was done."""
+    if done or not missing:
+        click.echo(f"{verb} {done} dead letter(s).")
     if missing:
         raise FleetError(f"no dead letter with id {', '.join(missing)}")
 

@@ -12,6 +12,7 @@ from core.lifecycle import WORKER_MAIN_ENV
 from core.net import ensure_port_free
 from core.settings import get_settings
 from core.state import require_shared_state
+from db.database import require_file
 from fleet.cli.types import PORT, PROCESSES, THREADS
 
 
@@ -32,6 +33,7 @@ def worker_command(processes: int | None, threads: int | None, queues: tuple[str
     settings = boot()
     require_shared_state(settings)
     check_broker(settings)
+    require_file(settings.database_url)
     argv = [sys.executable, "-m", "dramatiq", "actors.all"]
     if processes:
         argv += ["--processes", str(processes)]
@@ -71,6 +73,7 @@ def web_command(host: str, port: int, threads: int) -> None:
     from db.database import size_pool
 
     require_shared_state(get_settings())
+    require_file(get_settings().database_url)
     ensure_port_free(host, port)
     app = create_app()
     size_pool(threads + 2)

@@ -11,6 +11,8 @@ STOP_GRACE = 6  # seconds a program gets after SIGTERM; Ctrl-C must end the flee
 # Programs of one priority form a group, which supervisord stops at once: it stops one group
 # after the other, each taking up to a turn of its one-second loop, so ten groups of one
 # program would spend most of those 10 s waiting.
+LOG_MAX_BYTES = 50 * 1024 * 1024  # a program's log file is rotated past this
+LOG_BACKUPS = 3
 STAGES = {10: "broker", 20: "simulators", 30: "workers", 50: "front", 60: "demo"}
 
 
@@ -73,9 +75,12 @@ def supervisord_config(settings: Settings, listed: list[Program]) -> str:
             # and a second SIGTERM sent to the whole group would kill them without a graceful stop.
             "stopasgroup=false",
             "killasgroup=true",
+            # a program's log lines (JSON) go to var/log/<name>.log, not to the console: the
+            # console shows supervisord's warnings (a program that exits or will not start)
             "redirect_stderr=true",
-            "stdout_logfile=/dev/fd/1",
-            "stdout_logfile_maxbytes=0",
+            f"stdout_logfile={var}/log/{program.name}.log",
+            f"stdout_logfile_maxbytes={LOG_MAX_BYTES}",
+            f"stdout_logfile_backups={LOG_BACKUPS}",
         ]
     by_priority: dict[int, list[str]] = {}
     for program in listed:

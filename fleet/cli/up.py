@@ -51,11 +51,20 @@ def prepare(settings: Settings, *, demo: bool, host: str, port: int) -> None:
         seed_demo(settings)
 
 
+def describe(program: Program, processes: int, threads: int) -> str:
+    if program.name == "worker":
+        return f"worker ({processes} process(es) × {threads} threads)"
+    return program.name
+
+
 def run_fleet(settings: Settings, *, demo: bool, host: str, port: int, processes: int, threads: int) -> int:
+    from db.database import allow_creation
+
+    allow_creation(True)  # a new fleet starts here: its SQLite database is created by the migrations
     lock, tree_lock = hold_fleet_lock(settings.var_dir)
     prepare(settings, demo=demo, host=host, port=port)
     extra: list[Program] = []
-    env = dict(os.environ, FLEET_VAR_DIR=str(settings.var_dir), PYTHONUNBUFFERED="1",
+    env = dict(os.environ, FLEET_VAR_DIR=str(settings.var_dir), PYTHONUNBUFFERED="1", FLEET_LOG_FORMAT="json",
                **{TREE_LOCK_ENV: str(settings.var_dir / "fleet.tree.lock")})
     if demo:
         from fleet.cli.demo import demo_programs
@@ -67,8 +76,11 @@ def run_fleet(settings: Settings, *, demo: bool, host: str, port: int, processes
     listed = programs(settings, host=host, port=port, processes=processes, threads=threads, extra=extra)
     config.write_text(supervisord_config(settings, listed))
 
-    click.echo(f"fleet: starting {', '.join(p.name for p in listed)}; Ctrl-C stops all")
+    click.echo(f"fleet: var/ {settings.var_dir} ({settings.var_dir_found_by})")
+    click.echo(f"fleet: starting {', '.join(describe(p, processes, threads) for p in listed)}; Ctrl-C stops all")
     click.echo(f"fleet: panel at http://{host}:{port}/admin")
+    click.echo(f"fleet: logs (JSON lines) in {settings.var_dir / 'log'}/<program>.log; "
+               "a program that fails or stops is reported here")
     me = os.getpid()
     supervisord = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(config)],

@@ -1,0 +1,84 @@
+"""Driving the operator panel through Flask's test client, and the rows its pages show.
+
+The `app`, `admin_client` and `viewer_client` fixtures are in tests/conftest.py.
+"""
+from __future__ import annotations
+
+import html
+import re
+
+from db.models import utcnow
+from db.models.jobs import JobLog
+from db.models.workouts import Plan, User, WorkoutPlan
+
+PASSWORD = "a-long-password"
+SCRIPT = '<script>alert("pwned")</script>'
+
+
+def csrf_token(client, path: str = "/admin/login") -> str:
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', client.get(path).text).group(1)
+
+
+def log_in(client, email: str, password: str = PASSWORD, **kwargs):
+    return client.post("/admin/login", data={"email": email, "password": password,
+                                              "csrf_token": csrf_token(client)}, **kwargs)
+
+
+def operator(app, role: str):
+    """A test client logged in as a new operator with this role."""
+    from actors.accounts import create_account
+
+    create_account(f"{role}@example.com", PASSWORD, role)
+    client = app.test_client()
+    assert log_in(client, f"{role}@example.com").status_code == 302
+    return client
+
+
+def joblog(n: int = 1, **fields) -> JobLog:
+    row = {"run_id": f"run-{n}", "job_class": "generate_user_workout_plan", "message_id": f"msg-{n}",
+           "queue": "workouts", "status": "success", "created_at": utcnow(), **fields}
+    return JobLog.create(**row)
+
+
+def failed_plan(email: str, days: int = 1, code: str = "ERR_API_TIMEOUT", message: str = "OpenAI did not answer") -> Plan:
+    user, _ = User.get_or_create(email=email)
+    plan = Plan.create(user=user, goal="strength", days=days)
+    for day in range(1, days + 1):
+        WorkoutPlan.create(plan=plan, day=day, status="failed", error_code=code, error_message=message)
+    return plan
+
+
+def day_ids(plan) -> list[int]:
+    return [w.id for w in WorkoutPlan.select().where(WorkoutPlan.plan == plan).order_by(WorkoutPlan.day)]
+
+
+def statuses(plan) -> list[str]:
+    return [w.status for w in WorkoutPlan.select().where(WorkoutPlan.plan == plan).order_by(WorkoutPlan.day)]
+
+
+def rows(page: str) -> int:
+    """The rows of a list page."""
+    return len(re.findall(r'<tr>\s*(?:<td>\s*<input type="checkbox" name="rowid"|<td class="list-buttons-column">)', page))
+
+
+def flashes(page: str) -> list[str]:
+    return [re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", "", m))).replace("×", "").strip()
+            for m in re.findall(r'<div class="alert alert-[a-z]+ alert-dismissable">(.*?)</div>', page, re.S)]
+
+
+def dead_letter(broker, nonce: str) -> None:
+    """A real dead letter: a message sent, fetched and nacked through Dramatiq's Redis broker."""
+    from actors.system import ping
+
+    ping.send(nonce)
+    consumer = broker.consume("fleet", prefetch=1, timeout=1000)
+    message = next(m for m in consumer if m is not None)
+    consumer.nack(message)
+    consumer.close()
+
+
+def dead_letter_ids(broker) -> list[str]:
+    """The message ids of the broker's dead letters."""
+    from core.dead_letters import list_dead_letters
+
+    return [d.message_id for d in list_dead_letters(broker)]
