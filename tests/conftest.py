@@ -234,8 +234,9 @@ def openai_sim(_session_openai):
 
 def _forget_openai_budget() -> None:
     from core.openai_budget import PREFIX, forget_openai_budget
+    from core.state import state_redis
 
-    client = redis_lib.Redis.from_url(REDIS_URL)
+    client = state_redis()
     keys = list(client.scan_iter(f"{PREFIX}:*"))
     if keys:
         client.delete(*keys)

@@ -15,7 +15,7 @@ from db.models.ai import AISpend
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan
 from tests.helpers import wait_for
-from tests.test_panel import admin_client, app, csrf_token, failed_plan  # noqa: F401
+from tests.panel import csrf_token, failed_plan
 from tests.test_series_budget import start_workers  # noqa: F401
 
 WINDOW = "2"  # seconds the budget and the simulator count their limits over

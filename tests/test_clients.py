@@ -15,9 +15,9 @@ from core.breakers import breaker, forget_breakers
 from core.clients import Generation, OpenAIClient, SeriesClient, cost_usd
 from core.errors import JobError, classify
 from core.net import free_port
+from core.openai_budget import forget_openai_budget
 from core.settings import get_settings, load_settings
 from core.simulators import start_openai_simulator, start_series_simulator
-from core.openai_budget import forget_openai_budget
 from core.state import state_redis
 from tests.helpers import wait_for
 

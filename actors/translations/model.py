@@ -88,10 +88,11 @@ def translate_segments(client, segments: list[str], source: str, target: str, fm
     for part in requests_for(segments):
         prompt = json.dumps({"from": source, "from_language": language_name(source), "to": target,
                              "to_language": language_name(target), "format": fmt, "segments": part}, ensure_ascii=False)
+        before = len(translated)
         try:
             answer = client.generate_json(SYSTEM_PROMPT, prompt, SCHEMA, "translation",
                                           max_completion_tokens=completion_tokens_for(part),
-                                          check=lambda data, part=part: check_answer(part, data["segments"], len(translated)))
+                                          check=lambda data, part=part, before=before: check_answer(part, data["segments"], before))
         except JobError as exc:
             run.charge(getattr(exc, "cost_usd", 0.0), getattr(exc, "tokens", 0))  # unusable answers are paid for too
             raise

@@ -13,12 +13,12 @@ from markupsafe import Markup
 
 from actors.workouts import (
     count_matching,
-    retry_estimate,
     count_plans_with_pending_days,
     dispatch,
     generate_pending,
     matching,
     reset_days,
+    retry_estimate,
     start_retry,
 )
 from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec, on_all_matching
