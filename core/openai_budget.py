@@ -80,6 +80,7 @@ class OpenAIBudget:
         self.window = settings.openai_window
         self.rpm, self.tpm = settings.openai_rpm, settings.openai_tpm
         self.enabled = settings.openai_budget
+        self.timeout = settings.openai_timeout
         self._redis = client
         self._lanes = Lanes(PREFIX, ("requests", "tokens"), client)
         self._dispatch = Lanes(PREFIX, ("dispatch",), client)  # where bulk dispatches have got to
@@ -154,16 +155,21 @@ class OpenAIBudget:
 
     def _probe(self, max_wait: float) -> bool:
         """Before any limit is known, one call of the fleet goes alone and teaches them: True for
-        that call; the others wait for its answer (up to `max_wait`), then take their place by
-        the learned limits, or by the provisional ones if it taught nothing."""
+        that call. The others wait for its answer (up to `max_wait`; longer, their jobs are
+        deferred), then take their place by the learned limits, or by the provisional ones if
+        it taught nothing (it failed before the provider answered)."""
         if self._redis is None:
             return False
         key = f"{PREFIX}:probe"
-        if self._redis.set(key, 1, nx=True, px=int(max_wait * 1000)):
+        if self._redis.set(key, 1, nx=True, px=int((self.timeout + 5) * 1000)):
             self._thread.probing = True
             return True
         deadline = time.monotonic() + max_wait
-        while time.monotonic() < deadline and self._redis.exists(key) and _provisional(self.limits()):
+        while self._redis.exists(key) and _provisional(self.limits()):
+            if time.monotonic() >= deadline:
+                self.count_event("deferred")
+                raise Deferred("ERR_RATE_LIMIT", "the OpenAI limits are not known until the first answer, which "
+                                                 "is still on its way; deferred, no retry spent", max_wait)
             time.sleep(0.02)
         return False
 
