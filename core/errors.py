@@ -37,6 +37,7 @@ CODES: dict[str, ErrorCode] = {
     for e in [
         ErrorCode("ERR_API_TIMEOUT", True, "The external API did not answer in time.", trips_breaker=True),
         ErrorCode("ERR_RATE_LIMIT", True, "The external API asked us to slow down (HTTP 429); retried later."),
+        ErrorCode("ERR_SPEND_CAP", True, "Today's AI spend has reached FLEET_OPENAI_DAILY_USD; AI jobs wait until tomorrow or until the cap is raised."),
         ErrorCode("ERR_QUOTA_EXCEEDED", False, "The account's quota or credit at the provider is used up; top it up, then retry."),
         ErrorCode("ERR_API_UNAVAILABLE", True, "The external API failed on its side (HTTP 5xx).", trips_breaker=True),
         ErrorCode("ERR_CONNECTION", True, "The external API could not be reached (network or DNS).", trips_breaker=True),

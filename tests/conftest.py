@@ -223,10 +223,24 @@ def _session_openai():
 
 @pytest.fixture
 def openai_sim(_session_openai):
-    """The OpenAI simulator Fleet's settings point at, with no faults, for this test."""
+    """The OpenAI simulator Fleet's settings point at, with no faults, for this test; the fleet's
+    OpenAI budget starts afresh (no limits learned, no 429 holding it back)."""
     _session_openai.reset()
+    _forget_openai_budget()
     yield _session_openai
     _session_openai.reset()
+    _forget_openai_budget()
+
+
+def _forget_openai_budget() -> None:
+    from core.openai_budget import PREFIX, forget_openai_budget
+    from core.state import state_redis
+
+    client = state_redis()
+    keys = list(client.scan_iter(f"{PREFIX}:*"))
+    if keys:
+        client.delete(*keys)
+    forget_openai_budget()
 
 
 @pytest.fixture(scope="session")

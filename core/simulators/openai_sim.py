@@ -6,16 +6,25 @@ named "translation", the user message a JSON object with "to" and "segments") is
 marking each segment with the target language, `[nl] text`, placeholders kept; each
 segment translated is counted by its SHA-1 (`GET /_control` → `translations`), so a test can
 tell that nothing was translated twice.
+
+With `rpm` / `tpm` it enforces rate limits as the provider does: a bucket of requests and one of
+tokens per API key, each as large as its limit and refilled over `window` seconds (a minute;
+tests shorten it). A call needs one request and its prompt + `max_completion_tokens` tokens in
+the buckets, and is charged its real usage; otherwise 429 with the real wait in `Retry-After`
+and `retry-after-ms`. Every answer carries `x-ratelimit-limit|remaining|reset-requests|tokens`.
+`GET /_control` → `limits` counts the requests that arrived in the busiest window.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 import threading
 import time
-from collections import Counter
+from bisect import bisect_left
+from collections import Counter, deque
 
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
@@ -34,6 +43,116 @@ ERROR_TYPES = {  # status or fault → (type, code) as OpenAI sends them
     401: ("invalid_request_error", "invalid_api_key"),
     404: ("invalid_request_error", "unknown_url"),
 }
+
+
+ARRIVALS_KEPT = 500_000  # arrival times kept for the busiest-window count
+DEFAULT_COMPLETION_TOKENS = 4_096  # what a call without max_completion_tokens is counted for
+
+
+def duration(seconds: float) -> str:
+    """OpenAI's way of writing a reset time: "20ms", "1.5s", "6m0s"."""
+    if seconds < 1:
+        return f"{max(0, int(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:.0f}s" if minutes else f"{rest:.3g}s"
+
+
+class Bucket:
+    """A provider's bucket: `limit` units, refilled over `window` seconds."""
+
+    def __init__(self, limit: int, window: float):
+        self.limit, self.window = limit, window
+        self.level = float(limit)
+        self.at = time.monotonic()
+
+    def refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.limit, self.level + (now - self.at) * self.limit / self.window)
+        self.at = now
+
+    def wait_for(self, units: float) -> float:
+        """Seconds until `units` are in the bucket (0 when they are)."""
+        units = min(units, self.limit)
+        return 0.0 if self.level >= units else (units - self.level) * self.window / self.limit
+
+    def reset_seconds(self) -> float:
+        return (self.limit - self.level) * self.window / self.limit
+
+
+class RateLimits:
+    """Buckets of requests and tokens per API key; 0 = no limit."""
+
+    def __init__(self, rpm: int = 0, tpm: int = 0, window: float = 60):
+        self.lock = threading.Lock()
+        self.configure(rpm=rpm, tpm=tpm, window=window)
+
+    def configure(self, *, rpm=None, tpm=None, window=None) -> None:
+        for name, value in (("rpm", rpm), ("tpm", tpm), ("window", window)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+                                      or (name == "window" and value <= 0)):
+                raise ValueError(f"{name} must be a number > 0" if name == "window" else f"{name} must be >= 0")
+        with self.lock:
+            self.rpm = int(rpm) if rpm is not None else getattr(self, "rpm", 0)
+            self.tpm = int(tpm) if tpm is not None else getattr(self, "tpm", 0)
+            self.window = float(window) if window is not None else getattr(self, "window", 60.0)
+            self.buckets: dict[str, tuple[Bucket | None, Bucket | None]] = {}
+            self.arrivals: deque[float] = deque(maxlen=ARRIVALS_KEPT)
+            self.limited = Counter()
+
+    def arrive(self) -> None:
+        with self.lock:
+            self.arrivals.append(time.monotonic())
+
+    def _buckets(self, key: str) -> tuple[Bucket | None, Bucket | None]:
+        if key not in self.buckets:
+            self.buckets[key] = (Bucket(self.rpm, self.window) if self.rpm else None,
+                                 Bucket(self.tpm, self.window) if self.tpm else None)
+        return self.buckets[key]
+
+    def admit(self, key: str, tokens_needed: int) -> tuple[str | None, float, dict]:
+        """(None, 0, headers) when the call may go, else (the limit hit, seconds to wait, headers)."""
+        with self.lock:
+            requests, tokens = self._buckets(key)
+            for bucket in (requests, tokens):
+                if bucket:
+                    bucket.refill()
+            hit, wait = None, 0.0
+            if requests and requests.wait_for(1):
+                hit, wait = "requests", requests.wait_for(1)
+            elif tokens and tokens.wait_for(tokens_needed):
+                hit, wait = "tokens", tokens.wait_for(tokens_needed)
+            if hit:
+                self.limited[hit] += 1
+            elif requests:
+                requests.level -= 1
+            return hit, wait, self._headers(requests, tokens)
+
+    def charge(self, key: str, tokens_used: int) -> dict:
+        with self.lock:
+            requests, tokens = self._buckets(key)
+            if tokens:
+                tokens.refill()
+                tokens.level -= tokens_used
+            return self._headers(requests, tokens)
+
+    @staticmethod
+    def _headers(requests: Bucket | None, tokens: Bucket | None) -> dict:
+        headers = {}
+        for name, bucket in (("requests", requests), ("tokens", tokens)):
+            if bucket:
+                headers[f"x-ratelimit-limit-{name}"] = str(bucket.limit)
+                headers[f"x-ratelimit-remaining-{name}"] = str(max(0, int(bucket.level)))
+                headers[f"x-ratelimit-reset-{name}"] = duration(bucket.reset_seconds())
+        return headers
+
+    def describe(self) -> dict:
+        with self.lock:
+            times = list(self.arrivals)
+            busiest = 0
+            for i, t in enumerate(times):  # arrivals in [t, t + window)
+                busiest = max(busiest, bisect_left(times, t + self.window, lo=i) - i)
+            return {"rpm": self.rpm, "tpm": self.tpm, "window": self.window, "busiest_window": busiest,
+                    "limited": dict(self.limited)}
 
 
 TRANSLATION_SCHEMA = "translation"
@@ -190,8 +309,12 @@ def translate(target: str, segments: list[str], mode: str, append: str = "") -> 
     return json.dumps({"segments": out}, ensure_ascii=False)
 
 
+def prompt_tokens_of(messages: list[dict]) -> int:
+    return sum(len(_text_of(m.get("content"))) for m in messages) // 4 + 3 * len(messages)
+
+
 def completion(model: str, messages: list[dict], schema: dict | None, *, malformed: bool = False,
-               content: str | None = None) -> dict:
+               content: str | None = None, max_tokens: int | None = None) -> dict:
     digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
     rng = random.Random(digest)
     if content is None and schema is None:
@@ -201,15 +324,18 @@ def completion(model: str, messages: list[dict], schema: dict | None, *, malform
         content = json.dumps(generate(schema, rng))
     if malformed:  # what a model cut off mid-answer sends: never valid JSON
         content = "```json\n" + content[: len(content) // 2]
-    prompt_tokens = sum(len(_text_of(m.get("content"))) for m in messages) // 4 + 3 * len(messages)
+    prompt_tokens = prompt_tokens_of(messages)
     completion_tokens = max(1, len(content) // 4)
+    finish_reason = "stop"
+    if max_tokens is not None and completion_tokens > max_tokens:  # cut at the limit, as a model is
+        content, completion_tokens, finish_reason = content[: max_tokens * 4], max_tokens, "length"
     return {
         "id": f"chatcmpl-sim{digest[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": "fp_fleet_sim",
-        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+        "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None,
                      "message": {"role": "assistant", "content": content, "refusal": None}}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
@@ -219,9 +345,12 @@ def completion(model: str, messages: list[dict], schema: dict | None, *, malform
 class OpenAISimulator(SimulatorApp):
     rules = [Rule("/v1/chat/completions", endpoint="chat", methods=["POST"])]
 
-    def __init__(self, faults: FaultState, api_key: str | None = None):
+    def __init__(self, faults: FaultState, api_key: str | None = None, rpm: int = 0, tpm: int = 0,
+                 window: float = 60):
         super().__init__(faults)
         self.api_key = api_key
+        self._initial_limits = dict(rpm=rpm, tpm=tpm, window=window)
+        self.limits = RateLimits(rpm, tpm, window)
         self._lock = threading.Lock()
         self.translation_mode = "mark"
         self.translation_append = ""
@@ -231,6 +360,9 @@ class OpenAISimulator(SimulatorApp):
         mode = changes.pop("translation_mode", None)
         if mode is not None and mode not in TRANSLATION_MODES:
             raise ValueError(f"translation_mode must be one of {', '.join(TRANSLATION_MODES)}")
+        limits = {name: changes.pop(name) for name in ("rpm", "tpm", "window") if name in changes}
+        if limits:
+            self.limits.configure(**limits)
         append = changes.pop("translation_append", None)
         if append is not None and not isinstance(append, str):
             raise ValueError("translation_append must be a string")
@@ -244,13 +376,14 @@ class OpenAISimulator(SimulatorApp):
         with self._lock:
             translations = {"mode": self.translation_mode, "append": self.translation_append, "segments": sum(self.translated.values()),
                             "by_segment": dict(self.translated)}
-        return {**super().describe(), "translations": translations}
+        return {**super().describe(), "translations": translations, "limits": self.limits.describe()}
 
     def on_reset(self, request: Request) -> Response:
         with self._lock:
             self.translation_mode = "mark"
             self.translation_append = ""
             self.translated.clear()
+        self.limits.configure(**self._initial_limits)
         return super().on_reset(request)
 
     def error(self, status: int, message: str, fault: str | None = None, param: str | None = None) -> Response:
@@ -276,6 +409,7 @@ class OpenAISimulator(SimulatorApp):
 
     def on_chat(self, request: Request) -> Response:
         self.faults.arrive()
+        self.limits.arrive()
         refused = self._refuse(request)
         if refused:
             self.faults.record("401")
@@ -287,9 +421,16 @@ class OpenAISimulator(SimulatorApp):
         try:
             model, messages, schema = parse_request(body)
             asked = translation_request(body, messages)
+            max_tokens = completion_limit(body)
         except InvalidRequest as exc:
             self.faults.record("400")
             return self.error(400, str(exc), param=exc.param)
+        key = request.headers.get("Authorization", "").partition(" ")[2].strip()
+        prompt_tokens = prompt_tokens_of(messages)
+        hit, wait, headers = self.limits.admit(key, prompt_tokens + (max_tokens or DEFAULT_COMPLETION_TOKENS))
+        if hit:
+            self.faults.record("429")
+            return self.rate_limited(model, hit, wait, headers)
         self.faults.record(outcome)
         content = None
         if asked is not None:
@@ -298,13 +439,35 @@ class OpenAISimulator(SimulatorApp):
             if outcome == "ok":
                 with self._lock:
                     self.translated.update(segment_digest(s) for s in segments)
-        return json_response(completion(model, messages, schema, malformed=outcome == "malformed", content=content))
+        answer = completion(model, messages, schema, malformed=outcome == "malformed", content=content,
+                            max_tokens=max_tokens)
+        headers = self.limits.charge(key, answer["usage"]["total_tokens"])
+        return json_response(answer, headers=headers)
+
+    def rate_limited(self, model: str, hit: str, wait: float, headers: dict) -> Response:
+        limit = self.limits.rpm if hit == "requests" else self.limits.tpm
+        unit = "RPM" if hit == "requests" else "TPM"
+        body = {"error": {"message": f"Rate limit reached for {model} in organization org-fleet-sim on {hit} per "
+                                     f"min ({unit}): Limit {limit}. Please try again in {duration(wait)}.",
+                          "type": hit, "param": None, "code": "rate_limit_exceeded"}}
+        return json_response(body, 429, headers={**headers, "retry-after": str(max(1, math.ceil(wait))),
+                                                 "retry-after-ms": str(max(1, math.ceil(wait * 1000)))})
+
+
+def completion_limit(body: dict) -> int | None:
+    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequest("max_completion_tokens must be a positive integer", "max_completion_tokens")
+    return value
 
 
 def openai_app(*, api_key: str | None = None, fail: dict | None = None, latency_ms: float = 0,
-               retry_after: float = 1, hang_seconds: float = 30, seed: int | None = None) -> OpenAISimulator:
+               retry_after: float = 1, hang_seconds: float = 30, seed: int | None = None, rpm: int = 0,
+               tpm: int = 0, window: float = 60) -> OpenAISimulator:
     faults = FaultState(fail=fail, latency_ms=latency_ms, retry_after=retry_after, hang_seconds=hang_seconds, seed=seed)
-    return OpenAISimulator(faults, api_key=api_key)
+    return OpenAISimulator(faults, api_key=api_key, rpm=rpm, tpm=tpm, window=window)
 
 
 def start_openai_simulator(*, host: str = "127.0.0.1", port: int = 0, **options) -> SimulatorServer:
