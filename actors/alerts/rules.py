@@ -60,6 +60,7 @@ KINDS: dict[str, dict[str, tuple[str, object]]] = {
     "host_lost": {"window": ("duration", "1h")},
     "joblog_dropped": {"growth": ("count", 1), "window": ("duration", "15m")},
     "unreachable": {"checks": ("names", ["database", "broker"]), "within": ("duration", "2m")},
+    "ai_spend": {"share": ("share", 0.8), "window": ("duration", "15m")},
     "batch_finished": {"statuses": ("names", ["completed", "failed"]), "window": ("duration", "10m"),
                        "asked_only": ("flag", False)},
 }
