@@ -19,6 +19,10 @@ from db.database import database
 
 MAX_BODY = 1024 * 1024  # a form of the panel is a few kB; anything bigger is refused with 413
 UPLOAD_FORM = "/admin/translations/"  # the one form that takes files
+# The largest body the app reads: the upload form's, twice its limit (so the form can say it is
+# too large). The server refuses a bigger one from its Content-Length, before reading the body
+# into a temporary file (`fleet web` gives waitress LARGEST_BODY + 1: it refuses at the limit).
+LARGEST_BODY = 2 * MAX_UPLOAD_BYTES
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -44,7 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Before CSRF reads the form: an upload up to twice the form's limit is read, so the form
         # can say it is too large; a bigger one gets the 413 page.
         if request.path == UPLOAD_FORM:
-            request.max_content_length = 2 * MAX_UPLOAD_BYTES
+            request.max_content_length = LARGEST_BODY
 
     CSRFProtect(app)
     throttle.init_app(app)

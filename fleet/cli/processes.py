@@ -69,7 +69,7 @@ def web_command(host: str, port: int, threads: int) -> None:
     """Serve the panel (/admin), /healthz and the JSON API."""
     import waitress
 
-    from admin.app import create_app
+    from admin.app import LARGEST_BODY, create_app
     from db.database import size_pool
 
     require_shared_state(get_settings())
@@ -81,8 +81,10 @@ def web_command(host: str, port: int, threads: int) -> None:
     # Behind FLEET_TRUSTED_PROXIES proxies the app reads X-Forwarded-* itself (werkzeug's ProxyFix);
     # waitress must pass them on instead of dropping them as it does by default.
     trusts_proxies = get_settings().trusted_proxies > 0
+    # A body past what the panel reads is refused with 413 from its Content-Length, unread
+    # (waitress would otherwise spool up to 1 GB of it to a temporary file first).
     waitress.serve(app, host=host, port=port, threads=threads, ident="fleet",
-                   clear_untrusted_proxy_headers=not trusts_proxies)
+                   clear_untrusted_proxy_headers=not trusts_proxies, max_request_body_size=LARGEST_BODY + 1)
 
 
 @click.command("up")

@@ -1,0 +1,76 @@
+"""The panel's defences over real HTTP: a real `fleet web` (waitress) in a subprocess, on its
+own database and var/, reached through real sockets."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from core.net import free_port
+from tests.helpers import fleet
+from tests.panel import PASSWORD, start_web
+
+ACCOUNTS = {"admin@example.com": "admin", "viewer@example.com": "viewer"}
+
+
+@pytest.fixture
+def web(fleet_env, processes, tmp_path):
+    """(base url, the web process, its temporary directory) of a migrated `fleet web` with an
+    admin and a viewer."""
+    tmp = tmp_path / "web-tmp"
+    tmp.mkdir()
+    env = dict(fleet_env, TMPDIR=str(tmp))
+    assert fleet("db", "migrate", env=env).returncode == 0
+    for email, role in ACCOUNTS.items():
+        created = fleet("accounts", "create", email, "--role", role, "--password-stdin", env=env, input=PASSWORD + "\n")
+        assert created.returncode == 0, created.stderr
+    port = free_port()
+    process = start_web(processes, env, port)
+    yield f"http://127.0.0.1:{port}", process, tmp
+    processes.stop(process, timeout=10)
+
+
+def _temp_bytes(pid: int, directory: Path) -> int:
+    """Bytes in the files of `directory` the process holds open (waitress's spooled bodies are
+    unlinked temporary files: only their descriptors find them)."""
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith(str(directory)):
+                total += os.stat(f"/proc/{pid}/fd/{fd}").st_size
+        except OSError:
+            pass  # closed meanwhile
+    return total
+
+
+def test_a_huge_body_is_refused_from_its_length_without_being_spooled(web):
+    """An anonymous 800 MB login form: 413 from the Content-Length alone, and not one body
+    byte in a temporary file (waitress's default limit, 1 GB, spooled it all to disk first)."""
+    base, process, tmp = web
+    port = int(base.rsplit(":", 1)[1])
+    size = 800 * 2**20
+    chunk = b"x" * 2**20
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /admin/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n"
+                     b"Content-Length: %d\r\n\r\n" % size)
+        sent = 0
+        try:
+            for _ in range(8):  # 8 MB of the body: a server reading it spools it past 512 kB
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            pass  # the server answered and closed: what it should do
+        spooled = _temp_bytes(process.pid, tmp)
+        assert spooled < 2**20, f"{spooled} bytes of the body were written to {tmp}"
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = sock.recv(4096)
+            if not data:
+                break
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sorted(p.name for p in tmp.iterdir()) == []
