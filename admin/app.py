@@ -9,7 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import actors.all  # noqa: F401  (every actor declared: their queues are the ones the panel reads)
 from actors.runtime import boot
-from admin import access, api, auth, errors, health, metrics, throttle
+from admin import access, api, auth, errors, headers, health, metrics, throttle
 from admin.views import register_views
 from admin.views.dashboard import DashboardView
 from admin.views.translations import MAX_UPLOAD_BYTES
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             request.max_content_length = LARGEST_BODY
 
     CSRFProtect(app)
+    headers.init_app(app)
     throttle.init_app(app)
     auth.init_app(app)
     errors.init_app(app)

@@ -2,7 +2,9 @@
 own database and var/, reached through real sockets."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -74,3 +76,46 @@ def test_a_huge_body_is_refused_from_its_length_without_being_spooled(web):
             answer += data
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert sorted(p.name for p in tmp.iterdir()) == []
+
+
+# -- security headers ---------------------------------------------------------------------------
+
+def test_every_response_carries_the_security_headers(app, admin_client):
+    anonymous = app.test_client()
+    for response in (anonymous.get("/admin/login"), anonymous.get("/healthz"), anonymous.get("/admin/"),
+                     admin_client.get("/admin/jobs/"), admin_client.get("/admin/no-such-page"),
+                     anonymous.get("/admin/static/fleet.css")):
+        csp = response.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "same-origin"
+        assert "Strict-Transport-Security" not in response.headers  # plain HTTP
+
+
+def test_the_pages_have_no_inline_script_or_style(admin_client):
+    for path in ("/admin/", "/admin/jobs/", "/admin/failed-plans/", "/admin/schedule/", "/admin/dead-letters/",
+                 "/admin/batches/", "/admin/health/", "/admin/alerts/"):
+        page = admin_client.get(path).text
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page), path
+        assert not re.search(r"\son(click|submit|change|load)=\"(?!return false;\")", page), path
+        assert " style=" not in page, path
+
+
+def _https_app(settings, proxies: int):
+    from admin.app import create_app
+
+    app = create_app(dataclasses.replace(settings, trusted_proxies=proxies))
+    app.config["TESTING"] = True
+    return app
+
+
+def test_behind_a_tls_proxy_the_cookie_is_secure_and_hsts_is_sent(db, broker, settings):
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "10.1.2.3"}
+    page = _https_app(settings, proxies=1).test_client().get("/admin/login", headers=forwarded)
+    assert "session=" in page.headers["Set-Cookie"] and "; Secure" in page.headers["Set-Cookie"]
+    assert page.headers["Strict-Transport-Security"].startswith("max-age=")
+    # the same header from a client when no proxy is trusted: plain HTTP, no Secure (the browser would drop it)
+    page = _https_app(settings, proxies=0).test_client().get("/admin/login", headers=forwarded)
+    assert "session=" in page.headers["Set-Cookie"] and "Secure" not in page.headers["Set-Cookie"]
+    assert "Strict-Transport-Security" not in page.headers
