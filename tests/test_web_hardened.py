@@ -119,3 +119,31 @@ def test_behind_a_tls_proxy_the_cookie_is_secure_and_hsts_is_sent(db, broker, se
     page = _https_app(settings, proxies=0).test_client().get("/admin/login", headers=forwarded)
     assert "session=" in page.headers["Set-Cookie"] and "Secure" not in page.headers["Set-Cookie"]
     assert "Strict-Transport-Security" not in page.headers
+
+
+# -- /healthz -----------------------------------------------------------------------------------
+
+def test_healthz_tells_a_stranger_the_status_and_an_operator_the_details(web):
+    import requests
+
+    base, _, _ = web
+    anonymous = requests.get(f"{base}/healthz", timeout=10)
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "degraded"}  # no worker, no scheduler
+    operator = requests.Session()
+    page = operator.get(f"{base}/admin/login", timeout=10).text
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    operator.post(f"{base}/admin/login", data={"email": "viewer@example.com", "password": PASSWORD,
+                                               "csrf_token": token}, timeout=10)
+    details = operator.get(f"{base}/healthz", timeout=10).json()
+    assert details["status"] == "degraded" and details["checks"]["database"]["ok"]
+    assert set(details["degraded"]) >= {"workers", "scheduler"}
+
+
+def test_the_checks_errors_are_redacted(db, tmp_path):
+    from admin import health
+    from core.settings import load_settings
+
+    down = load_settings({"FLEET_VAR_DIR": str(tmp_path),
+                          "BROKER_URL": f"redis://fleet:hunter2-broker@127.0.0.1:{free_port()}/0"})
+    checks = health.run_checks(down)
+    assert checks["broker"]["ok"] is False and "hunter2-broker" not in str(checks)
