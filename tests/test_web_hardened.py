@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from core.net import free_port
-from tests.helpers import fleet
+from tests.helpers import fleet, wait_for
 from tests.panel import PASSWORD, start_web
 
-ACCOUNTS = {"admin@example.com": "admin", "viewer@example.com": "viewer"}
+ACCOUNTS = {"admin@example.com": "admin", "viewer@example.com": "viewer", "other@example.com": "viewer"}
 
 
 @pytest.fixture
@@ -147,3 +147,111 @@ def test_the_checks_errors_are_redacted(db, tmp_path):
                           "BROKER_URL": f"redis://fleet:hunter2-broker@127.0.0.1:{free_port()}/0"})
     checks = health.run_checks(down)
     assert checks["broker"]["ok"] is False and "hunter2-broker" not in str(checks)
+
+
+# -- CSV exports ---------------------------------------------------------------------------------
+
+def _fill_job_log(database_url: str, rows: int, message_chars: int) -> None:
+    from db.database import open_database
+    from db.models import utcnow
+    from db.models.jobs import JobLog
+
+    db = open_database(database_url)
+    now = utcnow()
+    with JobLog.bind_ctx(db), db.atomic():
+        for start in range(0, rows, 500):
+            JobLog.insert_many([{"run_id": f"run-{n}", "job_class": "generate_user_workout_plan",
+                                 "message_id": f"msg-{n}", "queue": "workouts", "status": "failed",
+                                 "error_code": "ERR_INTERNAL", "message": f"{n} " + "x" * message_chars,
+                                 "created_at": now} for n in range(start, min(rows, start + 500))]).execute()
+    db.close()
+
+
+def _session_cookie(base: str, email: str) -> str:
+    import requests
+
+    session = requests.Session()
+    page = session.get(f"{base}/admin/login", timeout=10).text
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    response = session.post(f"{base}/admin/login", data={"email": email, "password": PASSWORD, "csrf_token": token},
+                            allow_redirects=False, timeout=10)
+    assert response.status_code == 302
+    return "session=" + session.cookies["session"]
+
+
+def _slow_export(port: int, cookie: str) -> tuple[socket.socket, int]:
+    """A CSV export whose reader takes the status line and then reads nothing more (a small
+    receive buffer, so the server's writes back up soon): the socket and the HTTP status."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET /admin/jobs/export/csv/ HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n" not in head:
+        head += sock.recv(64)
+    return sock, int(head.split()[1])
+
+
+def test_slow_exports_leave_the_web_process_answering(web, fleet_env):
+    """A viewer opens 8 exports of a 60 MB job log and reads none of them: 2 run (and hold
+    their threads, their output backed up), 6 are refused with 429 at once. Another account
+    gets its 2; a third none (half of the 8 threads export at most). /healthz and the panel
+    still answer. Without the limits the 8 exports held all 8 threads and /healthz waited."""
+    import requests
+
+    base, _, _ = web
+    port = int(base.rsplit(":", 1)[1])
+    _fill_job_log(fleet_env["DATABASE_URL"], rows=30_000, message_chars=2000)
+    viewer, admin, other = (_session_cookie(base, e) for e in ("viewer@example.com", "admin@example.com",
+                                                                 "other@example.com"))
+    exports = [_slow_export(port, viewer) for _ in range(8)]
+    try:
+        statuses = sorted(status for _, status in exports)
+        assert statuses == [200, 200] + [429] * 6, statuses
+        health = requests.get(f"{base}/healthz", timeout=10)  # waits its turn for a thread, if none is free
+        assert health.json()["status"] in ("ok", "degraded")
+        exports += [_slow_export(port, admin) for _ in range(2)]
+        assert [status for _, status in exports[-2:]] == [200, 200]
+        exports.append(_slow_export(port, other))
+        assert exports[-1][1] == 429  # 4 exports run: half the threads
+        assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
+        assert requests.get(f"{base}/admin/", headers={"Cookie": other}, timeout=10).status_code == 200
+        for sock, status in exports:
+            if status == 200:  # still streaming: nothing has ended it
+                sock.setblocking(False)
+                assert sock.recv(1024)
+    finally:
+        for sock, _ in exports:
+            sock.close()
+
+    def another_export() -> bool:  # the slots come back once the server sees the readers gone
+        sock, status = _slow_export(port, viewer)
+        sock.close()
+        return status == 200
+
+    wait_for(another_export, timeout=30, interval=0.5, message="an export slot given back")
+
+
+@pytest.mark.parametrize("separator", [",", ";", "\t"])
+def test_csv_cells_cannot_become_formulas_in_any_locale(admin_client, separator):
+    """Read as a spreadsheet of a `,`, `;` or tab separated locale would: no cell starts a formula."""
+    import csv
+    import io
+
+    from tests.panel import joblog
+
+    hostile = ["=HYPERLINK(\"http://evil\")", "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "  =1+1",
+               "ok;=1+1", "ok,=1+1", "ok\t=1+1", "plain text"]
+    for n, message in enumerate(hostile):
+        joblog(n, status="failed", error_code="ERR_INTERNAL", message=message)
+    text = admin_client.get("/admin/jobs/export/csv/").text
+    first = text.splitlines()[0]
+    assert first.startswith('"Time (UTC)","') and first.endswith('"')  # every cell quoted, the titles too
+    # a quote opens a quoted cell only at its start, as in spreadsheets: after `"…",` a `;` reader
+    # is outside quotes and splits at the next `;`
+    table = list(csv.reader(io.StringIO(text, newline=""), delimiter=separator))
+    cells = [cell for row in table[1:] for cell in row]
+    assert not [c for c in cells if c.lstrip(' "')[:1] in ("=", "+", "-", "@", "\t", "\r")], cells
+    messages = {row["Message"] for row in csv.DictReader(io.StringIO(text, newline=""))}
+    assert messages >= {"'=HYPERLINK(\"http://evil\")", "'@SUM(A1)", "'  =1+1", "ok;'=1+1", "ok,'=1+1", "plain text"}

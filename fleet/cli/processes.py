@@ -76,6 +76,7 @@ def web_command(host: str, port: int, threads: int) -> None:
     require_file(get_settings().database_url)
     ensure_port_free(host, port)
     app = create_app()
+    app.config["FLEET_WEB_THREADS"] = threads  # CSV exports take at most half of them (admin.exports)
     size_pool(threads + 2)
     click.echo(f"Fleet panel: http://{host}:{port}/admin")
     # Behind FLEET_TRUSTED_PROXIES proxies the app reads X-Forwarded-* itself (werkzeug's ProxyFix);
