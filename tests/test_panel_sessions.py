@@ -105,21 +105,20 @@ def test_forwarded_addresses_are_ignored_unless_proxies_are_trusted(app, account
 
 def test_unknown_accounts_cost_a_password_check_too(app, accounts):
     """An attacker cannot tell which emails have accounts from how long a wrong password takes."""
-    import statistics
     import time
 
-    def median(email: str) -> float:
+    def fastest(email: str) -> float:  # the fastest of 4 (the throttle allows 5): the cost, without other tests' load
         took = []
-        for n in range(3):
+        for n in range(4):
             client = app.test_client()
             token = csrf_token(client)
             started = time.perf_counter()
             client.post("/admin/login", data={"email": email, "password": "wrong-password", "csrf_token": token},
                         environ_base={"REMOTE_ADDR": f"10.2.0.{n}"})
             took.append(time.perf_counter() - started)
-        return statistics.median(took)
+        return min(took)
 
-    known, unknown = median("admin@example.com"), median("nobody@example.com")
+    known, unknown = fastest("admin@example.com"), fastest("nobody@example.com")
     assert unknown > 0.5 * known, (known, unknown)
 
 
