@@ -53,6 +53,7 @@ WORKOUT_DAY_SCHEMA = {
         "exercises": {"type": "array", "minItems": 1, "maxItems": 12, "items": _EXERCISE},
     },
 }
+MAX_COMPLETION_TOKENS = 1_200  # a day of at most 12 exercises is ~600 tokens of JSON; room to spare
 SYSTEM_PROMPT = (
     "You are a certified personal trainer. Answer with one workout day as JSON that follows "
     "the given schema: each exercise has either reps or seconds (the other is null)."
@@ -85,7 +86,8 @@ def fail_remaining_days(message, error: Classified) -> None:
 
 def _generate_day(client, plan: Plan, workout: WorkoutPlan) -> None:
     WorkoutPlan.update(attempts=WorkoutPlan.attempts + 1).where(WorkoutPlan.id == workout.id).execute()
-    result = client.generate_json(SYSTEM_PROMPT, _prompt(plan, workout.day), WORKOUT_DAY_SCHEMA, "workout_day")
+    result = client.generate_json(SYSTEM_PROMPT, _prompt(plan, workout.day), WORKOUT_DAY_SCHEMA, "workout_day",
+                                  max_completion_tokens=MAX_COMPLETION_TOKENS)
     # Guarded: a day another run already finished is left as it is.
     WorkoutPlan.update(
         status="generated", content=result.data, error_code=None, error_message=None,
@@ -154,9 +156,25 @@ def create_plan(user_id: int, days: int, goal: str) -> Plan:
     return plan
 
 
-def dispatch(user_id: int, plan_id: int):
-    """Send the generation job; None when one for this plan is already queued or running."""
-    return generate_user_workout_plan.send(int(user_id), int(plan_id))
+def dispatch(user_id: int, plan_id: int, calls: int = 0):
+    """Send the generation job; None when one for this plan is already queued or running. A bulk
+    path says how many `calls` (days) the job will make: it is then delayed to its place in a
+    stream at the OpenAI budget, so a backlog never reaches the workers all at once."""
+    from core.openai_budget import openai_budget
+
+    delay = openai_budget().stagger(calls) if calls else 0
+    return generate_user_workout_plan.send_with_options(args=(int(user_id), int(plan_id)),
+                                                        delay=int(delay * 1000) or None)
+
+
+def retry_estimate(days: int) -> str:
+    """How long the OpenAI budget needs for `days` days, for a confirmation ("≈ 42 min at 240
+    requests/min"), or "" without a pace."""
+    from core.clients.openai_client import estimate_tokens
+    from core.openai_budget import openai_budget
+
+    tokens = estimate_tokens(SYSTEM_PROMPT, "Goal: strength\nPlan length: 28 days") + MAX_COMPLETION_TOKENS // 3
+    return openai_budget().estimate(days, tokens)
 
 
 def plans_with_pending_days(plan_id: int | None = None):
@@ -185,7 +203,7 @@ def retry_in_chunks(plans: list[FailedPlan], reset: Callable[[list[FailedPlan]],
         chunk = plans[i:i + CHUNK]
         days = reset(chunk)
         for n, plan in enumerate(chunk):
-            yield plan, dispatch(plan.user_id, plan.plan_id) is not None, days if n == 0 else 0
+            yield plan, dispatch(plan.user_id, plan.plan_id, plan.failed_days) is not None, days if n == 0 else 0
 
 
 def failed_filter(plan_id: int | None = None, user_id: int | None = None, error_code: str | None = None):
@@ -238,11 +256,11 @@ def reset_days(day_ids: list[int]) -> int:
     return _reset_failed(WorkoutPlan.id, day_ids)
 
 
-def stale_plans(hours: float) -> list[tuple[int, int]]:
-    """(user id, plan id) of plans with days pending for longer than `hours`."""
+def stale_plans(hours: float) -> list[tuple[int, int, int]]:
+    """(user id, plan id, stale days) of plans with days pending for longer than `hours`."""
     cutoff = utcnow() - timedelta(hours=hours)
     return list(
-        WorkoutPlan.select(Plan.user, WorkoutPlan.plan).join(Plan)
+        WorkoutPlan.select(Plan.user, WorkoutPlan.plan, fn.COUNT(WorkoutPlan.id)).join(Plan)
         .where((WorkoutPlan.status == "pending") & (WorkoutPlan.updated_at <= cutoff))
         .group_by(Plan.user, WorkoutPlan.plan).order_by(WorkoutPlan.plan).tuples()
     )
@@ -335,7 +353,7 @@ def retry_matching_plans(runs: list[ItemRun]) -> list:
         if plan_id not in users:
             results.append(JobError("ERR_NOT_FOUND", f"plan {plan_id} no longer exists"))
             continue
-        sent = dispatch(users[plan_id], plan_id) is not None
+        sent = dispatch(users[plan_id], plan_id, len(by_plan.get(plan_id, [])) or 1) is not None
         results.append({"days_reset": len(by_plan.get(plan_id, [])), "dispatched": sent})
     return results
 
@@ -365,7 +383,7 @@ def start_retry(spec: dict, started_by: str) -> tuple[Batch | None, int]:
 def rescue_stale(hours: float) -> tuple[int, int]:
     """Dispatch plans with days pending longer than `hours`; (plans found, jobs sent)."""
     stale = stale_plans(hours)
-    return len(stale), sum(1 for user_id, plan_id in stale if dispatch(user_id, plan_id) is not None)
+    return len(stale), sum(1 for user_id, plan_id, days in stale if dispatch(user_id, plan_id, days) is not None)
 
 
 @task("workouts.retry-failed")

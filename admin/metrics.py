@@ -6,6 +6,9 @@
 - `fleet_queue_messages{queue,state}`: four counts a known queue, one Redis round trip.
 - `fleet_queue_oldest_ready_seconds{queue}`: how long the oldest ready message has waited.
 - `fleet_breaker_open{service}`: 1 while a service's breaker is open.
+- `fleet_openai_budget_used{limit}` / `fleet_openai_budget_limit{limit}`: requests and tokens in
+  the last minute against the limits; `fleet_openai_events_last_hour{event}`: 429s and deferrals;
+  `fleet_openai_spend_usd_today` / `fleet_openai_daily_cap_usd`; `fleet_openai_backlog_calls`.
 - `fleet_alerts_firing{rule,severity}`: subjects of a Fleet alert rule firing now.
 
 Gauges read from Redis are cached for a few seconds (admin.cache); a part that does not
@@ -21,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from actors.ai import status as ai_status
 from admin.cache import cached
 from core.breakers import states
 from core.queues import queue_depths
@@ -84,9 +88,30 @@ def joblog_counters() -> list:
                                 value=dropped)]
 
 
+def openai_gauges() -> list:
+    figures = ai_status()
+    used = GaugeMetricFamily("fleet_openai_budget_used", "OpenAI requests and tokens in the last minute.", labels=["limit"])
+    limit = GaugeMetricFamily("fleet_openai_budget_limit", "The OpenAI limits in force (0 = none announced).",
+                              labels=["limit", "source"])
+    for name in ("requests", "tokens"):
+        part = figures["budget"][name]
+        used.add_metric([name], part["used"])
+        limit.add_metric([name, part["source"]], part["limit"])
+    events = GaugeMetricFamily("fleet_openai_events_last_hour", "OpenAI 429s and budget deferrals in the last hour.",
+                               labels=["event"])
+    events.add_metric(["rate_limited"], figures["last_hour"]["rate_limited"])
+    events.add_metric(["deferred"], figures["last_hour"]["deferred"])
+    return [used, limit, events,
+            GaugeMetricFamily("fleet_openai_spend_usd_today", "AI spend today (FLEET_TIMEZONE).", value=figures["spend"]["usd"]),
+            GaugeMetricFamily("fleet_openai_daily_cap_usd", "FLEET_OPENAI_DAILY_USD (0 = none).",
+                              value=figures["spend"]["cap_usd"]),
+            GaugeMetricFamily("fleet_openai_backlog_calls", "Calls the waiting AI work will make.",
+                              value=figures["backlog"]["calls"])]
+
+
 # Each part reads one thing; a part that fails is reported, the others still are.
 GAUGES = {"queues": queue_gauges, "queue_age": queue_age_gauges, "breakers": breaker_gauges,
-          "joblog": joblog_counters, "alerts": alert_gauges}
+          "joblog": joblog_counters, "alerts": alert_gauges, "openai": openai_gauges}
 
 
 class GaugeCollector:

@@ -9,6 +9,10 @@ provider's second boundary counts in two of its seconds. A 429 from the provider
 half for its Retry-After (again on each further 429, down to 1 a second); it returns to
 the configured rate when that time has passed.
 
+The spacing is `Lanes`, one mechanism for every provider: a lane a limit, each a "next free
+moment" in Redis moved by one Lua script, so OpenAI's requests and tokens a minute
+(core.openai_budget) use the same reservations as the series API's requests a second.
+
 Without a state Redis (RabbitMQ and no FLEET_STATE_REDIS_URL) the window is per process.
 """
 from __future__ import annotations
@@ -26,31 +30,116 @@ from core.settings import get_settings
 from core.state import state_redis
 
 KEY_PREFIX = "fleet:budget"
-# KEYS: the next free moment. ARGV: the spacing (ms). 0 when this request may go now (the next
-# one then waits the spacing), else the milliseconds until it may.
-_SPACE = """
-local now = redis.call('time')
-local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
-local next_free = tonumber(redis.call('get', KEYS[1]) or '0')
-if next_free > now_ms then return next_free - now_ms end
-redis.call('set', KEYS[1], now_ms + tonumber(ARGV[1]), 'px', tonumber(ARGV[1]) + 1000)
-return 0
+# Spacing, as GCRA ("theoretical arrival time") does it, one lane a limit. KEYS: each lane's next
+# free moment (microseconds of Redis time). ARGV: the longest wait allowed (µs), then for each lane
+# its spacing (µs a unit), its cost (units) and its tolerance (µs it may run ahead: 0 spaces every
+# call, a provider's bucket of C units tolerates (C - cost) units). A call may start once every lane
+# allows it; when that is within the wait allowed, it takes its place (each lane moves on by its
+# cost) and {1, µs until then} comes back, else {0, µs it would have to wait} and nothing changes.
+_RESERVE = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local start = now
+for i, key in ipairs(KEYS) do
+  local free = tonumber(redis.call('get', key) or '0') - tonumber(ARGV[3 * i + 1])
+  if free > start then start = free end
+end
+if start - now > tonumber(ARGV[1]) then return {0, start - now} end
+for i, key in ipairs(KEYS) do
+  local free = tonumber(redis.call('get', key) or '0')
+  if free < start then free = start end
+  free = free + tonumber(ARGV[3 * i - 1]) * tonumber(ARGV[3 * i])
+  redis.call('set', key, string.format('%d', free), 'px', math.floor((free - now) / 1000) + 1000)
+end
+return {1, start - now}
 """
+# Move a lane's next free moment. KEYS[1]: the lane. ARGV[1]: µs to add (negative gives back what a
+# call did not use, never before now); ARGV[2]: 1 to hold the lane until at least now + ARGV[1] instead.
+_MOVE = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local free = tonumber(redis.call('get', KEYS[1]) or '0')
+if free < now then free = now end
+local delta = tonumber(ARGV[1])
+if ARGV[2] == '1' then
+  if now + delta > free then free = now + delta end
+else
+  free = free + delta
+end
+if free <= now then redis.call('del', KEYS[1]) return 0 end
+redis.call('set', KEYS[1], string.format('%d', free), 'px', math.floor((free - now) / 1000) + 1000)
+return 1
+"""
+
+
+class Lanes:
+    """The spacing of calls to one provider, one lane a limit (requests, tokens), in the state
+    Redis (or this process without one): `reserve` takes a call's place, `move` corrects a lane."""
+
+    def __init__(self, prefix: str, names: tuple[str, ...], client=None):
+        self.keys = [f"{prefix}:{name}" for name in names]
+        self._client = client
+        self._reserve = client.register_script(_RESERVE) if client is not None else None
+        self._move = client.register_script(_MOVE) if client is not None else None
+        self._local = {key: 0.0 for key in self.keys}  # µs of time.time(), without a Redis
+        self._lock = threading.Lock()
+
+    def reserve(self, lanes: list[tuple[float, float, float]], max_wait: float) -> tuple[bool, float]:
+        """(spacing µs a unit, cost, tolerance µs) a lane → (placed?, seconds until its start)."""
+        args = [int(max_wait * 1e6)] + [x for lane in lanes for x in (repr(float(lane[0])), lane[1], int(lane[2]))]
+        if self._reserve is not None:
+            placed, wait = self._reserve(keys=self.keys, args=args)
+            return bool(placed), wait / 1e6
+        with self._lock:
+            now = time.time() * 1e6
+            start = max([now] + [self._local[k] - lane[2] for k, lane in zip(self.keys, lanes)])
+            if start - now > max_wait * 1e6:
+                return False, (start - now) / 1e6
+            for key, (spacing, cost, _) in zip(self.keys, lanes):
+                self._local[key] = max(self._local[key], start) + spacing * cost
+            return True, (start - now) / 1e6
+
+    def move(self, lane: int, seconds: float, at_least: bool = False) -> None:
+        key = self.keys[lane]
+        if self._move is not None:
+            self._move(keys=[key], args=[int(seconds * 1e6), "1" if at_least else "0"])
+            return
+        with self._lock:
+            now = time.time() * 1e6
+            free = max(self._local[key], now)
+            self._local[key] = max(free, now + seconds * 1e6) if at_least else free + seconds * 1e6
+
+    def ahead(self, lane: int) -> float:
+        """Seconds the lane's next free moment lies ahead of now (0 when it is free)."""
+        if self._client is None:
+            return max(0.0, self._local[self.keys[lane]] / 1e6 - time.time())
+        value = self._client.get(self.keys[lane])
+        return max(0.0, int(value) / 1e6 - time.time()) if value else 0.0
+
+
 MAX_WAIT = 2.0  # seconds a request waits in its thread for a slot; beyond that its job is deferred
 _budgets: dict[str, ApiBudget | None] = {}
 _lock = threading.Lock()
 
 
-class OverBudget(JobError):
-    """No request slot within the wait allowed. The job is deferred by `defer_seconds` (until a
-    slot is expected to free up) without spending a retry; its JobLog row says `deferred`,
-    ERR_RATE_LIMIT, "over the shared … budget"."""
+class Deferred(JobError):
+    """The job must wait: it is deferred by `defer_seconds` without spending a retry (its JobLog
+    row says `deferred`, the code and the sentence). `counts` says whether the wait adds to the
+    message's FLEET_MAX_DEFER (a budget's wait does; the daily spend cap's does not)."""
 
-    def __init__(self, service: str, rate: int, seconds: float):
-        super().__init__("ERR_RATE_LIMIT", f"over the shared {service} budget of {rate} request(s)/s; "
-                                           "deferred, no retry spent")
-        self.service = service
+    def __init__(self, code: str, message: str, seconds: float, *, counts: bool = True):
+        super().__init__(code, message)
         self.defer_seconds = seconds
+        self.counts_toward_max_defer = counts
+
+
+class OverBudget(Deferred):
+    """No request slot within the wait allowed: ERR_RATE_LIMIT, "over the shared … budget"."""
+
+    def __init__(self, service: str, rate: int | str, seconds: float, unit: str = "request(s)/s"):
+        super().__init__("ERR_RATE_LIMIT", f"over the shared {service} budget of {rate}{' ' + unit if unit else ''}; "
+                                           "deferred, no retry spent", seconds)
+        self.service = service
 
 
 class ApiBudget:
@@ -63,10 +152,7 @@ class ApiBudget:
         self._limiter = MovingWindowRateLimiter(storage)
         self._shrink_key = f"{KEY_PREFIX}:{service}:shrunk"
         self._local_shrink: tuple[int, float] | None = None  # (rate, until) without a Redis
-        self._space = client.register_script(_SPACE) if client is not None else None
-        self._space_key = f"{KEY_PREFIX}:{service}:next"
-        self._local_next = 0.0  # monotonic, without a Redis
-        self._local_lock = threading.Lock()
+        self._lanes = Lanes(f"{KEY_PREFIX}:{service}", ("next",), client)
 
     # -- spending --------------------------------------------------------------------------
     def try_acquire(self) -> float:
@@ -86,15 +172,8 @@ class ApiBudget:
 
     def _spaced(self, rate: int) -> float:
         """0 when a request may go now by the spacing (and the next must wait), else the seconds to wait."""
-        spacing = 1.0 / rate
-        if self._space is None:
-            with self._local_lock:
-                now = time.monotonic()
-                if self._local_next > now:
-                    return self._local_next - now
-                self._local_next = now + spacing
-                return 0.0
-        return self._space(keys=[self._space_key], args=[max(1, int(spacing * 1000))]) / 1000
+        placed, wait = self._lanes.reserve([(1e6 / rate, 1, 0)], max_wait=0)
+        return 0.0 if placed else max(wait, 0.001)
 
     def acquire(self, max_wait: float = MAX_WAIT) -> float:
         """Take one request slot, waiting up to `max_wait` seconds; the seconds waited.

@@ -37,6 +37,7 @@ CODES: dict[str, ErrorCode] = {
     for e in [
         ErrorCode("ERR_API_TIMEOUT", True, "The external API did not answer in time.", trips_breaker=True),
         ErrorCode("ERR_RATE_LIMIT", True, "The external API asked us to slow down (HTTP 429); retried later."),
+        ErrorCode("ERR_SPEND_CAP", True, "Today's AI spend has reached FLEET_OPENAI_DAILY_USD; AI jobs wait until tomorrow or until the cap is raised."),
         ErrorCode("ERR_QUOTA_EXCEEDED", False, "The account's quota or credit at the provider is used up; top it up, then retry."),
         ErrorCode("ERR_API_UNAVAILABLE", True, "The external API failed on its side (HTTP 5xx).", trips_breaker=True),
         ErrorCode("ERR_CONNECTION", True, "The external API could not be reached (network or DNS).", trips_breaker=True),
@@ -163,8 +164,14 @@ def _classify_infrastructure(exc) -> Classified | None:
     from dramatiq.errors import BrokerConnectionError
     from playhouse.pool import MaxConnectionsExceeded
 
+    from db.database import NO_CONNECTION_SLOT, POOL_WAIT
+
     if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)):
         text = database_error_text(exc)
+        if isinstance(exc, MaxConnectionsExceeded) or NO_CONNECTION_SLOT.search(text):
+            # every connection slot taken (the server's or this process's pool): wait for one, no retry spent
+            return Classified(CODES["ERR_DATABASE"], f"database: no free connection slot ({text[:280]})",
+                              defer_seconds=POOL_WAIT)
         if DISK_FULL.search(text):
             from core.settings import get_settings
 

@@ -54,11 +54,18 @@ class Settings:
     schedule: str = "default"  # a schedule file: a path, or the name of a shipped one
     timezone: str = "UTC"  # of schedule entries that name none
     schedule_grace: float = 30.0  # seconds a slot may still be emitted late
+    openai_rpm: int = 0  # requests a window for the whole fleet; 0 = learned from the provider's headers
+    openai_tpm: int = 0  # tokens a window; 0 = learned
+    openai_window: float = 60.0  # seconds the provider counts its limits over (a minute; tests shorten it)
+    openai_budget: bool = True  # off: calls go out unspaced and a 429 spends a retry (for comparison only)
+    openai_daily_usd: float = 0.0  # daily spend cap; 0 = none
+    openai_timeout: float = 60.0  # seconds a call may take
     log_format: str = "text"  # "json": one JSON object a line (what `fleet up` writes to var/log/)
     scheduler_lease: float = 10.0  # seconds the leader's lease lasts unrenewed (renewed every quarter of it)
     overlap_lock_ttl: float = 15.0  # seconds a running scheduled job's overlap lock lasts unrenewed
     fast_password_hash: bool = False  # tests only: one PBKDF2 round instead of werkzeug's default
     dead_worker_checks: float = 0.1  # share of Redis fetches that also look for a dead worker's messages
+    db_idle_timeout: float = 60.0  # seconds a pooled database connection may stay idle before it is closed
     session_idle: float = 1800.0  # seconds a panel session lasts without a request from its operator
     session_max: float = 43200.0  # seconds a panel session lasts at most from its login, however busy
 
@@ -104,6 +111,12 @@ MAX_TRUSTED_PROXIES = 10
 MAX_SCHEDULE_GRACE = 86400  # seconds a slot may be emitted late
 MAX_DEFER = 30 * 86400  # seconds a message may wait for open breakers in all
 MAX_SERIES_API_RATE = 10_000  # requests a second
+MIN_DB_IDLE_TIMEOUT, MAX_DB_IDLE_TIMEOUT = 1, 3600  # seconds a pooled connection may stay idle
+MAX_OPENAI_RPM = 10_000_000  # requests a minute (OpenAI's highest tiers are far below)
+MAX_OPENAI_TPM = 10_000_000_000
+MAX_OPENAI_WINDOW = 3600
+MAX_OPENAI_DAILY_USD = 1_000_000
+MAX_OPENAI_TIMEOUT = 600
 # A lease or lock renewed by a thread must outlast the renewal's pauses; under the minimum a
 # busy host loses it between two renewals. Past the maximum a dead holder blocks for too long.
 MIN_SCHEDULER_LEASE, MAX_SCHEDULER_LEASE = 3, 300  # seconds
@@ -241,6 +254,17 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         allow_local_state=_flag("FLEET_ALLOW_LOCAL_STATE", env.get("FLEET_ALLOW_LOCAL_STATE", "0")),
         schedule=env.get("FLEET_SCHEDULE", "default"),
         timezone=_timezone("FLEET_TIMEZONE", env.get("FLEET_TIMEZONE", "UTC")),
+        openai_rpm=int(_number("OPENAI_RPM", env.get("OPENAI_RPM", "0"), integer=True, minimum=0,
+                               maximum=MAX_OPENAI_RPM)),
+        openai_tpm=int(_number("OPENAI_TPM", env.get("OPENAI_TPM", "0"), integer=True, minimum=0,
+                               maximum=MAX_OPENAI_TPM)),
+        openai_window=_number("FLEET_OPENAI_WINDOW", env.get("FLEET_OPENAI_WINDOW", "60"), integer=False,
+                              minimum=1, maximum=MAX_OPENAI_WINDOW),
+        openai_budget=_flag("FLEET_OPENAI_BUDGET", env.get("FLEET_OPENAI_BUDGET", "1")),
+        openai_daily_usd=_number("FLEET_OPENAI_DAILY_USD", env.get("FLEET_OPENAI_DAILY_USD", "0"), integer=False,
+                                 minimum=0, maximum=MAX_OPENAI_DAILY_USD),
+        openai_timeout=_number("OPENAI_TIMEOUT", env.get("OPENAI_TIMEOUT", "60"), integer=False,
+                               minimum=1, maximum=MAX_OPENAI_TIMEOUT),
         schedule_grace=_number("FLEET_SCHEDULE_GRACE", env.get("FLEET_SCHEDULE_GRACE", "30"), integer=False,
                                minimum=1, maximum=MAX_SCHEDULE_GRACE),
         log_format=_choice("FLEET_LOG_FORMAT", env.get("FLEET_LOG_FORMAT", "text").lower(), ("text", "json")),
@@ -254,6 +278,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         # a pass runs on this share of fetches (each idle consumer fetches about once a second)
         dead_worker_checks=_number("FLEET_DEAD_WORKER_CHECKS", env.get("FLEET_DEAD_WORKER_CHECKS", "0.1"),
                                    integer=False, minimum=0.001, maximum=1),
+        db_idle_timeout=_number("FLEET_DB_IDLE_TIMEOUT", env.get("FLEET_DB_IDLE_TIMEOUT", "60"), integer=False,
+                                minimum=MIN_DB_IDLE_TIMEOUT, maximum=MAX_DB_IDLE_TIMEOUT),
         session_idle=_number("FLEET_SESSION_IDLE", env.get("FLEET_SESSION_IDLE", "1800"), integer=False,
                              minimum=1, maximum=MAX_SESSION_IDLE),
         session_max=_number("FLEET_SESSION_MAX", env.get("FLEET_SESSION_MAX", "43200"), integer=False,

@@ -26,13 +26,14 @@ RABBITMQ_URL = os.environ.get("FLEET_TEST_RABBITMQ_URL")
 
 # What the tests would otherwise sit out in real time, made short (production defaults in
 # core/settings.py): breakers open after 3 failures and half-open after 2 s, a SIGKILLed
-# scheduler leader is replaced within 4 s, a worker SIGKILLed mid-run blocks its entry 6 s,
+# scheduler leader is replaced within 4 s, a worker SIGKILLed mid-run blocks its entry 9 s
+# (renewed every 3 s: a loaded machine may delay a renewal by seconds),
 # and every fetch looks for a dead worker's messages (its heartbeat timeout is set per test).
 SHORT_WAITS = {
     "FLEET_CIRCUIT_FAILURES": "3",
     "FLEET_CIRCUIT_RESET": "2",
     "FLEET_SCHEDULER_LEASE": "4",
-    "FLEET_OVERLAP_LOCK_TTL": "6",
+    "FLEET_OVERLAP_LOCK_TTL": "9",
     "FLEET_DEAD_WORKER_CHECKS": "1",
 }
 
@@ -62,9 +63,9 @@ os.environ.update(
 
 # Modules whose tests sit longest on real time (process kills, takeovers, outages): they are
 # handed out first, so that the parallel run does not end waiting on one of them alone.
-LONG_FIRST = ("test_schedule_daemon", "test_soak", "test_up", "test_web_attack", "test_workouts", "test_resilience",
-              "test_translations_workers", "test_redis_outages", "test_series_budget", "test_database_outages",
-              "test_batches_cli")
+LONG_FIRST = ("test_schedule_daemon", "test_ai_limits", "test_alerts", "test_soak", "test_up", "test_disk_full",
+              "test_web_attack", "test_connections", "test_workouts", "test_resilience", "test_translations_workers",
+              "test_redis_outages", "test_series_budget", "test_database_outages", "test_batches_cli")
 
 
 def pytest_collection_modifyitems(items):
@@ -132,8 +133,8 @@ def broker(settings):
 
 @pytest.fixture(autouse=True)
 def _no_middleware_twice(caplog):
-    """Dramatiq's warning of a middleware added twice fails the test (an in-process worker's
-    own middleware left on the broker after it stopped used to cause it: see InProcessWorker)."""
+    """Dramatiq's warning of a middleware added twice fails the test (an in-process worker removes
+    its own middleware from the broker when it stops: see InProcessWorker)."""
     yield
     twice = [r.getMessage() for r in caplog.get_records("call") if "middleware of the same type twice" in r.getMessage()]
     assert not twice, twice
@@ -222,10 +223,24 @@ def _session_openai():
 
 @pytest.fixture
 def openai_sim(_session_openai):
-    """The OpenAI simulator Fleet's settings point at, with no faults, for this test."""
+    """The OpenAI simulator Fleet's settings point at, with no faults, for this test; the fleet's
+    OpenAI budget starts afresh (no limits learned, no 429 holding it back)."""
     _session_openai.reset()
+    _forget_openai_budget()
     yield _session_openai
     _session_openai.reset()
+    _forget_openai_budget()
+
+
+def _forget_openai_budget() -> None:
+    from core.openai_budget import PREFIX, forget_openai_budget
+    from core.state import state_redis
+
+    client = state_redis()
+    keys = list(client.scan_iter(f"{PREFIX}:*"))
+    if keys:
+        client.delete(*keys)
+    forget_openai_budget()
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-# The browser test drives Debian's chromium through Playwright (never a downloaded browser).
-if [ ! -x /usr/bin/chromium ]; then
+# The browser tests drive Debian's chromium through Playwright (never a downloaded browser);
+# the PgBouncer test runs Debian's pgbouncer in front of the test PostgreSQL.
+MISSING=()
+[ -x /usr/bin/chromium ] || MISSING+=(chromium)
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || MISSING+=(pgbouncer)
+if [ ${#MISSING[@]} -gt 0 ]; then
     SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${MISSING[@]}" >/dev/null
 fi
 # Imports point down the layers of pyproject.toml, with no cycle; a broken contract names the import.
 lint-imports --no-cache

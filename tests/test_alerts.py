@@ -50,9 +50,8 @@ def alert_fleet(run_fleet, tmp_path, webhook, smtp):
                            FLEET_SMTP_URL=smtp.url, FLEET_ALERT_EMAIL_TO="ops@example.test,oncall@example.test",
                            FLEET_ALERT_EMAIL_FROM="fleet@example.test", FLEET_PUBLIC_URL=PUBLIC_URL,
                            FLEET_RETRY_DELAYS="1,2,2,2,2,2", **env)
-        fleet_.alert_worker = lambda *queues: fleet_._spawn(
-            "worker", ["-m", "dramatiq", "tests.worker_actors", "--processes", "1", "--threads", "4",
-                       *(["--queues", *queues] if queues else [])], start_new_session=True)
+        fleet_.alert_worker = lambda *queues: fleet_.processes.worker(
+            "--processes", "1", "--threads", "4", *(["--queues", *queues] if queues else []), env=fleet_.env)
         return fleet_
 
     return start
@@ -117,7 +116,7 @@ def test_an_openai_outage_is_told_once_per_channel_and_once_when_it_ends(alert_f
              timeout=60, message="plans done")
     assert len(webhook.alerts("openai-down")) == 2 and len(smtp.messages) == 2
     assert [e.state for e in AlertEvent.select().order_by(AlertEvent.id)] == ["firing", "resolved"]
-    logs = "".join(p.read_text(errors="replace") for p in fleet_.logs.glob("*.log"))
+    logs = "".join(p.read_text(errors="replace") for p in fleet_.processes.logs.glob("*.log"))
     assert "s3cretHookToken" not in logs
 
 

@@ -37,6 +37,16 @@ def test_the_alerts_page_shows_what_fires_in_the_header_of_every_page(admin_clie
     assert health["checks"]["alerts"]["rules"] == ["deep"]
 
 
+def test_the_page_says_when_no_channel_would_tell_anyone(admin_client, deep_queue, monkeypatch):
+    for name in ("FLEET_ALERT_WEBHOOK_URL", "FLEET_SMTP_URL", "FLEET_ALERT_EMAIL_TO"):
+        monkeypatch.delenv(name, raising=False)
+    page = admin_client.get("/admin/alerts/").get_data(as_text=True)
+    assert 'id="no-channel"' in page
+    assert '<option selected>deep</option>' in page  # the silence form offers the firing rule first
+    monkeypatch.setenv("FLEET_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    assert 'id="no-channel"' not in admin_client.get("/admin/alerts/").get_data(as_text=True)
+
+
 def test_silence_needs_an_admin_and_a_csrf_token(admin_client, viewer_client, deep_queue):
     assert admin_client.post("/admin/alerts/silence/", data={"rule": "deep", "for": "2h"}).status_code == 400
     viewer_client.post("/admin/alerts/silence/", data={"rule": "deep", "for": "2h",

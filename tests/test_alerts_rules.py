@@ -52,7 +52,7 @@ def test_fleet_alerts_check_refuses_a_bad_file_with_a_line_a_problem(tmp_path):
     assert "[svc] severity must be one of info, warning, critical, not 'loud'" in lines[3]
 
     good = fleet("alerts", "check")
-    assert good.returncode == 0 and "12 rules, all valid." in good.stdout
+    assert good.returncode == 0 and "13 rules, all valid." in good.stdout
     missing = fleet("alerts", "check", "nonesuch")
     assert missing.returncode == 2 and "no rules file 'nonesuch'" in missing.stderr
     not_toml = fleet("alerts", "check", str(write_rules(tmp_path, "[x\n")))
@@ -139,3 +139,27 @@ def test_the_alert_channels_secrets_never_reach_a_log_line(monkeypatch):
     monkeypatch.setenv("FLEET_SMTP_URL", "smtps://alerts:mail-pa55word@mail.example.test:465")
     line = redact("POST https://hooks.example.test/services/T01/B02/xoxSecretPart failed; login alerts/mail-pa55word")
     assert "xoxSecretPart" not in line and "mail-pa55word" not in line
+
+
+def test_ai_spend_fires_near_the_cap_and_when_the_cap_defers_jobs(evaluate, monkeypatch):
+    import dataclasses
+
+    import core.settings
+    from core import spend
+    from db.models.ai import AISpend
+
+    AISpend.delete().execute()
+    rules = '[spend]\nkind = "ai_spend"\nshare = 0.8\nwindow = "15m"\n'
+    assert evaluate(rules)["firing"] == 0  # no cap set: silent however much is spent
+    settings = dataclasses.replace(core.settings.get_settings(), openai_daily_usd=1.0)
+    monkeypatch.setattr(core.settings, "_current", settings)
+
+    AISpend.create(day=spend.today(), job_class="generate_user_workout_plan", usd=0.5)
+    assert evaluate(rules)["firing"] == 0
+    AISpend.update(usd=0.85).execute()
+    evaluate(rules)
+    assert AlertState.get(AlertState.rule == "spend").summary == "OpenAI spend $0.85 is 85% of the daily cap $1"
+    JobLog.create(run_id="r-cap", job_class="generate_user_workout_plan", message_id="m-cap", queue="workouts", status="deferred",
+                  attempt=1, error_code="ERR_SPEND_CAP", message="today's OpenAI spend has reached the cap")
+    evaluate(rules)
+    assert "reached the daily cap $1: 1 AI job attempt(s) deferred" in AlertState.get(AlertState.rule == "spend").summary

@@ -131,6 +131,10 @@ def test_the_form_starts_a_translation_and_redirects_to_its_batch(admin_client, 
     assert [i.key.rsplit("/", 1)[1] for i in items] == ["brief.txt", "etc_evil.md"]
     assert all(i.key.startswith(str(var_dir / "uploads")) for i in items)
     page = admin_client.get(response.headers["Location"]).text
+    assert '<td class="text-break">../../etc/evil.md</td>' in page  # the name it was uploaded with
+    assert str(var_dir) not in page  # and no path on the server
+    shown = [i["shown"]["name"] for i in admin_client.get(f"/api/batches/{batch_id}").json["items"]]
+    assert shown == ["brief.txt", "../../etc/evil.md"]
     links = re.findall(r'href="(/admin/translations/[^"]+/download/\d+)"', page)
     assert len(links) == 2
     download = admin_client.get(links[0])

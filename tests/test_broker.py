@@ -90,7 +90,7 @@ def test_unreachable_broker_is_a_clear_error_within_5_seconds(fleet_env, scheme)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(f"fleet: broker unreachable at {url}")
-    assert elapsed - start_up < 5 + 2  # 5 s of retrying, and a margin for a busy machine
+    assert elapsed - start_up < 5 + 5  # 5 s of retrying; imports on a loaded machine take seconds (a hang takes 30)
 
 
 def test_password_in_broker_url_is_not_printed(fleet_env):

@@ -15,6 +15,7 @@ from core.breakers import breaker, forget_breakers
 from core.clients import Generation, OpenAIClient, SeriesClient, cost_usd
 from core.errors import JobError, classify
 from core.net import free_port
+from core.openai_budget import forget_openai_budget
 from core.settings import get_settings, load_settings
 from core.simulators import start_openai_simulator, start_series_simulator
 from core.state import state_redis
@@ -42,14 +43,15 @@ SCHEMA = {
 
 @pytest.fixture(autouse=True)
 def shared_state():
-    """Breakers and series tokens start from nothing (they live in the test Redis)."""
+    """Breakers, series tokens and the OpenAI budget start from nothing (they live in the test Redis)."""
     redis = state_redis()
 
     def clear():
-        for pattern in ("fleet:breaker:*", "fleet:series_api:*"):
+        for pattern in ("fleet:breaker:*", "fleet:series_api:*", "fleet:budget:openai:*"):
             for key in redis.scan_iter(pattern):
                 redis.delete(key)
         forget_breakers()
+        forget_openai_budget()
 
     clear()
     yield redis
@@ -71,7 +73,7 @@ def series_sim():
 
 
 @pytest.fixture
-def openai_settings(openai_sim):
+def openai_settings(openai_sim, db):
     return dataclasses.replace(get_settings(), openai_base_url=openai_sim.url, openai_api_key=OPENAI_KEY)
 
 
@@ -88,15 +90,15 @@ def closed_port_url(path: str = "") -> str:
 
 def test_generate_json_returns_validated_data_tokens_and_cost(openai_settings):
     client = OpenAIClient(openai_settings)
-    result = client.generate_json("You plan workouts.", "Day 1: legs", SCHEMA, "workout_day")
+    result = client.generate_json("You plan workouts.", "Day 1: legs", SCHEMA, "workout_day", max_completion_tokens=500)
 
     assert isinstance(result, Generation)
     jsonschema.validate(result.data, SCHEMA)
     assert result.model == "gpt-4o-mini"
     assert result.prompt_tokens > 0 and result.completion_tokens > 0
     assert result.cost_usd == pytest.approx((result.prompt_tokens * 0.15 + result.completion_tokens * 0.60) / 1e6)
-    assert client.generate_json("You plan workouts.", "Day 1: legs", SCHEMA, "workout_day") == result
-    assert client.generate_json("You plan workouts.", "Day 2: arms", SCHEMA, "workout_day").data != result.data
+    assert client.generate_json("You plan workouts.", "Day 1: legs", SCHEMA, "workout_day", max_completion_tokens=500) == result
+    assert client.generate_json("You plan workouts.", "Day 2: arms", SCHEMA, "workout_day", max_completion_tokens=500).data != result.data
 
 
 def test_cost_table():
@@ -109,7 +111,7 @@ def test_cost_table():
 def test_the_sdk_does_not_retry(openai_settings, openai_sim):
     openai_sim.control(sequence=["503", "ok"])
     with pytest.raises(Exception) as failed:
-        OpenAIClient(openai_settings).generate_json("s", "p", SCHEMA, "x")
+        OpenAIClient(openai_settings).generate_json("s", "p", SCHEMA, "x", max_completion_tokens=500)
     assert classify(failed.value).code.code == "ERR_API_UNAVAILABLE"
     assert openai_sim.stats()["requests"] == 1
 
@@ -180,7 +182,7 @@ def test_openai_breaker_opens_after_the_threshold_and_then_spares_the_service(op
     codes = []
     for _ in range(failures):
         try:
-            client.generate_json("s", "p", SCHEMA, "x")
+            client.generate_json("s", "p", SCHEMA, "x", max_completion_tokens=500)
         except Exception as exc:  # noqa: BLE001 - collecting what each call raised
             codes.append(classify(exc).code.code)
     # pybreaker reports the call that trips it as CircuitBreakerError already.
@@ -190,7 +192,7 @@ def test_openai_breaker_opens_after_the_threshold_and_then_spares_the_service(op
     sent = openai_sim.stats()["requests"]
     forget_breakers()  # a fresh process sees the open state in Redis
     with pytest.raises(pybreaker.CircuitBreakerError) as failed:
-        OpenAIClient(openai_settings).generate_json("s", "p", SCHEMA, "x")
+        OpenAIClient(openai_settings).generate_json("s", "p", SCHEMA, "x", max_completion_tokens=500)
     assert classify(failed.value).code.code == "ERR_CIRCUIT_OPEN"
     assert openai_sim.stats()["requests"] == sent == failures
 
@@ -233,11 +235,11 @@ def test_keys_and_tokens_never_reach_logs_or_errors(openai_settings, openai_sim,
             call()
         messages.extend([str(failed.value), repr(failed.value), classify(failed.value).message])
 
-    OpenAIClient(openai_settings).generate_json("s", "p", SCHEMA, "x")
+    OpenAIClient(openai_settings).generate_json("s", "p", SCHEMA, "x", max_completion_tokens=500)
     wrong_openai = dataclasses.replace(openai_settings, openai_api_key=OPENAI_KEY[::-1])
-    failing(lambda: OpenAIClient(wrong_openai).generate_json("s", "p", SCHEMA, "x"))
+    failing(lambda: OpenAIClient(wrong_openai).generate_json("s", "p", SCHEMA, "x", max_completion_tokens=500))
     openai_sim.control(sequence=["429"])
-    failing(lambda: OpenAIClient(openai_settings).generate_json("s", "p", SCHEMA, "x"))
+    failing(lambda: OpenAIClient(openai_settings).generate_json("s", "p", SCHEMA, "x", max_completion_tokens=500))
 
     client = SeriesClient(series_settings)
     tokens = set()
@@ -294,7 +296,7 @@ def test_demo_simulators_serve_what_the_demo_environment_points_at(processes):
             wait_for(lambda base=base: answers(lambda: requests.get(f"{base}/_control", timeout=1).ok), timeout=30,
                      message=f"a demo simulator at {base}")
 
-        generation = wait_for(lambda: answers(lambda: OpenAIClient(settings).generate_json("s", "p", SCHEMA, "x")),
+        generation = wait_for(lambda: answers(lambda: OpenAIClient(settings).generate_json("s", "p", SCHEMA, "x", max_completion_tokens=500)),
                               timeout=30, message="the demo OpenAI simulator")
         jsonschema.validate(generation.data, SCHEMA)
         series = wait_for(lambda: answers(lambda: SeriesClient(settings).get_series(81189)),

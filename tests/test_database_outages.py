@@ -36,7 +36,8 @@ def test_infrastructure_failures_and_unexpected_errors_are_retried_within_the_bu
 
 
 def test_workers_recover_when_postgresql_backends_are_terminated(own_postgres_url, broker, openai_sim, processes):
-    """Before: every later query failed with "connection already closed", days stranded, dead letters."""
+    """Workers reconnect after their PostgreSQL backends are terminated: no "connection already closed",
+    every day generated, no dead letter."""
     openai_sim.control(latency_ms=100)
     pg = open_database(own_postgres_url)
     with pg.bind_ctx([User, Plan, WorkoutPlan, JobLog]):

@@ -35,31 +35,31 @@ def failure_of(call):
     ("401", "ERR_AUTH", None),
 ])
 def test_openai_faults(openai_settings, openai_sim, fault, code, retry_after):
-    openai_sim.control(sequence=[fault], retry_after=7, hang_seconds=30)
+    openai_sim.control(sequence=[fault] * (3 if fault == "malformed" else 1), retry_after=7, hang_seconds=30)
     client = OpenAIClient(openai_settings, timeout=0.5)
-    found = failure_of(lambda: client.generate_json("s", "p", SCHEMA, "x"))
-    assert (found.code.code, found.retry_after) == (code, retry_after)
+    found = failure_of(lambda: client.generate_json("s", "p", SCHEMA, "x", max_completion_tokens=500))
+    assert (found.code.code, found.retry_after) == (code, retry_after), found.message
     assert found.retryable == CODES[code].retryable
-    assert openai_sim.stats()["by_outcome"] == {fault: 1}
+    assert openai_sim.stats()["by_outcome"] == {fault: 3 if fault == "malformed" else 1}  # unusable: asked thrice
 
 
 def test_openai_wrong_key_bad_schema_answer_off_schema_and_closed_port(openai_settings, openai_sim):
     wrong = dataclasses.replace(openai_settings, openai_api_key="sk-not-the-right-key-000000")
-    assert failure_of(lambda: OpenAIClient(wrong).generate_json("s", "p", SCHEMA, "x")).code.code == "ERR_AUTH"
+    assert failure_of(lambda: OpenAIClient(wrong).generate_json("s", "p", SCHEMA, "x", max_completion_tokens=500)).code.code == "ERR_AUTH"
 
     client = OpenAIClient(openai_settings)
     not_strict = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
-    assert failure_of(lambda: client.generate_json("s", "p", not_strict, "x")).code.code == "ERR_BAD_REQUEST"
+    assert failure_of(lambda: client.generate_json("s", "p", not_strict, "x", max_completion_tokens=500)).code.code == "ERR_BAD_REQUEST"
 
     # The simulator ignores `pattern`, so its answer breaks this schema: caught by our validation.
     patterned = {"type": "object", "additionalProperties": False, "required": ["code"],
                  "properties": {"code": {"type": "string", "pattern": "^[0-9]{4}$"}}}
-    found = failure_of(lambda: client.generate_json("s", "p", patterned, "coded"))
+    found = failure_of(lambda: client.generate_json("s", "p", patterned, "coded", max_completion_tokens=500))
     assert found.code.code == "ERR_INVALID_RESPONSE" and "'coded' at code" in found.message
 
     closed = dataclasses.replace(openai_settings, openai_base_url=closed_port_url("/v1"))
-    assert failure_of(lambda: OpenAIClient(closed).generate_json("s", "p", SCHEMA, "x")).code.code == "ERR_CONNECTION"
-    assert openai_sim.stats()["by_outcome"] == {"401": 1, "400": 1, "ok": 1}
+    assert failure_of(lambda: OpenAIClient(closed).generate_json("s", "p", SCHEMA, "x", max_completion_tokens=500)).code.code == "ERR_CONNECTION"
+    assert openai_sim.stats()["by_outcome"] == {"401": 1, "400": 1, "ok": 3}  # an unusable answer is asked for thrice
 
 
 @pytest.mark.parametrize("fault, code, retry_after", [
@@ -73,7 +73,7 @@ def test_series_faults(series_settings, series_sim, fault, code, retry_after):
     series_sim.control(sequence=[fault], retry_after=7, hang_seconds=30)
     client = SeriesClient(series_settings, timeout=0.5)
     found = failure_of(lambda: client.get_episode(101))
-    assert (found.code.code, found.retry_after) == (code, retry_after)
+    assert (found.code.code, found.retry_after) == (code, retry_after), found.message
     assert series_sim.stats()["by_outcome"] == {fault: 1}
 
 

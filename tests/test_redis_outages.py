@@ -45,7 +45,7 @@ def crash_worker(private_redis, db, processes, tmp_path):
 
 
 def test_every_consumer_recovers_after_a_redis_crash_and_delayed_messages_still_run(private_redis, crash_worker):
-    """Before: the delayed queue's consumer dropped the retries it held (or its thread died)."""
+    """After a Redis crash every consumer recovers, and the delayed queue's retries still run."""
     env, client = crash_worker
     key = uuid.uuid4().hex
     send(env, "flaky", key, 1, retry_delays=[6])
@@ -76,7 +76,7 @@ def test_a_retry_that_cannot_be_enqueued_is_not_acked(private_redis, crash_worke
 
 
 def test_messages_a_live_worker_no_longer_holds_come_back_within_the_heartbeat_timeout(broker, db, processes):
-    """Before: a message left in a live worker's ack set waited for the worker's restart."""
+    """A message left in a live worker's ack set comes back within the heartbeat timeout, not at the worker's restart."""
     env = dict(os.environ, FLEET_HEARTBEAT_TIMEOUT="3")
     worker = processes.worker("-p", "1", "-t", "2", env=env)
     key = uuid.uuid4().hex

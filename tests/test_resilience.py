@@ -96,7 +96,7 @@ def _trip_openai_breaker():
 
 
 def test_deferral_ends_at_max_defer_and_fails_like_a_spent_budget(db, worker, broker, key):
-    """Before: an outage of days deferred its jobs forever."""
+    """A job deferred by an open breaker for longer than max_defer fails like a spent retry budget."""
     _trip_openai_breaker()
     message = wa.calls_openai.send_with_options(args=(key,), max_defer=1)
     got = wait_for(lambda: (r := list(JobLog.select().where(JobLog.message_id == message.message_id).order_by(JobLog.id)))
@@ -123,7 +123,7 @@ except Exception as exc:
 
 
 def test_half_open_lets_exactly_one_trial_call_through_across_the_fleet(broker, key):
-    """Before: every thread of every process made the trial call at once."""
+    """A half-open breaker lets exactly one trial call through, however many threads and processes ask."""
     import threading
     import time
 

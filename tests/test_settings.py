@@ -69,7 +69,8 @@ def test_secret_key_is_generated_once_and_private(tmp_path):
 
 @pytest.mark.parametrize("command", [["worker"], ["scheduler"], ["web"]])
 def test_rabbitmq_without_a_state_redis_refuses_to_start(fleet_env, command):
-    """Before: unique jobs, breakers and the login throttle silently became per process."""
+    """RabbitMQ without a state Redis refuses to start, so unique jobs, breakers and the login throttle
+    never silently become per process."""
     from core.net import free_port
     from tests.helpers import fleet
 

@@ -38,7 +38,7 @@ def _soak(pg, server, own_postgres_url, openai_sim, processes, tmp_path):
             with pg.connection_context():
                 return WorkoutPlan.select().where(WorkoutPlan.status == status).count()
 
-        openai_sim.control(latency_ms=60, fail={"429": 0.15, "503": 0.1})
+        openai_sim.control(latency_ms=60, fail={"429": 0.15, "503": 0.1}, retry_after=0.2)  # each 429 holds the budget
         worker = processes.start("worker", "-p", "2", "-t", "4", env=env)
         try:
             sent = fleet("workouts", "generate", "--all-pending", env=env)

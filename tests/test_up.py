@@ -129,8 +129,8 @@ def test_unknown_command_and_option_are_usage_errors(fleet_env):
 
 @pytest.mark.parametrize("victim", ["supervisord", "fleet up"])
 def test_killing_fleet_up_or_supervisord_leaves_no_orphan(embedded_env, processes, tmp_path, victim):
-    """Before: SIGKILL of supervisord left redis, workers, scheduler and web under PID 1 (and a
-    new `fleet up` started beside them); SIGKILL of `fleet up` left supervisord and all children."""
+    """SIGKILL of supervisord or of `fleet up` takes redis, workers, scheduler and web with it: nothing
+    is left under PID 1, and a new `fleet up` does not start beside survivors."""
     import contextlib
     import os
 

@@ -132,3 +132,13 @@ def scheduled_note(key: str, seconds: float = 0, fail: str = "") -> None:
             raise JobError(fail, f"planned failure {fail}")
     finally:
         client.srem(f"test:{key}:in-hand", token)
+
+
+@fleet_actor(queue_name="tests", retry_delays=(1, 1, 1))
+def queries(key: str, seconds: float) -> None:
+    """Queries the database, keeps its connection `seconds` longer, then notes that it ran."""
+    from db.database import database
+
+    database.execute_sql("SELECT 1")
+    time.sleep(seconds)
+    _note(key, "done")

@@ -20,7 +20,7 @@ from actors.alerts.rules import Rule
 from actors.middleware.joblog import DROPPED_KEY
 from actors.middleware.presence import live_workers
 from actors.schedule import LEADER_KEY, history, schedulers
-from core import formats
+from core import formats, spend
 from core.breakers import states
 from core.queues import known_queues, queue_depths
 from core.settings import get_settings
@@ -265,6 +265,25 @@ def _batch_finished(p: dict) -> list[Finding]:
             for b in sorted(batches, key=lambda b: b.finished_at)]
 
 
+def _ai_spend(p: dict) -> list[Finding]:
+    """Today's OpenAI spend at `share` of FLEET_OPENAI_DAILY_USD, or AI jobs deferred by the cap."""
+    cap = get_settings().openai_daily_usd
+    if not cap:
+        return []
+    spent = spend.spent_today()
+    since = utcnow() - timedelta(seconds=p["window"])
+    capped = (JobLog.select().where((JobLog.error_code == "ERR_SPEND_CAP") & (JobLog.status == "deferred")
+                                    & (JobLog.created_at >= since)).count())
+    if capped:
+        return [Finding("openai", f"OpenAI spend ${spent:.2f} reached the daily cap ${cap:g}: {capped} AI job "
+                                  f"attempt(s) deferred in {formats.roughly(p['window'])} (until tomorrow or a "
+                                  "higher FLEET_OPENAI_DAILY_USD)", {"service": "openai"})]
+    if spent >= p["share"] * cap:
+        return [Finding("openai", f"OpenAI spend ${spent:.2f} is {spent / cap:.0%} of the daily cap ${cap:g}",
+                        {"service": "openai"})]
+    return []
+
+
 WATCHERS = {
     "breaker_open": _breakers,
     "failure_rate": _failure_rate,
@@ -276,5 +295,6 @@ WATCHERS = {
     "host_lost": _host_lost,
     "joblog_dropped": _joblog_dropped,
     "unreachable": _unreachable,
+    "ai_spend": _ai_spend,
     "batch_finished": _batch_finished,
 }

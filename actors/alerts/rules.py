@@ -17,9 +17,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
-
 from core import formats
+from core.config_files import FileProblems, find_file, read_toml
 from core.errors import FleetError
 from core.settings import get_settings
 
@@ -30,15 +29,8 @@ MAX_DURATION = 30 * 86400
 DEFAULT_RETRIES = ("10s", "1m", "5m", "30m")
 
 
-class RulesError(FleetError):
+class RulesError(FileProblems):
     """An invalid rules file: one line a problem, each naming the rule."""
-
-    exit_code = 2
-
-    def __init__(self, problems: list[str]):
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        super().__init__(problems[0] + more)
-        self.problems = problems
 
 
 class _Problem(ValueError):
@@ -68,6 +60,7 @@ KINDS: dict[str, dict[str, tuple[str, object]]] = {
     "host_lost": {"window": ("duration", "1h")},
     "joblog_dropped": {"growth": ("count", 1), "window": ("duration", "15m")},
     "unreachable": {"checks": ("names", ["database", "broker"]), "within": ("duration", "2m")},
+    "ai_spend": {"share": ("share", 0.8), "window": ("duration", "15m")},
     "batch_finished": {"statuses": ("names", ["completed", "failed"]), "window": ("duration", "10m"),
                        "asked_only": ("flag", False)},
 }
@@ -108,15 +101,7 @@ class Rules:
 
 
 def rules_path(value: str, setting: str | None = None) -> Path:
-    path = Path(value)
-    if path.is_file():
-        return path
-    shipped = SHIPPED / (value if value.endswith(".toml") else f"{value}.toml")
-    if "/" not in value and shipped.is_file():
-        return shipped
-    names = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.toml")))
-    problem = f"no rules file {value!r} (a path, or a shipped one: {names})"
-    raise RulesError([f"{setting}: {problem}" if setting else problem])
+    return find_file(value, SHIPPED, "rules file", RulesError, setting)
 
 
 def alerts_setting() -> str:
@@ -130,10 +115,7 @@ def load_rules(value: str | Path | None = None) -> Rules:
     """Read and check a rules file (FLEET_ALERTS when None); RulesError lists every problem."""
     path = rules_path(str(value)) if value is not None else rules_path(alerts_setting(), "FLEET_ALERTS")
     raw = path.read_bytes()
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RulesError([f"{path}: not a valid TOML file: {exc}"]) from None
+    data = read_toml(path, RulesError)
     problems: list[str] = []
     retries = data.pop("delivery_retries", list(DEFAULT_RETRIES))
     try:

@@ -21,11 +21,13 @@ def deferral_spent(broker, message) -> bool:
     return message.options.get("deferred_seconds", 0) >= limit
 
 
-def defer(broker, message, seconds: float, reason: str, code: str = "ERR_CIRCUIT_OPEN") -> Outcome:
-    """Put the message back, delayed, without spending its retry budget."""
-    seconds = jittered(seconds, spread=DEFER_JITTER, extra=DEFER_JITTER_SECONDS)
+def defer(broker, message, seconds: float, reason: str, code: str = "ERR_CIRCUIT_OPEN", counts: bool = True) -> Outcome:
+    """Put the message back, delayed, without spending its retry budget; unless `counts` is
+    False (the daily spend cap), the wait adds to its FLEET_MAX_DEFER."""
+    seconds = jittered(seconds, spread=DEFER_JITTER, extra=min(DEFER_JITTER_SECONDS, seconds / 2))
     message.options["deferrals"] = message.options.get("deferrals", 0) + 1
-    message.options["deferred_seconds"] = round(message.options.get("deferred_seconds", 0) + seconds, 3)
+    if counts:
+        message.options["deferred_seconds"] = round(message.options.get("deferred_seconds", 0) + seconds, 3)
     later(message, "enqueue deferred job", lambda: broker.enqueue(message, delay=int(seconds * 1000)))
     outcome = Outcome("deferred", Classified(CODES[code], reason), seconds)
     set_outcome(message, outcome)

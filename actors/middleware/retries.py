@@ -73,9 +73,10 @@ class BackoffRetries(Middleware):
         message.options["error"] = redact(error.message)[:500]
 
         defer_seconds = getattr(exception, "defer_seconds", error.defer_seconds)
-        if defer_seconds is not None and not deferral_spent(broker, message):
-            # the job asked to wait (over an API's budget), or the database's disk is full: no retry spent
-            defer(broker, message, defer_seconds, error.message, code=code)
+        counts = getattr(exception, "counts_toward_max_defer", True)
+        if defer_seconds is not None and (not counts or not deferral_spent(broker, message)):
+            # the job asked to wait (over an API's budget, the spend cap), or the database's disk is full: no retry spent
+            defer(broker, message, defer_seconds, error.message, code=code, counts=counts)
             return
 
         if code == "ERR_CIRCUIT_OPEN" and not deferral_spent(broker, message):

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import tomllib
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -21,6 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from actors.runtime import TASKS
 from core import formats
+from core.config_files import FileProblems, find_file, read_toml
 from core.errors import FleetError
 from core.settings import get_settings, timezone_problem
 
@@ -43,15 +43,8 @@ TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number", s
 CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
-class ScheduleError(FleetError):
+class ScheduleError(FileProblems):
     """An invalid schedule file: one line a problem, each naming the entry."""
-
-    exit_code = 2
-
-    def __init__(self, problems: list[str]):
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        super().__init__(problems[0] + more)
-        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -136,16 +129,7 @@ class _Problem(Exception):
 
 def schedule_path(value: str, setting: str | None = None) -> Path:
     """A path, or the name of a shipped schedule (`default`, `option1` …)."""
-    path = Path(value)
-    if path.is_file():
-        return path
-    shipped = SHIPPED / (value if value.endswith(".toml") else f"{value}.toml")
-    if "/" not in value and shipped.is_file():
-        return shipped
-    names = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.toml")))
-    what = "is a directory, not a schedule file" if path.is_dir() else "no schedule file"
-    problem = (f"{value!r} {what}" if path.is_dir() else f"{what} {value!r}") + f" (a path, or a shipped one: {names})"
-    raise ScheduleError([f"{setting}: {problem}" if setting else problem])
+    return find_file(value, SHIPPED, "schedule file", ScheduleError, setting)
 
 
 def load_schedule(value: str | Path | None = None, default_timezone: str | None = None) -> Schedule:
@@ -157,10 +141,7 @@ def load_schedule(value: str | Path | None = None, default_timezone: str | None 
     path = (schedule_path(str(value)) if value is not None
             else schedule_path(settings.schedule, "FLEET_SCHEDULE"))
     raw = path.read_bytes()
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ScheduleError([f"{path}: not a valid TOML file: {exc}"]) from None
+    data = read_toml(path, ScheduleError)
     problems: list[str] = []
     tz = data.pop("timezone", default_timezone or settings.timezone)
     try:

@@ -38,7 +38,7 @@ def translate_file(run: ItemRun) -> dict:
     segments = document.segments
     translated, requests = [], 0
     if segments:
-        client = OpenAIClient(get_settings(), timeout=120)
+        client = OpenAIClient(get_settings())
         translated, requests = translate_segments(client, segments, options["from"], options["to"], fmt, run)
     out = output_path(source, options["to"], Path(options["out"]) if options.get("out") else None)
     write_atomically(out, document.render(iter(translated)))

@@ -64,6 +64,23 @@ def placeholder_problem(source: str, translated: str) -> str | None:
     return "; ".join(parts) or None
 
 
+def completion_tokens_for(part: list[str]) -> int:
+    """Room for the answer: the text again, somewhat longer (other languages, other scripts), plus
+    the JSON around each segment; OpenAI's rate limit counts it before the call."""
+    return min(16_000, sum(len(s) for s in part) // 2 + 16 * len(part) + 200)
+
+
+def check_answer(part: list[str], got: list[str], before: int) -> None:
+    """ERR_INVALID_RESPONSE unless every segment came back, placeholders intact (the call is then
+    asked again)."""
+    if len(got) != len(part):
+        raise JobError("ERR_INVALID_RESPONSE", f"OpenAI answered {len(got)} segments for {len(part)}")
+    for n, (asked, answer_text) in enumerate(zip(part, got), start=before + 1):
+        problem = placeholder_problem(asked, answer_text)
+        if problem:
+            raise JobError("ERR_INVALID_RESPONSE", f"segment {n}: placeholders changed ({problem})")
+
+
 def translate_segments(client, segments: list[str], source: str, target: str, fmt: str, run: ItemRun) -> tuple[list[str], int]:
     """The translations of `segments`, and the requests it took; each response's cost is charged to `run`."""
     translated: list[str] = []
@@ -71,15 +88,15 @@ def translate_segments(client, segments: list[str], source: str, target: str, fm
     for part in requests_for(segments):
         prompt = json.dumps({"from": source, "from_language": language_name(source), "to": target,
                              "to_language": language_name(target), "format": fmt, "segments": part}, ensure_ascii=False)
-        answer = client.generate_json(SYSTEM_PROMPT, prompt, SCHEMA, "translation")
+        before = len(translated)
+        try:
+            answer = client.generate_json(SYSTEM_PROMPT, prompt, SCHEMA, "translation",
+                                          max_completion_tokens=completion_tokens_for(part),
+                                          check=lambda data, part=part, before=before: check_answer(part, data["segments"], before))
+        except JobError as exc:
+            run.charge(getattr(exc, "cost_usd", 0.0), getattr(exc, "tokens", 0))  # unusable answers are paid for too
+            raise
         requests += 1
         run.charge(answer.cost_usd, answer.prompt_tokens + answer.completion_tokens)
-        got = answer.data["segments"]
-        if len(got) != len(part):
-            raise JobError("ERR_INVALID_RESPONSE", f"OpenAI answered {len(got)} segments for {len(part)}")
-        for n, (asked, answer_text) in enumerate(zip(part, got), start=len(translated) + 1):
-            problem = placeholder_problem(asked, answer_text)
-            if problem:
-                raise JobError("ERR_INVALID_RESPONSE", f"segment {n}: placeholders changed ({problem})")
-        translated += got
+        translated += answer.data["segments"]
     return translated, requests

@@ -51,7 +51,7 @@
     items.forEach(function (i) {
       var row = document.createElement("tr");
       cell(row, i.position + 1);
-      cell(row, i.key, "text-break");
+      cell(row, i.shown.name, "text-break");
       var status = cell(row, "");
       var badge = document.createElement("span");
       badge.className = "fleet-item-" + i.status;

@@ -38,14 +38,15 @@ class AlertsView(PanelAccess, BaseView):
             rules, problems = load_rules(), None
         except RulesError as exc:
             rules, problems = None, exc.problems
+        channels = []
         try:
-            load_channels()
+            channels = load_channels().names
         except SettingsError as exc:
             problems = [*(problems or []), f"alert channels: {exc}"]
         rule = request.args.get("rule") or None
         states = ops.states()
         events = ops.history(HISTORY, rule)
-        return self.render("alerts.html", rules=rules, problems=problems, rule=rule,
+        return self.render("alerts.html", rules=rules, problems=problems, rule=rule, channels=channels,
                            firing=[s for s in states if s.state == "firing"],
                            events=events, deliveries=ops.deliveries([e.id for e in events]),
                            silences=ops.silences(), active={s.rule for s in ops.silences(include_past=0)},

@@ -2,6 +2,8 @@
 (polling /api/batches/<id> every 1.5 s until it ends), with cancel, resume and retry."""
 from __future__ import annotations
 
+from pathlib import PurePath
+
 from flask import abort, flash, redirect, request, url_for
 from flask_admin import BaseView, expose
 
@@ -69,8 +71,8 @@ def _pairs(data: dict | None, skip: tuple = ()) -> str:
     return ", ".join(f"{k.replace('_', ' ')}: {_value(v)}" for k, v in (data or {}).items() if v is not None and k not in skip)
 
 
-def _result(item: dict) -> str:
-    return item["error_message"] or "" if item["error_code"] else _pairs(item["result"])
+def _result(item: dict, skip: tuple = ()) -> str:
+    return item["error_message"] or "" if item["error_code"] else _pairs(item["result"], skip)
 
 
 def actions(data: dict) -> dict:
@@ -84,20 +86,28 @@ def for_page(snap: ops.Snapshot) -> dict:
     `shown` into place, so the server and the live updates format alike)."""
     data = snap.as_dict()
     data["colour"] = colour(snap.batch)
+    downloads = snap.batch.kind == "translation" and (snap.batch.options or {}).get("uploads")
+    # an uploaded file is shown by the name it was uploaded with and fetched by its download link:
+    # the panel shows no path on the server
+    originals = (snap.batch.options or {}).get("original_names") or {} if downloads else {}
+
+    def name(key: str | None) -> str | None:
+        return originals.get(PurePath(key).name, key) if key and originals else key
+
     data["shown"] = {
         "status_label": data["status_label"], "percent": f"{data['percent']:g} %",
         "progress": f"{data['processed']:,} of {data['total']:,}", "succeeded": f"{data['succeeded']:,}",
         "failed": f"{data['failed']:,}", "cancelled": f"{data['cancelled']:,}",
-        "current_item": data["current_item"] or "–",
+        "current_item": name(data["current_item"]) or "–",
         "rate": f"{data['rate_per_second']:.2f} items/s" if data["rate_per_second"] else "–",
         "eta": formats.duration(data["eta_seconds"], "–"), "cost": ops.usd(data["cost_usd"]), "tokens": f"{data['tokens']:,}",
         "created_at": formats.moment(data["created_at"], empty="–"), "started_at": formats.moment(data["started_at"], empty="–"),
-        "finished_at": formats.moment(data["finished_at"], empty="–"), "options": _pairs(data["options"], skip=("uploads",)),
+        "finished_at": formats.moment(data["finished_at"], empty="–"), "options": _pairs(data["options"], skip=("uploads", "original_names", "out") if downloads else ()),
     }
     data["actions"] = actions(data)
-    downloads = snap.batch.kind == "translation" and (snap.batch.options or {}).get("uploads")
     for item in data["items"]:
-        item["shown"] = {"result": _result(item), "cost": ops.usd(item["cost_usd"]) if item["cost_usd"] else "",
+        item["shown"] = {"name": name(item["key"]), "result": _result(item, skip=("output",) if downloads else ()),
+                         "cost": ops.usd(item["cost_usd"]) if item["cost_usd"] else "",
                          "finished_at": formats.moment(item["finished_at"]) if item["finished_at"] else "",
                          "download": url_for("translations.download", batch_id=snap.batch.id, position=item["position"])
                          if downloads and item["status"] == "succeeded" else None}

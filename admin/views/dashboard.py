@@ -11,6 +11,7 @@ import dramatiq
 from flask import current_app
 from flask_admin import AdminIndexView, expose
 
+from actors.ai import status as ai_status
 from actors.middleware.presence import live_workers
 from actors.schedule import leader as scheduler_leader
 from actors.series import overview as series_overview
@@ -58,5 +59,6 @@ class DashboardView(PanelAccess, AdminIndexView):
             breakers=_read(errors, "breakers", states, {}),
             leader=_read(errors, "scheduler leader", scheduler_leader),
             series=_read(errors, "series data", series_overview),
+            ai=_read(errors, "OpenAI budget", lambda: cached("dashboard:ai", CACHE_SECONDS, ai_status)),
             errors=errors,
         )

@@ -18,6 +18,7 @@ from actors.workouts import (
     generate_pending,
     matching,
     reset_days,
+    retry_estimate,
     start_retry,
 )
 from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec, on_all_matching
@@ -160,6 +161,7 @@ class FailedPlansView(ReadOnlyModelView):
         if template == self.list_template and getattr(current_user, "is_admin", False):
             spec = self.filter_spec()  # what "Retry all matching the filter" would touch, shown before the click
             kwargs["matching"] = count_matching(spec) if spec is not None else None
+            kwargs["estimate"] = retry_estimate(kwargs["matching"][0]) if kwargs["matching"] else ""
             kwargs["pending_plans"] = count_plans_with_pending_days()  # what "Generate pending" would dispatch
         return super().render(template, **kwargs)
 

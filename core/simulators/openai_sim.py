@@ -6,11 +6,19 @@ named "translation", the user message a JSON object with "to" and "segments") is
 marking each segment with the target language, `[nl] text`, placeholders kept; each
 segment translated is counted by its SHA-1 (`GET /_control` → `translations`), so a test can
 tell that nothing was translated twice.
+
+With `rpm` / `tpm` it enforces rate limits as the provider does: a bucket of requests and one of
+tokens per API key, each as large as its limit and refilled over `window` seconds (a minute;
+tests shorten it). A call needs one request and its prompt + `max_completion_tokens` tokens in
+the buckets, and is charged its real usage; otherwise 429 with the real wait in `Retry-After`
+and `retry-after-ms`. Every answer carries `x-ratelimit-limit|remaining|reset-requests|tokens`.
+`GET /_control` → `limits` counts the requests that arrived in the busiest window.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 import threading
@@ -21,6 +29,7 @@ from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
 from core.simulators.faults import FaultState
+from core.simulators.rate_limits import DEFAULT_COMPLETION_TOKENS, RateLimits, duration
 from core.simulators.server import SimulatorApp, SimulatorServer, json_response
 
 WORDS = ("alpha bravo calm deep easy firm glide high iron jump keen light move north open push quick rest "
@@ -190,8 +199,12 @@ def translate(target: str, segments: list[str], mode: str, append: str = "") -> 
     return json.dumps({"segments": out}, ensure_ascii=False)
 
 
+def prompt_tokens_of(messages: list[dict]) -> int:
+    return sum(len(_text_of(m.get("content"))) for m in messages) // 4 + 3 * len(messages)
+
+
 def completion(model: str, messages: list[dict], schema: dict | None, *, malformed: bool = False,
-               content: str | None = None) -> dict:
+               content: str | None = None, max_tokens: int | None = None) -> dict:
     digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
     rng = random.Random(digest)
     if content is None and schema is None:
@@ -201,15 +214,18 @@ def completion(model: str, messages: list[dict], schema: dict | None, *, malform
         content = json.dumps(generate(schema, rng))
     if malformed:  # what a model cut off mid-answer sends: never valid JSON
         content = "```json\n" + content[: len(content) // 2]
-    prompt_tokens = sum(len(_text_of(m.get("content"))) for m in messages) // 4 + 3 * len(messages)
+    prompt_tokens = prompt_tokens_of(messages)
     completion_tokens = max(1, len(content) // 4)
+    finish_reason = "stop"
+    if max_tokens is not None and completion_tokens > max_tokens:  # cut at the limit, as a model is
+        content, completion_tokens, finish_reason = content[: max_tokens * 4], max_tokens, "length"
     return {
         "id": f"chatcmpl-sim{digest[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": "fp_fleet_sim",
-        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+        "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None,
                      "message": {"role": "assistant", "content": content, "refusal": None}}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
@@ -219,9 +235,12 @@ def completion(model: str, messages: list[dict], schema: dict | None, *, malform
 class OpenAISimulator(SimulatorApp):
     rules = [Rule("/v1/chat/completions", endpoint="chat", methods=["POST"])]
 
-    def __init__(self, faults: FaultState, api_key: str | None = None):
+    def __init__(self, faults: FaultState, api_key: str | None = None, rpm: int = 0, tpm: int = 0,
+                 window: float = 60):
         super().__init__(faults)
         self.api_key = api_key
+        self._initial_limits = dict(rpm=rpm, tpm=tpm, window=window)
+        self.limits = RateLimits(rpm, tpm, window)
         self._lock = threading.Lock()
         self.translation_mode = "mark"
         self.translation_append = ""
@@ -231,6 +250,9 @@ class OpenAISimulator(SimulatorApp):
         mode = changes.pop("translation_mode", None)
         if mode is not None and mode not in TRANSLATION_MODES:
             raise ValueError(f"translation_mode must be one of {', '.join(TRANSLATION_MODES)}")
+        limits = {name: changes.pop(name) for name in ("rpm", "tpm", "window") if name in changes}
+        if limits:
+            self.limits.configure(**limits)
         append = changes.pop("translation_append", None)
         if append is not None and not isinstance(append, str):
             raise ValueError("translation_append must be a string")
@@ -244,13 +266,14 @@ class OpenAISimulator(SimulatorApp):
         with self._lock:
             translations = {"mode": self.translation_mode, "append": self.translation_append, "segments": sum(self.translated.values()),
                             "by_segment": dict(self.translated)}
-        return {**super().describe(), "translations": translations}
+        return {**super().describe(), "translations": translations, "limits": self.limits.describe()}
 
     def on_reset(self, request: Request) -> Response:
         with self._lock:
             self.translation_mode = "mark"
             self.translation_append = ""
             self.translated.clear()
+        self.limits.configure(**self._initial_limits)
         return super().on_reset(request)
 
     def error(self, status: int, message: str, fault: str | None = None, param: str | None = None) -> Response:
@@ -276,6 +299,7 @@ class OpenAISimulator(SimulatorApp):
 
     def on_chat(self, request: Request) -> Response:
         self.faults.arrive()
+        self.limits.arrive()
         refused = self._refuse(request)
         if refused:
             self.faults.record("401")
@@ -287,9 +311,16 @@ class OpenAISimulator(SimulatorApp):
         try:
             model, messages, schema = parse_request(body)
             asked = translation_request(body, messages)
+            max_tokens = completion_limit(body)
         except InvalidRequest as exc:
             self.faults.record("400")
             return self.error(400, str(exc), param=exc.param)
+        key = request.headers.get("Authorization", "").partition(" ")[2].strip()
+        prompt_tokens = prompt_tokens_of(messages)
+        hit, wait, headers = self.limits.admit(key, prompt_tokens + (max_tokens or DEFAULT_COMPLETION_TOKENS))
+        if hit:
+            self.faults.record("429")
+            return self.rate_limited(model, hit, wait, headers)
         self.faults.record(outcome)
         content = None
         if asked is not None:
@@ -298,13 +329,35 @@ class OpenAISimulator(SimulatorApp):
             if outcome == "ok":
                 with self._lock:
                     self.translated.update(segment_digest(s) for s in segments)
-        return json_response(completion(model, messages, schema, malformed=outcome == "malformed", content=content))
+        answer = completion(model, messages, schema, malformed=outcome == "malformed", content=content,
+                            max_tokens=max_tokens)
+        headers = self.limits.charge(key, answer["usage"]["total_tokens"])
+        return json_response(answer, headers=headers)
+
+    def rate_limited(self, model: str, hit: str, wait: float, headers: dict) -> Response:
+        limit = self.limits.rpm if hit == "requests" else self.limits.tpm
+        unit = "RPM" if hit == "requests" else "TPM"
+        body = {"error": {"message": f"Rate limit reached for {model} in organization org-fleet-sim on {hit} per "
+                                     f"min ({unit}): Limit {limit}. Please try again in {duration(wait)}.",
+                          "type": hit, "param": None, "code": "rate_limit_exceeded"}}
+        return json_response(body, 429, headers={**headers, "retry-after": str(max(1, math.ceil(wait))),
+                                                 "retry-after-ms": str(max(1, math.ceil(wait * 1000)))})
+
+
+def completion_limit(body: dict) -> int | None:
+    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequest("max_completion_tokens must be a positive integer", "max_completion_tokens")
+    return value
 
 
 def openai_app(*, api_key: str | None = None, fail: dict | None = None, latency_ms: float = 0,
-               retry_after: float = 1, hang_seconds: float = 30, seed: int | None = None) -> OpenAISimulator:
+               retry_after: float = 1, hang_seconds: float = 30, seed: int | None = None, rpm: int = 0,
+               tpm: int = 0, window: float = 60) -> OpenAISimulator:
     faults = FaultState(fail=fail, latency_ms=latency_ms, retry_after=retry_after, hang_seconds=hang_seconds, seed=seed)
-    return OpenAISimulator(faults, api_key=api_key)
+    return OpenAISimulator(faults, api_key=api_key, rpm=rpm, tpm=tpm, window=window)
 
 
 def start_openai_simulator(*, host: str = "127.0.0.1", port: int = 0, **options) -> SimulatorServer:

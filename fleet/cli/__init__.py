@@ -95,6 +95,7 @@ def cli(ctx: click.Context) -> None:
 def _register() -> None:
     from fleet.cli import (
         accounts,
+        ai,
         alerts,
         batches,
         database,
@@ -108,8 +109,8 @@ def _register() -> None:
         workouts,
     )
 
-    for module in (processes, database, accounts, jobs, workouts, series, batches, translations, schedule, alerts,
-                   simulate, demo):
+    for module in (processes, database, accounts, jobs, workouts, series, batches, translations, ai, schedule,
+                   alerts, simulate, demo):
         for command in module.commands:
             cli.add_command(command)
 

@@ -83,7 +83,10 @@ def demo_programs(settings: Settings):
     openai_port, series_port = free_port(), free_port()
     programs = [
         Program("openai-simulator", ["simulate", "openai", "--port", str(openai_port), "--api-key", DEMO_OPENAI_KEY,
-                                     "--latency-ms", "400", "--fail", "429=0.05,503=0.05,malformed=0.12"], 20),
+                                     # limits as OpenAI enforces them (the budget learns them from the headers);
+                                     # an unusable answer is asked for thrice, so a few days still fail
+                                     "--rpm", "120", "--tpm", "200000",
+                                     "--latency-ms", "400", "--fail", "503=0.05,malformed=0.3"], 20),
         Program("series-simulator", ["simulate", "series-api", "--port", str(series_port), "--api-key", DEMO_SERIES_KEY,
                                      # no hanging requests: a worker busy with one for 10 s would outlast
                                      # the demo's few seconds of graceful stop

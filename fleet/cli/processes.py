@@ -70,14 +70,18 @@ def web_command(host: str, port: int, threads: int) -> None:
     import waitress
 
     from admin.app import LARGEST_BODY, create_app
-    from db.database import size_pool
+    from core.ticker import Ticker
+    from db.budget import web_process
+    from db.database import IDLE_CHECKS, close_idle, size_pool
 
     require_shared_state(get_settings())
     require_file(get_settings().database_url)
     ensure_port_free(host, port)
     app = create_app()
     app.config["FLEET_WEB_THREADS"] = threads  # CSV exports take at most half of them (admin.exports)
-    size_pool(threads + 2)
+    size_pool(web_process(threads))
+    idle = get_settings().db_idle_timeout
+    Ticker("fleet-db-idle", lambda: close_idle(idle)).start(idle / IDLE_CHECKS)
     click.echo(f"Fleet panel: http://{host}:{port}/admin")
     # Behind FLEET_TRUSTED_PROXIES proxies the app reads X-Forwarded-* itself (werkzeug's ProxyFix);
     # waitress must pass them on instead of dropping them as it does by default.

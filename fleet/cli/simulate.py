@@ -60,14 +60,21 @@ def simulate_group() -> None:
 
 @simulate_group.command("openai")
 @click.option("--port", type=PORT, default=8100, show_default=True)
+@click.option("--rpm", type=click.IntRange(0, 10_000_000), default=0, show_default=True,
+              help="Requests a minute per API key, enforced with 429s as the provider does (0 = no limit).")
+@click.option("--tpm", type=click.IntRange(0, 10_000_000_000), default=0, show_default=True,
+              help="Tokens a minute per API key (prompt + max_completion_tokens must fit; 0 = no limit).")
+@click.option("--window", type=Number(1, 3600), default=60, show_default=True,
+              help="Seconds the limits count over (a minute; shorter for quick experiments).")
 @_common
-def simulate_openai(port: int, host: str, api_key: str | None, **faults) -> None:
+def simulate_openai(port: int, host: str, api_key: str | None, rpm: int, tpm: int, window: float, **faults) -> None:
     """An OpenAI-compatible /v1/chat/completions answering Structured Outputs."""
     from core.simulators.openai_sim import openai_app
     from core.simulators.server import serve_forever
 
-    app = openai_app(api_key=api_key, **faults)
-    serve_forever(app, host, port, f"fleet: OpenAI simulator on http://{host}:{port}/v1 {_summary(api_key, faults)}")
+    app = openai_app(api_key=api_key, rpm=rpm, tpm=tpm, window=window, **faults)
+    limits = f" limits {rpm or '∞'} requests, {tpm or '∞'} tokens per {window:g} s per key;" if rpm or tpm else ""
+    serve_forever(app, host, port, f"fleet: OpenAI simulator on http://{host}:{port}/v1{limits} {_summary(api_key, faults)}")
 
 
 @simulate_group.command("series-api")

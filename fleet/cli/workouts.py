@@ -122,6 +122,9 @@ def retry_failed_command(plan_id: int | None, user_id: int | None, reset: bool, 
         return
 
     click.echo(f"Plans affected: {len(plans)}")
+    estimate = ops.retry_estimate(sum(p.failed_days for p in plans))
+    if estimate:
+        click.echo(f"At the OpenAI budget: {estimate}")
     if not assume_yes and not _confirmed():
         click.echo("Cancelled; no workout plan was changed.")
         return
