@@ -7,6 +7,11 @@ on every web process, since each request checks it against the database.
 """
 from __future__ import annotations
 
+import re
+import string
+from functools import cache
+from pathlib import Path
+
 from peewee import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -15,8 +20,13 @@ from core.settings import get_settings
 from db.models import utcnow
 from db.models.accounts import PanelAccount
 
-MIN_PASSWORD = 8
+MIN_PASSWORD = 12
 MAX_PASSWORD = 1024  # hashing costs the same whatever the length, but a megabyte is not a password
+# The 10,000 most common passwords, lower-cased, most common first (the list zxcvbn 4.5.0 ships,
+# MIT licence, from leaked password sets).
+COMMON_PASSWORDS = Path(__file__).with_name("common-passwords.txt")
+PADDING = string.digits + string.punctuation + string.whitespace
+RUNS = ("0123456789" * 10, "qwertyuiopasdfghjklzxcvbnm", "abcdefghijklmnopqrstuvwxyz")  # and backwards
 
 _dummy_hashes: dict[str | None, str] = {}
 
@@ -35,18 +45,50 @@ def _normal(email: str) -> str:
     return email.strip().lower()
 
 
-def _check_password(password: str) -> None:
+@cache
+def _common_passwords() -> frozenset[str]:
+    return frozenset(COMMON_PASSWORDS.read_text().split())
+
+
+def _is_common(password: str) -> bool:
+    """A common password, also with digits or symbols around it ("password2024!") or repeated
+    ("passwordpassword"), or a run of keys ("123456789012", "qwertyuiopasdf")."""
+    lowered = password.lower()
+    core = lowered.strip(PADDING)
+    repeated = re.fullmatch(r"(.+?)\1+", lowered, re.S)
+    forms = {lowered, core, repeated.group(1) if repeated else lowered}
+    if any(lowered in run or lowered in run[::-1] for run in RUNS):
+        return True
+    return any(form in _common_passwords() for form in forms)
+
+
+def password_problem(password: str, email: str) -> str | None:
+    """Why this password will not do for the account with this email, in a sentence; None when it will."""
+    if not password.strip():
+        return "the password is blank"
     if len(password) < MIN_PASSWORD:
-        raise FleetError(f"the password needs at least {MIN_PASSWORD} characters", exit_code=2)
+        return f"the password needs at least {MIN_PASSWORD} characters"
     if len(password) > MAX_PASSWORD:
-        raise FleetError(f"the password may have at most {MAX_PASSWORD} characters", exit_code=2)
+        return f"the password may have at most {MAX_PASSWORD} characters"
+    email = _normal(email)
+    if password.strip().lower() in (email, email.partition("@")[0]):
+        return "the password may not be the email address or its part before the @"
+    if _is_common(password):
+        return "the password is one of the most common passwords (or one with digits or symbols added); choose another"
+    return None
+
+
+def _check_password(password: str, email: str) -> None:
+    problem = password_problem(password, email)
+    if problem:
+        raise FleetError(problem, exit_code=2)
 
 
 def create_account(email: str, password: str, role: str) -> PanelAccount:
     email = _normal(email)
     if "@" not in email or email.startswith("@") or email.endswith("@"):
         raise FleetError(f"{email!r} is not an email address", exit_code=2)
-    _check_password(password)
+    _check_password(password, email)
     account = PanelAccount(email=email, role=role)
     account.set_password(password, get_settings().password_hash_method)
     try:
@@ -89,7 +131,7 @@ def end_sessions(account_id: int) -> None:
 def set_password(email: str, password: str) -> PanelAccount:
     """A new password; every session of the account ends."""
     account = get_account(email)
-    _check_password(password)
+    _check_password(password, account.email)
     account.set_password(password, get_settings().password_hash_method)
     PanelAccount.update(password_hash=account.password_hash,
                         session_version=PanelAccount.session_version + 1).where(PanelAccount.id == account.id).execute()

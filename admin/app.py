@@ -9,7 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import actors.all  # noqa: F401  (every actor declared: their queues are the ones the panel reads)
 from actors.runtime import boot
-from admin import access, api, auth, errors, health, metrics, throttle
+from admin import access, api, auth, errors, headers, health, metrics, throttle
 from admin.views import register_views
 from admin.views.dashboard import DashboardView
 from admin.views.translations import MAX_UPLOAD_BYTES
@@ -19,6 +19,10 @@ from db.database import database
 
 MAX_BODY = 1024 * 1024  # a form of the panel is a few kB; anything bigger is refused with 413
 UPLOAD_FORM = "/admin/translations/"  # the one form that takes files
+# The largest body the app reads: the upload form's, twice its limit (so the form can say it is
+# too large). The server refuses a bigger one from its Content-Length, before reading the body
+# into a temporary file (`fleet web` gives waitress LARGEST_BODY + 1: it refuses at the limit).
+LARGEST_BODY = 2 * MAX_UPLOAD_BYTES
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -44,9 +48,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Before CSRF reads the form: an upload up to twice the form's limit is read, so the form
         # can say it is too large; a bigger one gets the 413 page.
         if request.path == UPLOAD_FORM:
-            request.max_content_length = 2 * MAX_UPLOAD_BYTES
+            request.max_content_length = LARGEST_BODY
 
     CSRFProtect(app)
+    headers.init_app(app)
     throttle.init_app(app)
     auth.init_app(app)
     errors.init_app(app)

@@ -3,13 +3,19 @@
 A session holds the account id and its session version (`id:version`); the user loader
 accepts it only while the account's version is the same, so logout, a password change and
 `fleet accounts disable` end every session of the account (see actors.accounts).
+
+A session also ends FLEET_SESSION_IDLE seconds after its operator's last request, and
+FLEET_SESSION_MAX seconds after its login whatever happened since: the times are in the signed
+cookie, so a copied cookie ends with them. The pages' own polling (the `X-Fleet-Live` header)
+is not the operator's activity: a tab left open on a live page still goes idle.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
@@ -24,6 +30,7 @@ login_manager.login_view = "auth.login"
 login_manager.login_message = "Please log in to see the panel."
 
 MAX_ID = 2**63 - 1
+LOGIN_AT, SEEN_AT = "fleet_login_at", "fleet_seen_at"  # in the session, seconds since the epoch
 
 
 @dataclass
@@ -88,6 +95,7 @@ def login():
         if account is not None:
             throttle.release(email, address)
             login_user(Operator(account.id, account.email, account.role, account.session_version))
+            session[LOGIN_AT] = session[SEEN_AT] = int(time.time())
             return redirect(safe_next(request.args.get("next")))
         error = "Wrong email or password."
     elif request.method == "POST":
@@ -103,6 +111,26 @@ def logout():
     return redirect(url_for("auth.login"))
 
 
+def end_stale_session():
+    """`before_request`: log out a session past its idle time or its lifetime; else note the
+    operator's activity (whole seconds: the cookie changes at most once a second)."""
+    if "_user_id" not in session:
+        return
+    settings = current_app.config["FLEET_SETTINGS"]
+    now = int(time.time())
+    login_at, seen_at = session.get(LOGIN_AT), session.get(SEEN_AT)
+    if (not isinstance(login_at, int) or not isinstance(seen_at, int)
+            or now - login_at >= settings.session_max or now - seen_at >= settings.session_idle):
+        logout_user()
+        session.pop(LOGIN_AT, None)
+        session.pop(SEEN_AT, None)
+        flash("Your session has expired; please log in again.")
+        return
+    if seen_at != now and not request.headers.get("X-Fleet-Live"):
+        session[SEEN_AT] = now
+
+
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
+    app.before_request(end_stale_session)
     app.register_blueprint(blueprint)

@@ -1,8 +1,11 @@
 """/healthz: JSON with each check. It answers for *this process*: 503 only when it cannot
-work (the database or the broker does not answer), so a load balancer drops a panel that is
-really broken and keeps one that merely reports trouble elsewhere. Trouble elsewhere (a high
-error rate, an open breaker, a backlog, no live worker, no scheduler leader) is
-`"status": "degraded"` with 200, or 503 with `?strict=1` for monitors that want it.
+work (the database or the broker does not answer; `"status": "down"`), so a load balancer drops
+a panel that is really broken and keeps one that merely reports trouble elsewhere. Trouble
+elsewhere (a high error rate, an open breaker, a backlog, no live worker, no scheduler leader)
+is `"status": "degraded"` with 200, or 503 with `?strict=1` for monitors that want it.
+
+Without a login the body is the status alone: the checks name hosts, processes and the
+database's connection errors. A logged-in operator gets them, every error redacted.
 
 A check is `{"ok": True|False|None, ...}`; None means it could not run because a check it
 depends on failed already (no queue sizes without a broker). What is read often is cached
@@ -12,11 +15,13 @@ from __future__ import annotations
 
 import dramatiq
 from flask import Blueprint, current_app, jsonify, request
+from flask_login import current_user
 
 from actors.middleware.presence import live_workers
 from actors.schedule import LEADER_KEY
 from admin.cache import cached
 from core.broker import BrokerUnavailable, check_broker
+from core.redact import redact
 from core.state import state_redis
 from db.database import database
 
@@ -135,6 +140,9 @@ def run_checks(settings) -> dict:
                         else {"ok": None, "skipped": "database unreachable"})
     if state_ok:
         _tell_alerts(checks)
+    for check in checks.values():
+        if check.get("error"):
+            check["error"] = redact(check["error"])
     return checks
 
 
@@ -162,7 +170,7 @@ def summary(checks: dict, *, strict: bool = False) -> tuple[dict, int]:
     """The body and the HTTP status: 503 when a critical check fails (or, strict, any check)."""
     failing = [name for name in CRITICAL if checks[name]["ok"] is False]
     degraded = sorted(name for name, c in checks.items() if c["ok"] is False and name not in CRITICAL)
-    body = {"status": "failing" if failing else "degraded" if degraded else "ok", "checks": checks}
+    body = {"status": "down" if failing else "degraded" if degraded else "ok", "checks": checks}
     if failing:
         body["failing"] = failing
     if degraded:
@@ -175,7 +183,11 @@ def current_checks() -> dict:
     return cached("health", CACHE_SECONDS, lambda: run_checks(settings))
 
 
+def _logged_in() -> bool:
+    return getattr(current_app, "login_manager", None) is not None and current_user.is_authenticated
+
+
 @blueprint.route("/healthz")
 def healthz():
     body, status = summary(current_checks(), strict=request.args.get("strict") in ("1", "true", "yes"))
-    return jsonify(body), status
+    return jsonify(body if _logged_in() else {"status": body["status"]}), status

@@ -66,6 +66,8 @@ class Settings:
     fast_password_hash: bool = False  # tests only: one PBKDF2 round instead of werkzeug's default
     dead_worker_checks: float = 0.1  # share of Redis fetches that also look for a dead worker's messages
     db_idle_timeout: float = 60.0  # seconds a pooled database connection may stay idle before it is closed
+    session_idle: float = 1800.0  # seconds a panel session lasts without a request from its operator
+    session_max: float = 43200.0  # seconds a panel session lasts at most from its login, however busy
 
     @property
     def metrics_dir(self) -> Path:
@@ -119,6 +121,8 @@ MAX_OPENAI_TIMEOUT = 600
 # busy host loses it between two renewals. Past the maximum a dead holder blocks for too long.
 MIN_SCHEDULER_LEASE, MAX_SCHEDULER_LEASE = 3, 300  # seconds
 MIN_OVERLAP_LOCK_TTL, MAX_OVERLAP_LOCK_TTL = 3, 600  # seconds
+MAX_SESSION_IDLE = 7 * 86400  # seconds; a copied cookie is good until a limit ends it
+MAX_SESSION_LIFETIME = 30 * 86400  # seconds
 # FLEET_INSECURE_FAST_PASSWORD_HASH=1 (test suites only): panel passwords hashed with one
 # PBKDF2 round, so that creating and logging in hundreds of operators costs nothing. Never in
 # production: such a hash is as good as the password in clear. Unset, werkzeug's default.
@@ -276,6 +280,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                    integer=False, minimum=0.001, maximum=1),
         db_idle_timeout=_number("FLEET_DB_IDLE_TIMEOUT", env.get("FLEET_DB_IDLE_TIMEOUT", "60"), integer=False,
                                 minimum=MIN_DB_IDLE_TIMEOUT, maximum=MAX_DB_IDLE_TIMEOUT),
+        session_idle=_number("FLEET_SESSION_IDLE", env.get("FLEET_SESSION_IDLE", "1800"), integer=False,
+                             minimum=1, maximum=MAX_SESSION_IDLE),
+        session_max=_number("FLEET_SESSION_MAX", env.get("FLEET_SESSION_MAX", "43200"), integer=False,
+                            minimum=1, maximum=MAX_SESSION_LIFETIME),
         fast_password_hash=_flag("FLEET_INSECURE_FAST_PASSWORD_HASH",
                                  env.get("FLEET_INSECURE_FAST_PASSWORD_HASH", "0")),
     )

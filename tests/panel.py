@@ -82,3 +82,25 @@ def dead_letter_ids(broker) -> list[str]:
     from core.dead_letters import list_dead_letters
 
     return [d.message_id for d in list_dead_letters(broker)]
+
+
+def start_web(processes, env: dict, port: int, *args: str):
+    """A real `fleet web` (waitress) on this port, answering; its log in the test's directory
+    (a pipe nobody reads fills up, and then every request that logs blocks)."""
+    import requests
+
+    from tests.helpers import wait_for
+
+    web = processes.start("web", "--port", str(port), *args, env=env, name="web")
+    log = processes.logs / f"web-{len(processes.started) - 1}.log"
+
+    def up():
+        if web.poll() is not None:
+            raise AssertionError(log.read_text())
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/admin/login", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(up, timeout=30, message="fleet web")
+    return web

@@ -27,15 +27,22 @@ def test_create_account_from_stdin_hashes_the_password(fleet_env):
 
 
 def test_duplicate_account_is_refused(fleet_env):
-    assert fleet("accounts", "create", "a@b.io", "--password-stdin", env=fleet_env, input="12345678\n").returncode == 0
-    again = fleet("accounts", "create", "a@b.io", "--password-stdin", env=fleet_env, input="12345678\n")
+    assert fleet("accounts", "create", "a@b.io", "--password-stdin", env=fleet_env, input="a-long-password\n").returncode == 0
+    again = fleet("accounts", "create", "a@b.io", "--password-stdin", env=fleet_env, input="a-long-password\n")
     assert again.returncode == 1
     assert again.stderr.strip() == "fleet: an account for a@b.io already exists"
 
 
 @pytest.mark.parametrize("args,stdin,message", [
-    (["not-an-email"], "12345678\n", "is not an email address"),
-    (["x@y.io"], "short\n", "at least 8 characters"),
+    (["not-an-email"], "a-long-password\n", "is not an email address"),
+    (["x@y.io"], "short\n", "at least 12 characters"),
+    (["x@y.io"], "eleven-char\n", "at least 12 characters"),
+    (["x@y.io"], "            \n", "the password is blank"),
+    (["mail-address@y.io"], "Mail-Address@y.io\n", "may not be the email address"),
+    (["mail-address@y.io"], "mail-address\n", "may not be the email address"),
+    (["x@y.io"], "passwordpassword\n", "one of the most common passwords"),
+    (["x@y.io"], "Password1234!\n", "one of the most common passwords"),
+    (["x@y.io"], "123456789012\n", "one of the most common passwords"),
 ])
 def test_bad_account_input_is_a_usage_error(fleet_env, args, stdin, message):
     result = fleet("accounts", "create", *args, "--password-stdin", env=fleet_env, input=stdin)
@@ -44,7 +51,7 @@ def test_bad_account_input_is_a_usage_error(fleet_env, args, stdin, message):
 
 
 def test_unknown_role_is_a_usage_error(fleet_env):
-    result = fleet("accounts", "create", "x@y.io", "--role", "root", "--password-stdin", env=fleet_env, input="12345678\n")
+    result = fleet("accounts", "create", "x@y.io", "--role", "root", "--password-stdin", env=fleet_env, input="a-long-password\n")
     assert result.returncode == 2 and "'root' is not one of" in result.stderr
 
 

@@ -28,7 +28,7 @@ def test_the_list_shows_each_batch_with_its_progress(admin_client, broker, worke
     page = admin_client.get("/admin/batches/").text
     row = re.search(rf'<tr data-batch="{done.id}" data-running="0">(.*?)</tr>', page, re.S).group(1)
     assert "finished one" in row and "completed with 1 failure" in row and "badge-warning" in row
-    assert 'style="width: 100.0%;"' in row and "2 of 2" in row and "$0.003000" in row
+    assert 'data-width="100.0"' in row and "2 of 2" in row and "$0.003000" in row
     assert f'data-batch="{waiting.id}"' in page
     only = admin_client.get("/admin/batches/?status=completed").text
     assert "finished one" in only and "queued one" not in only

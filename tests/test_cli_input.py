@@ -86,7 +86,10 @@ def test_set_password_disable_and_enable(migrated):
                     input="second-password\n")
     assert changed.returncode == 0 and "its sessions have ended" in changed.stdout
     short = fleet("accounts", "set-password", "op@example.com", "--password-stdin", env=migrated, input="short\n")
-    assert short.returncode == 2 and "at least 8 characters" in short.stderr
+    assert short.returncode == 2 and "at least 12 characters" in short.stderr
+    common = fleet("accounts", "set-password", "op@example.com", "--password-stdin", env=migrated,
+                   input="qwerty123456\n")
+    assert common.returncode == 2 and common.stderr.count("\n") == 1 and "most common passwords" in common.stderr
     missing = fleet("accounts", "disable", "nobody@example.com", env=migrated)
     assert missing.returncode == 1 and missing.stderr.strip() == "fleet: no account for nobody@example.com"
     assert fleet("accounts", "disable", "op@example.com", env=migrated).returncode == 0

@@ -430,19 +430,19 @@ def test_dashboard_counts_consumers_only_with_host_pid_queues_and_threads(admin_
     assert '<p id="workers">0 live' in admin_client.get("/admin/").text  # a stopped worker removes its record
 
 
-def test_healthz_reports_queues_error_rate_breakers_workers_and_scheduler(app):
-    body = app.test_client().get("/healthz").json
+def test_healthz_reports_queues_error_rate_breakers_workers_and_scheduler(admin_client):
+    body = admin_client.get("/healthz").json
     assert set(body["checks"]) == {"database", "broker", "queues", "error_rate", "breakers", "workers", "scheduler",
                                    "alerts"}
     assert body["checks"]["breakers"]["states"] == {"openai": "closed", "series_api": "closed"}
     assert body["checks"]["error_rate"]["attempts"] == 0
 
 
-def test_healthz_is_degraded_not_failing_without_worker_or_scheduler(app, broker):
-    response = app.test_client().get("/healthz")
+def test_healthz_is_degraded_not_failing_without_worker_or_scheduler(admin_client, broker):
+    response = admin_client.get("/healthz")
     assert response.status_code == 200
     assert response.json["status"] == "degraded" and response.json["degraded"] == ["scheduler", "workers"]
-    assert app.test_client().get("/healthz?strict=1").status_code == 503
+    assert admin_client.get("/healthz?strict=1").status_code == 503
 
 
 @pytest.fixture
@@ -454,27 +454,27 @@ def fleet_running(broker, worker):
     wait_for(lambda: broker.client.zcard("fleet:workers") == 1, message="the worker's presence")
 
 
-def test_healthz_is_ok_with_a_worker_and_a_scheduler(app, fleet_running):
-    response = app.test_client().get("/healthz?strict=1")
+def test_healthz_is_ok_with_a_worker_and_a_scheduler(admin_client, fleet_running):
+    response = admin_client.get("/healthz?strict=1")
     assert response.status_code == 200 and response.json["status"] == "ok", response.json
 
 
-def test_healthz_is_degraded_on_a_high_error_rate(app, db, fleet_running):
+def test_healthz_is_degraded_on_a_high_error_rate(admin_client, db, fleet_running):
     for n in range(30):
         joblog(n, status="failed" if n % 3 else "success", error_code="ERR_API_TIMEOUT" if n % 3 else None)
-    response = app.test_client().get("/healthz")
+    response = admin_client.get("/healthz")
     assert response.status_code == 200 and response.json["degraded"] == ["error_rate"]
     assert response.json["checks"]["error_rate"]["failed"] == 20
-    assert app.test_client().get("/healthz?strict=1").status_code == 503
+    assert admin_client.get("/healthz?strict=1").status_code == 503
 
 
-def test_healthz_is_degraded_while_a_breaker_is_open(app, admin_client, fleet_running):
+def test_healthz_is_degraded_while_a_breaker_is_open(admin_client, fleet_running):
     """An external API down is no reason for a load balancer to drop this panel."""
     from core.breakers import breaker
 
     breaker("openai").open()
     try:
-        response = app.test_client().get("/healthz")
+        response = admin_client.get("/healthz")
         assert response.status_code == 200 and response.json["status"] == "degraded"
         assert response.json["degraded"] == ["breakers"]
         page = admin_client.get("/admin/health/")
@@ -483,13 +483,13 @@ def test_healthz_is_degraded_while_a_breaker_is_open(app, admin_client, fleet_ru
         breaker("openai").close()
 
 
-def test_healthz_is_degraded_on_a_queue_backlog(app, broker, monkeypatch):
+def test_healthz_is_degraded_on_a_queue_backlog(admin_client, broker, monkeypatch):
     from actors.system import ping
     from admin import health
 
     monkeypatch.setattr(health, "QUEUE_BACKLOG_LIMIT", 2)
     for n in range(3):
         ping.send(str(n))
-    response = app.test_client().get("/healthz")
+    response = admin_client.get("/healthz")
     assert response.status_code == 200 and "queues" in response.json["degraded"]
     assert response.json["checks"]["queues"]["queues"]["fleet"]["ready"] == 3

@@ -81,7 +81,7 @@
 
   function poll(url, every, apply) {
     function tick() {
-      fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json", "X-Fleet-Live": "1"}})
         .then(function (r) { return r.ok ? r.json() : null; })
         .then(function (data) {
           if (data && apply(data) === false) return;  // finished: stop

@@ -27,6 +27,7 @@
     var current = regions(document);
     if (fresh.length !== current.length) return;
     for (var i = 0; i < current.length; i++) current[i].replaceWith(document.importNode(fresh[i], true));
+    if (window.fleetPage) window.fleetPage.widths(document);
     document.body.setAttribute("data-live-updated", String(Date.now()));
   }
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from flask import flash, redirect, request
+from flask import Response, flash, redirect, request, stream_with_context
 from flask_admin.contrib.peewee import ModelView
 from flask_admin.model import typefmt
+from flask_login import current_user
+from werkzeug.utils import secure_filename
 
+from admin import exports
 from admin.access import PanelAccess, is_admin
+from admin.exports import csv_safe
 from core import formats
 from core.errors import FleetError
 from db.database import database
@@ -37,13 +41,6 @@ def cut(text: str | None, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def csv_safe(value):
-    """Keep spreadsheets from running text from outside as a formula."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 class ReadOnlyModelView(PanelAccess, ModelView):
     """A list with filters and details; rows change only through the view's actions."""
 
@@ -60,6 +57,30 @@ class ReadOnlyModelView(PanelAccess, ModelView):
     column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: lambda view, value, name: utc(value)}
     column_type_formatters_export = {**typefmt.EXPORT_FORMATTERS, datetime: lambda view, value, name: utc(value),
                                      str: lambda view, value, name: csv_safe(value)}
+
+    def _export_csv(self, return_url):
+        """Flask-Admin's CSV export, every cell quoted, within the account's export slots (admin.exports)."""
+        account, slots = current_user.id, exports.slots()
+        if not slots.take(account):
+            return Response(f"Too many exports at once: at most {exports.PER_ACCOUNT} of yours (and a few in all) "
+                            "run at a time. Try again when one has finished.\n", 429,
+                            {"Retry-After": str(exports.RETRY_AFTER)}, mimetype="text/plain")
+        try:
+            _count, data = self._export_data()
+        except BaseException:
+            slots.give_back(account)
+            raise
+        writer = exports.writer()
+
+        def rows():
+            yield writer.writerow([str(c[1]) for c in self._export_columns])
+            for row in data:
+                yield writer.writerow([self.get_export_value(row, c[0]) for c in self._export_columns])
+
+        response = Response(stream_with_context(rows()), mimetype="text/csv", headers={
+            "Content-Disposition": f"attachment;filename={secure_filename(self.get_export_name(export_type='csv'))}"})
+        response.call_on_close(lambda: slots.give_back(account))
+        return response
 
     def is_action_allowed(self, name: str) -> bool:
         return is_admin() and super().is_action_allowed(name)

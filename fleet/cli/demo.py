@@ -16,7 +16,7 @@ from db.models.series import Series
 from db.models.workouts import User
 
 DEMO_EMAIL = "admin@fleet.local"
-DEMO_PASSWORD = "fleet-demo"
+DEMO_PASSWORD = "fleet-demo-admin"
 DEMO_PLANS = [  # (user, goal, days)
     ("ana@demo.fleet", "Run a half marathon in spring", 7),
     ("ana@demo.fleet", "Keep my back strong at the desk", 3),

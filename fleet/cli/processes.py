@@ -69,7 +69,7 @@ def web_command(host: str, port: int, threads: int) -> None:
     """Serve the panel (/admin), /healthz and the JSON API."""
     import waitress
 
-    from admin.app import create_app
+    from admin.app import LARGEST_BODY, create_app
     from core.ticker import Ticker
     from db.budget import web_process
     from db.database import IDLE_CHECKS, close_idle, size_pool
@@ -78,6 +78,7 @@ def web_command(host: str, port: int, threads: int) -> None:
     require_file(get_settings().database_url)
     ensure_port_free(host, port)
     app = create_app()
+    app.config["FLEET_WEB_THREADS"] = threads  # CSV exports take at most half of them (admin.exports)
     size_pool(web_process(threads))
     idle = get_settings().db_idle_timeout
     Ticker("fleet-db-idle", lambda: close_idle(idle)).start(idle / IDLE_CHECKS)
@@ -85,8 +86,10 @@ def web_command(host: str, port: int, threads: int) -> None:
     # Behind FLEET_TRUSTED_PROXIES proxies the app reads X-Forwarded-* itself (werkzeug's ProxyFix);
     # waitress must pass them on instead of dropping them as it does by default.
     trusts_proxies = get_settings().trusted_proxies > 0
+    # A body past what the panel reads is refused with 413 from its Content-Length, unread
+    # (waitress would otherwise spool up to 1 GB of it to a temporary file first).
     waitress.serve(app, host=host, port=port, threads=threads, ident="fleet",
-                   clear_untrusted_proxy_headers=not trusts_proxies)
+                   clear_untrusted_proxy_headers=not trusts_proxies, max_request_body_size=LARGEST_BODY + 1)
 
 
 @click.command("up")
