@@ -25,6 +25,11 @@ UPLOAD_FORM = "/admin/translations/"  # the one form that takes files
 LARGEST_BODY = 2 * MAX_UPLOAD_BYTES
 
 
+def trust_proxies(app: Flask, n: int) -> None:
+    """Read the client's address, scheme and host as the `n` proxies in front of us saw them."""
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = boot(settings)
     app = Flask(__name__)
@@ -39,9 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         FLEET_SETTINGS=settings,
     )
     if settings.trusted_proxies:
-        # the client address, scheme and host as the proxies in front of us saw them
-        n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+        trust_proxies(app, settings.trusted_proxies)
 
     @app.before_request
     def _upload_limit():

@@ -132,8 +132,9 @@ def _short_sessions(settings, idle: float, lifetime: float):
 
     from admin.app import create_app
 
-    app = create_app(dataclasses.replace(settings, session_idle=idle, session_max=lifetime))
-    app.config["TESTING"] = True
+    app = create_app(settings)  # the session's settings: other settings would boot a second broker
+    app.config.update(TESTING=True, FLEET_SETTINGS=dataclasses.replace(settings, session_idle=idle,
+                                                                         session_max=lifetime))
     return app
 
 

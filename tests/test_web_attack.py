@@ -22,7 +22,9 @@ ACCOUNTS = {"admin@example.com": "admin", "viewer@example.com": "viewer", "victi
 def panel(fleet_env, processes, tmp_path):
     """(base url, environment, its redis-server) of a `fleet web` behind one trusted proxy."""
     with RedisServer(tmp_path / "redis") as redis_server:
-        env = dict(fleet_env, BROKER_URL=redis_server.url, FLEET_TRUSTED_PROXIES="1")
+        # real password hashing (not the tests' fast one): the attack script compares its cost
+        env = dict(fleet_env, BROKER_URL=redis_server.url, FLEET_TRUSTED_PROXIES="1",
+                   FLEET_INSECURE_FAST_PASSWORD_HASH="0")
         assert fleet("db", "migrate", env=env).returncode == 0
         for email, role in ACCOUNTS.items():
             created = fleet("accounts", "create", email, "--role", role, "--password-stdin", env=env, input=PASSWORD + "\n")

@@ -2,7 +2,6 @@
 own database and var/, reached through real sockets."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import socket
@@ -103,9 +102,11 @@ def test_the_pages_have_no_inline_script_or_style(admin_client):
 
 
 def _https_app(settings, proxies: int):
-    from admin.app import create_app
+    from admin.app import create_app, trust_proxies
 
-    app = create_app(dataclasses.replace(settings, trusted_proxies=proxies))
+    app = create_app(settings)  # the session's settings: other settings would boot a second broker
+    if proxies:
+        trust_proxies(app, proxies)
     app.config["TESTING"] = True
     return app
 
