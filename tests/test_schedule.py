@@ -21,7 +21,7 @@ from actors import schedule as sched
 from actors.middleware.schedule import RUN_OPTION, lock_key
 from core.settings import get_settings
 from core.state import state_redis
-from db.database import database
+from db.database import database, size_pool
 from db.models import utcnow
 from db.models.schedule import ScheduleRun
 from tests.helpers import fleet, wait_for
@@ -104,11 +104,20 @@ def test_racing_leaders_with_skewed_clocks_emit_each_slot_once(ledger, broker, t
         finally:
             database.close()  # back to the pool: a thread that ends holding it would leak it
 
+    # four schedulers in one process: a pool for their threads and this one (an in-process worker
+    # of an earlier test sized it for its own threads)
+    pool = database.obj
+    sized = getattr(pool, "_max_connections", None)
+    size_pool(max(sized or 0, len(emitters) + 1))
     threads = [threading.Thread(target=lead, args=(e, s)) for e, s in zip(emitters, skews)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        if sized is not None:
+            size_pool(sized)
     assert not errors
 
     ledger_rows = rows()
