@@ -4,10 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 # The browser tests drive Debian's chromium through Playwright (never a downloaded browser);
-# the PgBouncer test runs Debian's pgbouncer in front of the test PostgreSQL.
+# the PgBouncer test runs Debian's pgbouncer in front of the test PostgreSQL; promtool (Debian's
+# prometheus) checks the shipped alerting rules.
 MISSING=()
 [ -x /usr/bin/chromium ] || MISSING+=(chromium)
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || MISSING+=(pgbouncer)
+command -v promtool >/dev/null || MISSING+=(prometheus)
 if [ ${#MISSING[@]} -gt 0 ]; then
     SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
     $SUDO apt-get update -qq
