@@ -28,6 +28,9 @@ class SettingsError(Exception):
         self.problem = problem
 
 
+LANES = ("live", "economy")  # how a batch's AI calls are made
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path
@@ -68,6 +71,8 @@ class Settings:
     db_idle_timeout: float = 60.0  # seconds a pooled database connection may stay idle before it is closed
     session_idle: float = 1800.0  # seconds a panel session lasts without a request from its operator
     session_max: float = 43200.0  # seconds a panel session lasts at most from its login, however busy
+    ai_lane: str = "live"  # default lane of bulk AI work: live (a call an item) or economy (OpenAI's Batch API)
+    economy_file_requests: int = 50_000  # requests a Batch API input file holds at most (the provider's limit)
 
     @property
     def metrics_dir(self) -> Path:
@@ -284,6 +289,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                              minimum=1, maximum=MAX_SESSION_IDLE),
         session_max=_number("FLEET_SESSION_MAX", env.get("FLEET_SESSION_MAX", "43200"), integer=False,
                             minimum=1, maximum=MAX_SESSION_LIFETIME),
+        ai_lane=_choice("FLEET_AI_LANE", env.get("FLEET_AI_LANE", "live").strip().lower(), LANES),
+        economy_file_requests=int(_number("FLEET_ECONOMY_FILE_REQUESTS", env.get("FLEET_ECONOMY_FILE_REQUESTS", "50000"),
+                                          integer=True, minimum=1, maximum=50_000)),
         fast_password_hash=_flag("FLEET_INSECURE_FAST_PASSWORD_HASH",
                                  env.get("FLEET_INSECURE_FAST_PASSWORD_HASH", "0")),
     )

@@ -10,6 +10,7 @@ from datetime import timedelta
 from peewee import fn
 
 from actors.batches.chunks import chunk_lock_key, chunk_row
+from actors.batches.economy import cancel_provider_batches, check_lane, submit, submit_economy_batch
 from actors.batches.finish import finish_if_done, locked_batch
 from actors.batches.kinds import KINDS, Kind, kind_of
 from actors.batches.views import status_label
@@ -29,15 +30,17 @@ PRUNE_DAYS, PRUNE_KEEP = 30, 100
 
 
 def create_batch(kind: str, title: str, keys: Sequence[str], *, options: dict | None = None,
-                 created_by: str | None = None, chunk_size: int | None = None) -> Batch:
+                 created_by: str | None = None, chunk_size: int | None = None, lane: str | None = None) -> Batch:
     """Write the batch, an item a key and a counter row a chunk in one transaction, then send
     the chunk jobs (pipelined). A batch whose sends did not get through stays `queued` and
-    `resume` (or the periodic resume) sends them."""
+    `resume` (or the periodic resume) sends them. On the economy `lane` (default FLEET_AI_LANE
+    for a kind that has one) one job sends the items to OpenAI's Batch API instead."""
     found = KINDS.get(kind)
     if found is None:
         raise FleetError(f"unknown batch kind {kind!r}", exit_code=2)
     if not keys:
         raise FleetError("a batch needs at least one item", exit_code=2)
+    lane = check_lane(kind, lane)
     size = chunk_size or get_settings().batch_chunk
     if not 1 <= size <= MAX_BATCH_CHUNK:
         raise FleetError(f"a chunk holds 1 to {MAX_BATCH_CHUNK} items, not {size}", exit_code=2)
@@ -46,7 +49,7 @@ def create_batch(kind: str, title: str, keys: Sequence[str], *, options: dict | 
     now = utcnow()
     with database.atomic():
         Batch.insert(id=batch_id, kind=kind, title=title, status="queued", total=len(keys), chunk_size=size,
-                     options=options or {}, created_by=created_by, created_at=now).execute()
+                     options=options or {}, created_by=created_by, created_at=now, lane=lane).execute()
         fields = [BatchItem.batch, BatchItem.position, BatchItem.key, BatchItem.status, BatchItem.attempts,
                   BatchItem.cost_usd, BatchItem.tokens]
         for start in range(0, len(keys), INSERT_ROWS):
@@ -58,8 +61,12 @@ def create_batch(kind: str, title: str, keys: Sequence[str], *, options: dict | 
         for start in range(0, chunks, INSERT_ROWS):
             numbers = range(start, min(chunks, start + INSERT_ROWS))
             BatchChunk.insert_many([(batch_id, n, 0, 0, 0, 0.0, 0) for n in numbers], fields=chunk_fields).execute()
-    found.actor.send_many((batch_id, n) for n in range(chunks))
-    log.info("batch created", extra={"batch_id": batch_id, "kind": kind, "items": len(keys), "chunks": chunks})
+    if lane == "economy":
+        submit_economy_batch.send(batch_id)
+    else:
+        found.actor.send_many((batch_id, n) for n in range(chunks))
+    log.info("batch created", extra={"batch_id": batch_id, "kind": kind, "items": len(keys), "chunks": chunks,
+                                     "lane": lane})
     return Batch.get_by_id(batch_id)
 
 
@@ -74,6 +81,8 @@ def cancel(batch_id: str) -> int:
         cancelled = (BatchItem.update(status="cancelled", finished_at=utcnow())
                      .where((BatchItem.batch == batch_id) & (BatchItem.status == "pending")).execute())
         Batch.update(status="cancelled", cancelled=Batch.cancelled + cancelled).where(Batch.id == batch_id).execute()
+    if batch.lane == "economy":  # what the provider finished is still settled; the rest is cancelled
+        cancel_provider_batches(batch_id)
     log.info("batch cancelled", extra={"batch_id": batch_id, "items_cancelled": cancelled})
     finish_if_done(batch_id)
     return cancelled
@@ -139,6 +148,10 @@ def resume(batch_id: str) -> Resumed:
         _fail_unknown_kind(batch)
         report.finished = True
         return report
+    if batch.lane == "economy":  # pending items to the provider; the poll looks after the rest
+        report.sent = submit(batch_id)
+        report.finished = finish_if_done(batch_id)
+        return report
     numbers = _open_chunks(batch)
     if not numbers:
         report.finished = finish_if_done(batch_id)
@@ -176,8 +189,9 @@ def retry(batch_id: str) -> int:
                          .group_by(number).tuples())
         if not per_chunk:
             return 0
+        fresh = {"attempts": 0} if batch.lane == "economy" else {}  # a new retry budget at the provider
         BatchItem.update(status="pending", owner=None, result=None, error_code=None, error_message=None,
-                         finished_at=None).where((BatchItem.batch == batch_id) & (BatchItem.status == "failed")).execute()
+                         finished_at=None, **fresh).where((BatchItem.batch == batch_id) & (BatchItem.status == "failed")).execute()
         for n, count in per_chunk:
             BatchChunk.update(processed=BatchChunk.processed - count, failed=BatchChunk.failed - count).where(
                 chunk_row(batch_id, int(n))).execute()
@@ -185,6 +199,8 @@ def retry(batch_id: str) -> int:
     kind = kind_of(batch)
     if kind is None:
         _fail_unknown_kind(batch)
+    elif batch.lane == "economy":
+        submit_economy_batch.send(batch_id)
     else:
         kind.actor.send_many((batch_id, int(n)) for n, _ in per_chunk)
     retried = sum(count for _, count in per_chunk)

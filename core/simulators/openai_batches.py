@@ -78,7 +78,7 @@ class BatchAPI:
     def describe(self) -> dict:
         with self._lock:
             return {**self.config, "created": len(self.batches), "submitted": [list(s) for s in self.submitted],
-                    "statuses": {b["id"]: b["status"] for b in self.batches.values()}}
+                    "statuses": {b["id"]: self._advance(b)["status"] for b in self.batches.values()}}
 
     # -- files ---------------------------------------------------------------------------
     def _file(self, content: bytes, filename: str, purpose: str) -> dict:
