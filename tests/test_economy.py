@@ -29,10 +29,15 @@ def economy_translation(paths, out=None) -> Batch:
     return tr.plan_translation([str(p) for p in paths], "de", "nl", out_dir=out, lane="economy").start("tests")
 
 
-def poll_until_finished(batch_id: str, polls: int = 100) -> Batch:
-    """The scheduled task's pass, run until the batch finishes."""
+def poll_until_finished(batch_id: str, worker=None) -> Batch:
+    """The scheduled task's pass, run until the batch finishes: here, or as the task's actor on
+    `worker` (as the scheduler sends it every minute)."""
     def done():
-        batches.poll()
+        if worker is None:
+            batches.poll()
+        else:
+            batches.poll_provider_batches.send()
+            worker.join()
         return Batch.get_by_id(batch_id).finished_at is not None
     wait_for(done, timeout=60, interval=QUICK / 2, message=f"economy batch {batch_id} to finish")
     return Batch.get_by_id(batch_id)
@@ -55,7 +60,7 @@ def test_an_economy_translation_batch_translates_each_file_once_at_half_the_live
     batch = economy_translation(paths)
     assert batch.lane == "economy" and live.lane == "live"
 
-    done = poll_until_finished(batch.id)
+    done = poll_until_finished(batch.id, worker)
     assert (done.status, done.succeeded, done.failed) == ("completed", 60, 0)
     assert all((tmp_path / f"datei{n:02d}.nl.txt").read_text().startswith("[nl] Absatz") for n in range(60))
     counts = by_segment(openai_sim)
@@ -118,6 +123,23 @@ def test_items_the_provider_failed_are_retried_in_the_next_provider_batch(db, br
     assert_counters_match_items(done)
 
 
+def test_with_the_live_option_items_the_provider_failed_are_retried_on_the_live_lane(db, broker, worker, openai_sim,
+                                                                                   tmp_path):
+    paths = files(tmp_path, 6)
+    batch = tr.plan_translation([str(p) for p in paths], "de", "nl", lane="economy",
+                                extra={"economy_retry": "live"}).start("tests")
+    doomed = custom_ids(batch.id, [1, 4])
+    openai_sim.control(batch_seconds=QUICK, batch_fail_ids=sorted(doomed))
+    done = poll_until_finished(batch.id)
+    assert len(submitted(openai_sim)) == 1  # no second provider batch: the live lane did them
+    assert (done.status, done.succeeded, done.failed) == ("completed", 6, 0)
+    assert set(by_segment(openai_sim).values()) == {1}
+    live = BatchItem.select().where((BatchItem.batch == batch.id) & BatchItem.position.in_([1, 4]))
+    economy_item = BatchItem.get((BatchItem.batch == batch.id) & (BatchItem.position == 0))
+    assert all(i.cost_usd == pytest.approx(2 * economy_item.cost_usd) for i in live)  # the live price
+    assert_counters_match_items(done)
+
+
 def test_an_item_failing_at_every_attempt_fails_with_its_code_when_the_budget_is_spent(db, broker, openai_sim, tmp_path):
     paths = files(tmp_path, 3)
     (tmp_path / "datei01.txt").write_text("Hallo {name}.\n")
@@ -171,6 +193,7 @@ def test_a_poller_killed_while_settling_is_resumed_without_settling_any_item_twi
     wait_for(lambda: settled() > 0 or poller.poll() is not None, interval=0.005, message="the first item settled")
     processes.stop(poller, signal.SIGKILL)
     at_kill = settled()
+    print(f"settled at the kill: {at_kill}")
     assert 0 < at_kill < 150, "the poller was killed after it had settled everything"
     assert ProviderBatch.get_by_id(row.id).status == "ended"
 

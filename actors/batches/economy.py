@@ -34,6 +34,7 @@ from db.models.batches import Batch, BatchChunk, BatchItem, ProviderBatch
 log = logging.getLogger("fleet.batches.economy")
 
 MAX_MESSAGE = 2_000
+LIVE = 0  # `BatchItem.provider_batch` of an item handed to the live lane (option `economy_retry: live`)
 SEND_LOCK_TTL = 600  # seconds a sender holds a ledger row while it uploads and creates
 
 
@@ -79,16 +80,19 @@ class Settled:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     counts_attempt: bool = True  # False: the provider never tried it (expired, cancelled batch)
+    live: bool = False  # pending for the live lane, not for the next provider batch
 
 
-def settle_item(item: BatchItem, row_id: int, outcome: Settled, job_class: str) -> bool:
-    """The item's outcome, its chunk's counters and the day's spend, in one transaction, only if the
-    item is still held by provider batch `row_id`: True for the one call that settled it."""
+def settle_item(item: BatchItem, row_id: int, outcome: Settled, job_class: str | None) -> bool:
+    """The item's outcome, its chunk's counters and the day's spend (`job_class`; None when the
+    live client recorded it), in one transaction, only if the item is still held by provider batch
+    `row_id` (LIVE: by the live lane): True for the one call that settled it."""
     batch = item.batch
     now = utcnow()
     error = outcome.error
     final = outcome.status in ("succeeded", "failed", "cancelled")
-    fields = {"status": outcome.status, "owner": None, "provider_batch": None, "result": outcome.result,
+    fields = {"status": outcome.status, "owner": None, "provider_batch": LIVE if outcome.live else None,
+              "result": outcome.result,
               "cost_usd": BatchItem.cost_usd + outcome.cost_usd,
               "tokens": BatchItem.tokens + outcome.prompt_tokens + outcome.completion_tokens,
               "finished_at": now if final else None,
@@ -109,17 +113,20 @@ def settle_item(item: BatchItem, row_id: int, outcome: Settled, job_class: str) 
         if outcome.status == "cancelled":
             Batch.update(cancelled=Batch.cancelled + 1).where(Batch.id == batch.id).execute()
         BatchChunk.update(**counters).where(chunk_row(batch.id, item.position // batch.chunk_size)).execute()
-        if outcome.cost_usd or outcome.prompt_tokens:
+        if job_class and (outcome.cost_usd or outcome.prompt_tokens):
             spend.record(outcome.cost_usd, outcome.prompt_tokens, outcome.completion_tokens, job_class)
     return True
 
 
 def failed_attempt(item: BatchItem, batch: Batch, error: Classified, **paid) -> Settled:
     """An attempt that brought no usable answer: sent again while the budget lasts and the error
-    can pass (a provider failure, an unusable answer), else the item fails with its code."""
+    can pass (a provider failure, an unusable answer), or, with the batch's option
+    `economy_retry: live`, handed to the live lane; else the item fails with its code."""
     again = error.retryable or error.code.code == "ERR_INVALID_RESPONSE"
     if batch.status == "cancelled":
         return Settled("cancelled", error=error, **paid)
+    if again and (batch.options or {}).get("economy_retry") == "live":
+        return Settled("pending", error=error, live=True, **paid)
     if again and item.attempts < max_attempts():
         return Settled("pending", error=error, **paid)
     return Settled("failed", error=error, **paid)
@@ -254,6 +261,9 @@ def submit(batch_id: str, client=None) -> int:
             break
         send(row, client)
         created += 1
+    handed = [i for i, in BatchItem.select(BatchItem.id).where((BatchItem.batch == batch_id) & (BatchItem.status == "pending")
+                                                               & (BatchItem.provider_batch == LIVE)).tuples()]
+    run_item_live.send_many((batch_id, item_id) for item_id in handed)
     finish_if_done(batch_id)
     return created
 
@@ -262,6 +272,44 @@ def submit(batch_id: str, client=None) -> int:
 def submit_economy_batch(batch_id: str) -> None:
     """Send an economy batch's pending items to the provider (after it is created, retried)."""
     submit(batch_id)
+
+
+def _live_gave_up(message, error: Classified) -> None:
+    batch_id, item_id = message.args[:2]
+    item = BatchItem.get_or_none(BatchItem.id == item_id)
+    if item is not None:
+        settle_item(item, LIVE, Settled("failed", error=error), None)
+        finish_if_done(batch_id)
+
+
+@fleet_actor(queue_name="maintenance", service="openai", unique=True, on_give_up=_live_gave_up)
+def run_item_live(batch_id: str, item_id: int) -> None:
+    """An economy item the provider could not do, on the live lane (the batch's option
+    `economy_retry: live`): the kind's live handler, settled like the provider's answers. A
+    retryable error is retried by the job (FLEET_RETRY_DELAYS); the item fails when it gives up."""
+    batch = Batch.get_or_none(Batch.id == batch_id)
+    now = utcnow()
+    claimed = (BatchItem.update(status="running", owner=f"live:{item_id}", started_at=now, attempts=BatchItem.attempts + 1)
+               .where((BatchItem.id == item_id) & (BatchItem.provider_batch == LIVE)
+                      & BatchItem.status.in_(BatchItem.OPEN)).execute())
+    if batch is None or not claimed:
+        return
+    item = BatchItem.get_by_id(item_id)
+    item.batch = batch
+    run = ItemRun(batch, item, f"live:{item_id}", item.position // batch.chunk_size)
+    try:
+        result = kind_of(batch).handle(run)
+    except Exception as exc:
+        error = classify(exc)
+        if error.retryable and error.code.code != "ERR_INTERNAL":
+            settle_item(item, LIVE, Settled("pending", error=error, cost_usd=run.cost_usd, prompt_tokens=run.tokens,
+                                            live=True, counts_attempt=False), None)
+            raise
+        settle_item(item, LIVE, Settled("failed", error=error, cost_usd=run.cost_usd, prompt_tokens=run.tokens), None)
+    else:
+        settle_item(item, LIVE, Settled("succeeded", result=result, cost_usd=run.cost_usd, prompt_tokens=run.tokens),
+                    None)
+    finish_if_done(batch_id)
 
 
 def cancel_provider_batches(batch_id: str, client=None) -> int:
