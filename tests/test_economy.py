@@ -218,3 +218,35 @@ def test_the_economy_lane_is_chosen_on_the_command_line_and_shown(db, broker, op
     assert "economy" in listed.stdout
     wrong = fleet("translate", "--from", "de", "--to", "nl", "--lane", "cheap", str(paths[0]), env=dict(os.environ))
     assert wrong.returncode == 2 and "cheap" in wrong.stderr
+
+
+def test_failed_workout_days_retried_on_the_economy_lane_are_generated_once_at_half_price(db, broker, openai_sim):
+    import jsonschema
+
+    from actors.workouts import WORKOUT_DAY_SCHEMA, reset_plans
+    from db.models.workouts import Plan, User, WorkoutPlan
+
+    openai_sim.control(batch_seconds=QUICK)
+    user = User.create(email="economy@x.io")
+    plan = Plan.create(user=user, goal="strength", days=4)
+    for day, status in enumerate(["failed", "generated", "failed", "failed"], start=1):
+        WorkoutPlan.create(plan=plan, day=day, status=status, error_code="ERR_API_TIMEOUT" if status == "failed" else None)
+    started = fleet("workouts", "retry-failed", "--lane", "economy", "--yes", env=dict(os.environ))
+    assert started.returncode == 0, started.stderr
+    assert "Found 3 failed workout plan(s)." in started.stdout and "Started economy batch" in started.stdout
+    batch = Batch.get(Batch.kind == "workout_days")
+    assert (batch.lane, batch.total) == ("economy", 3)
+    assert reset_plans([plan.id]) == 0  # the nightly reset leaves the days the batch holds alone
+    again = fleet("workouts", "retry-failed", "--lane", "economy", "--yes", env=dict(os.environ))
+    assert "No failed workout plans found." in again.stdout  # nor does a second retry take them
+
+    done = poll_until_finished(batch.id)
+    assert (done.status, done.succeeded) == ("completed", 3)
+    days = list(WorkoutPlan.select().where(WorkoutPlan.plan == plan).order_by(WorkoutPlan.day))
+    assert [d.status for d in days] == ["generated"] * 4
+    for d in (days[0], days[2], days[3]):
+        jsonschema.validate(d.content, WORKOUT_DAY_SCHEMA)
+        assert d.cost_usd == pytest.approx(BatchItem.get((BatchItem.batch == batch.id) & (BatchItem.key == str(d.id))).cost_usd)
+    usage = AISpend.get(AISpend.job_class == "economy:workout_days")
+    assert usage.usd == pytest.approx(cost_usd(get_settings().openai_model, usage.prompt_tokens,
+                                               usage.completion_tokens) / 2)

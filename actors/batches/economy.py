@@ -172,10 +172,14 @@ def _lines(batch: Batch, items: list[BatchItem], row_id: int) -> tuple[list[byte
     sent: list[BatchItem] = []
     for n, item in enumerate(items):
         item.batch = batch
+        run = ItemRun(batch, item, f"economy:{row_id}", item.position // batch.chunk_size)
         try:
-            asks = kind.economy.asks(ItemRun(batch, item, f"economy:{row_id}", item.position // batch.chunk_size))
+            asks = kind.economy.asks(run)
+            if not asks:  # nothing to ask (an empty file, a day generated meanwhile): done now
+                settle_item(item, row_id, Settled("succeeded", result=kind.economy.settle(run, [])), None)
+                continue
         except Exception as exc:
-            settle_item(item, row_id, Settled("failed", error=classify(exc)), f"economy:{batch.kind}")
+            settle_item(item, row_id, Settled("failed", error=classify(exc)), None)
             continue
         mine = [request_line(custom_id(item.id, k, len(asks)),
                              chat_request(model, a.system, a.prompt, a.schema, a.schema_name, a.max_completion_tokens))

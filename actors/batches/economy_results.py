@@ -134,6 +134,7 @@ def outcome_of(batch: Batch, item: BatchItem, answers: dict[int, dict | Classifi
                 paid["completion_tokens"] += usage.completion_tokens
             data.append(usable_answer(completion, ask.schema, ask.schema_name, ask.check))
         run = ItemRun(batch, item, f"economy:{item.provider_batch}", item.position // batch.chunk_size)
+        run.charge(paid["cost_usd"], paid["prompt_tokens"] + paid["completion_tokens"])
         result = kind_of(batch).economy.settle(run, data)
     except Exception as exc:
         return failed_attempt(item, batch, classify(exc), **paid)
