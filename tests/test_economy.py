@@ -250,3 +250,35 @@ def test_failed_workout_days_retried_on_the_economy_lane_are_generated_once_at_h
     usage = AISpend.get(AISpend.job_class == "economy:workout_days")
     assert usage.usd == pytest.approx(cost_usd(get_settings().openai_model, usage.prompt_tokens,
                                                usage.completion_tokens) / 2)
+
+
+def test_the_panel_starts_an_economy_translation_and_its_page_shows_the_provider_and_the_saving(admin_client, broker,
+                                                                                                  openai_sim):
+    import io
+    import re
+
+    from tests.panel import csrf_token
+
+    openai_sim.control(batch_seconds=QUICK)
+    form = admin_client.get("/admin/translations/").text
+    assert 'value="economy"' in form and "half the price, done within 24 hours" in form
+    data = {"csrf_token": csrf_token(admin_client, "/admin/translations/"), "source": "de", "target": "nl",
+            "lane": "economy", "files": [(io.BytesIO(b"Hallo {name}.\n"), "brief.txt")]}
+    response = admin_client.post("/admin/translations/", data=data, content_type="multipart/form-data")
+    batch_id = re.fullmatch(r"/admin/batches/([0-9a-f-]{36})/", response.headers["Location"]).group(1)
+    assert Batch.get_by_id(batch_id).lane == "economy"
+    batches.submit(batch_id)
+    row = ProviderBatch.get(ProviderBatch.batch == batch_id)
+    running = admin_client.get(f"/api/batches/{batch_id}").json
+    assert running["lane"] == "economy" and running["provider_batches"][0]["provider_id"] == row.provider_id
+    assert row.provider_id in running["shown"]["provider"]
+
+    done = poll_until_finished(batch_id)
+    page = admin_client.get(f"/admin/batches/{batch_id}/").text
+    assert "economy (Batch API" in page and f"{row.provider_id} completed: 1 of 1 done, 0 failed" in page
+    assert f"{batches.usd(done.cost_usd)} saved (the live lane: {batches.usd(2 * done.cost_usd)})" in page
+    assert "economy</span>" in admin_client.get("/admin/batches/").text
+    bad = dict(data, lane="cheap", csrf_token=csrf_token(admin_client, "/admin/translations/"),
+               files=[(io.BytesIO(b"x"), "a.txt")])
+    refused = admin_client.post("/admin/translations/", data=bad, content_type="multipart/form-data")
+    assert refused.status_code == 200 and "Not a valid choice" in refused.text
