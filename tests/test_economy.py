@@ -108,6 +108,19 @@ def test_an_expired_provider_batch_is_resent_for_its_unfinished_items_only(db, b
     assert_counters_match_items(done)
 
 
+def test_a_provider_batch_that_failed_is_sent_again_and_counts_an_attempt(db, broker, openai_sim, tmp_path):
+    openai_sim.control(batch_seconds=QUICK, batch_next="failed")
+    batch = economy_translation(files(tmp_path, 4))
+    batches.submit(batch.id)
+    done = poll_until_finished(batch.id)
+    first, second = submitted(openai_sim)
+    assert first == second
+    assert (done.status, done.succeeded) == ("completed", 4)
+    failed = ProviderBatch.get((ProviderBatch.batch == batch.id) & (ProviderBatch.provider_status == "failed"))
+    assert "Simulated failure of the whole batch" in failed.error
+    assert {i.attempts for i in BatchItem.select().where(BatchItem.batch == batch.id)} == {2}
+
+
 def test_items_the_provider_failed_are_retried_in_the_next_provider_batch(db, broker, openai_sim, tmp_path):
     paths = files(tmp_path, 8)
     batch = economy_translation(paths)

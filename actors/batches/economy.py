@@ -213,6 +213,13 @@ def send(row: ProviderBatch, client=None) -> bool:
         if row.status != "preparing":
             return True
         batch = Batch.get_by_id(row.batch_id)
+        if batch.status == "cancelled" and not row.input_file_id:  # cancelled before it left: nothing sent
+            for item in held_items(row.id):
+                item.batch = batch
+                settle_item(item, row.id, Settled("cancelled", counts_attempt=False), None)
+            ProviderBatch.update(status="settled", settled_at=utcnow()).where(ProviderBatch.id == row.id).execute()
+            finish_if_done(batch.id)
+            return True
         client = client or OpenAIBatchClient(get_settings())
         if row.input_file_id:
             found = client.find(row.id)

@@ -102,7 +102,7 @@ def _untried(line) -> bool:
     return isinstance(line, dict) and str((line.get("error") or {}).get("code")) in UNTRIED
 
 
-def outcome_of(batch: Batch, item: BatchItem, answers: dict[int, dict | Classified], ended_as: str) -> Settled:
+def outcome_of(batch: Batch, item: BatchItem, answers: dict[int, dict | Classified], row: ProviderBatch) -> Settled:
     """What one item's result lines come to: its result settled through the live lane's checks and
     the kind's `settle`, a failed attempt, or handed back untried."""
     from core.clients.openai_client import completion_of, cost_usd, usable_answer
@@ -112,7 +112,10 @@ def outcome_of(batch: Batch, item: BatchItem, answers: dict[int, dict | Classifi
     except Exception as exc:
         return Settled("failed", error=classify(exc))
     missing = [n for n in range(len(asks)) if n not in answers]
-    if (missing and ended_as != "completed") or any(_untried(a) for a in answers.values()):
+    if row.provider_status == "failed" and not answers:  # the provider refused the whole file: an attempt
+        return failed_attempt(item, batch, Classified(CODES["ERR_API_UNAVAILABLE"],
+                                                      f"the provider batch failed: {row.error or 'no reason given'}"))
+    if (missing and row.provider_status != "completed") or any(_untried(a) for a in answers.values()):
         return Settled("cancelled" if batch.status == "cancelled" else "pending", counts_attempt=False)
     paid = {"cost_usd": 0.0, "prompt_tokens": 0, "completion_tokens": 0}
     data: list[dict] = []
@@ -152,7 +155,7 @@ def settle_provider_batch(row: ProviderBatch, client) -> int:
     job_class = f"economy:{batch.kind}"
     for item in held_items(row.id):
         item.batch = batch
-        outcome = outcome_of(batch, item, lines.by_item.get(item.id, {}), row.provider_status)
+        outcome = outcome_of(batch, item, lines.by_item.get(item.id, {}), row)
         settled += settle_item(item, row.id, outcome, job_class)
     if lines.problems:
         log.warning("provider batch result lines not settled", extra={"batch_id": batch.id,

@@ -21,7 +21,7 @@ from core.settings import MAX_BATCH_CHUNK, get_settings
 from core.state import state_redis
 from db.database import database
 from db.models import utcnow
-from db.models.batches import Batch, BatchChunk, BatchItem
+from db.models.batches import Batch, BatchChunk, BatchItem, ProviderBatch
 
 log = logging.getLogger("fleet.batches")
 
@@ -239,6 +239,7 @@ def prune(days: float = PRUNE_DAYS, keep: int = PRUNE_KEEP) -> int:
         with database.atomic():
             BatchItem.delete().where(BatchItem.batch == batch.id).execute()
             BatchChunk.delete().where(BatchChunk.batch == batch.id).execute()
+            ProviderBatch.delete().where(ProviderBatch.batch == batch.id).execute()
             Batch.delete().where(Batch.id == batch.id).execute()
         kind = kind_of(batch)
         if kind and kind.on_prune:
