@@ -61,7 +61,13 @@ def run_lane(lane: str, paths: list[Path], args, sim) -> dict:
     elapsed = time.monotonic() - started
     if (done.succeeded, done.failed) != (len(paths), 0):
         raise BenchmarkError(f"{lane}: {done.succeeded} succeeded, {done.failed} failed of {len(paths)}")
-    return {"lane": lane, "seconds": elapsed, "cost": done.cost_usd, "tokens": done.tokens}
+    settling = None
+    if lane == "economy":  # from the poll that saw the provider batch ended to the batch's finish
+        from db.models.batches import ProviderBatch
+
+        ended = max(r.ended_at for r in ProviderBatch.select().where(ProviderBatch.batch == batch.id))
+        settling = (done.finished_at - ended).total_seconds()
+    return {"lane": lane, "seconds": elapsed, "cost": done.cost_usd, "tokens": done.tokens, "settling": settling}
 
 
 def main() -> int:
@@ -130,7 +136,8 @@ def main() -> int:
               f"the provider's batch time {args.batch_seconds:g} s, polled every {args.poll_seconds:g} s")
         print(f"{'lane':<8} {'wall time':>10} {'cost':>12} {'tokens':>10}")
         for r in results:
-            print(f"{r['lane']:<8} {r['seconds']:>9.1f}s {'$' + format(r['cost'], '.6f'):>12} {r['tokens']:>10,}")
+            settled = f"  (settling the results: {r['settling']:.1f} s)" if r["settling"] is not None else ""
+            print(f"{r['lane']:<8} {r['seconds']:>9.1f}s {'$' + format(r['cost'], '.6f'):>12} {r['tokens']:>10,}{settled}")
         print(f"economy / live: wall time × {economy['seconds'] / live['seconds']:.2f}, "
               f"cost × {economy['cost'] / live['cost']:.2f} (saved ${live['cost'] - economy['cost']:.6f}), "
               f"requests against the rate limit: {args.items:,} live, 0 economy "
