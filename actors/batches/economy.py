@@ -84,11 +84,48 @@ class Settled:
 
 
 def settle_item(item: BatchItem, row_id: int, outcome: Settled, job_class: str | None) -> bool:
-    """The item's outcome, its chunk's counters and the day's spend (`job_class`; None when the
-    live client recorded it), in one transaction, only if the item is still held by provider batch
-    `row_id` (LIVE: by the live lane): True for the one call that settled it."""
-    batch = item.batch
+    """`settle_items` of one item: True if this call settled it."""
+    return settle_items([(item, outcome)], row_id, job_class) == 1
+
+
+def settle_items(outcomes: list[tuple[BatchItem, Settled]], row_id: int, job_class: str | None) -> int:
+    """The items' outcomes, their chunks' counters and the day's spend (`job_class`; None when the
+    live client recorded it) in one transaction, each item only if it is still held by provider
+    batch `row_id` (LIVE: by the live lane); how many this call settled (no other call settles them)."""
     now = utcnow()
+    chunks: dict[int, dict] = {}
+    spent = {"usd": 0.0, "prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+    settled = 0
+    with database.atomic():
+        for item, outcome in outcomes:
+            if not _settle_one(item, row_id, outcome, now):
+                continue
+            settled += 1
+            batch = item.batch
+            totals = chunks.setdefault(item.position // batch.chunk_size, {"processed": 0, "succeeded": 0, "failed": 0,
+                                                                           "cost_usd": 0.0, "tokens": 0})
+            totals["cost_usd"] += outcome.cost_usd
+            totals["tokens"] += outcome.prompt_tokens + outcome.completion_tokens
+            if outcome.status in ("succeeded", "failed"):
+                totals["processed"] += 1
+                totals[outcome.status] += 1
+            if outcome.status == "cancelled":
+                Batch.update(cancelled=Batch.cancelled + 1).where(Batch.id == batch.id).execute()
+            if outcome.cost_usd or outcome.prompt_tokens:
+                spent["usd"] += outcome.cost_usd
+                spent["prompt_tokens"] += outcome.prompt_tokens
+                spent["completion_tokens"] += outcome.completion_tokens
+                spent["requests"] += 1
+        for number, totals in chunks.items():
+            batch_id = outcomes[0][0].batch.id
+            BatchChunk.update(touched_at=now, **{name: getattr(BatchChunk, name) + value for name, value in totals.items()}
+                              ).where(chunk_row(batch_id, number)).execute()
+        if job_class and spent["requests"]:
+            spend.record(spent["usd"], spent["prompt_tokens"], spent["completion_tokens"], job_class, spent["requests"])
+    return settled
+
+
+def _settle_one(item: BatchItem, row_id: int, outcome: Settled, now) -> bool:
     error = outcome.error
     final = outcome.status in ("succeeded", "failed", "cancelled")
     fields = {"status": outcome.status, "owner": None, "provider_batch": LIVE if outcome.live else None,
@@ -100,22 +137,8 @@ def settle_item(item: BatchItem, row_id: int, outcome: Settled, job_class: str |
               "error_message": redact(error.message)[:MAX_MESSAGE] if error else None}
     if not outcome.counts_attempt:
         fields["attempts"] = BatchItem.attempts - 1
-    with database.atomic():
-        settled = (BatchItem.update(**fields).where((BatchItem.id == item.id) & (BatchItem.status == "running")
-                                                    & (BatchItem.provider_batch == row_id)).execute())
-        if not settled:
-            return False
-        counters = {"cost_usd": BatchChunk.cost_usd + outcome.cost_usd, "touched_at": now,
-                    "tokens": BatchChunk.tokens + outcome.prompt_tokens + outcome.completion_tokens}
-        if outcome.status in ("succeeded", "failed"):
-            counters.update(processed=BatchChunk.processed + 1,
-                            **{outcome.status: getattr(BatchChunk, outcome.status) + 1})
-        if outcome.status == "cancelled":
-            Batch.update(cancelled=Batch.cancelled + 1).where(Batch.id == batch.id).execute()
-        BatchChunk.update(**counters).where(chunk_row(batch.id, item.position // batch.chunk_size)).execute()
-        if job_class and (outcome.cost_usd or outcome.prompt_tokens):
-            spend.record(outcome.cost_usd, outcome.prompt_tokens, outcome.completion_tokens, job_class)
-    return True
+    return bool(BatchItem.update(**fields).where((BatchItem.id == item.id) & (BatchItem.status == "running")
+                                                 & (BatchItem.provider_batch == row_id)).execute())
 
 
 def failed_attempt(item: BatchItem, batch: Batch, error: Classified, **paid) -> Settled:

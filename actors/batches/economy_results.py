@@ -4,9 +4,10 @@ results of those the provider finished, sends what is pending, and finishes batc
 Settling a provider batch downloads its output and error files and settles each item it holds
 through the code that settles a live answer (`usable_answer`: the schema and the kind's check,
 e.g. a translation's placeholders and markup), the kind's `settle` (the atomic write), priced at
-the Batch API's half price. Each item is settled in its own guarded transaction (`settle_item`),
-so a poller killed half-way, or two at once, never settle an item twice: the next poll downloads
-the files again and settles what is still held. A bad line (an unknown custom_id, a line cut
+the Batch API's half price. Items are settled a group a transaction, each by an UPDATE guarded
+on its being still held by this provider batch (`settle_items`), so a poller killed half-way, or
+two at once, never settle an item twice: the next poll downloads the files again and settles
+what is still held (a file written again is the same file). A bad line (an unknown custom_id, a line cut
 short) is that item's failed attempt, never the batch's; an item the provider never tried (its
 batch expired, failed or was cancelled) is sent again without counting an attempt.
 """
@@ -25,7 +26,7 @@ from actors.batches.economy import (
     held_items,
     item_of,
     send,
-    settle_item,
+    settle_items,
     submit,
 )
 from actors.batches.finish import finish_if_done
@@ -41,6 +42,7 @@ from db.models.batches import Batch, BatchItem, ProviderBatch
 log = logging.getLogger("fleet.batches.economy")
 
 POLL_LOCK_TTL = 300
+SETTLE_GROUP = 50  # items settled in one transaction (each guarded on its own: none is settled twice)
 CUSTOM_ID = re.compile(r'"custom_id"\s*:\s*"([^"]+)"')
 UNTRIED = {"batch_expired", "batch_cancelled"}  # the provider never ran these requests
 
@@ -153,10 +155,14 @@ def settle_provider_batch(row: ProviderBatch, client) -> int:
             lines.add(client.content(file_id), source)
     settled = 0
     job_class = f"economy:{batch.kind}"
+    group: list = []
     for item in held_items(row.id):
         item.batch = batch
-        outcome = outcome_of(batch, item, lines.by_item.get(item.id, {}), row)
-        settled += settle_item(item, row.id, outcome, job_class)
+        group.append((item, outcome_of(batch, item, lines.by_item.get(item.id, {}), row)))
+        if len(group) >= SETTLE_GROUP:
+            settled += settle_items(group, row.id, job_class)
+            group = []
+    settled += settle_items(group, row.id, job_class) if group else 0
     if lines.problems:
         log.warning("provider batch result lines not settled", extra={"batch_id": batch.id,
                                                                        "provider_batch": row.provider_id,
