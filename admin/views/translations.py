@@ -29,10 +29,11 @@ class TranslationForm(FlaskForm):
     files = MultipleFileField("Files (text, Markdown, JSON of strings)", validators=[FileRequired()])
     source = SelectField("From", default="de", validators=[DataRequired()])
     target = SelectField("To", default="nl", validators=[DataRequired()])
-    lane = RadioField("Lane", choices=LANE_CHOICES, validators=[DataRequired()])
+    lane = RadioField("Lane", validators=[DataRequired()])
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.lane.choices = LANE_CHOICES
         if not self.lane.data:
             self.lane.data = get_settings().ai_lane
         choices = [(code, f"{name} ({code})") for code, name in ops.languages()]
