@@ -35,9 +35,8 @@ def poll_until_finished(batch_id: str, worker=None) -> Batch:
     def done():
         if worker is None:
             batches.poll()
-        else:
+        else:  # the worker runs it soon; a pass that finds another running returns at once
             batches.poll_provider_batches.send()
-            worker.join()
         return Batch.get_by_id(batch_id).finished_at is not None
     wait_for(done, timeout=60, interval=QUICK / 2, message=f"economy batch {batch_id} to finish")
     return Batch.get_by_id(batch_id)

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from actors.batches.chunks import chunk_row
-from actors.batches.finish import finish_if_done
+from actors.batches.finish import finish_if_done, locked_batch
 from actors.batches.kinds import Ask, ItemRun, kind_of
 from actors.runtime import fleet_actor
 from core import spend
@@ -158,8 +158,10 @@ def failed_attempt(item: BatchItem, batch: Batch, error: Classified, **paid) -> 
 # -- sending ---------------------------------------------------------------------------------------
 
 def _claim(batch: Batch, limit: int) -> tuple[ProviderBatch | None, list[BatchItem]]:
-    """A new ledger row holding up to `limit` pending items of the batch, in one transaction."""
-    with database.atomic():
+    """A new ledger row holding up to `limit` pending items of the batch, in one transaction that
+    holds the batch row (on SQLite a write transaction from its start: a read that turns into a
+    write could meet another writer and fail at once with "database is locked")."""
+    with locked_batch(batch.id):
         ids = [i for i, in BatchItem.select(BatchItem.id).where(
             (BatchItem.batch == batch.id) & (BatchItem.status == "pending") & BatchItem.provider_batch.is_null())
             .order_by(BatchItem.position).limit(limit).tuples()]

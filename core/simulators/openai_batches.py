@@ -88,11 +88,12 @@ class BatchAPI:
         return record
 
     def on_files_create(self, request: Request) -> Response:
-        upload = request.files.get("file")
-        purpose = request.form.get("purpose")
-        if upload is None or not purpose:
-            return _error(400, "a file upload needs 'file' and 'purpose'")
-        content = upload.read()
+        with request:  # closes the upload's spooled temporary file
+            upload = request.files.get("file")
+            purpose = request.form.get("purpose")
+            if upload is None or not purpose:
+                return _error(400, "a file upload needs 'file' and 'purpose'")
+            content = upload.read()
         if purpose == "batch":
             problem = _jsonl_problem(content)
             if problem:
