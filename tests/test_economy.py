@@ -295,3 +295,30 @@ def test_the_panel_starts_an_economy_translation_and_its_page_shows_the_provider
                files=[(io.BytesIO(b"x"), "a.txt")])
     refused = admin_client.post("/admin/translations/", data=bad, content_type="multipart/form-data")
     assert refused.status_code == 200 and "Not a valid choice" in refused.text
+
+
+def test_the_failed_plans_page_retries_the_matching_days_on_the_economy_lane(admin_client, viewer_client, broker,
+                                                                             openai_sim):
+    from db.models.workouts import Plan, User, WorkoutPlan
+    from tests.panel import csrf_token
+
+    openai_sim.control(batch_seconds=QUICK)
+    user = User.create(email="panel-economy@x.io")
+    plan = Plan.create(user=user, goal="endurance", days=3)
+    for day, code in enumerate(["ERR_API_TIMEOUT", "ERR_RATE_LIMIT", "ERR_API_TIMEOUT"], start=1):
+        WorkoutPlan.create(plan=plan, day=day, status="failed", error_code=code)
+    listing = admin_client.get("/admin/failed-plans/?flt0_error_code_equals=ERR_API_TIMEOUT").text
+    assert 'id="retry-matching-economy"' in listing and "half the price" in listing
+    viewer_token = csrf_token(viewer_client, "/admin/failed-plans/")
+    refused = viewer_client.post("/admin/failed-plans/retry-matching-economy/", data={"csrf_token": viewer_token})
+    assert refused.status_code == 403
+    token = csrf_token(admin_client, "/admin/failed-plans/")
+    response = admin_client.post("/admin/failed-plans/retry-matching-economy/?flt0_error_code_equals=ERR_API_TIMEOUT",
+                                 data={"csrf_token": token})
+    batch = Batch.get(Batch.kind == "workout_days")
+    assert response.headers["Location"] == f"/admin/batches/{batch.id}/"
+    assert (batch.lane, batch.total) == ("economy", 2)  # the two matching the filter
+    done = poll_until_finished(batch.id)
+    assert [d.status for d in WorkoutPlan.select().where(WorkoutPlan.plan == plan).order_by(WorkoutPlan.day)] == [
+        "generated", "failed", "generated"]
+    assert done.succeeded == 2
