@@ -209,7 +209,10 @@ def poll(client=None) -> PollReport:
             log.warning("provider batch not polled", extra={"batch_id": row.batch_id, "provider_batch": row.provider_id,
                                                             "reason": str(exc)[:300]})
     for batch_id in sorted(touched):
-        report.submitted += submit(batch_id, client)
+        try:
+            report.submitted += submit(batch_id, client)
+        except Exception as exc:  # the row stays `preparing`: the next poll sends it
+            log.warning("economy batch not sent", extra={"batch_id": batch_id, "reason": str(exc)[:300]})
         if finish_if_done(batch_id):
             report.finished.append(batch_id)
     return report
