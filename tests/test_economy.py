@@ -120,6 +120,23 @@ def test_a_provider_batch_that_failed_is_sent_again_and_counts_an_attempt(db, br
     assert {i.attempts for i in BatchItem.select().where(BatchItem.batch == batch.id)} == {2}
 
 
+def test_a_sender_that_died_after_the_create_is_adopted_and_nothing_is_sent_twice(db, broker, openai_sim, tmp_path):
+    from core.clients.openai_batch import OpenAIBatchClient
+
+    openai_sim.control(batch_seconds=QUICK)
+    batch = economy_translation(files(tmp_path, 3))
+    row, items = economy._claim(Batch.get_by_id(batch.id), 100)  # what `send` does, up to the create
+    lines, _ = economy._lines(Batch.get_by_id(batch.id), items, row.id)
+    client = OpenAIBatchClient(get_settings())
+    file_id = client.upload(b"".join(lines), "died.jsonl")
+    ProviderBatch.update(input_file_id=file_id).where(ProviderBatch.id == row.id).execute()
+    client.create(file_id, row.id)  # it reached the provider; the sender died before writing that down
+    done = poll_until_finished(batch.id)
+    assert len(submitted(openai_sim)) == 1  # adopted by its metadata, not created again
+    assert (done.status, done.succeeded) == ("completed", 3)
+    assert set(by_segment(openai_sim).values()) == {1}
+
+
 def test_items_the_provider_failed_are_retried_in_the_next_provider_batch(db, broker, openai_sim, tmp_path):
     paths = files(tmp_path, 8)
     batch = economy_translation(paths)
