@@ -147,6 +147,7 @@ class Snapshot:
     batch: Batch
     errors: list[dict] = field(default_factory=list)
     items: list[BatchItem] = field(default_factory=list)
+    provider: bool = True  # an economy batch's provider batches too (a list of batches leaves them out: one query each)
 
     @property
     def finished(self) -> bool:
@@ -185,7 +186,7 @@ class Snapshot:
             "eta_seconds": round(self.eta_seconds) if self.eta_seconds is not None else None,
             "cost_usd": round(b.cost_usd, 6), "tokens": b.tokens, "chunk_size": b.chunk_size, "options": b.options,
             "lane": b.lane, "saved_usd": round(saved_usd(b), 6),
-            "provider_batches": provider_batches(b.id) if b.lane == "economy" else [],
+            "provider_batches": provider_batches(b.id) if b.lane == "economy" and self.provider else [],
             "created_by": b.created_by, "created_at": _iso(b.created_at), "started_at": _iso(b.started_at),
             "finished_at": _iso(b.finished_at), "errors": self.errors, "items": [item_dict(i) for i in self.items],
         }

@@ -131,7 +131,7 @@ def for_page(snap: ops.Snapshot) -> dict:
 
 def summary(batch: Batch) -> dict:
     """A row of the list (and of /api/batches): the snapshot without items and errors."""
-    return for_page(ops.Snapshot(batch))
+    return for_page(ops.Snapshot(batch, provider=False))
 
 
 class BatchesView(PanelAccess, BaseView):
