@@ -45,6 +45,8 @@ def _wake_key(namespace: str, queue_name: str) -> str:
 
 
 DISPATCH = lua(__file__, "dispatch")  # Dramatiq's dispatch script, redelivering to the front
+ACK_OWNED = lua(__file__, "delivery_ack")
+OWNERS = f"{REDIS_NAMESPACE}:__owners__"  # delivery key -> owner of a message being worked (core/fencing.py)
 
 
 class FleetRedisBroker(RedisBroker):
@@ -192,16 +194,29 @@ class FleetRedisConsumer(_RedisConsumer):
     - closing gives back the messages fetched but not handed out yet;
     - a stale copy (`message.fleet_stale`, set by fencing: the message was redelivered and another
       attempt owns it) is neither acked nor dead-lettered: the stored message is the redelivered
-      copy's; only this worker's ack set lets go of it.
+      copy's; only this worker's ack set lets go of it. A copy with a delivery
+      (`message.fleet_delivery`) is acked by one script that also checks and forgets its delivery.
     """
 
     requeue = _as_connection_error(_RedisConsumer.requeue)
+
+    def _acks(self) -> str:
+        return f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
 
     @_as_connection_error
     def ack(self, message):
         if getattr(message, "fleet_stale", False):
             return self._let_go(message)
-        return _RedisConsumer.ack(self, message)
+        delivery = getattr(message, "fleet_delivery", None)
+        if delivery is None or not delivery.acks:
+            return _RedisConsumer.ack(self, message)
+        try:
+            acked = ACK_OWNED(self.broker.client, keys=[self._acks(), f"{self.broker.namespace}:{self.queue_name}.msgs", OWNERS],
+                              args=[message.options["redis_message_id"], delivery.key, delivery.owner])
+            if not acked:
+                message.fleet_stale = True  # redelivered after it was settled: JobLog marks it
+        finally:
+            self.queued_message_ids.discard(message.message_id)
 
     @_as_connection_error
     def nack(self, message):
@@ -211,8 +226,7 @@ class FleetRedisConsumer(_RedisConsumer):
 
     def _let_go(self, message) -> None:
         try:
-            acks = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
-            self.broker.client.srem(acks, message.options["redis_message_id"])
+            self.broker.client.srem(self._acks(), message.options["redis_message_id"])
         finally:
             self.queued_message_ids.discard(message.message_id)
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from core.broker import OWNERS
 from core.identity import process_id
 from core.lua import lua
 from core.state import state_redis
 
-OWNERS = "fleet:__owners__"
 _CLAIM = lua(__file__, "delivery_claim")
 _CHECK = lua(__file__, "delivery_check")
 _RELEASE = lua(__file__, "delivery_release")

@@ -2,10 +2,12 @@
 starts it; the copy of a worker that comes back after its message was redelivered finds the
 delivery owned by another attempt and is dropped, whatever it was about to do.
 
-`stale(message)` is asked by the retry policy (before it decides a retry, a dead letter or a
-success) and by `Settlement` (before any write of the settling); a stale copy's outcome is
+`stale(message)` is asked by the retry policy when a job failed (before it decides a retry or
+a dead letter) and by `Settlement` when there is anything to settle; a stale copy's outcome is
 `abandoned`, its queued steps are dropped, and the consumer neither acks nor dead-letters it
-(the new copy's message stays as it is). The delivery is forgotten once its copy is settled.
+(the new copy's message stays as it is). A success with nothing to settle is checked by the ack
+itself (one script: ack only if still the owner, core/lua/delivery_ack.lua), so the common case
+costs one round trip for the claim and none more. The delivery is forgotten once its copy is settled.
 """
 from __future__ import annotations
 
@@ -98,11 +100,19 @@ class DeliveryFencing(Middleware):
 
     def after_ack(self, broker, message):
         delivery = getattr(message, "fleet_delivery", None)
-        if delivery is None or getattr(message, "fleet_stale", False):
-            return
+        if delivery is not None and not delivery.acks:  # with an ack set, Fleet's consumer forgot it as it acked
+            self._forget(message, delivery)
+
+    def after_nack(self, broker, message):
+        delivery = getattr(message, "fleet_delivery", None)
+        if delivery is not None:
+            self._forget(message, delivery)
+
+    @staticmethod
+    def _forget(message, delivery: fencing.Delivery) -> None:
+        if getattr(message, "fleet_stale", False):
+            return  # the delivery is the redelivered copy's
         try:
             fencing.release(state_redis(), delivery)
-        except Exception as exc:  # an entry left behind is overwritten by a redelivery or harmless
+        except Exception as exc:  # an entry left behind is overwritten by a redelivery, or harmless
             log.debug("delivery not forgotten", extra={"error": str(exc)[:200]})
-
-    after_nack = after_ack

@@ -66,8 +66,8 @@ class BackoffRetries(Middleware):
     def after_process_message(self, broker, message, *, result=None, exception=None):
         if isinstance(exception, StaleDelivery):
             mark_stale(message, exception.owner)
-        if stale(message):  # redelivered meanwhile: the other copy decides; this one neither retries nor fails
-            set_outcome(message, Outcome("abandoned"))
+        if getattr(message, "fleet_stale", False) or (exception is not None and stale(message)):
+            set_outcome(message, Outcome("abandoned"))  # redelivered meanwhile: the other copy decides
             return
         if exception is None:
             set_outcome(message, Outcome("success"))

@@ -51,7 +51,7 @@ class Settlement(Middleware):
     def before_ack(self, broker, message):
         steps = getattr(message, "fleet_steps", None) or []
         try:
-            if stale(message, strict=True):
+            if steps and stale(message, strict=True):  # without steps the ack itself checks (fencing)
                 steps.clear()
         except Exception as exc:
             if is_infrastructure(exc):
