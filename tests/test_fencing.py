@@ -123,3 +123,45 @@ def test_a_worker_stopped_until_its_jobs_were_redelivered_repeats_nothing_when_c
     assert lost_workers(broker.client, float(HEARTBEAT)) == []
     again = fleet("workers", "forget", gone.worker.id, env=env)
     assert again.returncode == 1 and again.stderr.strip() == f"fleet: no worker {gone.worker.id} is known"
+
+
+def test_a_stopped_translation_chunk_continued_after_redelivery_translates_no_more(db, broker, openai_sim, tmp_path,
+                                                                                  processes):
+    from actors import batches
+    from tests.test_batches import assert_counters_match_items, finish_rows, finished
+    from tests.test_translations_workers import by_segment, digest, files, translation
+
+    env = dict(os.environ, FLEET_HEARTBEAT_TIMEOUT=HEARTBEAT)
+    openai_sim.control(latency_ms=250)
+    paths = files(tmp_path, 12)
+    hung = processes.start("worker", "-p", "1", "-t", "2", name="hung", env=env)
+    batch = translation(paths, chunk_size=6)
+
+    def chunk_rows():
+        return JobLog.select().where(JobLog.job_class == "batch_chunk_translation")
+    wait_for(lambda: batches.items(batch.id, limit=None) and sum(
+        i.status == "succeeded" for i in batches.items(batch.id, limit=None)) >= 2 and chunk_rows().count() == 2,
+        timeout=60, message="two files translated")
+    os.killpg(hung.pid, signal.SIGSTOP)
+    try:
+        at_stop = {i.position: i.status for i in batches.items(batch.id, limit=None)}
+        running = [p for p, s in at_stop.items() if s == "running"]
+        hung_name = chunk_rows().get().worker
+        other = processes.start("worker", "-p", "1", "-t", "2", name="other", env=env)
+        wait_for(lambda: chunk_rows().where(JobLog.worker != hung_name).count() == 2, timeout=60,
+                 message="both chunks redelivered to the other worker")
+    finally:
+        os.killpg(hung.pid, signal.SIGCONT)  # while the other worker is still at it
+    done = finished(batch.id, timeout=90)
+    wait_for(lambda: chunk_rows().where((JobLog.worker == hung_name) & (JobLog.status == "abandoned")).count() == 2,
+             timeout=30, message="the continued worker's chunk rows abandoned")
+    processes.stop(other)
+    processes.stop(hung)
+    assert (done.status, done.succeeded, done.failed) == ("completed", 12, 0)
+    counts = by_segment(openai_sim)
+    for position in set(range(12)) - set(running):  # never in flight in the stopped worker: translated once
+        assert counts[digest(paths[position])] == 1, position
+    assert sum(counts.values()) <= 12 + len(running)
+    assert sorted(r.status for r in chunk_rows()) == ["abandoned", "abandoned", "success", "success"]
+    assert len(finish_rows(batch.id)) == 1
+    assert_counters_match_items(done)

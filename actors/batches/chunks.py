@@ -117,7 +117,11 @@ class ChunkRun:
     def work(self) -> None:
         size = self.batch.chunk_size if self.kind.many else 1  # a `many` kind says its items are quick
         try:
-            while group := self._commit(claim=size):
+            while True:
+                fencing.check()  # a stale copy (its message was redelivered) claims no more items
+                group = self._commit(claim=size)
+                if not group:
+                    break
                 started = time.monotonic()
                 if self.kind.many:
                     self._work_together(group)
@@ -133,7 +137,8 @@ class ChunkRun:
 
     def _work_each(self, group: list[BatchItem], started: float) -> None:
         for n, item in enumerate(group):
-            fencing.check()  # a stale copy (its message was redelivered) stops before its next item
+            if n:
+                fencing.check()  # a stale copy stops before its next item (the first was checked before the claim)
             run = ItemRun(self.batch, item, self.owner, self.number)
             try:
                 result = self.kind.handle(run)
@@ -145,7 +150,6 @@ class ChunkRun:
                 self._commit()
 
     def _work_together(self, group: list[BatchItem]) -> None:
-        fencing.check()
         runs = [ItemRun(self.batch, item, self.owner, self.number) for item in group]
         try:
             results = self.kind.handle(runs)
