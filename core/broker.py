@@ -39,6 +39,19 @@ INVALID_ACTOR = "<invalid message>"  # the actor of the stand-in for a message t
 RAW_LIMIT = 4_000  # bytes of an invalid message kept
 
 
+_fetching = threading.Event()  # cleared while this process must not fetch (the database or Redis away)
+_fetching.set()
+
+
+def pause_fetching(paused: bool = True) -> None:
+    """Stop (or, with False, restart) every Redis consumer of this process from fetching: a
+    consumer then hands out nothing, not even what it prefetched (its close gives that back)."""
+    if paused:
+        _fetching.clear()
+    else:
+        _fetching.set()
+
+
 def _wake_key(namespace: str, queue_name: str) -> str:
     return f"{namespace}:{queue_name}.wake"
 
@@ -174,7 +187,8 @@ class FleetRedisConsumer(_RedisConsumer):
     - an idle consumer blocks on its queue's wake-up list (BLPOP, up to the worker timeout)
       instead of sleeping up to a second between polls, so a message sent to an idle worker
       starts within milliseconds at no more idle cost;
-    - closing gives back the messages fetched but not handed out yet.
+    - closing gives back the messages fetched but not handed out yet;
+    - while `pause_fetching()` holds, it hands out nothing.
     """
 
     ack = _as_connection_error(_RedisConsumer.ack)
@@ -184,6 +198,8 @@ class FleetRedisConsumer(_RedisConsumer):
     @_as_connection_error
     def __next__(self):
         while True:
+            if not _fetching.is_set():
+                return None  # paused: its consumer thread, paused too, stops at this None
             if self.message_cache:
                 data = self.message_cache.pop(0)
                 if data is None:

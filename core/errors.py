@@ -48,8 +48,8 @@ CODES: dict[str, ErrorCode] = {
         ErrorCode("ERR_CIRCUIT_OPEN", True, "Calls to this service are paused after repeated failures; the job waits until it recovers."),
         ErrorCode("ERR_TIME_LIMIT", True, "The job ran longer than its time limit and was stopped."),
         ErrorCode("ERR_INPUT_FILE", False, "The input file cannot be used: missing, unreadable, binary, not UTF-8 text, too large, or not safe to parse (nested too deep, a number that is not JSON, a key twice); fix the file, then retry."),
-        ErrorCode("ERR_DATABASE", True, "The database could not be reached or dropped the connection; retried once it is back."),
-        ErrorCode("ERR_STATE_STORE", True, "Redis (queues, locks, breakers) could not be reached; retried once it is back."),
+        ErrorCode("ERR_DATABASE", True, "The database could not be reached, dropped the connection or refused the write; the job waits until it is back, spending no retry."),
+        ErrorCode("ERR_STATE_STORE", True, "Redis (queues, locks, breakers) could not be reached or refused the write (out of memory, read-only); the job waits until it is back, spending no retry."),
         ErrorCode("ERR_INVALID_MESSAGE", False, "The queued message is not a valid job (not JSON, fields missing, or an unknown actor); it was set aside."),
         ErrorCode("ERR_INTERNAL", True, "An unexpected error inside Fleet; retried within the budget, see the traceback."),
     ]
@@ -150,6 +150,13 @@ def _classify_requests(exc) -> Classified | None:
 DISK_FULL = re.compile(r"disk is full|disk full|no space left on device|could not extend file", re.I)
 
 
+# Outages wait, spending no retry (bounded by FLEET_MAX_DEFER): the database or Redis
+# unreachable, Redis out of memory (`noeviction`), read-only, loading or failing to persist.
+DATABASE_PERMANENT = re.compile(r"no such (table|column)|syntax error|does not exist|permission denied|"
+                                r"datatype mismatch|violates|constraint|must be|is ambiguous", re.I)
+REDIS_REFUSES = re.compile(r"(OOM|MISCONF|LOADING|READONLY|MASTERDOWN|NOREPLICAS|BUSY|CLUSTERDOWN|TRYAGAIN)\b")
+
+
 def database_error_text(exc: BaseException) -> str:
     """A database error in one line; the error that made a rollback fail when the rollback's own
     ("cannot rollback - no transaction is active": SQLite rolled back by itself, disk full) hides it."""
@@ -177,10 +184,27 @@ def _classify_infrastructure(exc) -> Classified | None:
 
             return Classified(CODES["ERR_DATABASE"], f"database: disk is full ({text[:280]})",
                               defer_seconds=get_settings().circuit_reset)
-        return Classified(CODES["ERR_DATABASE"], f"database: {text[:300]}")
+        if DATABASE_PERMANENT.search(text):  # the schema or the statement: waiting will not help
+            return Classified(CODES["ERR_DATABASE"], f"database: {text[:300]}")
+        return Classified(CODES["ERR_DATABASE"], f"database: {text[:300]}", defer_seconds=_outage_wait())
     if isinstance(exc, (redis.RedisError, BrokerConnectionError)):
-        return Classified(CODES["ERR_STATE_STORE"], f"Redis: {str(exc)[:300] or type(exc).__name__}")
+        text = str(exc)[:300] or type(exc).__name__
+        outage = (isinstance(exc, (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError))
+                  or REDIS_REFUSES.match(text))
+        return Classified(CODES["ERR_STATE_STORE"], f"Redis: {text}", defer_seconds=_outage_wait() if outage else None)
     return None
+
+
+def _outage_wait() -> float:
+    from core.settings import get_settings
+
+    return get_settings().outage_wait
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Is the database or Redis unreachable, or refusing writes (what waits, spending no retry)?"""
+    found = _classify_infrastructure(exc)
+    return found is not None and found.defer_seconds is not None
 
 
 def is_infrastructure(exc: BaseException) -> bool:

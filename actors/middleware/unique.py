@@ -121,6 +121,22 @@ class UniqueJobs(Middleware):
                 claimed.append(message)
         return claimed
 
+    def release_unsent(self, messages: list) -> None:
+        """Give back the locks these messages took for a send that did not get through (one
+        round trip); a lock another message holds is left alone."""
+        keyed = [m for m in messages if m.options.get("unique_key")]
+        client = state_redis()
+        if client is None or not keyed:
+            return
+        with client.pipeline(transaction=False) as pipe:
+            for message in keyed:
+                key = message.options["unique_key"]
+                _RELEASE(pipe, keys=[key, key + ":again"], args=[message.message_id])
+            pipe.execute()
+        for message in keyed:
+            message.options.pop("unique_key", None)
+            message.options.pop("unique_claimed", None)
+
     def before_enqueue(self, broker, message, delay):
         claimed = message.options.pop("unique_claimed", False)
         if not self._is_unique(broker, message):
