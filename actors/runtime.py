@@ -79,7 +79,7 @@ def release_unsent(broker, messages: list) -> None:
     if unique is None:
         return
     try:
-        unique.release_unsent(messages)
+        unique.release_unsent(broker, messages)
     except Exception as exc:  # Redis away: the lock names a message that is nowhere, so it is stale
         log.warning("unique locks of unsent messages not released", extra={"error": str(exc)[:200]})
 

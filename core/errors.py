@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from time import time
@@ -111,9 +112,8 @@ def code_for_status(status: int, body_text: str = "") -> str:
 
 
 def _classify_openai(exc) -> Classified | None:
-    try:
-        import openai
-    except ImportError:  # pragma: no cover
+    openai = sys.modules.get("openai")  # not imported: `exc` is none of its errors (and importing it takes seconds)
+    if openai is None:
         return None
     if isinstance(exc, openai.APITimeoutError):
         return Classified(CODES["ERR_API_TIMEOUT"], "OpenAI did not answer in time")
@@ -154,7 +154,7 @@ DISK_FULL = re.compile(r"disk is full|disk full|no space left on device|could no
 # unreachable, Redis out of memory (`noeviction`), read-only, loading or failing to persist.
 DATABASE_PERMANENT = re.compile(r"no such (table|column)|syntax error|does not exist|permission denied|"
                                 r"datatype mismatch|violates|constraint|must be|is ambiguous", re.I)
-REDIS_REFUSES = re.compile(r"(OOM|MISCONF|LOADING|READONLY|MASTERDOWN|NOREPLICAS|BUSY|CLUSTERDOWN|TRYAGAIN)\b")
+REDIS_REFUSES = re.compile(r"(?:^|-)((?:OOM|MISCONF|LOADING|READONLY|MASTERDOWN|NOREPLICAS|BUSY|CLUSTERDOWN|TRYAGAIN) .*)")
 
 
 def database_error_text(exc: BaseException) -> str:
@@ -188,9 +188,10 @@ def _classify_infrastructure(exc) -> Classified | None:
             return Classified(CODES["ERR_DATABASE"], f"database: {text[:300]}")
         return Classified(CODES["ERR_DATABASE"], f"database: {text[:300]}", defer_seconds=_outage_wait())
     if isinstance(exc, (redis.RedisError, BrokerConnectionError)):
-        text = str(exc)[:300] or type(exc).__name__
-        outage = (isinstance(exc, (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError))
-                  or REDIS_REFUSES.match(text))
+        text = str(exc)[:500] or type(exc).__name__
+        refused = REDIS_REFUSES.search(text)  # also inside "Error running script …: -OOM command not allowed …"
+        text = refused.group(1)[:300] if refused else text[:300]
+        outage = isinstance(exc, (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError)) or refused
         return Classified(CODES["ERR_STATE_STORE"], f"Redis: {text}", defer_seconds=_outage_wait() if outage else None)
     return None
 
