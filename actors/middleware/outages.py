@@ -52,6 +52,15 @@ def probe(broker) -> str | None:
     return None
 
 
+class _QuietWhilePaused(logging.Filter):
+    def __init__(self, pause: OutagePause):
+        super().__init__()
+        self.pause = pause
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.pause.paused and str(record.msg).startswith("Restarting consumer"))
+
+
 class OutagePause(Middleware):
     def __init__(self):
         self._worker = None
@@ -99,6 +108,11 @@ class OutagePause(Middleware):
             elif reason is None and self.paused:
                 self._resume()
 
+    def _quiet(self, consumer) -> None:
+        """Dramatiq logs each paused consumer's restart; the pause has its own line."""
+        if not any(isinstance(f, _QuietWhilePaused) for f in consumer.logger.filters):
+            consumer.logger.addFilter(_QuietWhilePaused(self))
+
     def _consumers(self) -> list:
         return list(getattr(self._worker, "consumers", {}).values()) if self._worker is not None else []
 
@@ -106,6 +120,7 @@ class OutagePause(Middleware):
         self._paused_at = time.monotonic()
         pause_fetching()
         for consumer in self._consumers():
+            self._quiet(consumer)
             consumer.pause()
         log.warning("worker paused: it fetches no job until the database and Redis answer again",
                     extra={"reason": reason[:300]})
