@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from peewee import SQL, fn
 
 from actors.batches import ItemRun, batch_kind, create_batch
-from actors.outbox import outbox
+from actors.outbox import NotSent, outbox
 from actors.runtime import attempt_started_at, fleet_actor, task
 from core.errors import CODES, Classified, JobError, classify, is_infrastructure
 from core.redact import redact
@@ -232,6 +232,20 @@ def retry_in_chunks(plans: list[FailedPlan], reset: Callable[[list[FailedPlan]],
             yield plan, box.was_sent(message), days if n == 0 else 0
 
 
+def retry_days(day_ids: list[int]) -> tuple[int, int, int]:
+    """Set these failed days back to pending and write a generation job for each of their plans
+    to the outbox in the same transaction, then send them (the panel's "Retry selected");
+    (days reset, plans, jobs sent rather than found queued or running). NotSent when Redis
+    refused: the days are pending and the scheduler sends the jobs."""
+    with outbox() as box:
+        plans = sorted(set(WorkoutPlan.select(Plan.user, WorkoutPlan.plan).join(Plan)
+                           .where(WorkoutPlan.id.in_(day_ids) & (WorkoutPlan.status == "failed")).tuples()))
+        reset = reset_days(day_ids)
+        messages = [box.add(generate_user_workout_plan, int(user_id), int(plan_id)) for user_id, plan_id in plans]
+        box.saved = f"{reset} day(s) of {len(plans)} plan(s) set back to pending"
+    return reset, len(plans), sum(box.was_sent(m) for m in messages)
+
+
 def failed_filter(plan_id: int | None = None, user_id: int | None = None, error_code: str | None = None):
     where = WorkoutPlan.status == "failed"
     if plan_id is not None:
@@ -421,7 +435,11 @@ def retry_failed_plans(reset: bool = False) -> None:
         days = reset_plans([p.plan_id for p in plans])
         log.info("failed days reset to pending", extra={"plans": len(plans), "days": days})
         return
-    sent = sum(s for _, s, _ in retry_in_chunks(plans, lambda chunk: reset_plans([c.plan_id for c in chunk])))
+    try:
+        sent = sum(s for _, s, _ in retry_in_chunks(plans, lambda chunk: reset_plans([c.plan_id for c in chunk])))
+    except NotSent as exc:  # the days are pending and their jobs in the outbox: nothing to retry here
+        log.warning("failed plans retried; their jobs wait in the outbox", extra={"reason": str(exc)})
+        return
     log.info("failed plans retried", extra={"plans": len(plans), "dispatched": sent})
 
 

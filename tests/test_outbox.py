@@ -6,12 +6,18 @@ from __future__ import annotations
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
+import pytest
 import redis
+from dramatiq import Message
 
+from actors.outbox import NotSent, resend_due, unsent_count
+from actors.workouts import create_plan
 from db.database import open_database
+from db.models.jobs import JobLog
 from db.models.outbox import OutboxMessage
-from db.models.workouts import WorkoutPlan
+from db.models.workouts import User, WorkoutPlan
 from tests.helpers import fleet, wait_for
 
 PLANS, DAYS, SERIES = 3, 2, 1_500
@@ -92,3 +98,47 @@ def test_plans_and_a_sweep_under_redis_out_of_memory_get_their_jobs_once_memory_
     wait_for(lambda: counts(database_url) == (PLANS * DAYS, 0), timeout=60,
              message="every plan's job sent from the outbox and its days generated")
     assert openai_sim.stats()["requests"] == PLANS * DAYS  # each day once: no job ran twice
+
+
+# -- in this process: a send again keeps the message's id and never sends one twice ---------------
+
+@contextmanager
+def refusing(client):
+    """Redis out of memory for the block (`noeviction`: every write refused)."""
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    try:
+        yield
+    finally:
+        client.config_set("maxmemory", "0")
+
+
+def test_a_job_redis_refused_is_sent_again_under_its_own_id_and_once(db, broker):
+    user = User.create(email="refused@example.com")
+    with refusing(broker.client), pytest.raises(NotSent):
+        create_plan(user.id, 2, "strength", generate=True)
+    [row] = OutboxMessage.select()
+    assert row.sent_at is None and row.attempts == 1 and "OOM" in row.last_error
+    assert broker.client.hlen("fleet:workouts.msgs") == 0
+    assert resend_due(older_than=0) == (1, 0)
+    [data] = broker.client.hvals("fleet:workouts.msgs")
+    assert Message.decode(data).message_id == row.message_id
+    assert resend_due(older_than=0) == (0, 0) and unsent_count() == 0
+
+
+def test_a_sent_job_whose_mark_was_lost_is_found_delivered_not_sent_again(db, broker, worker, openai_sim):
+    """Queued, or already run (its JobLog rows): a send again finds it delivered either way."""
+    user = User.create(email="sent@example.com")
+    worker.pause()
+    plan = create_plan(user.id, 2, "strength", generate=True)
+    OutboxMessage.update(sent_at=None).execute()  # as if the database had blinked right after the send
+    assert resend_due(older_than=0) == (0, 1)  # its unique lock is held by the queued copy
+    worker.resume()
+    wait_for(lambda: WorkoutPlan.select().where((WorkoutPlan.plan == plan.id) & (WorkoutPlan.status == "generated"))
+             .count() == 2, message="the plan generated")
+    [row] = OutboxMessage.select()
+    wait_for(lambda: JobLog.select().where((JobLog.message_id == row.message_id) & (JobLog.status == "success"))
+             .exists(), message="its JobLog row")
+    OutboxMessage.update(sent_at=None).execute()
+    assert resend_due(older_than=0) == (0, 1)  # run already: its JobLog rows say so
+    assert openai_sim.stats()["requests"] == 2
