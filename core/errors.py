@@ -189,9 +189,16 @@ def _classify_infrastructure(exc) -> Classified | None:
         return Classified(CODES["ERR_DATABASE"], f"database: {text[:300]}", defer_seconds=_outage_wait())
     if isinstance(exc, (redis.RedisError, BrokerConnectionError)):
         text = str(exc)[:500] or type(exc).__name__
-        refused = REDIS_REFUSES.search(text)  # also inside "Error running script …: -OOM command not allowed …"
+        # also inside "Error running script …: -OOM command not allowed …"; a pipeline's error says
+        # "Command # 1 (…) of pipeline caused error: command not allowed when used memory …"
+        refused = REDIS_REFUSES.search(text)
+        if refused is None and isinstance(exc, redis.exceptions.OutOfMemoryError):
+            text = "OOM " + text.rpartition("caused error: ")[2]
         text = refused.group(1)[:300] if refused else text[:300]
-        outage = isinstance(exc, (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError)) or refused
+        outage = refused or isinstance(exc, (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError,
+                                             redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
+                                             redis.exceptions.BusyLoadingError, redis.exceptions.MasterDownError,
+                                             redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError))
         return Classified(CODES["ERR_STATE_STORE"], f"Redis: {text}", defer_seconds=_outage_wait() if outage else None)
     return None
 
