@@ -58,26 +58,23 @@ class Outbox:
 
     def add(self, actor: dramatiq.Actor, *args, delay_seconds: float = 0, **options) -> Message:
         """Write a message for `actor(*args)` into the outbox, in the caller's transaction."""
-        message = actor.message_with_options(args=tuple(args), **options)
-        delay = int(delay_seconds * 1000) or None
-        now = utcnow()
-        OutboxMessage.insert(message_id=message.message_id, actor_name=message.actor_name,
-                             queue_name=message.queue_name, args=list(message.args), kwargs=message.kwargs,
-                             options=message.options, created_at=now, attempts=0,
-                             send_after=now + timedelta(milliseconds=delay) if delay else None).execute()
-        self.messages.append((message, delay))
+        [message] = self.add_many(actor, [args], [delay_seconds], **options)
         return message
 
-    def add_many(self, actor: dramatiq.Actor, calls: list[tuple]) -> list[Message]:
-        """`add` for many argument tuples, an INSERT per RESEND_ROWS messages."""
-        messages = [actor.message_with_options(args=tuple(args)) for args in calls]
+    def add_many(self, actor: dramatiq.Actor, calls: list[tuple], delays_seconds: list[float] | None = None,
+                 **options) -> list[Message]:
+        """`add` for many argument tuples (each with its delay, if given), an INSERT per
+        RESEND_ROWS messages."""
+        messages = [actor.message_with_options(args=tuple(args), **options) for args in calls]
+        delays = [int(d * 1000) or None for d in delays_seconds] if delays_seconds else [None] * len(messages)
         now = utcnow()
         for i in range(0, len(messages), RESEND_ROWS):
             OutboxMessage.insert_many([
                 {"message_id": m.message_id, "actor_name": m.actor_name, "queue_name": m.queue_name,
-                 "args": list(m.args), "kwargs": m.kwargs, "options": m.options, "created_at": now, "attempts": 0}
-                for m in messages[i:i + RESEND_ROWS]]).execute()
-        self.messages.extend((m, None) for m in messages)
+                 "args": list(m.args), "kwargs": m.kwargs, "options": m.options, "created_at": now, "attempts": 0,
+                 "send_after": now + timedelta(milliseconds=d) if d else None}
+                for m, d in zip(messages[i:i + RESEND_ROWS], delays[i:i + RESEND_ROWS])]).execute()
+        self.messages.extend(zip(messages, delays))
         return messages
 
     def was_sent(self, message: Message) -> bool:
@@ -90,13 +87,14 @@ class Outbox:
         if not self.messages:
             return
         broker = dramatiq.get_broker()
-        by_actor: dict[tuple[str, int | None], list[Message]] = defaultdict(list)
+        by_actor: dict[str, list[tuple[Message, int | None]]] = defaultdict(list)
         for message, delay in self.messages:
-            by_actor[message.actor_name, delay].append(message)
+            by_actor[message.actor_name].append((message, delay))
         done: list[str] = []
         try:
-            for (_, delay), messages in by_actor.items():
-                self.sent.update(m.message_id for m in send_messages(broker, messages, delay))
+            for pairs in by_actor.values():
+                messages = [m for m, _ in pairs]
+                self.sent.update(m.message_id for m in send_messages(broker, messages, [d for _, d in pairs]))
                 done.extend(m.message_id for m in messages)
         except Exception as exc:
             _mark_sent(done)
@@ -157,16 +155,13 @@ def _delivered(broker, rows: list[OutboxMessage]) -> set[str]:
 
 
 def _send_rows(broker, rows: list[OutboxMessage]) -> int:
-    """Send these messages (of one actor) again, each marked sent once Redis has it; a delayed
+    """Send these messages (of one actor) again, one round trip, then mark them sent; a delayed
     job keeps what is left of its delay."""
     now = utcnow()
-    due = [r for r in rows if r.send_after is None or r.send_after <= now]
-    send_messages(broker, [_message(r) for r in due])
-    _mark_sent([r.message_id for r in due])
-    for row in rows:
-        if row.send_after is not None and row.send_after > now:
-            send_messages(broker, [_message(row)], int((row.send_after - now).total_seconds() * 1000) or None)
-            _mark_sent([row.message_id])
+    delays = [int((r.send_after - now).total_seconds() * 1000) if r.send_after and r.send_after > now else None
+              for r in rows]
+    send_messages(broker, [_message(r) for r in rows], [d or None for d in delays])
+    _mark_sent([r.message_id for r in rows])
     return len(rows)
 
 

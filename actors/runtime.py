@@ -84,22 +84,24 @@ def release_unsent(broker, messages: list) -> None:
         log.warning("unique locks of unsent messages not released", extra={"error": str(exc)[:200]})
 
 
-def send_messages(broker, messages: list, delay: int | None = None) -> list:
-    """Send these messages (of one actor) as they are, ids and all; returns those sent, the
-    others being duplicates of a unique job queued or running. On Redis a chunk costs one round
-    trip for its unique locks and one for its enqueues; when the send fails, the locks it took
-    are given back before the error goes on."""
+def send_messages(broker, messages: list, delay: int | list[int | None] | None = None) -> list:
+    """Send these messages (of one actor) as they are, ids and all, each after `delay` ms (one
+    for all, or a list, one a message); returns those sent, the others being duplicates of a
+    unique job queued or running. On Redis a chunk costs one round trip for its unique locks and
+    one for its enqueues; when the send fails, the locks it took are given back before the error
+    goes on."""
     if not messages:
         return []
+    delays = dict(zip((m.message_id for m in messages), delay if isinstance(delay, list) else [delay] * len(messages)))
     actor = broker.get_actor(messages[0].actor_name)
     if not isinstance(broker, FleetRedisBroker):
-        return [m for m in messages if actor.send_message(m, delay) is not None]
+        return [m for m in messages if actor.send_message(m, delays[m.message_id]) is not None]
     unique = _unique(broker)
     claimed = unique.claim_many(broker, messages) if unique else messages
     try:
         with broker.pipelined():
             for message in claimed:
-                broker.enqueue(message, delay=delay)
+                broker.enqueue(message, delay=delays[message.message_id])
     except Exception:
         release_unsent(broker, claimed)
         raise

@@ -225,8 +225,8 @@ def retry_in_chunks(plans: list[FailedPlan], reset: Callable[[list[FailedPlan]],
         chunk = plans[i:i + CHUNK]
         with outbox() as box:
             days = reset(chunk)
-            messages = [box.add(generate_user_workout_plan, int(p.user_id), int(p.plan_id),
-                                delay_seconds=_stagger(p.failed_days)) for p in chunk]
+            messages = box.add_many(generate_user_workout_plan, [(int(p.user_id), int(p.plan_id)) for p in chunk],
+                                    [_stagger(p.failed_days) for p in chunk])
             box.saved = f"{days} failed day(s) of {len(chunk)} plan(s) set back to pending"
         for n, (plan, message) in enumerate(zip(chunk, messages)):
             yield plan, box.was_sent(message), days if n == 0 else 0
