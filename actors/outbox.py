@@ -213,3 +213,15 @@ def resend_due(older_than: float | None = None) -> tuple[int, int]:
 
 def unsent_count() -> int:
     return OutboxMessage.select().where(OutboxMessage.sent_at.is_null()).count()
+
+
+def unsent() -> tuple[int, float | None, str | None]:
+    """(messages not sent, seconds since the oldest one's commit, the last send's error)."""
+    where = OutboxMessage.sent_at.is_null()
+    count = OutboxMessage.select().where(where).count()
+    if not count:
+        return 0, None, None
+    oldest = OutboxMessage.select().where(where).order_by(OutboxMessage.created_at).first()
+    error = (OutboxMessage.select(OutboxMessage.last_error).where(where & OutboxMessage.last_error.is_null(False))
+             .order_by(OutboxMessage.created_at.desc()).scalar())
+    return count, (utcnow() - oldest.created_at).total_seconds(), error

@@ -80,6 +80,9 @@ def test_plans_and_a_sweep_under_redis_out_of_memory_get_their_jobs_once_memory_
                             r"could not be sent \(Redis: OOM command not allowed .*\); they are kept and sent within 2 s "
                             r"once it takes them", line), line
     assert counts(database_url) == (0, PLANS)
+    status = fleet("jobs", "outbox", env=env)
+    assert re.fullmatch(rf"Outbox: {PLANS} job\(s\) not sent yet, the oldest committed \d+ s ago \(last error: Redis: "
+                        r"OOM command not allowed .*\); the scheduler sends them again every 2 s\.", status.stdout.strip())
 
     # Room for some of a page's unique locks but not for its messages: the claims that got through go back.
     client.config_set("maxmemory", str(client.info("memory")["used_memory"] + 60_000))
