@@ -15,8 +15,10 @@ from dramatiq import Message
 from actors.outbox import NotSent, resend_due, unsent_count
 from actors.workouts import create_plan
 from db.database import open_database
+from db.migrate import migrate
 from db.models.jobs import JobLog
 from db.models.outbox import OutboxMessage
+from db.models.series import Series
 from db.models.workouts import User, WorkoutPlan
 from tests.helpers import fleet, wait_for
 
@@ -61,11 +63,12 @@ def test_plans_and_a_sweep_under_redis_out_of_memory_get_their_jobs_once_memory_
     database_url = f"sqlite:///{tmp_path}/fleet.db"
     env = dict(os.environ, BROKER_URL=private_redis.url, DATABASE_URL=database_url,
                FLEET_VAR_DIR=str(tmp_path / "var"), FLEET_OUTBOX_RESEND="2")
-    assert fleet("db", "migrate", env=env).returncode == 0
-    user_id = re.search(r"User #(\d+)", fleet("workouts", "add-user", "oom@example.com", env=env).stdout).group(1)
-    ids = tmp_path / "ids.txt"
-    ids.write_text("".join(f"{n}\n" for n in range(1, SERIES + 1)))
-    assert fleet("series", "add", "--from-file", str(ids), env=env).returncode == 0
+    db = open_database(database_url)
+    migrate(db)
+    with db.bind_ctx([User, Series]), db.connection_context():
+        user_id = str(User.create(email="oom@example.com").id)
+        Series.insert_many([{"tvdb_id": n} for n in range(1, SERIES + 1)]).execute()
+    db.close_all()
 
     client = redis.Redis.from_url(private_redis.url)
     client.config_set("maxmemory-policy", "noeviction")
