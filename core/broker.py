@@ -40,6 +40,19 @@ INVALID_ACTOR = "<invalid message>"  # the actor of the stand-in for a message t
 RAW_LIMIT = 4_000  # bytes of an invalid message kept
 
 
+_fetching = threading.Event()  # cleared while this process must not fetch (the database or Redis away)
+_fetching.set()
+
+
+def pause_fetching(paused: bool = True) -> None:
+    """Stop (or, with False, restart) every Redis consumer of this process from fetching: a
+    consumer then hands out nothing, not even what it prefetched (its close gives that back)."""
+    if paused:
+        _fetching.clear()
+    else:
+        _fetching.set()
+
+
 def _wake_key(namespace: str, queue_name: str) -> str:
     return f"{namespace}:{queue_name}.wake"
 
@@ -196,6 +209,7 @@ class FleetRedisConsumer(_RedisConsumer):
       attempt owns it) is neither acked nor dead-lettered: the stored message is the redelivered
       copy's; only this worker's ack set lets go of it. A copy with a delivery
       (`message.fleet_delivery`) is acked by one script that also checks and forgets its delivery.
+    - while `pause_fetching()` holds, it hands out nothing.
     """
 
     requeue = _as_connection_error(_RedisConsumer.requeue)
@@ -233,6 +247,8 @@ class FleetRedisConsumer(_RedisConsumer):
     @_as_connection_error
     def __next__(self):
         while True:
+            if not _fetching.is_set():
+                return None  # paused: its consumer thread, paused too, stops at this None
             if self.message_cache:
                 data = self.message_cache.pop(0)
                 if data is None:

@@ -68,6 +68,8 @@ class Settings:
     db_idle_timeout: float = 60.0  # seconds a pooled database connection may stay idle before it is closed
     session_idle: float = 1800.0  # seconds a panel session lasts without a request from its operator
     session_max: float = 43200.0  # seconds a panel session lasts at most from its login, however busy
+    outbox_resend: float = 30.0  # seconds after its commit an unsent outbox job is sent again by the scheduler
+    outage_wait: float = 10.0  # seconds a job waits for the database or Redis (a paused worker looks 5 times as often)
 
     @property
     def metrics_dir(self) -> Path:
@@ -284,6 +286,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                              minimum=1, maximum=MAX_SESSION_IDLE),
         session_max=_number("FLEET_SESSION_MAX", env.get("FLEET_SESSION_MAX", "43200"), integer=False,
                             minimum=1, maximum=MAX_SESSION_LIFETIME),
+        outbox_resend=_number("FLEET_OUTBOX_RESEND", env.get("FLEET_OUTBOX_RESEND", "30"), integer=False,
+                              minimum=1, maximum=3600),
+        outage_wait=_number("FLEET_OUTAGE_WAIT", env.get("FLEET_OUTAGE_WAIT", "10"), integer=False,
+                            minimum=0.5, maximum=600),
         fast_password_hash=_flag("FLEET_INSECURE_FAST_PASSWORD_HASH",
                                  env.get("FLEET_INSECURE_FAST_PASSWORD_HASH", "0")),
     )

@@ -18,6 +18,7 @@ from actors.middleware.invalid import InvalidMessages
 from actors.middleware.joblog import JobLogWriter
 from actors.middleware.lifecycle import DieWithMainProcess
 from actors.middleware.metrics import PrometheusMetrics
+from actors.middleware.outages import OutagePause
 from actors.middleware.presence import WorkerPresence
 from actors.middleware.retries import BackoffRetries
 from actors.middleware.schedule import ScheduledRuns
@@ -37,6 +38,7 @@ def fleet_middleware(settings: Settings) -> list:
         DieWithMainProcess(),
         DatabaseConnections(),
         HeldMessages(),
+        OutagePause(),
         TraceContext(),
         WorkerPresence(settings.heartbeat_timeout),
         PrometheusMetrics(settings.metrics_dir),

@@ -118,4 +118,27 @@ def stats_command(hours: float, as_json: bool) -> None:
     print_table(table, 180)
 
 
+@jobs_group.command("outbox")
+@click.option("--send", is_flag=True, help="Send what is unsent now, rather than wait for the scheduler.")
+def outbox_command(send: bool) -> None:
+    """Jobs committed but not sent yet (Redis refused them); the scheduler sends them again."""
+    from actors import outbox
+
+    open_database(broker=send)
+    if send:
+        _broker(declare_actors=True)
+        sent, delivered = outbox.resend_due(older_than=0)
+        click.echo(f"Sent {sent} job(s) from the outbox; {delivered} had been delivered already.")
+    unsent, oldest, error = outbox.unsent()
+    if not unsent:
+        click.echo("Outbox: every job sent.")
+        return
+    line = (f"Outbox: {unsent} job(s) not sent yet, the oldest committed {formats.duration(oldest)} ago"
+            f"{f' (last error: {error})' if error else ''}; the scheduler sends them again every "
+            f"{formats.duration(boot().outbox_resend)}.")
+    if send:
+        raise FleetError(line)
+    click.echo(line)
+
+
 commands = [jobs_group]
