@@ -20,6 +20,7 @@ from redis import RedisError
 
 from actors import schedule as sched
 from core import trace
+from core.clock import CLOCK, fleet_datetime
 from core.errors import FleetError
 from core.locks import RedisLock
 from core.settings import Settings
@@ -69,6 +70,7 @@ class Daemon:
             now = time.monotonic()
             try:
                 if now >= next_heartbeat:
+                    CLOCK.measure(self.client, "scheduler")  # before it leads: its slots go by the fleet's clock
                     sched.heartbeat(self.client, self.info)
                     next_heartbeat = now + HEARTBEAT_EVERY
                 if now >= next_lease:
@@ -76,7 +78,7 @@ class Daemon:
                     next_lease = now + (self.lease.ttl / RENEWALS_A_LEASE if self.leading else STANDBY_POLL)
                 if self.leading:
                     with trace.traced(trace.new_trace_id()):  # a trace a tick, not the process's
-                        next_slot = self.emitter.tick(datetime.now(timezone.utc))
+                        next_slot = self.emitter.tick(fleet_datetime())
             except Exception:  # Redis, the database, or a bug: log it, keep the lease logic going
                 log.exception("scheduler loop failed; trying again in a second")
                 self.failures += 1
@@ -110,7 +112,7 @@ class Daemon:
         held = self.lease.renew() if was_leading else self.lease.acquire()
         if held:
             if not was_leading:
-                self.emitter.start(datetime.now(timezone.utc))
+                self.emitter.start(fleet_datetime())
                 log.info("scheduler leading", extra={"scheduler": self.id})
             self.trusted_until = started + self.lease.ttl - TRUST_MARGIN
         elif self.trusted_until:  # it led: its lease was taken, or ran out while the process was stopped
@@ -121,7 +123,7 @@ class Daemon:
         now = time.monotonic()
         wake = min(next_lease, next_heartbeat, now + IDLE_WAKE)
         if self.leading and next_slot is not None:
-            wake = min(wake, now + (next_slot - datetime.now(timezone.utc)).total_seconds())
+            wake = min(wake, now + (next_slot - fleet_datetime()).total_seconds())
         return max(0.0, wake - now)
 
     def _reconnect(self) -> None:

@@ -134,12 +134,13 @@ def test_three_schedulers_leaders_killed_twice_and_stopped_once_emit_each_slot_o
     ledger = rows("tick")
     slots = [r.slot_time for r in ledger]
     assert len(slots) == len(set(slots))
-    # every second from the first slot to the last has exactly one row, emitted or missed
+    # every second from the first slot to the last has exactly one row, and none is missed: the
+    # slots due while a killed leader's lease ran out were emitted late by the next leader
     assert [(b - a).total_seconds() for a, b in zip(slots, slots[1:])] == [1.0] * (len(slots) - 1)
-    sent = [r for r in ledger if r.state != "missed"]
-    assert {r.state for r in sent} <= {"claimed", "emitted"}
-    gaps = [(b.slot_time - a.slot_time).total_seconds() for a, b in zip(sent, sent[1:])]
-    assert max(gaps) <= 15, f"longest gap between emitted slots {max(gaps)} s"
+    sent = ledger
+    assert {r.state for r in sent} <= {"claimed", "emitted"}, [(r.slot_time, r.state, r.detail) for r in ledger]
+    late = [r for r in sent if (r.detail or "").endswith("s late, within the grace")]
+    assert len(late) >= 2, "each takeover after a SIGKILL emitted the slots due during it, late"
     assert len({r.scheduler for r in sent}) >= 4, "each leader emitted"
     assert first.pid in {int(r.scheduler.rsplit(":", 1)[1]) for r in sent}
 
