@@ -1,5 +1,5 @@
 """Worker presence: each process that *consumes* messages keeps a record in the state Redis
-(host, pid, queues, threads, last heartbeat), refreshed by a thread and expiring on its own
+(host, pid, queues, threads, last heartbeat, its clock's offset from the fleet's), refreshed by a thread and expiring on its own
 when the process dies. The dashboard and /healthz count these, so a process that only
 sends (the web app, each CLI call) is never taken for a worker.
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from dramatiq.middleware import Middleware
 
+from core.clock import CLOCK, fleet_time
 from core.identity import process_id
 from core.state import state_redis
 from core.ticker import Ticker
@@ -37,16 +38,17 @@ class LiveWorker:
     pid: int
     queues: tuple[str, ...]
     threads: int
-    heartbeat: float  # unix time of the last heartbeat
+    heartbeat: float  # unix time of the last heartbeat, by the fleet's clock (core.clock)
+    clock_offset: float = 0.0  # seconds its clock is ahead of the fleet's (negative: behind)
 
     @property
     def seconds_ago(self) -> float:
-        return max(0.0, time.time() - self.heartbeat)
+        return max(0.0, fleet_time() - self.heartbeat)
 
 
 def live_workers(client, within_seconds: float) -> list[LiveWorker]:
     """Workers with a heartbeat in the window, newest first: two round trips, however big Redis is."""
-    ids = client.zrevrangebyscore(INDEX, "+inf", time.time() - within_seconds)
+    ids = client.zrevrangebyscore(INDEX, "+inf", fleet_time() - within_seconds)
     if not ids:
         return []
     with client.pipeline(transaction=False) as pipe:
@@ -60,7 +62,7 @@ def live_workers(client, within_seconds: float) -> list[LiveWorker]:
         r = {k.decode(): v.decode() for k, v in raw.items()}
         workers.append(LiveWorker(worker_id.decode(), r["host"], int(r["pid"]),
                                   tuple(q for q in r["queues"].split(",") if q), int(r["threads"]),
-                                  float(r["heartbeat"])))
+                                  float(r["heartbeat"]), float(r.get("clock_offset", 0))))
     return workers
 
 
@@ -99,10 +101,12 @@ class WorkerPresence(Middleware):
             log.warning("worker heartbeat failed; will try again", exc_info=True)
 
     def _beat(self) -> None:
-        now = time.time()
         client = state_redis()
+        offset = CLOCK.measure(client, "worker")
+        now = fleet_time()  # a worker whose clock drifted is neither taken for dead nor kept too long
         with client.pipeline() as pipe:
-            pipe.hset(_record_key(self.worker_id), mapping={**self.record, "heartbeat": now})
+            pipe.hset(_record_key(self.worker_id), mapping={**self.record, "heartbeat": now,
+                                                            "clock_offset": round(offset, 4)})
             pipe.expire(_record_key(self.worker_id), self.ttl)
             pipe.zadd(INDEX, {self.worker_id: now})
             pipe.zremrangebyscore(INDEX, "-inf", now - self.ttl)  # the dead ones' entries
