@@ -56,6 +56,11 @@ def describe(offset: float) -> str:
     return f"{abs(offset):.1f} s {'ahead' if offset >= 0 else 'behind'}"
 
 
+def versus_fleet(offset: float) -> str:
+    """`20.3 s ahead of the fleet's (Redis TIME)`, `0.4 s behind the fleet's (Redis TIME)`."""
+    return f"{describe(offset)}{' of' if offset >= 0 else ''} the fleet's (Redis TIME)"
+
+
 class Clock:
     """This process's offset from the fleet's clock (0 until measured)."""
 
@@ -75,15 +80,19 @@ class Clock:
         self.measured_at = now = time.monotonic()
         if abs(self.offset) > MAX_OFFSET and now - self._warned_at >= WARN_EVERY:
             self._warned_at = now
-            log.warning("this process's clock is %s the fleet's (Redis TIME); Fleet uses the fleet's, "
-                        "but fix the host's time sync (NTP, chrony)", describe(self.offset),
-                        extra={"clock_offset": round(self.offset, 3), "process": process_id()})
+            log.warning("this process's clock is %s; Fleet goes by the fleet's, but fix this host's time "
+                        "sync (NTP, chrony)", versus_fleet(self.offset),
+                        extra={"clock_offset": round(self.offset, 3), "clock_of": process_id()})
         if now - self._reported_at >= REPORT_EVERY:
             self._reported_at = now
             record = {"kind": kind, "host": socket.gethostname(), "pid": os.getpid(),
                       "offset": round(self.offset, 4), "at": seconds + micros / 1e6}
             client.hset(KEY, process_id(), json.dumps(record))
         return self.offset
+
+    def forget(self, client) -> None:
+        """This process's record goes, as the process stops."""
+        client.hdel(KEY, process_id())
 
     def keep_measured(self, client, kind: str) -> float:
         """Measure unless this process did so in the last MEASURE_EVERY seconds."""

@@ -138,6 +138,7 @@ class Daemon:
         try:
             self.lease.release()  # only if it is still ours
             self.client.hdel(sched.MEMBERS_KEY, self.id)
+            CLOCK.forget(self.client)
         except RedisError:
             if was_leading:
                 log.warning("could not give up the lease; it expires on its own", exc_info=True)

@@ -228,7 +228,7 @@ def _clock_skew(p: dict) -> list[Finding]:
     client = state_redis()
     if client is None:
         return []
-    return [Finding(c.id, f"{c.kind} {c.id}: its clock is {c.described} the fleet's (Redis TIME); "
+    return [Finding(c.id, f"{c.kind} {c.id}: its clock is {clock.versus_fleet(c.offset)}; "
                           "fix the host's time sync (NTP, chrony)",
                     {"process": c.id, "kind": c.kind, "host": c.host, "offset_seconds": round(c.offset, 1)})
             for c in clock.process_clocks(client) if abs(c.offset) > p["max_offset"]]

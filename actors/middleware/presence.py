@@ -91,6 +91,7 @@ class WorkerPresence(Middleware):
             client = state_redis()
             with client.pipeline() as pipe:
                 pipe.zrem(INDEX, self.worker_id).delete(_record_key(self.worker_id)).execute()
+            CLOCK.forget(client)
         except Exception:
             log.warning("could not remove the worker's presence record", exc_info=True)
 
