@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -506,3 +507,33 @@ def test_the_shipped_tasks_do_what_their_commands_do(db, broker, tmp_path):
     dispatched = [list(m.args) for m in queued_messages(broker, "workouts")]
     assert dispatched == [[user.id, stale.id]], "reset only, no job for the failed plan; one for the stale plan"
     assert JobLog.select().where(JobLog.job_class == "x").count() == 2
+
+
+def test_the_ledger_is_pruned_past_its_retention_but_keeps_each_entrys_latest(ledger, tmp_path):
+    """`alerts-evaluate` alone adds 2,880 rows a day: `fleet jobs cleanup` (and the daily
+    `jobs.cleanup`) deletes those older than FLEET_SCHEDULE_KEEP_DAYS (30)."""
+    now = utcnow().replace(microsecond=0)
+
+    def row(name: str, age: timedelta, state: str) -> dict:
+        return {"name": name, "slot_time": now - age, "kind": "slot", "task": "tests.note", "state": state,
+                "scheduler": "host-a:1", "created_at": now - age}
+
+    old = [row("often-pruned", timedelta(days=31, seconds=30 * i), "succeeded") for i in range(120)]
+    recent = [row("often-pruned", timedelta(days=29, seconds=30 * i), "succeeded") for i in range(20)]
+    # an entry that last ran (and last missed) long ago keeps both those rows, where a leader takes it up
+    rare = [row("rare-pruned", timedelta(days=400), "succeeded"), row("rare-pruned", timedelta(days=300), "succeeded"),
+            row("rare-pruned", timedelta(days=200), "missed")]
+    ScheduleRun.insert_many(old + recent + rare).execute()
+
+    if ledger == "sqlite":  # the command, on the session's database
+        done = fleet("jobs", "cleanup")
+        assert done.returncode == 0, done.stderr
+        said = re.search(r"Deleted (\d+) schedule ledger row\(s\) older than 30 day\(s\) \(FLEET_SCHEDULE_KEEP_DAYS\); "
+                         r"kept each entry's latest\.", done.stdout)
+        assert said and int(said.group(1)) >= 121, done.stdout  # the session's database may hold others
+    else:
+        assert sched.prune(get_settings().schedule_keep_days) == 121
+    assert len(rows("often-pruned")) == 20
+    assert [(r.slot_time, r.state) for r in rows("rare-pruned")] == [
+        (now - timedelta(days=300), "succeeded"), (now - timedelta(days=200), "missed")]
+    assert sched.prune(1) == 20 - 1 and [r.slot_time for r in rows("often-pruned")] == [now - timedelta(days=29)]
