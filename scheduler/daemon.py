@@ -21,6 +21,7 @@ from redis import RedisError
 from actors import outbox
 from actors import schedule as sched
 from core import trace
+from core.clock import CLOCK, fleet_datetime
 from core.errors import FleetError, classify
 from core.locks import RedisLock
 from core.settings import Settings
@@ -72,6 +73,7 @@ class Daemon:
             now = time.monotonic()
             try:
                 if now >= next_heartbeat:
+                    CLOCK.measure(self.client, "scheduler")  # before it leads: its slots go by the fleet's clock
                     sched.heartbeat(self.client, self.info)
                     next_heartbeat = now + HEARTBEAT_EVERY
                 if now >= next_lease:
@@ -79,7 +81,7 @@ class Daemon:
                     next_lease = now + (self.lease.ttl / RENEWALS_A_LEASE if self.leading else STANDBY_POLL)
                 if self.leading:
                     with trace.traced(trace.new_trace_id()):  # a trace a tick, not the process's
-                        next_slot = self.emitter.tick(datetime.now(timezone.utc))
+                        next_slot = self.emitter.tick(fleet_datetime())
                     if now >= self.next_resend:
                         self._resend_outbox()
             except Exception:  # Redis, the database, or a bug: log it, keep the lease logic going
@@ -126,7 +128,7 @@ class Daemon:
         held = self.lease.renew() if was_leading else self.lease.acquire()
         if held:
             if not was_leading:
-                self.emitter.start(datetime.now(timezone.utc))
+                self.emitter.start(fleet_datetime())
                 log.info("scheduler leading", extra={"scheduler": self.id})
             self.trusted_until = started + self.lease.ttl - TRUST_MARGIN
         elif self.trusted_until:  # it led: its lease was taken, or ran out while the process was stopped
@@ -139,7 +141,7 @@ class Daemon:
         if self.leading:
             wake = min(wake, self.next_resend)
         if self.leading and next_slot is not None:
-            wake = min(wake, now + (next_slot - datetime.now(timezone.utc)).total_seconds())
+            wake = min(wake, now + (next_slot - fleet_datetime()).total_seconds())
         return max(0.0, wake - now)
 
     def _reconnect(self) -> None:
@@ -154,6 +156,7 @@ class Daemon:
         try:
             self.lease.release()  # only if it is still ours
             self.client.hdel(sched.MEMBERS_KEY, self.id)
+            CLOCK.forget(self.client)
         except RedisError:
             if was_leading:
                 log.warning("could not give up the lease; it expires on its own", exc_info=True)

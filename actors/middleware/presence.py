@@ -1,9 +1,9 @@
 """Worker presence: each process that *consumes* messages keeps a record in the state Redis
-(host, pid, queues, threads, its broker id, last heartbeat), refreshed by a thread. The
-dashboard and /healthz count these, so a process that only sends (the web app, each CLI call)
-is never taken for a worker. The same thread keeps the worker's heartbeat in Dramatiq's
-heartbeat set fresh (`FleetRedisBroker.beat`), so a worker counts as dead for redelivery
-exactly when it stops beating here (killed, hung, SIGSTOPped, cut off).
+(host, pid, queues, threads, its broker id, last heartbeat, its clock's offset from the
+fleet's), refreshed by a thread. The dashboard and /healthz count these, so a process that only
+sends (the web app, each CLI call) is never taken for a worker. The same thread keeps the
+worker's heartbeat in Dramatiq's heartbeat set fresh (`FleetRedisBroker.beat`), so a worker
+counts as dead for redelivery exactly when it stops beating here (killed, hung, SIGSTOPped, cut off).
 
 A worker that stops cleanly removes its record. One that stops beating without that is
 *lost*: it stays listed as lost (since its last heartbeat, with the messages it still held
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from dramatiq.middleware import Middleware
 
+from core.clock import CLOCK, fleet_time
 from core.identity import process_id
 from core.state import state_redis
 from core.ticker import Ticker
@@ -44,12 +45,13 @@ class LiveWorker:
     pid: int
     queues: tuple[str, ...]
     threads: int
-    heartbeat: float  # unix time of the last heartbeat
+    heartbeat: float  # unix time of the last heartbeat, by the fleet's clock (core.clock)
     broker_id: str = ""  # Dramatiq's id of its Redis broker (its ack sets), "" on RabbitMQ
+    clock_offset: float = 0.0  # seconds its clock is ahead of the fleet's (negative: behind)
 
     @property
     def seconds_ago(self) -> float:
-        return max(0.0, time.time() - self.heartbeat)
+        return max(0.0, fleet_time() - self.heartbeat)
 
 
 @dataclass(frozen=True)
@@ -81,19 +83,20 @@ def _workers(client, ids: list[bytes]) -> list[LiveWorker]:
         r = {k.decode(): v.decode() for k, v in raw.items()}
         workers.append(LiveWorker(worker_id.decode(), r["host"], int(r["pid"]),
                                   tuple(q for q in r["queues"].split(",") if q), int(r["threads"]),
-                                  float(r["heartbeat"]), r.get("broker_id", "")))
+                                  float(r["heartbeat"]), r.get("broker_id", ""),
+                                  float(r.get("clock_offset", 0))))
     return workers
 
 
 def live_workers(client, within_seconds: float) -> list[LiveWorker]:
     """Workers with a heartbeat in the window, newest first: two round trips, however big Redis is."""
-    return _workers(client, client.zrevrangebyscore(INDEX, "+inf", time.time() - within_seconds))
+    return _workers(client, client.zrevrangebyscore(INDEX, "+inf", fleet_time() - within_seconds))
 
 
 def lost_workers(client, within_seconds: float, namespace: str = "fleet") -> list[LostWorker]:
     """Workers without a heartbeat in the window that did not stop cleanly, most recently lost
     first, each with the messages still in its ack sets (Redis broker): those not redelivered yet."""
-    workers = _workers(client, client.zrevrangebyscore(INDEX, f"({time.time() - within_seconds}", "-inf"))
+    workers = _workers(client, client.zrevrangebyscore(INDEX, f"({fleet_time() - within_seconds}", "-inf"))
     with client.pipeline(transaction=False) as pipe:
         for w in workers:
             for queue in w.queues if w.broker_id else ():
@@ -150,6 +153,7 @@ class WorkerPresence(Middleware):
             client = state_redis()
             with client.pipeline() as pipe:
                 pipe.zrem(INDEX, self.worker_id).delete(_record_key(self.worker_id)).execute()
+            CLOCK.forget(client)
         except Exception:
             log.warning("could not remove the worker's presence record", exc_info=True)
 
@@ -164,9 +168,11 @@ class WorkerPresence(Middleware):
             self._broker.beat()
         if not self.worker_id:
             return
-        now = time.time()
         client = state_redis()
+        offset = CLOCK.measure(client, "worker")
+        now = fleet_time()  # a worker whose clock drifted is neither taken for dead nor kept too long
         with client.pipeline() as pipe:
-            pipe.hset(_record_key(self.worker_id), mapping={**self.record, "heartbeat": now})
+            pipe.hset(_record_key(self.worker_id), mapping={**self.record, "heartbeat": now,
+                                                            "clock_offset": round(offset, 4)})
             pipe.zadd(INDEX, {self.worker_id: now})
             pipe.execute()

@@ -1,7 +1,7 @@
 """The dashboard at /admin: the last 24 hours of jobs, queues, workers, breakers, scheduler.
 
 Cheap however big the fleet: one grouped JobLog query (cached a few seconds), four counts a
-known queue, the workers' presence records; it refreshes itself while it is visible.
+known queue, the workers' presence records, every process's clock offset (core.clock); it refreshes itself while it is visible.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from actors.series import overview as series_overview
 from admin.access import PanelAccess
 from admin.cache import cached
 from admin.stats import last_day
+from core import clock
 from core.breakers import states
 from core.broker import REDIS_NAMESPACE
 from core.queues import queue_depths
@@ -35,6 +36,14 @@ def _workers(timeout: float):
 def _lost(timeout: float):
     client = state_redis()
     return lost_workers(client, timeout, REDIS_NAMESPACE) if client is not None else []
+
+
+def _clocks():
+    client = state_redis()
+    if client is None:
+        return None
+    clock.CLOCK.keep_measured(client, "web")
+    return clock.process_clocks(client)
 
 
 def _read(errors: list[str], what: str, read, default=None):
@@ -65,6 +74,8 @@ class DashboardView(PanelAccess, AdminIndexView):
             heartbeat_timeout=settings.heartbeat_timeout,
             breakers=_read(errors, "breakers", states, {}),
             leader=_read(errors, "scheduler leader", scheduler_leader),
+            clocks=_read(errors, "clocks", _clocks, []),
+            max_offset=clock.MAX_OFFSET,
             series=_read(errors, "series data", series_overview),
             ai=_read(errors, "OpenAI budget", lambda: cached("dashboard:ai", CACHE_SECONDS, ai_status)),
             errors=errors,
