@@ -140,11 +140,9 @@ def test_cli_commands_are_audited_as_the_os_user(fleet_env):
 
     made = fleet("tokens", "create", "ci", "--scope", "operate", "--expires", "7d", env=fleet_env)
     assert made.returncode == 0 and made.stdout.startswith("fleet_") and "not shown again" in made.stderr
-    assert fleet("tokens", "create", "bad", "--scope", "read", "--expires", "soon", env=fleet_env).returncode == 2
     listed = fleet("tokens", "list", env=fleet_env).stdout
     assert "ci" in listed and "operate" in listed and made.stdout.strip() not in listed
     assert fleet("tokens", "revoke", "ci", env=fleet_env).returncode == 0
-    assert fleet("accounts", "create", "c@x.io", "--password-stdin", env=fleet_env, input="a-long-password\n").returncode == 0
     assert fleet("jobs", "cleanup", env=fleet_env).returncode == 0
     with AuditEvent.bind_ctx(open_database(fleet_env["DATABASE_URL"])):
         events = [(e.action, e.target, e.who, e.role, e.source) for e in AuditEvent.select().order_by(AuditEvent.id)]
@@ -153,7 +151,15 @@ def test_cli_commands_are_audited_as_the_os_user(fleet_env):
         ("db.migrate", "", user, "cli", "cli"),  # the fixture's
         ("tokens.create", events[1][1], user, "cli", "cli"),
         ("tokens.revoke", "name=ci", user, "cli", "cli"),
-        ("accounts.create", "email=c@x.io role=viewer", user, "cli", "cli"),
         ("jobs.cleanup", "days=7.0 keep=100", user, "cli", "cli"),
     ]
     assert events[1][1].startswith("name=ci scope=operate expires=")
+
+
+def test_a_bad_expiry_is_a_usage_error():
+    from click.testing import CliRunner
+
+    from fleet.cli.tokens import tokens_group
+
+    result = CliRunner().invoke(tokens_group, ["create", "x", "--scope", "read", "--expires", "soon"])
+    assert result.exit_code == 2 and "is not a span like 30d" in result.output
