@@ -40,14 +40,20 @@ def batch_action(batch_id: str, verb: str):
     """`cancel`, `resume` or `retry` a batch, as its page's buttons do."""
     from admin.audit_trail import record
 
-    acts = {"cancel": lambda: ops.cancelled_text(ops.cancel(batch_id)),
-            "resume": lambda: ops.resume(batch_id).text(),
-            "retry": lambda: ops.retried_text(ops.retry(batch_id))}
+    def cancel():
+        n = ops.cancel(batch_id)
+        return ops.cancelled_text(n), n
+
+    def retry():
+        n = ops.retry(batch_id)
+        return ops.retried_text(n), n
+
+    acts = {"cancel": cancel, "resume": lambda: (ops.resume(batch_id).text(), None), "retry": retry}
     if verb not in acts:
         return jsonify(error=f"unknown action {verb[:40]!r}: cancel, resume or retry"), 404
     try:
-        text = acts[verb]()
+        text, rows = acts[verb]()
     except FleetError as exc:
         return jsonify(error=str(exc)), 404 if Batch.get_or_none(Batch.id == batch_id) is None else 409
-    record(f"batches.{verb}", f"batch_id={batch_id}")
+    record(f"batches.{verb}", f"batch_id={batch_id}", rows)
     return jsonify(result=text)

@@ -122,3 +122,31 @@ def test_metrics_can_require_a_token(app, settings, read_token):
     assert client.get("/metrics").status_code == 401
     scraped = client.get("/metrics", headers=bearer(read_token))
     assert scraped.status_code == 200 and "fleet_queue_messages" in scraped.text
+
+
+def test_the_audit_row_has_the_client_address_through_a_trusted_proxy(app, operate_token, broker):
+    from admin.app import trust_proxies
+
+    trust_proxies(app, 1)
+    client = app.test_client()
+    headers = {**bearer(operate_token), "X-Forwarded-For": "198.51.100.7"}
+    assert client.post("/api/dead-letters/delete", json={"all": True}, headers=headers).json == {"deleted": 0,
+                                                                                                 "missing": []}
+    event = AuditEvent.get()
+    assert (event.action, event.address, event.rows, event.target) == ("dead_letters.delete", "198.51.100.7", 0, "all")
+    assert ApiToken.get().last_used_from == "198.51.100.7"
+
+
+def test_an_operate_token_cancels_a_batch_and_reads_its_status(app, operate_token, read_token, broker):
+    from actors import batches as ops
+    from tests import batch_kinds as bk
+
+    batch = ops.create_batch(bk.KIND, "api", [f"ok:{i}" for i in range(3)], chunk_size=2)
+    client = app.test_client()
+    assert client.post(f"/api/batches/{batch.id}/cancel", headers=bearer(read_token)).status_code == 403
+    done = client.post(f"/api/batches/{batch.id}/cancel", headers=bearer(operate_token))
+    assert done.json == {"result": "Cancelled 3 pending item(s); running items finish."}
+    assert client.get(f"/api/batches/{batch.id}", headers=bearer(read_token)).json["status"] == "cancelled"
+    assert client.post("/api/batches/nope/retry", headers=bearer(operate_token)).status_code == 404
+    event = AuditEvent.get()
+    assert (event.action, event.target, event.rows, event.source) == ("batches.cancel", f"batch_id={batch.id}", 3, "api")

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import functools
 import getpass
+import logging
 import os
 import socket
 
 import click
 
 from actors import audit
+from core.errors import FleetError
+
+log = logging.getLogger("fleet.audit")
 
 # group → its state-changing commands (a command of no group: under "")
 STATE_CHANGING = {
@@ -69,7 +73,11 @@ def _audited(action: str, callback):
         if not _recorded:
             from fleet.cli.database import open_database
 
-            open_database(require_schema=False)
+            try:
+                open_database(require_schema=False)
+            except FleetError as exc:  # the command did its work; its record is what is lost
+                log.error("the audit log could not be written: %s", exc, extra={"action": action})
+                return result
             record(action, _target(kwargs))
         return result
 
