@@ -163,3 +163,20 @@ def test_a_bad_expiry_is_a_usage_error():
 
     result = CliRunner().invoke(tokens_group, ["create", "x", "--scope", "read", "--expires", "soon"])
     assert result.exit_code == 2 and "is not a span like 30d" in result.output
+
+
+def test_a_jobs_retry_and_dead_letter_actions_in_the_panel_are_audited(admin_client, broker):
+    from tests.panel import dead_letter, dead_letter_ids, joblog
+
+    plan = failed_plan("r@x.io")
+    row = joblog(1, status="failed", args=f'{{"args": [{plan.user_id}, {plan.id}], "kwargs": {{}}}}')
+    post(admin_client, "/admin/jobs/retry/", id=row.id)
+    dead_letter(broker, "a")
+    dead_letter(broker, "b")
+    first = dead_letter_ids(broker)[0]
+    post(admin_client, f"/admin/dead-letters/{first}/requeue/")
+    post(admin_client, "/admin/dead-letters/delete-all/")
+    assert dead_letter_ids(broker) == []
+    events = [(e.action, e.target, e.rows) for e in AuditEvent.select().order_by(AuditEvent.id)]
+    assert events == [("jobs.retry", f"job={row.id} message=msg-1", 1), ("dead_letters.requeue", f"ids={first}", 1),
+                      ("dead_letters.delete", "all", 1)]
