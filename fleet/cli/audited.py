@@ -14,9 +14,11 @@ import os
 import socket
 
 import click
+from peewee import DatabaseError
 
 from actors import audit
 from core.errors import FleetError
+from db.database import DatabaseMissing
 
 log = logging.getLogger("fleet.audit")
 
@@ -75,7 +77,7 @@ def _audited(action: str, callback):
 
             try:
                 open_database(require_schema=False)
-            except FleetError as exc:  # the command did its work; its record is what is lost
+            except (FleetError, DatabaseMissing, DatabaseError) as exc:  # the command did its work: only its record is lost
                 log.error("the audit log could not be written: %s", exc, extra={"action": action})
                 return result
             record(action, _target(kwargs))
