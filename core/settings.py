@@ -71,6 +71,8 @@ class Settings:
     session_max: float = 43200.0  # seconds a panel session lasts at most from its login, however busy
     outbox_resend: float = 30.0  # seconds after its commit an unsent outbox job is sent again by the scheduler
     outage_wait: float = 10.0  # seconds a job waits for the database or Redis (a paused worker looks 5 times as often)
+    audit_retention_days: float = 365.0  # days the audit log keeps an event (pruned by the job-log cleanup)
+    metrics_token_required: bool = False  # /metrics answers only with a session or an API token
 
     @property
     def metrics_dir(self) -> Path:
@@ -127,6 +129,7 @@ MIN_SCHEDULER_LEASE, MAX_SCHEDULER_LEASE = 3, 300  # seconds
 MIN_OVERLAP_LOCK_TTL, MAX_OVERLAP_LOCK_TTL = 3, 600  # seconds
 MAX_SESSION_IDLE = 7 * 86400  # seconds; a copied cookie is good until a limit ends it
 MAX_SESSION_LIFETIME = 30 * 86400  # seconds
+MAX_AUDIT_RETENTION_DAYS = 36_500
 # FLEET_INSECURE_FAST_PASSWORD_HASH=1 (test suites only): panel passwords hashed with one
 # PBKDF2 round, so that creating and logging in hundreds of operators costs nothing. Never in
 # production: such a hash is as good as the password in clear. Unset, werkzeug's default.
@@ -294,6 +297,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                               minimum=1, maximum=3600),
         outage_wait=_number("FLEET_OUTAGE_WAIT", env.get("FLEET_OUTAGE_WAIT", "10"), integer=False,
                             minimum=0.5, maximum=600),
+        audit_retention_days=_number("FLEET_AUDIT_RETENTION_DAYS", env.get("FLEET_AUDIT_RETENTION_DAYS", "365"),
+                                     integer=False, minimum=1, maximum=MAX_AUDIT_RETENTION_DAYS),
+        metrics_token_required=_flag("FLEET_METRICS_TOKEN_REQUIRED", env.get("FLEET_METRICS_TOKEN_REQUIRED", "0")),
         fast_password_hash=_flag("FLEET_INSECURE_FAST_PASSWORD_HASH",
                                  env.get("FLEET_INSECURE_FAST_PASSWORD_HASH", "0")),
     )

@@ -112,15 +112,18 @@ def _register() -> None:
         schedule,
         series,
         simulate,
+        tokens,
         translations,
         workers,
         workouts,
     )
+    from fleet.cli.audited import audit_commands
 
     for module in (processes, database, accounts, jobs, workouts, series, batches, translations, ai, schedule,
-                   alerts, simulate, demo, workers):
+                   alerts, tokens, simulate, demo, workers):
         for command in module.commands:
             cli.add_command(command)
+    audit_commands(cli)
 
 
 def main() -> None:

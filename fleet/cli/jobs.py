@@ -5,7 +5,7 @@ import click
 import dramatiq
 from rich.table import Table
 
-from actors import batches, schedule
+from actors import audit, batches, schedule
 from actors import jobs as joblog
 from actors.runtime import boot
 from core import dead_letters, formats
@@ -87,8 +87,8 @@ def delete_command(message_ids: tuple[str, ...]) -> None:
 @click.option("--keep", type=click.IntRange(0, 10**9), default=100, show_default=True, help="Never delete the newest N rows.")
 def cleanup_command(days: float, keep: int) -> None:
     """Delete old finished JobLog rows, in batches; finished batches older than 30 days with
-    their items (never the newest 100 batches); and schedule ledger rows older than
-    FLEET_SCHEDULE_KEEP_DAYS (never an entry's latest)."""
+    their items (never the newest 100 batches); schedule ledger rows older than
+    FLEET_SCHEDULE_KEEP_DAYS (never an entry's latest); audit events older than FLEET_AUDIT_RETENTION_DAYS."""
     open_database()
     deleted = joblog.cleanup(days, keep)
     click.echo(f"Deleted {deleted} job log row(s) older than {days:g} day(s); kept the newest {keep}.")
@@ -99,6 +99,8 @@ def cleanup_command(days: float, keep: int) -> None:
     ledger = schedule.prune(keep_days)
     click.echo(f"Deleted {ledger} schedule ledger row(s) older than {keep_days:g} day(s) (FLEET_SCHEDULE_KEEP_DAYS); "
                "kept each entry's latest.")
+    retention = get_settings().audit_retention_days
+    click.echo(f"Deleted {audit.prune(retention)} audit event(s) older than {retention:g} day(s).")
 
 
 @jobs_group.command("stats")
