@@ -32,6 +32,9 @@ def trust_proxies(app: Flask, n: int) -> None:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = boot(settings)
+    # The OpenAI client (the estimates of the retry pages) takes a second or more to import:
+    # paid once at start, not by an operator's first click.
+    import core.clients  # noqa: F401
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
