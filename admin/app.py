@@ -64,7 +64,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     admin = Admin(app, name="Fleet", index_view=DashboardView(name="Dashboard", url="/admin"),
                   theme=Bootstrap4Theme(base_template="fleet_base.html", fluid=True))
     register_views(admin)
-    app.jinja_env.filters.update(moment=formats.moment, seconds=formats.seconds, duration=formats.duration)
+    app.jinja_env.filters.update(moment=formats.moment, seconds=formats.seconds, duration=formats.duration,
+                               ago=formats.ago)
 
     @app.before_request
     def _start_request():

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from dataclasses import dataclass
 
 from dramatiq.middleware import Middleware
 
-from core.identity import process_id
+from core.identity import PRESENCE_INDEX, host_name, process_id
 from core.state import state_redis
 from core.ticker import Ticker
 
-INDEX = "fleet:workers"
+INDEX = PRESENCE_INDEX
 BEAT = 5.0  # seconds between heartbeats
 
 log = logging.getLogger("fleet.presence")
@@ -76,7 +75,7 @@ class WorkerPresence(Middleware):
             return  # RabbitMQ without FLEET_STATE_REDIS_URL: nowhere to keep it
         queues = worker.consumer_whitelist or {q for q in broker.get_declared_queues() if not q.endswith((".DQ", ".XQ"))}
         self.worker_id = f"{process_id()}:{id(worker):x}"
-        self.record = {"host": socket.gethostname(), "pid": os.getpid(), "queues": ",".join(sorted(queues)),
+        self.record = {"host": host_name(), "pid": os.getpid(), "queues": ",".join(sorted(queues)),
                        "threads": worker.worker_threads, "started_at": time.time()}
         self._beat()
         self._ticker.start(BEAT)

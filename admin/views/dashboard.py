@@ -18,7 +18,7 @@ from actors.series import overview as series_overview
 from admin.access import PanelAccess
 from admin.cache import cached
 from admin.stats import last_day
-from core.breakers import states
+from core.breakers import held_back, states
 from core.queues import queue_depths
 from core.state import state_redis
 
@@ -57,6 +57,7 @@ class DashboardView(PanelAccess, AdminIndexView):
             workers=_read(errors, "workers", lambda: _workers(settings.heartbeat_timeout), []),
             heartbeat_timeout=settings.heartbeat_timeout,
             breakers=_read(errors, "breakers", states, {}),
+            held_back=_read(errors, "hosts held back", held_back, []),
             leader=_read(errors, "scheduler leader", scheduler_leader),
             series=_read(errors, "series data", series_overview),
             ai=_read(errors, "OpenAI budget", lambda: cached("dashboard:ai", CACHE_SECONDS, ai_status)),
