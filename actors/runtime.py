@@ -21,7 +21,7 @@ from actors.middleware import fleet_middleware
 from actors.middleware.retries import attempt_started_at  # noqa: F401  (for on_give_up hooks)
 from actors.middleware.unique import DuplicateJob, UniqueJobs
 from core import boot as core_boot
-from core.broker import FleetRedisBroker
+from core.broker import FleetRabbitmqBroker, FleetRedisBroker
 from core.settings import Settings
 
 log = logging.getLogger("fleet.actors")
@@ -49,12 +49,13 @@ class FleetActor(dramatiq.Actor):
         time, so memory stays flat); returns (sent, skipped as already queued or running).
 
         Each message goes through the broker's enqueue and every middleware as `send` does;
-        on Redis a chunk costs one round trip for its unique locks and one for its enqueues.
+        on Redis a chunk costs one round trip for its unique locks and one for its enqueues; on
+        RabbitMQ one for its locks and one transaction for its messages.
         """
         sent = skipped = 0
         for part in _chunks(calls, chunk):
             messages = [self.message_with_options(args=tuple(args), **options) for args in part]
-            if not isinstance(self.broker, FleetRedisBroker):
+            if not isinstance(self.broker, (FleetRedisBroker, FleetRabbitmqBroker)):
                 results = [self.send_with_options(args=m.args, **options) for m in messages]
                 sent += sum(r is not None for r in results)
                 skipped += sum(r is None for r in results)

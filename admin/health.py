@@ -65,6 +65,10 @@ def check_queues() -> dict:
     check = {"ok": ready <= QUEUE_BACKLOG_LIMIT, "ready": ready,
              "queues": {d.queue: {"ready": d.ready, "in_flight": d.in_flight, "delayed": d.delayed, "dead": d.dead}
                         for d in depths}}
+    if any(d.in_flight is None for d in depths):
+        from core.queues import NO_MANAGEMENT
+
+        check["in_flight"] = NO_MANAGEMENT
     if not check["ok"]:
         check["error"] = f"{ready} ready messages (limit {QUEUE_BACKLOG_LIMIT})"
     return check

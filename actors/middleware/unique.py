@@ -130,9 +130,10 @@ class UniqueJobs(Middleware):
         first_send = "unique_key" not in message.options
         message.options.setdefault("unique_key", unique_key(message.actor_name, message.args, message.kwargs))
         pipe = getattr(broker, "current_pipeline", lambda: None)()
-        if claimed and pipe is not None and _introspects(broker):
-            self.claim(broker, message, client=pipe)  # names the queued copy, in the enqueue's round trip
-            return
+        if claimed and pipe is not None:
+            if _introspects(broker):
+                self.claim(broker, message, client=pipe)  # names the queued copy, in the enqueue's round trip
+            return  # (elsewhere claim_many's lock names the message already: there is no queued copy to name)
         holder = self.claim(broker, message)
         if holder is None:
             return

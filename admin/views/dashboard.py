@@ -19,7 +19,7 @@ from admin.access import PanelAccess
 from admin.cache import cached
 from admin.stats import last_day
 from core.breakers import held_back, states
-from core.queues import queue_depths
+from core.queues import NO_MANAGEMENT, queue_depths
 from core.state import state_redis
 
 CACHE_SECONDS = 5
@@ -58,6 +58,7 @@ class DashboardView(PanelAccess, AdminIndexView):
             heartbeat_timeout=settings.heartbeat_timeout,
             breakers=_read(errors, "breakers", states, {}),
             held_back=_read(errors, "hosts held back", held_back, []),
+            no_management=NO_MANAGEMENT,
             leader=_read(errors, "scheduler leader", scheduler_leader),
             series=_read(errors, "series data", series_overview),
             ai=_read(errors, "OpenAI budget", lambda: cached("dashboard:ai", CACHE_SECONDS, ai_status)),
