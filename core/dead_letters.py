@@ -185,7 +185,7 @@ def _letters(broker: RedisBroker, queue: str, redis_ids: list[bytes], scores: li
 def list_dead_letters(broker, limit: int = 100) -> list[DeadLetter]:
     """The newest dead letters of every queue, newest first."""
     if isinstance(broker, RabbitmqBroker):
-        return rabbitmq.list_letters(broker, limit)
+        return rabbitmq.list_letters(broker, limit, letter)
     broker = _redis_broker(broker)
     found: list[DeadLetter] = []
     for queue in _dead_queues(broker):
@@ -237,7 +237,7 @@ def requeue(broker, message_ids: list[str] | None) -> Requeued:
     any send (the broker must have the actors declared: import `actors.all` first)."""
     if isinstance(broker, RabbitmqBroker):
         result = Requeued(0, 0, 0, [])
-        rabbitmq.requeue(broker, message_ids, result, RESET_OPTIONS)
+        rabbitmq.requeue(broker, message_ids, result, RESET_OPTIONS, letter, forget_error)
         return result
     broker = _redis_broker(broker)
     located, missing = _locate(broker, message_ids)
@@ -260,7 +260,7 @@ def requeue(broker, message_ids: list[str] | None) -> Requeued:
 
 def delete(broker, message_ids: list[str] | None) -> tuple[int, list[str]]:
     if isinstance(broker, RabbitmqBroker):
-        return rabbitmq.delete(broker, message_ids)
+        return rabbitmq.delete(broker, message_ids, letter, forget_error)
     broker = _redis_broker(broker)
     located, missing = _locate(broker, message_ids)
     for queue, redis_id, message_id, _ in located:
@@ -271,7 +271,7 @@ def delete(broker, message_ids: list[str] | None) -> tuple[int, list[str]]:
 def find_dead_letter(broker, message_id: str) -> DeadLetter | None:
     """One dead letter by its message id (a scan of the dead-letter hashes, not of the keyspace)."""
     if isinstance(broker, RabbitmqBroker):
-        return rabbitmq.find(broker, message_id)
+        return rabbitmq.find(broker, message_id, letter)
     broker = _redis_broker(broker)
     located, _ = _locate(broker, [message_id])
     if not located:

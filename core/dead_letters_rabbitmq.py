@@ -6,7 +6,8 @@ of its own without acknowledging: what is only looked at goes back to the queue 
 channel closes; a requeued or deleted letter is acknowledged (gone from the XQ) once its new
 copy is published. Why a message died is kept in the state Redis by message id, as on Redis.
 
-An AMQP queue is read from its oldest message: a listing shows the oldest BROWSE_LIMIT
+core/dead_letters.py calls these with its `letter` (a DeadLetter from stored bytes) and
+`forget_error`. An AMQP queue is read from its oldest message: a listing shows the oldest BROWSE_LIMIT
 letters of each queue, newest first; a requeue or delete by id looks at as many.
 """
 from __future__ import annotations
@@ -53,9 +54,7 @@ def _queues(broker) -> list[str]:
     return known_queues(broker)
 
 
-def list_letters(broker, limit: int) -> list:
-    from core.dead_letters import letter
-
+def list_letters(broker, limit: int, letter) -> list:
     found = []
     for queue in _queues(broker):
         with _browsing(broker, queue, min(BROWSE_LIMIT, max(limit, 1) * 10)) as (_, got):
@@ -67,9 +66,7 @@ def count(broker) -> int:
     return sum(broker.get_queue_message_counts(queue)[2] for queue in _queues(broker))
 
 
-def find(broker, message_id: str):
-    from core.dead_letters import letter
-
+def find(broker, message_id: str, letter):
     for queue in _queues(broker):
         with _browsing(broker, queue, BROWSE_LIMIT) as (_, got):
             for _, properties, body in got:
@@ -79,11 +76,9 @@ def find(broker, message_id: str):
     return None
 
 
-def _each(broker, message_ids: list[str] | None, act) -> list[str]:
-    """`act(queue, message or None, raw letter)` for each wanted letter, acked when `act`
-    returns True; the ids not found."""
-    from core.dead_letters import letter
-
+def _each(broker, message_ids: list[str] | None, letter, act) -> list[str]:
+    """`act(queue, body, dead letter)` for each wanted letter, acked when `act` returns True;
+    the ids not found."""
     wanted = None if message_ids is None else set(message_ids)
     found = set()
     for queue in _queues(broker):
@@ -98,9 +93,7 @@ def _each(broker, message_ids: list[str] | None, act) -> list[str]:
     return [] if wanted is None else sorted(wanted - found)
 
 
-def requeue(broker, message_ids: list[str] | None, result, reset_options) -> None:
-    from core.dead_letters import forget_error
-
+def requeue(broker, message_ids: list[str] | None, result, reset_options, letter, forget_error) -> None:
     def again(queue, body, dead) -> bool:
         if not dead.requeueable:
             result.invalid += 1
@@ -117,12 +110,10 @@ def requeue(broker, message_ids: list[str] | None, result, reset_options) -> Non
         forget_error(broker, dead.message_id)
         return True
 
-    result.missing = _each(broker, message_ids, again)
+    result.missing = _each(broker, message_ids, letter, again)
 
 
-def delete(broker, message_ids: list[str] | None) -> tuple[int, list[str]]:
-    from core.dead_letters import forget_error
-
+def delete(broker, message_ids: list[str] | None, letter, forget_error) -> tuple[int, list[str]]:
     deleted = 0
 
     def drop(queue, body, dead) -> bool:
@@ -131,5 +122,5 @@ def delete(broker, message_ids: list[str] | None) -> tuple[int, list[str]]:
         forget_error(broker, dead.message_id)
         return True
 
-    missing = _each(broker, message_ids, drop)
+    missing = _each(broker, message_ids, letter, drop)
     return deleted, missing

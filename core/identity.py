@@ -10,6 +10,7 @@ import os
 import socket
 
 PRESENCE_INDEX = "fleet:workers"  # sorted set of consuming workers' ids by last heartbeat (actors/middleware/presence.py)
+ALIVE_PREFIX = "fleet:alive:"  # + process id: set by a consuming process's heartbeat, with its TTL (read by unique_alive.lua)
 
 _chosen: tuple[int, str] = (0, "")  # (pid, suffix) of the process that chose it
 
@@ -26,6 +27,10 @@ def process_id() -> str:
     if _chosen[0] != pid:
         _chosen = (pid, os.urandom(2).hex())
     return f"{host_name()}~{_chosen[1]}:{pid}"
+
+
+def alive_key(process: str) -> str:
+    return ALIVE_PREFIX + process
 
 
 def host_of(worker_id: str) -> str:

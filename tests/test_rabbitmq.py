@@ -102,3 +102,47 @@ def test_dead_letters_on_rabbitmq_are_listed_requeued_and_deleted(rabbit, redis_
     assert dead_letters.delete(rabbit, [second.message_id]) == (1, [])
     assert dead_letters.count_dead_letters(rabbit) == 0
     assert dead_letters.list_dead_letters(rabbit, 10) == []
+
+
+def test_a_unique_lock_whose_worker_died_with_its_message_is_taken_over(rabbit, rabbitmq_url, redis_url, processes,
+                                                                        tmp_path):
+    """A worker SIGKILLed while it runs a unique job, and the message lost with it (the queue
+    purged): once the dead process's heartbeat has expired, the next send takes the lock over,
+    as on Redis, instead of waiting for the lock's 24-hour TTL."""
+    import os
+    import signal
+
+    from actors.middleware.unique import unique_key
+    from core.identity import host_name
+    from core.state import state_redis
+
+    rabbit.channel.queue_declare("tests", durable=True, passive=False,
+                                 arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "tests.XQ"})
+    rabbit.channel.queue_purge("tests")
+
+    def unique_sleeper(key: str, seconds: float) -> None:  # tests/worker_actors.py's, sent from here
+        raise AssertionError("runs in the worker process")
+
+    actor = dramatiq.actor(unique_sleeper, actor_class=FleetActor, queue_name="tests", broker=rabbit, unique=True)
+    env = {**os.environ, "BROKER_URL": rabbitmq_url, "FLEET_STATE_REDIS_URL": redis_url,
+           "FLEET_VAR_DIR": str(tmp_path / "var"), "FLEET_HEARTBEAT_TIMEOUT": "6"}
+    worker = processes.worker("tests.worker_actors", "-p", "1", "-t", "1", "-Q", "tests", env=env)
+    key = uuid.uuid4().hex
+    lock = unique_key("unique_sleeper", (key, 60), {})
+    try:
+        assert actor.send(key, 60) is not None
+        wait_for(lambda: (v := state_redis().get(lock)) and v.decode().split()[4] == "r", timeout=30,
+                 message="the job running")
+        running = state_redis().get(lock).decode().split()
+        assert running[5].startswith(f"{host_name()}~")  # the process that runs it
+        processes.stop(worker, signal.SIGKILL)
+        wait_for(lambda: rabbit.get_queue_message_counts("tests")[0] == 1, timeout=30,
+                 message="RabbitMQ giving the message back")
+        rabbit.channel.queue_purge("tests")  # … and losing it
+
+        assert actor.send(key, 60) is None  # the holder's process may still be alive for all we know
+        taken = wait_for(lambda: actor.send(key, 60), timeout=30, message="the lock taken over")
+        assert state_redis().get(lock).decode().split()[0] == taken.message_id
+    finally:
+        rabbit.channel.queue_purge("tests")
+        state_redis().delete(lock)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from dramatiq.middleware import Middleware
 
-from core.identity import PRESENCE_INDEX, host_name, process_id
+from core.identity import PRESENCE_INDEX, alive_key, host_name, process_id
 from core.state import state_redis
 from core.ticker import Ticker
 
@@ -104,5 +104,6 @@ class WorkerPresence(Middleware):
             pipe.hset(_record_key(self.worker_id), mapping={**self.record, "heartbeat": now})
             pipe.expire(_record_key(self.worker_id), self.ttl)
             pipe.zadd(INDEX, {self.worker_id: now})
+            pipe.set(alive_key(process_id()), 1, ex=self.ttl)  # the process's unique locks live while it does
             pipe.zremrangebyscore(INDEX, "-inf", now - self.ttl)  # the dead ones' entries
             pipe.execute()
