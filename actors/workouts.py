@@ -16,6 +16,7 @@ from peewee import SQL, fn
 
 from actors.batches import ItemRun, batch_kind, create_batch
 from actors.runtime import attempt_started_at, fleet_actor, task
+from core import fencing
 from core.errors import CODES, Classified, JobError, classify
 from core.redact import redact
 from db.database import database
@@ -117,6 +118,7 @@ def generate_user_workout_plan(user_id: int, plan_id: int) -> None:
     # after the last pass gets a follow-up job when the unique lock is released.
     while pending := [w for w in _pending_days(plan) if w.id not in tried]:
         for workout in pending:
+            fencing.check()  # a copy whose message was redelivered (its worker hung) stops here
             tried.add(workout.id)
             try:
                 _generate_day(client, plan, workout)

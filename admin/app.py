@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                   theme=Bootstrap4Theme(base_template="fleet_base.html", fluid=True))
     register_views(admin)
     app.jinja_env.filters.update(moment=formats.moment, seconds=formats.seconds, duration=formats.duration,
-                               ago=formats.ago)
+                              ago=formats.ago)
 
     @app.before_request
     def _start_request():

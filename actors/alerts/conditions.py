@@ -209,7 +209,8 @@ def _host_lost(p: dict) -> list[Finding]:
     live = {w.id.rsplit(":", 1)[0] for w in live_workers(client, settings.heartbeat_timeout)}
     now = utcnow()
     rows = (JobLog.select(JobLog.worker, fn.COUNT(SQL("*")))
-            .where((JobLog.status == "started") & (JobLog.created_at >= now - timedelta(seconds=p["window"]))
+            .where(JobLog.status.in_(("started", "abandoned"))  # abandoned: its message was redelivered
+                   & (JobLog.created_at >= now - timedelta(seconds=p["window"]))
                    & (JobLog.created_at <= now - timedelta(seconds=settings.heartbeat_timeout)))
             .group_by(JobLog.worker).tuples())
     lost: dict[str, int] = {}

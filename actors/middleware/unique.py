@@ -157,8 +157,8 @@ class UniqueJobs(Middleware):
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         outcome = get_outcome(message)
-        if outcome and outcome.status in ("retrying", "deferred"):
-            return
+        if outcome and outcome.status in ("retrying", "deferred", "abandoned"):
+            return  # the lock moves to the next copy (an abandoned copy's lock is its redelivery's)
         key = message.options.get("unique_key")
         if key and state_redis() is not None:
             later(message, "release unique lock", lambda: self._release_and_follow_up(broker, message, key))

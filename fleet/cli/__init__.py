@@ -106,11 +106,12 @@ def _register() -> None:
         series,
         simulate,
         translations,
+        workers,
         workouts,
     )
 
     for module in (processes, database, accounts, jobs, workouts, series, batches, translations, ai, schedule,
-                   alerts, simulate, demo):
+                   alerts, simulate, demo, workers):
         for command in module.commands:
             cli.add_command(command)
 
