@@ -70,7 +70,8 @@ class Hosts:
 
     def __init__(self, count: int):
         self.tag = os.urandom(2).hex()
-        third = random.randrange(1, 250)
+        taken = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+        third = random.choice([n for n in range(1, 250) if f" {SUBNET}.{n}." not in taken])  # one of ours may run beside
         self.gateway = f"{SUBNET}.{third}.1"
         self.provider = f"{SUBNET}.{third}.2"
         self.bridge = f"fb{self.tag}"
@@ -252,6 +253,15 @@ class NetnsFleet:
         rows = self._query("SELECT split_part(worker, '~', 1), count(*) FROM job_log "
                            "WHERE status = 'success' AND job_class = 'generate_user_workout_plan' GROUP BY 1")
         return {host: n for host, n in rows}
+
+    def job_statuses(self) -> dict[str, int]:
+        """JobLog rows of the generation jobs by status."""
+        return dict(self._query("SELECT status, count(*) FROM job_log WHERE job_class = 'generate_user_workout_plan' "
+                                "GROUP BY 1"))
+
+    def provider_calls(self) -> int:
+        """Requests the OpenAI simulator received."""
+        return self.openai.stats()["requests"]
 
     def days(self) -> dict[str, int]:
         """Workout days by status."""

@@ -21,6 +21,7 @@ WINDOW = 6  # seconds of work counted before and after a fault (the counts compa
 SHORT = {
     "FLEET_HEARTBEAT_TIMEOUT": "8",  # a cut-off host's messages go back after 8 s
     "FLEET_RETRY_DELAYS": "1,2,3",
+    "OPENAI_TIMEOUT": "15",  # a call cut off mid-way gives up within the partition
 }
 
 
@@ -70,3 +71,64 @@ def test_a_host_cut_off_from_the_provider_alone_holds_back_itself_and_the_others
     assert after.get(c.name, 0) == 0, after  # its calls cannot get through; its jobs wait for others
     [why] = held_back(redis, ["openai"], 60)
     assert why.code == "ERR_CONNECTION", why
+
+
+def _all_generated(fleet: NetnsFleet, total: int, timeout: float) -> dict:
+    return wait_for(lambda: (d := fleet.days()) and d.get("generated", 0) == total and d, timeout=timeout,
+                    message=f"{total} days generated")
+
+
+@pytest.mark.parametrize("netns_fleet", [2], indirect=True)
+def test_a_three_second_blip_of_one_hosts_link_loses_nothing(netns_fleet):
+    fleet = netns_fleet
+    a, b = fleet.hosts.hosts
+    for host in (a, b):
+        fleet.start_worker(host, processes=1, threads=2)
+    fleet.load(200)
+    wait_for(lambda: all(fleet.successes().get(h.name, 0) >= 3 for h in (a, b)), timeout=60,
+             message="both hosts at work")
+    fleet.hosts.cut(b)
+    time.sleep(3)
+    fleet.hosts.restore(b)
+    done_before = fleet.successes().get(b.name, 0)
+
+    days = _all_generated(fleet, 200, timeout=90)
+    assert days == {"generated": 200}  # none failed, none left pending
+    assert fleet.successes().get(b.name, 0) > done_before  # the blipped host went on working
+    statuses = wait_for(lambda: (s := fleet.job_statuses()) and s.get("success") == 200 and s, timeout=20,
+                        message=f"200 successes in the JobLog: {fleet.job_statuses()}")
+    assert statuses.get("failed", 0) == 0, statuses
+
+
+PARTITION = 60  # seconds one host is cut off
+
+
+@pytest.mark.parametrize("netns_fleet", [2], indirect=True)
+def test_a_sixty_second_partition_of_one_host_loses_nothing_and_runs_at_most_its_threads_twice(netns_fleet):
+    """The cut host's messages go back after the heartbeat timeout and the other host runs
+    them; when the link returns, its stale copies are fenced (they call and settle nothing
+    more), and it is back at work. Duplicate provider calls: at most the calls the cut host
+    had in flight, one a thread."""
+    fleet = netns_fleet
+    a, b = fleet.hosts.hosts
+    threads = 2
+    for host in (a, b):
+        fleet.start_worker(host, processes=1, threads=threads)
+    fleet.load(300)
+    wait_for(lambda: all(fleet.successes().get(h.name, 0) >= 3 for h in (a, b)), timeout=60,
+             message="both hosts at work")
+    fleet.hosts.cut(b)
+    time.sleep(PARTITION)
+    fleet.hosts.restore(b)
+    back_from = fleet.successes().get(b.name, 0)
+    fleet.load(60)
+    wait_for(lambda: fleet.successes().get(b.name, 0) > back_from, timeout=30,
+             message="the cut host back at work within 30 s of its link's return")
+
+    assert _all_generated(fleet, 360, timeout=120) == {"generated": 360}
+    statuses = wait_for(lambda: (s := fleet.job_statuses()) and s.get("success") == 360 and s, timeout=20,
+                        message=f"each job settled once: {fleet.job_statuses()}")
+    assert statuses.get("failed", 0) == 0, statuses
+    duplicates = fleet.provider_calls() - 360
+    print(f"partition of {PARTITION} s: {duplicates} duplicate provider call(s); JobLog {statuses}")
+    assert 0 <= duplicates <= threads, duplicates
