@@ -121,11 +121,11 @@ class Forwarder:
     """A TCP port on `host` that forwards each connection to `target` (PostgreSQL listens on the
     loopback only; the hosts reach it here, as they would reach a database server on the LAN)."""
 
-    def __init__(self, host: str, target: tuple[str, int]):
+    def __init__(self, host: str, target: tuple[str, int], port: int = 0):
         from core.net import free_port
 
         self.target = target
-        self.port = free_port()
+        self.port = port or free_port()
         self._server = socket.create_server((host, self.port))
         self._thread = threading.Thread(target=self._accept, name="fleet-forwarder", daemon=True)
         self._open: set[socket.socket] = set()
@@ -200,18 +200,26 @@ class NetnsFleet:
 
     def __enter__(self) -> NetnsFleet:
         from core.net import free_port
-        from core.simulators.openai_sim import start_openai_simulator
+        from core.simulators.server import SimulatorControl
         from tests.servers import RedisServer
 
         try:
             self.redis = self._stack.enter_context(RedisServer(self.workdir / "redis", bind=self.hosts.gateway))
-            forwarder = self._stack.enter_context(Forwarder(self.hosts.gateway, self._postgres))
+            # The forwarder and the simulator run in processes of their own, as the servers of a LAN would.
+            port = free_port()
+            self.processes.start("forward", self.hosts.gateway, str(port), *map(str, self._postgres),
+                                 module="tests.netns", name="forwarder", env=os.environ)
             self.hosts_database_url = self.database_url.replace(
-                f"{self._postgres[0]}:{self._postgres[1]}", f"{self.hosts.gateway}:{forwarder.port}", 1)
-            self.openai = start_openai_simulator(host=self.hosts.provider, port=free_port(), api_key=self.api_key,
-                                                 latency_ms=self.latency_ms)
-            self._stack.callback(self.openai.stop)
+                f"{self._postgres[0]}:{self._postgres[1]}", f"{self.hosts.gateway}:{port}", 1)
+            sim_port = free_port()
+            self.processes.start("simulate", "openai", "--host", self.hosts.provider, "--port", str(sim_port),
+                                 "--latency-ms", str(self.latency_ms), "--api-key", self.api_key, name="openai-sim",
+                                 env=os.environ)
+            self.openai = SimulatorControl(f"http://{self.hosts.provider}:{sim_port}")
+            self.openai.url = f"{self.openai.base_url}/v1"
+            _until(lambda: _answers(self.openai) and _accepts(self.hosts.gateway, port), "the forwarder and simulator")
         except BaseException:
+            self.processes.stop_all()
             self._stack.close()
             raise
         return self
@@ -275,3 +283,36 @@ class NetnsFleet:
     def fleet_breaker(self, service: str = "openai") -> str:
         state = self.state_redis().get(f"fleet:breaker:{service}:pybreaker:state")
         return state.decode() if state else "closed"
+
+
+def _answers(simulator) -> bool:
+    try:
+        simulator.stats()
+        return True
+    except Exception:
+        return False
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _until(condition, what: str, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start within {timeout:g} s")
+        time.sleep(0.1)
+
+
+if __name__ == "__main__":  # python -m tests.netns forward LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT
+    _, verb, host, port, target_host, target_port = sys.argv
+    assert verb == "forward", verb
+    forwarder = Forwarder(host, (target_host, int(target_port)), port=int(port))
+    forwarder._accept()  # until SIGTERM ends the process
