@@ -5,6 +5,7 @@ latency over their veth links. Needs root.
 
     python benchmarks/hosts.py                    # 1, 2, 3 hosts, a 20 s window each, then the partition
     python benchmarks/hosts.py --hosts 1 2 --window 10 --no-partition
+    python benchmarks/hosts.py --hosts 3 --plans-per-host 300     # a busy machine: less work to wait for
 
 For each host count: one-day workout plans queued (`send_many`), a warm-up, then the days
 generated in the window (JobLog successes), as days/s and as a ratio to one host; the most
@@ -85,7 +86,7 @@ class PeakConnections:
         self._thread.join(5)
 
 
-def run(count: int, window: float, partition: bool, workdir: Path) -> dict:
+def run(count: int, window: float, partition: bool, workdir: Path, plans_per_host: int) -> dict:
     from db.database import open_database
     from db.migrate import migrate
 
@@ -98,13 +99,15 @@ def run(count: int, window: float, partition: bool, workdir: Path) -> dict:
                                                latency_ms=LATENCY_MS, env=ENV) as fleet:
             for host in hosts.hosts:
                 fleet.start_worker(host, processes=1, threads=THREADS)
-            planned = int(count * THREADS / (LATENCY_MS / 1000) * (window + 30)) + 200
+            planned = count * plans_per_host
             fleet.load(planned)
             with PeakConnections(fleet) as connections:
                 _wait(lambda: all(fleet.successes().get(h.name, 0) >= THREADS for h in hosts.hosts), 120, "warm-up")
                 before = sum(fleet.successes().values())
                 time.sleep(window)
                 done = sum(fleet.successes().values()) - before
+                if fleet.days().get("pending", 0) == 0:
+                    raise SystemExit("the work ran out inside the window: raise --plans-per-host")
                 result = {"hosts": count, "days_per_s": done / window, "peak_connections": connections.peak,
                           "budget": budget(count), "load": os.getloadavg()[0]}
                 if partition:
@@ -134,6 +137,8 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--window", type=float, default=20)
     parser.add_argument("--no-partition", action="store_true")
+    parser.add_argument("--plans-per-host", type=int, default=600,
+                        help="one-day plans queued a host (enough for the warm-up and the window)")
     args = parser.parse_args()
     why = unavailable()
     if why:
@@ -142,10 +147,11 @@ def main() -> None:
     for count in args.hosts:
         partition = not args.no_partition and count == max(args.hosts)
         with tempfile.TemporaryDirectory(prefix="fleet-bench-hosts-") as tmp:
-            result = run(count, args.window, partition, Path(tmp))
+            result = run(count, args.window, partition, Path(tmp), args.plans_per_host)
         results.append(result)
-        one = results[0]["days_per_s"] / results[0]["hosts"]
-        print(f"{count} host(s): {result['days_per_s']:.1f} days/s, {result['days_per_s'] / one:.2f} × one host; "
+        one = next((r["days_per_s"] for r in results if r["hosts"] == 1), None)
+        ratio = f", {result['days_per_s'] / one:.2f} × one host" if one else ""
+        print(f"{count} host(s): {result['days_per_s']:.1f} days/s{ratio}; "
               f"PostgreSQL connections at peak {result['peak_connections']} (budget {result['budget']}); "
               f"load average {result['load']:.1f}", flush=True)
         if partition:
