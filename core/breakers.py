@@ -27,6 +27,9 @@ from core.state import state_redis
 SERVICES = ("openai", "series_api")
 log = logging.getLogger("fleet.breakers")
 TRIAL_TTL = 120
+# A job a held-back host fetched goes back to its queue this soon at most: another host runs
+# it rather than it waiting out this host's breaker.
+HELD_BACK_DEFER = 5.0
 SUCCESS_NOTE_EVERY = 1.0  # seconds between two notes of a host's success by one process  # seconds: a trial call's token expires if its caller dies
 _breakers: dict[str, pybreaker.CircuitBreaker] = {}
 _host_breakers: dict[tuple[str, str], pybreaker.CircuitBreaker] = {}
@@ -223,12 +226,12 @@ def _wait(cb: pybreaker.CircuitBreaker) -> float:
 
 def seconds_to_wait(service: str, host: str | None = None) -> float:
     """0 when a call may go through now; else how long a job should wait: the rest of the time
-    the fleet's breaker (or, while it is closed, this host's) stays open, or a few seconds
-    while another process makes the trial call."""
+    the fleet's breaker stays open (or, while it is closed, this host's, at most
+    HELD_BACK_DEFER), or a few seconds while another process makes the trial call."""
     cb = breaker(service)
     if cb.current_state != pybreaker.STATE_CLOSED:
         return _wait(cb)
-    return _wait(host_breaker(service, host))
+    return min(_wait(host_breaker(service, host)), HELD_BACK_DEFER)
 
 
 def states() -> dict[str, str]:

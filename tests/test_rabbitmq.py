@@ -146,3 +146,37 @@ def test_a_unique_lock_whose_worker_died_with_its_message_is_taken_over(rabbit, 
     finally:
         rabbit.channel.queue_purge("tests")
         state_redis().delete(lock)
+
+
+def test_in_flight_counts_are_read_from_the_management_api_when_one_is_named():
+    """RabbitMQ's management API is not enabled where the tests run: a stand-in answers as it
+    does (GET /api/queues/<vhost>, basic auth), and its counts are what Fleet shows."""
+    import json
+    import threading
+
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    from core.queues import rabbitmq_in_flight
+
+    seen = []
+
+    @Request.application
+    def management(request):
+        seen.append((request.environ.get("RAW_URI") or request.path, request.authorization.username,
+                     request.authorization.password, request.args.get("columns")))
+        return Response(json.dumps([{"name": "workouts", "messages_unacknowledged": 7},
+                                    {"name": "workouts.XQ", "messages_unacknowledged": 0}]),
+                        content_type="application/json")
+
+    server = make_server("127.0.0.1", 0, management, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        found = rabbitmq_in_flight(f"http://ops:s3cret@127.0.0.1:{server.server_port}",
+                                   "amqp://guest:guest@127.0.0.1:5672/fleet")
+    finally:
+        server.shutdown()
+    assert found == {"workouts": 7, "workouts.XQ": 0}
+    [(path, user, password, columns)] = seen
+    assert path.startswith("/api/queues/fleet") and (user, password) == ("ops", "s3cret")
+    assert columns == "name,messages_unacknowledged"
