@@ -108,7 +108,7 @@ def stats_command(hours: float, as_json: bool) -> None:
     if not rows:
         click.echo(f"No jobs in the last {hours:g} hour(s).")
         return
-    statuses = ["success", "failed", "retrying", "deferred", "started"]
+    statuses = ["success", "failed", "retrying", "deferred", "started", "abandoned"]
     table = Table("job class", "success today (UTC)", *statuses, "avg success (s)",
                   title=f"Attempts in the last {hours:g} hour(s)")
     for row in rows:
