@@ -225,6 +225,12 @@ class NetnsFleet:
         return self
 
     def __exit__(self, *exc) -> None:
+        import signal
+
+        for proc in self.processes.started:  # the hosts are thrown away: no graceful stop to wait for
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
         self.processes.stop_all()
         self._stack.close()
 
