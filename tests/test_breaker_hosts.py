@@ -99,3 +99,15 @@ def test_dashboard_and_healthz_say_which_host_is_held_back_and_why(admin_client,
     assert body["checks"]["breakers"]["states"]["openai"] == "closed"
     assert body["checks"]["breakers"]["error"] == "openai held back on host host-a (ERR_CONNECTION)"
     assert "breakers" in body["degraded"]
+
+
+def test_the_default_alert_rules_tell_of_a_held_back_host_not_of_an_outage(settings):
+    from actors.alerts.conditions import findings
+    from actors.alerts.rules import load_rules
+
+    rules = load_rules("default").rules
+    host_breaker("openai", "host-b").call(lambda: "answered")
+    _fail("host-a")
+    [found] = findings(rules["host-held-back"])
+    assert found.subject == "openai@host-a" and found.labels["error_code"] == "ERR_CONNECTION"
+    assert findings(rules["breaker-open"]) == []  # the provider answers the other host: no outage
