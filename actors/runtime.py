@@ -21,7 +21,7 @@ from actors.middleware import fleet_middleware
 from actors.middleware.retries import attempt_started_at  # noqa: F401  (for on_give_up hooks)
 from actors.middleware.unique import DuplicateJob, UniqueJobs
 from core import boot as core_boot
-from core.broker import FleetRedisBroker
+from core.broker import FleetRabbitmqBroker, FleetRedisBroker
 from core.settings import Settings
 
 log = logging.getLogger("fleet.actors")
@@ -58,7 +58,8 @@ class FleetActor(dramatiq.Actor):
         time, so memory stays flat); returns (sent, skipped as already queued or running).
 
         Each message goes through the broker's enqueue and every middleware as `send` does;
-        on Redis a chunk costs one round trip for its unique locks and one for its enqueues.
+        on Redis a chunk costs one round trip for its unique locks and one for its enqueues; on
+        RabbitMQ one for its locks and one transaction for its messages.
         """
         sent = skipped = 0
         for part in _chunks(calls, chunk):
@@ -94,7 +95,7 @@ def send_messages(broker, messages: list, delay: int | list[int | None] | None =
         return []
     delays = dict(zip((m.message_id for m in messages), delay if isinstance(delay, list) else [delay] * len(messages)))
     actor = broker.get_actor(messages[0].actor_name)
-    if not isinstance(broker, FleetRedisBroker):
+    if not isinstance(broker, (FleetRedisBroker, FleetRabbitmqBroker)):
         return [m for m in messages if actor.send_message(m, delays[m.message_id]) is not None]
     unique = _unique(broker)
     claimed = unique.claim_many(broker, messages) if unique else messages

@@ -306,6 +306,62 @@ class FleetRedisConsumer(_RedisConsumer):
                 pass  # Redis is away: HeldMessages gives them back once it is here again
 
 
+class FleetRabbitmqBroker(RabbitmqBroker):
+    """Dramatiq's RabbitMQ broker, whose enqueues can be gathered into batches: inside
+    `with broker.pipelined():` a thread publishes on a channel of its own in transaction mode,
+    without waiting for the broker after each message, and the block's end commits them in one
+    round trip (Dramatiq's publisher confirms wait for each message). Should the connection
+    fail inside the block, the messages published there and not committed are published again,
+    one by one, with confirms: at least once, as any enqueue."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._batch = threading.local()
+
+    @contextlib.contextmanager
+    def pipelined(self):
+        if getattr(self._batch, "channel", None) is not None:
+            yield self._batch.channel  # nested: the outer block commits
+            return
+        channel = self.connection.channel()
+        channel.tx_select()
+        previous = getattr(self.state, "channel", None)
+        self.state.channel = channel
+        self.channels.add(channel)
+        self._batch.channel, self._batch.sent = channel, []
+        unsent: list = []
+        try:
+            yield channel
+            channel.tx_commit()
+        except (pika.exceptions.AMQPError, ConnectionClosed):
+            unsent = self._batch.sent
+            logging.getLogger("fleet.broker").warning("batch of messages not committed; sending them one by one",
+                                                      extra={"messages": len(unsent)})
+        finally:
+            self._batch.channel, self._batch.sent = None, []
+            if getattr(self.state, "channel", None) is channel:  # not replaced after a failure
+                if previous is not None:
+                    self.state.channel = previous
+                else:
+                    del self.state.channel
+            self.channels.discard(channel)
+            if channel.is_open:
+                with contextlib.suppress(Exception):
+                    channel.close()
+        for message, delay in unsent:
+            super().enqueue(message, delay=delay)
+
+    def current_pipeline(self):
+        return getattr(self._batch, "channel", None)
+
+    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+        sent = super().enqueue(message, delay=delay)
+        batch = getattr(self._batch, "channel", None)
+        if batch is not None and getattr(self.state, "channel", None) is batch:
+            self._batch.sent.append((message, delay))
+        return sent
+
+
 def redis_client(url: str, timeout: float = CONNECT_TIMEOUT) -> redis.Redis:
     return redis.Redis.from_url(
         url, socket_connect_timeout=timeout, socket_timeout=timeout + 5, health_check_interval=30
@@ -315,7 +371,7 @@ def redis_client(url: str, timeout: float = CONNECT_TIMEOUT) -> redis.Redis:
 def build_broker(settings: Settings, middleware: list) -> dramatiq.Broker:
     """The broker of BROKER_URL with exactly `middleware` (boot hands in Fleet's)."""
     if settings.is_rabbitmq:
-        return RabbitmqBroker(url=settings.broker_url, middleware=middleware, confirm_delivery=True)
+        return FleetRabbitmqBroker(url=settings.broker_url, middleware=middleware, confirm_delivery=True)
     return FleetRedisBroker(
         client=redis_client(settings.broker_url),
         middleware=middleware,

@@ -46,6 +46,7 @@ class Settings:
     heartbeat_timeout: float
     secret_key_override: str | None = field(repr=False)
     state_redis_url: str | None = None
+    rabbitmq_management_url: str | None = field(default=None, repr=False)  # RabbitMQ's HTTP API, for in-flight counts
     series_api_rate: int = 20  # requests a second, for the whole fleet
     trusted_proxies: int = 0  # proxies in front of `fleet web` whose X-Forwarded-* headers are believed
     batch_chunk: int = 50  # items a chunk job of a batch works, at most MAX_BATCH_CHUNK
@@ -226,6 +227,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         state_redis_url = _url("FLEET_STATE_REDIS_URL", env["FLEET_STATE_REDIS_URL"], {"redis", "rediss", "unix"})
     else:
         state_redis_url = None if broker_url.startswith("amqp") else broker_url
+    management_url = env.get("FLEET_RABBITMQ_MANAGEMENT_URL")
+    if management_url:
+        _url("FLEET_RABBITMQ_MANAGEMENT_URL", management_url, {"http", "https"})
     openai_base_url = env.get("OPENAI_BASE_URL")
     if openai_base_url:
         _url("OPENAI_BASE_URL", openai_base_url, {"http", "https"})
@@ -252,6 +256,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                     minimum=0, maximum=MAX_TRUSTED_PROXIES)),
         secret_key_override=env.get("FLEET_SECRET_KEY"),
         state_redis_url=state_redis_url,
+        rabbitmq_management_url=management_url,
         series_api_rate=int(_number("SERIES_API_RATE", env.get("SERIES_API_RATE", "20"), integer=True, minimum=1,
                                     maximum=MAX_SERIES_API_RATE)),
         batch_chunk=int(_number("FLEET_BATCH_CHUNK", env.get("FLEET_BATCH_CHUNK", str(MAX_BATCH_CHUNK)), integer=True,

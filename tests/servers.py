@@ -16,19 +16,20 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"  # a deve
 
 
 class RedisServer:
-    """A private redis-server on 127.0.0.1 and a free port, its files in `workdir`.
+    """A private redis-server on 127.0.0.1 (or `bind`) and a free port, its files in `workdir`.
 
     `persistent` turns AOF on (fsync every second), for tests that kill it and start it again
     on the same port and expect what was written to be there.
     """
 
-    def __init__(self, workdir: Path, *, persistent: bool = False):
+    def __init__(self, workdir: Path, *, persistent: bool = False, bind: str = "127.0.0.1"):
         from core.net import free_port
 
         self.port = free_port()
         self.workdir = Path(workdir)
         self.persistent = persistent
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.bind = bind
+        self.url = f"redis://{bind}:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> RedisServer:
@@ -39,10 +40,11 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent else ["--appendonly", "no"]
         self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+            [redis_server_binary(), "--port", str(self.port), "--bind", self.bind, "--protected-mode", "no",
+             "--save", "", *persistence,
              "--dir", str(self.workdir), "--loglevel", "warning"],
             stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(host=self.bind, port=self.port)
         deadline = time.monotonic() + START_TIMEOUT
         try:
             while True:

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from dataclasses import dataclass
 
 from dramatiq.middleware import Middleware
 
 from core.clock import CLOCK, fleet_time
-from core.identity import process_id
+from core.identity import PRESENCE_INDEX, alive_key, host_name, process_id
 from core.state import state_redis
 from core.ticker import Ticker
 
-INDEX = "fleet:workers"
+INDEX = PRESENCE_INDEX
 BEAT = 5.0  # seconds between heartbeats
 
 log = logging.getLogger("fleet.presence")
@@ -128,6 +127,7 @@ class WorkerPresence(Middleware):
     def __init__(self, heartbeat_timeout: float):
         # a beat every third of the timeout (at most every BEAT s): one late beat is not a death
         self.every = min(BEAT, max(0.2, heartbeat_timeout / 3))
+        self.alive_ttl = max(int(heartbeat_timeout), int(self.every) + 1)
         self._ticker = Ticker("fleet-presence", self._beat_or_warn)
         self.worker_id = ""
         self.record: dict = {}
@@ -139,7 +139,7 @@ class WorkerPresence(Middleware):
             return  # RabbitMQ without FLEET_STATE_REDIS_URL: nowhere to keep it
         queues = worker.consumer_whitelist or {q for q in broker.get_declared_queues() if not q.endswith((".DQ", ".XQ"))}
         self.worker_id = f"{process_id()}:{id(worker):x}"
-        self.record = {"host": socket.gethostname(), "pid": os.getpid(), "queues": ",".join(sorted(queues)),
+        self.record = {"host": host_name(), "pid": os.getpid(), "queues": ",".join(sorted(queues)),
                        "threads": worker.worker_threads, "started_at": time.time(),
                        "broker_id": getattr(broker, "broker_id", "")}
         self._beat()
@@ -175,4 +175,5 @@ class WorkerPresence(Middleware):
             pipe.hset(_record_key(self.worker_id), mapping={**self.record, "heartbeat": now,
                                                             "clock_offset": round(offset, 4)})
             pipe.zadd(INDEX, {self.worker_id: now})
+            pipe.set(alive_key(process_id()), 1, ex=self.alive_ttl)  # the process's unique locks live while it does
             pipe.execute()

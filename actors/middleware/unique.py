@@ -1,12 +1,15 @@
 """Unique jobs: at most one message per actor and arguments queued, delayed or running.
 
 A lock (`fleet:unique:<actor>:<hash of the arguments>`) names the message that holds it and
-where that message is: `<message id> <queue> <Redis id> <claimed at, ms> <q|r>` (queued or
-running). Only the message that holds a lock refreshes it (each enqueue of a retry or a
+where that message is: `<message id> <queue> <Redis id> <claimed at, ms> <q|r> [<process>]`
+(queued, or running in that worker process). Only the message that holds a lock refreshes it (each enqueue of a retry or a
 deferral moves it to the new copy) or releases it. A lock whose message is neither queued,
 delayed nor running (the copy it names is gone from Redis, e.g. lost in a Redis crash) is
 stale, and the next send takes it over; a lock younger than CLAIM_GRACE_MS is never judged
-stale, since its message may still be on its way to the queue.
+stale, since its message may still be on its way to the queue. Where the queues cannot be
+looked into (RabbitMQ), a running message's lock is stale once its worker process is dead
+(its presence heartbeat's `fleet:alive:<process>` expired), so a message lost with its worker
+does not block its job until the lock's TTL.
 
 A send while the holder is *running* asks for a follow-up: the running job may have read
 its input before the sender changed it, so when the holder ends, the job is sent once more.
@@ -23,6 +26,7 @@ from dramatiq.middleware import Middleware, MiddlewareError
 
 from actors.middleware.outcome import get_outcome
 from actors.middleware.settle import later
+from core.identity import process_id
 from core.lua import lua
 from core.settings import get_settings
 from core.state import state_redis
@@ -95,7 +99,8 @@ class UniqueJobs(Middleware):
     def _claim_args(self, broker, message, state: str) -> list:
         namespace = getattr(broker, "namespace", "")
         return [message.message_id, message.queue_name, message.options.get("redis_message_id", "*"), state,
-                LOCK_TTL, namespace, "1" if _introspects(broker) else "0", CLAIM_GRACE_MS]
+                LOCK_TTL, namespace, "1" if _introspects(broker) else "0", CLAIM_GRACE_MS,
+                process_id() if state == "r" else ""]
 
     def claim(self, broker, message, state: str = "q", client=None):
         """Take or refresh the message's lock; the holder's lock value when another message holds it."""
@@ -151,9 +156,10 @@ class UniqueJobs(Middleware):
         first_send = "unique_key" not in message.options
         message.options.setdefault("unique_key", unique_key(message.actor_name, message.args, message.kwargs))
         pipe = getattr(broker, "current_pipeline", lambda: None)()
-        if claimed and pipe is not None and _introspects(broker):
-            self.claim(broker, message, client=pipe)  # names the queued copy, in the enqueue's round trip
-            return
+        if claimed and pipe is not None:
+            if _introspects(broker):
+                self.claim(broker, message, client=pipe)  # names the queued copy, in the enqueue's round trip
+            return  # (elsewhere claim_many's lock names the message already: there is no queued copy to name)
         holder = self.claim(broker, message)
         if holder is None:
             return

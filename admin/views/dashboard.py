@@ -19,9 +19,9 @@ from admin.access import PanelAccess
 from admin.cache import cached
 from admin.stats import last_day
 from core import clock
-from core.breakers import states
+from core.breakers import held_back, states
 from core.broker import REDIS_NAMESPACE
-from core.queues import queue_depths
+from core.queues import NO_MANAGEMENT, queue_depths
 from core.state import state_redis
 
 CACHE_SECONDS = 5
@@ -73,6 +73,8 @@ class DashboardView(PanelAccess, AdminIndexView):
             lost=_read(errors, "lost workers", lambda: _lost(settings.heartbeat_timeout), []),
             heartbeat_timeout=settings.heartbeat_timeout,
             breakers=_read(errors, "breakers", states, {}),
+            held_back=_read(errors, "hosts held back", held_back, []),
+            no_management=NO_MANAGEMENT,
             leader=_read(errors, "scheduler leader", scheduler_leader),
             clocks=_read(errors, "clocks", _clocks, []),
             max_offset=clock.MAX_OFFSET,

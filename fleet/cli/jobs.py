@@ -21,7 +21,7 @@ from fleet.cli.types import DAYS, HOURS, Number
 def _broker(*, declare_actors: bool = False):
     settings = boot()
     check_broker(settings)
-    if declare_actors:
+    if declare_actors or settings.is_rabbitmq:  # RabbitMQ's queues are known from the actors
         import actors.all  # noqa: F401  (a requeue runs every middleware, which looks up the actor)
     return dramatiq.get_broker()
 
