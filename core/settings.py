@@ -49,6 +49,7 @@ class Settings:
     heartbeat_timeout: float
     secret_key_override: str | None = field(repr=False)
     state_redis_url: str | None = None
+    rabbitmq_management_url: str | None = field(default=None, repr=False)  # RabbitMQ's HTTP API, for in-flight counts
     series_api_rate: int = 20  # requests a second, for the whole fleet
     trusted_proxies: int = 0  # proxies in front of `fleet web` whose X-Forwarded-* headers are believed
     batch_chunk: int = 50  # items a chunk job of a batch works, at most MAX_BATCH_CHUNK
@@ -57,6 +58,7 @@ class Settings:
     schedule: str = "default"  # a schedule file: a path, or the name of a shipped one
     timezone: str = "UTC"  # of schedule entries that name none
     schedule_grace: float = 30.0  # seconds a slot may still be emitted late
+    schedule_keep_days: float = 30.0  # days the schedule ledger keeps its rows (`jobs.cleanup` prunes older ones)
     openai_rpm: int = 0  # requests a window for the whole fleet; 0 = learned from the provider's headers
     openai_tpm: int = 0  # tokens a window; 0 = learned
     openai_window: float = 60.0  # seconds the provider counts its limits over (a minute; tests shorten it)
@@ -73,6 +75,10 @@ class Settings:
     session_max: float = 43200.0  # seconds a panel session lasts at most from its login, however busy
     ai_lane: str = "live"  # default lane of bulk AI work: live (a call an item) or economy (OpenAI's Batch API)
     economy_file_requests: int = 50_000  # requests a Batch API input file holds at most (the provider's limit)
+    outbox_resend: float = 30.0  # seconds after its commit an unsent outbox job is sent again by the scheduler
+    outage_wait: float = 10.0  # seconds a job waits for the database or Redis (a paused worker looks 5 times as often)
+    audit_retention_days: float = 365.0  # days the audit log keeps an event (pruned by the job-log cleanup)
+    metrics_token_required: bool = False  # /metrics answers only with a session or an API token
 
     @property
     def metrics_dir(self) -> Path:
@@ -114,6 +120,7 @@ MAX_CIRCUIT_RESET = 86400  # seconds a breaker stays open
 MAX_HEARTBEAT_TIMEOUT = 3600  # seconds before a dead worker's messages run again
 MAX_TRUSTED_PROXIES = 10
 MAX_SCHEDULE_GRACE = 86400  # seconds a slot may be emitted late
+MAX_SCHEDULE_KEEP_DAYS = 3650  # days the schedule ledger may keep its rows
 MAX_DEFER = 30 * 86400  # seconds a message may wait for open breakers in all
 MAX_SERIES_API_RATE = 10_000  # requests a second
 MIN_DB_IDLE_TIMEOUT, MAX_DB_IDLE_TIMEOUT = 1, 3600  # seconds a pooled connection may stay idle
@@ -128,6 +135,7 @@ MIN_SCHEDULER_LEASE, MAX_SCHEDULER_LEASE = 3, 300  # seconds
 MIN_OVERLAP_LOCK_TTL, MAX_OVERLAP_LOCK_TTL = 3, 600  # seconds
 MAX_SESSION_IDLE = 7 * 86400  # seconds; a copied cookie is good until a limit ends it
 MAX_SESSION_LIFETIME = 30 * 86400  # seconds
+MAX_AUDIT_RETENTION_DAYS = 36_500
 # FLEET_INSECURE_FAST_PASSWORD_HASH=1 (test suites only): panel passwords hashed with one
 # PBKDF2 round, so that creating and logging in hundreds of operators costs nothing. Never in
 # production: such a hash is as good as the password in clear. Unset, werkzeug's default.
@@ -224,6 +232,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         state_redis_url = _url("FLEET_STATE_REDIS_URL", env["FLEET_STATE_REDIS_URL"], {"redis", "rediss", "unix"})
     else:
         state_redis_url = None if broker_url.startswith("amqp") else broker_url
+    management_url = env.get("FLEET_RABBITMQ_MANAGEMENT_URL")
+    if management_url:
+        _url("FLEET_RABBITMQ_MANAGEMENT_URL", management_url, {"http", "https"})
     openai_base_url = env.get("OPENAI_BASE_URL")
     if openai_base_url:
         _url("OPENAI_BASE_URL", openai_base_url, {"http", "https"})
@@ -250,6 +261,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                     minimum=0, maximum=MAX_TRUSTED_PROXIES)),
         secret_key_override=env.get("FLEET_SECRET_KEY"),
         state_redis_url=state_redis_url,
+        rabbitmq_management_url=management_url,
         series_api_rate=int(_number("SERIES_API_RATE", env.get("SERIES_API_RATE", "20"), integer=True, minimum=1,
                                     maximum=MAX_SERIES_API_RATE)),
         batch_chunk=int(_number("FLEET_BATCH_CHUNK", env.get("FLEET_BATCH_CHUNK", str(MAX_BATCH_CHUNK)), integer=True,
@@ -272,6 +284,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                minimum=1, maximum=MAX_OPENAI_TIMEOUT),
         schedule_grace=_number("FLEET_SCHEDULE_GRACE", env.get("FLEET_SCHEDULE_GRACE", "30"), integer=False,
                                minimum=1, maximum=MAX_SCHEDULE_GRACE),
+        schedule_keep_days=_number("FLEET_SCHEDULE_KEEP_DAYS", env.get("FLEET_SCHEDULE_KEEP_DAYS", "30"),
+                                   integer=False, minimum=1, maximum=MAX_SCHEDULE_KEEP_DAYS),
         log_format=_choice("FLEET_LOG_FORMAT", env.get("FLEET_LOG_FORMAT", "text").lower(), ("text", "json")),
         # how long a SIGKILLed scheduler leader holds the lead (a standby leads within it)
         scheduler_lease=_number("FLEET_SCHEDULER_LEASE", env.get("FLEET_SCHEDULER_LEASE", "10"), integer=False,
@@ -292,6 +306,13 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ai_lane=_choice("FLEET_AI_LANE", env.get("FLEET_AI_LANE", "live").strip().lower(), LANES),
         economy_file_requests=int(_number("FLEET_ECONOMY_FILE_REQUESTS", env.get("FLEET_ECONOMY_FILE_REQUESTS", "50000"),
                                           integer=True, minimum=1, maximum=50_000)),
+        outbox_resend=_number("FLEET_OUTBOX_RESEND", env.get("FLEET_OUTBOX_RESEND", "30"), integer=False,
+                              minimum=1, maximum=3600),
+        outage_wait=_number("FLEET_OUTAGE_WAIT", env.get("FLEET_OUTAGE_WAIT", "10"), integer=False,
+                            minimum=0.5, maximum=600),
+        audit_retention_days=_number("FLEET_AUDIT_RETENTION_DAYS", env.get("FLEET_AUDIT_RETENTION_DAYS", "365"),
+                                     integer=False, minimum=1, maximum=MAX_AUDIT_RETENTION_DAYS),
+        metrics_token_required=_flag("FLEET_METRICS_TOKEN_REQUIRED", env.get("FLEET_METRICS_TOKEN_REQUIRED", "0")),
         fast_password_hash=_flag("FLEET_INSECURE_FAST_PASSWORD_HASH",
                                  env.get("FLEET_INSECURE_FAST_PASSWORD_HASH", "0")),
     )

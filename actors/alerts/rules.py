@@ -50,6 +50,7 @@ def duration(key: str, value) -> float:
 # A kind's settings: name -> (type, default); a duration is "duration", a list of strings "names".
 KINDS: dict[str, dict[str, tuple[str, object]]] = {
     "breaker_open": {"services": ("names", [])},
+    "host_held_back": {"services": ("names", [])},
     "failure_rate": {"actor": ("text", ""), "error_code": ("text", ""), "window": ("duration", "15m"),
                      "threshold": ("share", 0.5), "min_attempts": ("count", 20)},
     "queue_wait": {"queue": ("text", ""), "max_age": ("duration", "10m")},
@@ -58,6 +59,7 @@ KINDS: dict[str, dict[str, tuple[str, object]]] = {
     "schedule_missed": {"entry": ("text", ""), "in_a_row": ("count", 3), "window": ("duration", "10m")},
     "no_scheduler": {},
     "host_lost": {"window": ("duration", "1h")},
+    "clock_skew": {"max_offset": ("duration", "1s")},
     "joblog_dropped": {"growth": ("count", 1), "window": ("duration", "15m")},
     "unreachable": {"checks": ("names", ["database", "broker"]), "within": ("duration", "2m")},
     "ai_spend": {"share": ("share", 0.8), "window": ("duration", "15m")},
@@ -167,7 +169,7 @@ def _rule(name: str, table: dict) -> Rule:
         raise _Problem("checks: each is \"database\" or \"broker\"")
     if kind == "batch_finished" and not set(params["statuses"]) <= {"completed", "failed", "cancelled"}:
         raise _Problem("statuses: each is \"completed\", \"failed\" or \"cancelled\"")
-    if kind == "breaker_open":
+    if kind in ("breaker_open", "host_held_back"):
         from core.breakers import SERVICES
 
         strange = [s for s in params["services"] if s not in SERVICES]
