@@ -8,4 +8,15 @@ from actors.runtime import boot
 
 boot()
 
-from actors import accounts, alerts, batches, jobs, schedule, series, system, translations, workouts  # noqa: E402,F401
+from actors import (  # noqa: E402,F401
+    accounts,
+    alerts,
+    batches,
+    jobs,
+    schedule,
+    series,
+    system,
+    translations,
+    workout_days,
+    workouts,
+)

@@ -22,7 +22,7 @@ from core.errors import CODES, Classified, JobError, classify, is_infrastructure
 from core.redact import redact
 from db.database import database
 from db.models import utcnow
-from db.models.batches import Batch
+from db.models.batches import Batch, BatchItem
 from db.models.workouts import Plan, User, WorkoutPlan
 
 log = logging.getLogger("fleet.workouts")
@@ -62,7 +62,7 @@ SYSTEM_PROMPT = (
 )
 
 
-def _prompt(plan: Plan, day: int) -> str:
+def prompt_for(plan: Plan, day: int) -> str:
     return f"Goal: {plan.goal}\nPlan length: {plan.days} days\nWrite the workout for day {day} of {plan.days}."
 
 
@@ -88,7 +88,7 @@ def fail_remaining_days(message, error: Classified) -> None:
 
 def _generate_day(client, plan: Plan, workout: WorkoutPlan) -> None:
     WorkoutPlan.update(attempts=WorkoutPlan.attempts + 1).where(WorkoutPlan.id == workout.id).execute()
-    result = client.generate_json(SYSTEM_PROMPT, _prompt(plan, workout.day), WORKOUT_DAY_SCHEMA, "workout_day",
+    result = client.generate_json(SYSTEM_PROMPT, prompt_for(plan, workout.day), WORKOUT_DAY_SCHEMA, "workout_day",
                                   max_completion_tokens=MAX_COMPLETION_TOKENS)
     # Guarded: a day another run already finished is left as it is.
     WorkoutPlan.update(
@@ -248,8 +248,18 @@ def retry_days(day_ids: list[int]) -> tuple[int, int, int]:
     return reset, len(plans), sum(box.was_sent(m) for m in messages)
 
 
+ECONOMY_KIND = "workout_days"  # actors/workout_days.py: failed days retried as a batch, maybe at the provider
+
+
+def held_by_batches():
+    """Days an unfinished `workout_days` batch holds: they stay failed until it settles them, and
+    no reset or retry takes them meanwhile (the provider would answer them too)."""
+    return (BatchItem.select(BatchItem.key).join(Batch, on=(BatchItem.batch == Batch.id))
+            .where((Batch.kind == ECONOMY_KIND) & BatchItem.status.in_(BatchItem.OPEN)))
+
+
 def failed_filter(plan_id: int | None = None, user_id: int | None = None, error_code: str | None = None):
-    where = WorkoutPlan.status == "failed"
+    where = (WorkoutPlan.status == "failed") & WorkoutPlan.id.cast("TEXT").not_in(held_by_batches())
     if plan_id is not None:
         where &= WorkoutPlan.plan == plan_id
     if user_id is not None:
@@ -278,7 +288,8 @@ def _reset_failed_listed(column, ids: list[int]) -> Iterator[tuple[int, int, int
     for i in range(0, len(ids), CHUNK):
         with database.atomic():
             rows = list(WorkoutPlan.update(status="pending", updated_at=utcnow())
-                        .where((WorkoutPlan.status == "failed") & column.in_(ids[i:i + CHUNK]))
+                        .where((WorkoutPlan.status == "failed") & column.in_(ids[i:i + CHUNK])
+                               & WorkoutPlan.id.cast("TEXT").not_in(held_by_batches()))
                         .returning(WorkoutPlan.id, WorkoutPlan.plan, WorkoutPlan.day).tuples().execute())
         yield from sorted(rows)
 

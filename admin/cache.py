@@ -12,14 +12,16 @@ from flask import current_app
 
 T = TypeVar("T")
 _lock = threading.Lock()
+_MISSING = object()
 
 
 def cached(name: str, seconds: float, compute: Callable[[], T]) -> T:
     with _lock:
         caches = current_app.extensions.setdefault("fleet_cache", {})
         cache = caches.setdefault(name, TTLCache(maxsize=1, ttl=seconds))
-        if name in cache:
-            return cache[name]
+        value = cache.get(name, _MISSING)  # one look: `in` then `[]` raised KeyError when it expired between them
+        if value is not _MISSING:
+            return value
     value = compute()  # outside the lock: two requests may both compute once, never wait on each other
     with _lock:
         cache[name] = value

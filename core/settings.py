@@ -28,6 +28,9 @@ class SettingsError(Exception):
         self.problem = problem
 
 
+LANES = ("live", "economy")  # how a batch's AI calls are made
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path
@@ -74,6 +77,8 @@ class Settings:
     outage_wait: float = 10.0  # seconds a job waits for the database or Redis (a paused worker looks 5 times as often)
     audit_retention_days: float = 365.0  # days the audit log keeps an event (pruned by the job-log cleanup)
     metrics_token_required: bool = False  # /metrics answers only with a session or an API token
+    ai_lane: str = "live"  # default lane of bulk AI work: live (a call an item) or economy (OpenAI's Batch API)
+    economy_file_requests: int = 50_000  # requests a Batch API input file holds at most (the provider's limit)
 
     @property
     def metrics_dir(self) -> Path:
@@ -305,6 +310,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         audit_retention_days=_number("FLEET_AUDIT_RETENTION_DAYS", env.get("FLEET_AUDIT_RETENTION_DAYS", "365"),
                                      integer=False, minimum=1, maximum=MAX_AUDIT_RETENTION_DAYS),
         metrics_token_required=_flag("FLEET_METRICS_TOKEN_REQUIRED", env.get("FLEET_METRICS_TOKEN_REQUIRED", "0")),
+        ai_lane=_choice("FLEET_AI_LANE", env.get("FLEET_AI_LANE", "live").strip().lower(), LANES),
+        economy_file_requests=int(_number("FLEET_ECONOMY_FILE_REQUESTS", env.get("FLEET_ECONOMY_FILE_REQUESTS", "50000"),
+                                          integer=True, minimum=1, maximum=50_000)),
         fast_password_hash=_flag("FLEET_INSECURE_FAST_PASSWORD_HASH",
                                  env.get("FLEET_INSECURE_FAST_PASSWORD_HASH", "0")),
     )

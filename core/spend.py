@@ -32,14 +32,15 @@ def seconds_to_midnight() -> float:
     return max(1.0, (midnight - now).total_seconds())
 
 
-def record(usd: float, prompt_tokens: int, completion_tokens: int, job_class: str | None = None) -> None:
-    """Add one call to today's row of its job class (the actor at hand, or `cli`)."""
+def record(usd: float, prompt_tokens: int, completion_tokens: int, job_class: str | None = None,
+           requests: int = 1) -> None:
+    """Add one call (or `requests` calls) to today's row of its job class (the actor at hand, or `cli`)."""
     job_class = job_class or trace.current().get("actor") or "cli"
-    (AISpend.insert(day=today(), job_class=job_class, usd=usd, requests=1, prompt_tokens=prompt_tokens,
+    (AISpend.insert(day=today(), job_class=job_class, usd=usd, requests=requests, prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens)
      .on_conflict(conflict_target=[AISpend.day, AISpend.job_class],
                   update={AISpend.usd: AISpend.usd + EXCLUDED.usd,
-                          AISpend.requests: AISpend.requests + 1,
+                          AISpend.requests: AISpend.requests + EXCLUDED.requests,
                           AISpend.prompt_tokens: AISpend.prompt_tokens + EXCLUDED.prompt_tokens,
                           AISpend.completion_tokens: AISpend.completion_tokens + EXCLUDED.completion_tokens})
      .execute())

@@ -94,6 +94,8 @@ def test_default_is_option2_plus_retries_cleanup_and_rescue():
     assert fires(rescue, MONDAY + timedelta(minutes=3)) == [MONDAY + timedelta(minutes=m) for m in (10, 20, 30)]
     resume = default.entries["batches-resume"]
     assert (resume.task, resume.args, resume.trigger_text) == ("batches.resume-stale", {"minutes": 5}, "every 5 minutes")
+    economy = default.entries["batches-economy-poll"]
+    assert (economy.task, economy.args, economy.trigger_text) == ("batches.economy-poll", {}, "every minute")
 
 
 def test_fleet_timezone_is_the_default_zone_of_the_shipped_files():

@@ -29,11 +29,15 @@ open items and no lock (a lost message, a worker that died for good), and their 
 over the items the lost ones left running.
 
 Modules: `kinds` (the registry), `chunks` (the chunk job), `finish`, `operations`
-(create, cancel, resume, retry, prune), `views` (what the CLI, the API and the panel show).
+(create, cancel, resume, retry, prune), `views` (what the CLI, the API and the panel show),
+`economy` and `economy_results` (the economy lane: items sent to OpenAI's Batch API, and the
+scheduled poll that settles their results).
 """
 from actors.batches.chunks import batch_kind, fail_open_items, work_chunk
+from actors.batches.economy import check_lane, submit, submit_economy_batch
+from actors.batches.economy_results import PollReport, poll, poll_provider_batches
 from actors.batches.finish import finish_if_done, recount
-from actors.batches.kinds import FINISH_HOOKS, KINDS, ItemRun, Kind, kind_of, on_finish
+from actors.batches.kinds import FINISH_HOOKS, KINDS, Ask, Economy, ItemRun, Kind, kind_of, on_finish
 from actors.batches.operations import (
                                        PRUNE_DAYS,
                                        PRUNE_KEEP,
@@ -50,19 +54,24 @@ from actors.batches.operations import (
 from actors.batches.views import (
                                        SHORT_ID,
                                        Snapshot,
+                                       economy_text,
                                        errors,
                                        find_batch,
                                        item_dict,
                                        items,
+                                       lane_label,
                                        list_batches,
                                        live_totals,
                                        outcome_text,
+                                       provider_batches,
+                                       saved_usd,
                                        snapshot,
                                        status_label,
                                        usd,
 )
 
 __all__ = [
+    "Ask", "Economy", "economy_text", "lane_label", "provider_batches", "saved_usd", "PollReport", "check_lane", "poll", "poll_provider_batches", "submit", "submit_economy_batch",
     "FINISH_HOOKS", "ItemRun", "KINDS", "Kind", "PRUNE_DAYS", "PRUNE_KEEP", "Resumed", "SHORT_ID", "Snapshot",
     "batch_kind", "cancel", "cancelled_text", "create_batch", "errors", "fail_open_items", "find_batch",
     "finish_if_done", "item_dict", "items", "kind_of", "list_batches", "live_totals", "on_finish", "outcome_text",

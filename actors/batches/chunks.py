@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from actors.batches.finish import finish_if_done
-from actors.batches.kinds import KINDS, ItemRun, Kind
+from actors.batches.kinds import KINDS, Economy, ItemRun, Kind
 from actors.middleware.unique import holder_of, unique_key
 from actors.runtime import fleet_actor
 from core import fencing, trace
@@ -28,14 +28,17 @@ MAX_MESSAGE = 2_000
 
 def batch_kind(name: str, *, label: str, queue_name: str = "batches", service: str | None = None,
                time_limit: int = 60 * 60_000, retry_delays: tuple[int, ...] | None = None,
-               on_prune: Callable[[Batch], None] | None = None, many: bool = False):
+               on_prune: Callable[[Batch], None] | None = None, many: bool = False,
+               economy: Economy | None = None):
     """Register `handle(run: ItemRun) -> result dict` as the item handler of batch kind `name`
     and declare the chunk actor that runs it (queue, breaker `service`, time limit of a chunk).
     The handler raises to fail the item (`JobError` chooses the code).
 
     With `many=True` the handler gets the runs of a group of claimed items at once (items that
     are quick to do, where a query for all of them beats one an item) and returns a result or
-    an exception for each; an exception it raises applies to the whole group."""
+    an exception for each; an exception it raises applies to the whole group.
+
+    With `economy`, the kind's batches may run on the economy lane (OpenAI's Batch API)."""
 
     def register(handle):
         def work(batch_id: str, number: int) -> None:
@@ -46,7 +49,7 @@ def batch_kind(name: str, *, label: str, queue_name: str = "batches", service: s
                             service=service, time_limit=time_limit, on_give_up=_give_up, **options)
         if name in KINDS:
             raise ValueError(f"batch kind {name!r} is registered twice")
-        KINDS[name] = Kind(name, label, handle, actor, on_prune, many)
+        KINDS[name] = Kind(name, label, handle, actor, on_prune, many, economy)
         return handle
 
     return register
@@ -239,6 +242,9 @@ def work_chunk(kind: Kind, batch_id: str, number: int) -> None:
     batch = Batch.get_or_none(Batch.id == batch_id)
     if batch is None:
         log.warning("chunk of a batch that no longer exists", extra={"batch_id": batch_id, "chunk": number})
+        return
+    if batch.lane == "economy":  # its items go to the provider, never through a chunk job
+        log.warning("chunk job of an economy batch ignored", extra={"batch_id": batch_id, "chunk": number})
         return
     if batch.status == "queued":
         Batch.update(status="processing", started_at=utcnow()).where(

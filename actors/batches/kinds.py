@@ -34,6 +34,29 @@ class ItemRun:
 
 
 @dataclass(frozen=True)
+class Ask:
+    """One chat completion an item needs: the same on the live lane (`OpenAIClient.generate_json`)
+    and on the economy lane (a line of a Batch API input file)."""
+
+    system: str
+    prompt: str
+    schema: dict
+    schema_name: str
+    max_completion_tokens: int
+    check: Callable[[dict], None] | None = None  # raises ERR_INVALID_RESPONSE for an unusable answer
+
+
+@dataclass(frozen=True)
+class Economy:
+    """What a kind provides to run on the economy lane: the asks of an item (raise JobError to fail
+    it before anything is sent), and the item's result from the answers to them, in order (what
+    the live handler does with them: write the output, update the domain's rows)."""
+
+    asks: Callable[[ItemRun], list[Ask]]
+    settle: Callable[[ItemRun, list[dict]], dict]
+
+
+@dataclass(frozen=True)
 class Kind:
     name: str
     label: str
@@ -41,6 +64,7 @@ class Kind:
     actor: dramatiq.Actor
     on_prune: Callable[[Batch], None] | None = None
     many: bool = False
+    economy: Economy | None = None  # can its items go through OpenAI's Batch API
 
 
 KINDS: dict[str, Kind] = {}

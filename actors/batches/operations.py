@@ -10,6 +10,7 @@ from datetime import timedelta
 from peewee import fn
 
 from actors.batches.chunks import chunk_lock_key, chunk_row
+from actors.batches.economy import cancel_provider_batches, check_lane, submit, submit_economy_batch
 from actors.batches.finish import finish_if_done, locked_batch
 from actors.batches.kinds import KINDS, Kind, kind_of
 from actors.batches.views import status_label
@@ -21,7 +22,7 @@ from core.settings import MAX_BATCH_CHUNK, get_settings
 from core.state import state_redis
 from db.database import database
 from db.models import utcnow
-from db.models.batches import Batch, BatchChunk, BatchItem
+from db.models.batches import Batch, BatchChunk, BatchItem, ProviderBatch
 
 log = logging.getLogger("fleet.batches")
 
@@ -30,15 +31,18 @@ PRUNE_DAYS, PRUNE_KEEP = 30, 100
 
 
 def create_batch(kind: str, title: str, keys: Sequence[str], *, options: dict | None = None,
-                 created_by: str | None = None, chunk_size: int | None = None) -> Batch:
+                 created_by: str | None = None, chunk_size: int | None = None, lane: str | None = None) -> Batch:
     """Write the batch, an item a key, a counter row a chunk and the chunk jobs (to the outbox)
     in one transaction, then send the chunk jobs (pipelined). NotSent when Redis refused them:
-    the batch stays `queued` and the scheduler sends them from the outbox."""
+    the batch stays `queued` and the scheduler sends them from the outbox. On the economy `lane`
+    (default FLEET_AI_LANE for a kind that has one) one job sends the items to OpenAI's Batch
+    API instead of the chunk jobs."""
     found = KINDS.get(kind)
     if found is None:
         raise FleetError(f"unknown batch kind {kind!r}", exit_code=2)
     if not keys:
         raise FleetError("a batch needs at least one item", exit_code=2)
+    lane = check_lane(kind, lane)
     size = chunk_size or get_settings().batch_chunk
     if not 1 <= size <= MAX_BATCH_CHUNK:
         raise FleetError(f"a chunk holds 1 to {MAX_BATCH_CHUNK} items, not {size}", exit_code=2)
@@ -47,7 +51,7 @@ def create_batch(kind: str, title: str, keys: Sequence[str], *, options: dict | 
     now = utcnow()
     with outbox(f"Batch {batch_id} ({len(keys)} item(s))") as box:
         Batch.insert(id=batch_id, kind=kind, title=title, status="queued", total=len(keys), chunk_size=size,
-                     options=options or {}, created_by=created_by, created_at=now).execute()
+                     options=options or {}, created_by=created_by, created_at=now, lane=lane).execute()
         fields = [BatchItem.batch, BatchItem.position, BatchItem.key, BatchItem.status, BatchItem.attempts,
                   BatchItem.cost_usd, BatchItem.tokens]
         for start in range(0, len(keys), INSERT_ROWS):
@@ -59,8 +63,12 @@ def create_batch(kind: str, title: str, keys: Sequence[str], *, options: dict | 
         for start in range(0, chunks, INSERT_ROWS):
             numbers = range(start, min(chunks, start + INSERT_ROWS))
             BatchChunk.insert_many([(batch_id, n, 0, 0, 0, 0.0, 0) for n in numbers], fields=chunk_fields).execute()
-        box.add_many(found.actor, [(batch_id, n) for n in range(chunks)])
-    log.info("batch created", extra={"batch_id": batch_id, "kind": kind, "items": len(keys), "chunks": chunks})
+        if lane == "economy":
+            box.add(submit_economy_batch, batch_id)
+        else:
+            box.add_many(found.actor, [(batch_id, n) for n in range(chunks)])
+    log.info("batch created", extra={"batch_id": batch_id, "kind": kind, "items": len(keys), "chunks": chunks,
+                                     "lane": lane})
     return Batch.get_by_id(batch_id)
 
 
@@ -75,6 +83,8 @@ def cancel(batch_id: str) -> int:
         cancelled = (BatchItem.update(status="cancelled", finished_at=utcnow())
                      .where((BatchItem.batch == batch_id) & (BatchItem.status == "pending")).execute())
         Batch.update(status="cancelled", cancelled=Batch.cancelled + cancelled).where(Batch.id == batch_id).execute()
+    if batch.lane == "economy":  # what the provider finished is still settled; the rest is cancelled
+        cancel_provider_batches(batch_id)
     log.info("batch cancelled", extra={"batch_id": batch_id, "items_cancelled": cancelled})
     finish_if_done(batch_id)
     return cancelled
@@ -140,6 +150,10 @@ def resume(batch_id: str) -> Resumed:
         _fail_unknown_kind(batch)
         report.finished = True
         return report
+    if batch.lane == "economy":  # pending items to the provider; the poll looks after the rest
+        report.sent = submit(batch_id)
+        report.finished = finish_if_done(batch_id)
+        return report
     numbers = _open_chunks(batch)
     if not numbers:
         report.finished = finish_if_done(batch_id)
@@ -178,14 +192,17 @@ def retry(batch_id: str) -> int:
                          .group_by(number).tuples())
         if not per_chunk:
             return 0
+        fresh = {"attempts": 0} if batch.lane == "economy" else {}  # a new retry budget at the provider
         BatchItem.update(status="pending", owner=None, result=None, error_code=None, error_message=None,
-                         finished_at=None).where((BatchItem.batch == batch_id) & (BatchItem.status == "failed")).execute()
+                         finished_at=None, **fresh).where((BatchItem.batch == batch_id) & (BatchItem.status == "failed")).execute()
         for n, count in per_chunk:
             BatchChunk.update(processed=BatchChunk.processed - count, failed=BatchChunk.failed - count).where(
                 chunk_row(batch_id, int(n))).execute()
         Batch.update(status="processing", finished_at=None).where(Batch.id == batch_id).execute()
         kind = kind_of(batch)
-        if kind is not None:
+        if kind is not None and batch.lane == "economy":
+            box.add(submit_economy_batch, batch_id)
+        elif kind is not None:
             box.add_many(kind.actor, [(batch_id, int(n)) for n, _ in per_chunk])
     box.send()
     if kind is None:
@@ -226,6 +243,7 @@ def prune(days: float = PRUNE_DAYS, keep: int = PRUNE_KEEP) -> int:
         with database.atomic():
             BatchItem.delete().where(BatchItem.batch == batch.id).execute()
             BatchChunk.delete().where(BatchChunk.batch == batch.id).execute()
+            ProviderBatch.delete().where(ProviderBatch.batch == batch.id).execute()
             Batch.delete().where(Batch.id == batch.id).execute()
         kind = kind_of(batch)
         if kind and kind.on_prune:

@@ -10,7 +10,7 @@ from peewee import SQL, fn
 from actors.batches.kinds import kind_of
 from core.errors import CODES, FleetError
 from db.models import utcnow
-from db.models.batches import Batch, BatchChunk, BatchItem
+from db.models.batches import Batch, BatchChunk, BatchItem, ProviderBatch
 
 SHORT_ID = 8  # characters of a batch id shown in lists
 MIN_PREFIX = 4  # shortest id prefix the CLI resolves
@@ -47,6 +47,44 @@ def outcome_text(batch: Batch) -> str:
     """`3 succeeded, 1 failed, 0 cancelled of 4; $0.000120, 80 tokens`: the CLI's last line and the JobLog row's."""
     return (f"{batch.succeeded} succeeded, {batch.failed} failed, {batch.cancelled} cancelled of {batch.total}; "
             f"{usd(batch.cost_usd)}, {batch.tokens} tokens")
+
+
+LANE_LABELS = {"live": "live", "economy": "economy (Batch API, ½ price, ≤ 24 h)"}
+
+
+def lane_label(batch: Batch) -> str:
+    return LANE_LABELS.get(batch.lane, batch.lane)
+
+
+def saved_usd(batch: Batch) -> float:
+    """What the economy lane saved against the live lane: the Batch API costs half, so as much as it cost."""
+    return batch.cost_usd if batch.lane == "economy" else 0.0
+
+
+def provider_batches(batch_id: str) -> list[dict]:
+    """The provider batches of an economy batch, oldest first: their status and the provider's counts."""
+    rows = ProviderBatch.select().where(ProviderBatch.batch == batch_id).order_by(ProviderBatch.id)
+    return [{"provider_id": r.provider_id, "status": r.status, "provider_status": r.provider_status,
+             "items": r.items, "requests": r.requests, "request_counts": r.request_counts, "error": r.error,
+             "submitted_at": _iso(r.submitted_at), "ended_at": _iso(r.ended_at)} for r in rows]
+
+
+def economy_text(batch: Batch) -> str | None:
+    """`provider: in_progress 12/60 (0 failed); $0.0012 (live $0.0024, saved $0.0012)` of an
+    economy batch, None of a live one. The open provider batches, or the last one."""
+    if batch.lane != "economy":
+        return None
+    rows = provider_batches(batch.id)
+    open_rows = [r for r in rows if r["status"] != "settled"] or rows[-1:]
+    parts = []
+    for r in open_rows:
+        counts = r["request_counts"] or {}
+        state = r["provider_status"] or r["status"]
+        parts.append(f"{state} {counts.get('completed', 0)}/{counts.get('total', r['requests'])}"
+                     f" ({counts.get('failed', 0)} failed)" if counts else state)
+    provider = ", ".join(parts) or "not sent yet"
+    cost = batch.cost_usd
+    return f"provider: {provider}; {usd(cost)} (live {usd(2 * cost)}, saved {usd(saved_usd(batch))})"
 
 
 def live_totals(batches: Iterable[Batch]) -> None:
@@ -109,6 +147,7 @@ class Snapshot:
     batch: Batch
     errors: list[dict] = field(default_factory=list)
     items: list[BatchItem] = field(default_factory=list)
+    provider: bool = True  # an economy batch's provider batches too (a list of batches leaves them out: one query each)
 
     @property
     def finished(self) -> bool:
@@ -146,6 +185,8 @@ class Snapshot:
             "rate_per_second": round(self.rate, 3) if self.rate else None,
             "eta_seconds": round(self.eta_seconds) if self.eta_seconds is not None else None,
             "cost_usd": round(b.cost_usd, 6), "tokens": b.tokens, "chunk_size": b.chunk_size, "options": b.options,
+            "lane": b.lane, "saved_usd": round(saved_usd(b), 6),
+            "provider_batches": provider_batches(b.id) if b.lane == "economy" and self.provider else [],
             "created_by": b.created_by, "created_at": _iso(b.created_at), "started_at": _iso(b.started_at),
             "finished_at": _iso(b.finished_at), "errors": self.errors, "items": [item_dict(i) for i in self.items],
         }

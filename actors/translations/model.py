@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 
-from actors.batches import ItemRun
+from actors.batches import Ask, ItemRun
 from actors.translations.languages import language_name
 from actors.translations.markup import added_markup
 from core.errors import JobError
@@ -81,18 +81,28 @@ def check_answer(part: list[str], got: list[str], before: int) -> None:
             raise JobError("ERR_INVALID_RESPONSE", f"segment {n}: placeholders changed ({problem})")
 
 
+def asks_for(segments: list[str], source: str, target: str, fmt: str) -> list[Ask]:
+    """The requests that translate `segments`, each with the check of its answer: the same on
+    the live and the economy lane."""
+    asks: list[Ask] = []
+    before = 0
+    for part in requests_for(segments):
+        prompt = json.dumps({"from": source, "from_language": language_name(source), "to": target,
+                             "to_language": language_name(target), "format": fmt, "segments": part}, ensure_ascii=False)
+        asks.append(Ask(SYSTEM_PROMPT, prompt, SCHEMA, "translation", completion_tokens_for(part),
+                        check=lambda data, part=part, before=before: check_answer(part, data["segments"], before)))
+        before += len(part)
+    return asks
+
+
 def translate_segments(client, segments: list[str], source: str, target: str, fmt: str, run: ItemRun) -> tuple[list[str], int]:
     """The translations of `segments`, and the requests it took; each response's cost is charged to `run`."""
     translated: list[str] = []
     requests = 0
-    for part in requests_for(segments):
-        prompt = json.dumps({"from": source, "from_language": language_name(source), "to": target,
-                             "to_language": language_name(target), "format": fmt, "segments": part}, ensure_ascii=False)
-        before = len(translated)
+    for ask in asks_for(segments, source, target, fmt):
         try:
-            answer = client.generate_json(SYSTEM_PROMPT, prompt, SCHEMA, "translation",
-                                          max_completion_tokens=completion_tokens_for(part),
-                                          check=lambda data, part=part, before=before: check_answer(part, data["segments"], before))
+            answer = client.generate_json(ask.system, ask.prompt, ask.schema, ask.schema_name,
+                                          max_completion_tokens=ask.max_completion_tokens, check=ask.check)
         except JobError as exc:
             run.charge(getattr(exc, "cost_usd", 0.0), getattr(exc, "tokens", 0))  # unusable answers are paid for too
             raise

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from werkzeug.utils import secure_filename
 
-from actors.batches import create_batch
+from actors.batches import check_lane, create_batch
 from actors.outbox import NotSent
 from actors.translations.files import output_path
 from actors.translations.kind import KIND
@@ -49,6 +49,7 @@ class TranslationPlan:
     out: Path | None
     title: str
     extra: dict
+    lane: str = "live"
 
     def start(self, created_by: str | None = None) -> Batch:
         if self.out is not None:
@@ -57,13 +58,15 @@ class TranslationPlan:
             except OSError as exc:
                 raise FleetError(f"cannot create --out {self.out}: {exc.strerror or exc}", exit_code=2) from None
         options = {"from": self.source, "to": self.target, "out": str(self.out) if self.out else None, **self.extra}
-        return create_batch(KIND, self.title, [str(p) for p in self.paths], options=options, created_by=created_by)
+        return create_batch(KIND, self.title, [str(p) for p in self.paths], options=options, created_by=created_by,
+                            lane=self.lane)
 
 
 def plan_translation(files: list[str], source: str, target: str, *, out_dir: str | None = None,
-                     title: str | None = None, extra: dict | None = None) -> TranslationPlan:
+                     title: str | None = None, extra: dict | None = None, lane: str | None = None) -> TranslationPlan:
     """Check the languages, the files and where their translations go, creating nothing; a
-    problem is a FleetError with exit code 2."""
+    problem is a FleetError with exit code 2. `lane`: live or economy (default FLEET_AI_LANE)."""
+    lane = check_lane(KIND, lane)
     check_language(source, "--from")
     check_language(target, "--to")
     if source == target:
@@ -76,7 +79,7 @@ def plan_translation(files: list[str], source: str, target: str, *, out_dir: str
     paths = _checked_paths(files, target, out)
     title = title or (f"Translate {paths[0].name} {source} → {target}" if len(paths) == 1
                       else f"Translate {len(paths)} files {source} → {target}")
-    return TranslationPlan(paths, source, target, out, title, extra or {})
+    return TranslationPlan(paths, source, target, out, title, extra or {}, lane)
 
 
 MAX_UPLOAD_NAME = 100  # characters of an uploaded file's name on disk (secure_filename's are ASCII)
@@ -94,13 +97,14 @@ def stored_name(name: str, n: int) -> str:
 
 
 def start_uploaded_translation(files: list[tuple[str, bytes]], source: str, target: str, *,
-                               created_by: str | None = None) -> Batch:
+                               created_by: str | None = None, lane: str | None = None) -> Batch:
     """A translation of files uploaded to the panel: kept under var/uploads/<id>/ (names made
     safe and short; the originals kept in the batch's options for display), translated into
     var/translations/<id>/ (both removed when the batch is pruned). An upload that fails leaves
     nothing behind."""
     check_language(source, "from")
     check_language(target, "to")
+    check_lane(KIND, lane)
     token = uuid.uuid4().hex
     var_dir = get_settings().var_dir
     uploads, out = var_dir / "uploads" / token, var_dir / "translations" / token
@@ -117,7 +121,7 @@ def start_uploaded_translation(files: list[tuple[str, bytes]], source: str, targ
             originals[safe] = name
             (uploads / safe).write_bytes(content)
         plan = plan_translation([str(uploads / name) for name in names], source, target, out_dir=str(out),
-                                extra={"uploads": str(uploads), "original_names": originals})
+                                extra={"uploads": str(uploads), "original_names": originals}, lane=lane)
         return plan.start(created_by)
     except NotSent:
         raise  # the batch is saved and its jobs are in the outbox: its files must stay

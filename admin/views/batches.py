@@ -75,6 +75,18 @@ def _result(item: dict, skip: tuple = ()) -> str:
     return item["error_message"] or "" if item["error_code"] else _pairs(item["result"], skip)
 
 
+def _provider(rows: list[dict]) -> str:
+    """The economy lane's provider batches as operators read them: the open ones, or the last."""
+    shown = [r for r in rows if r["status"] != "settled"] or rows[-1:]
+    parts = []
+    for r in shown:
+        counts = r["request_counts"] or {}
+        state = (r["provider_status"] or r["status"]).replace("_", " ")
+        done = f": {counts.get('completed', 0):,} of {counts.get('total', 0):,} done, {counts.get('failed', 0):,} failed" if counts else ""
+        parts.append(f"{r['provider_id'] or 'not sent yet'} {state}{done}")
+    return "; ".join(parts) or "–"
+
+
 def actions(data: dict) -> dict:
     """Which actions apply to the batch as it is now."""
     return {"cancel": not data["finished"] and data["status"] != "cancelled", "resume": not data["finished"],
@@ -103,6 +115,9 @@ def for_page(snap: ops.Snapshot) -> dict:
         "eta": formats.duration(data["eta_seconds"], "–"), "cost": ops.usd(data["cost_usd"]), "tokens": f"{data['tokens']:,}",
         "created_at": formats.moment(data["created_at"], empty="–"), "started_at": formats.moment(data["started_at"], empty="–"),
         "finished_at": formats.moment(data["finished_at"], empty="–"), "options": _pairs(data["options"], skip=("uploads", "original_names", "out") if downloads else ()),
+        "lane": ops.lane_label(snap.batch), "provider": _provider(data["provider_batches"]),
+        "saved": (f"{ops.usd(data['saved_usd'])} saved (the live lane: {ops.usd(2 * data['cost_usd'])})"
+                  if data["lane"] == "economy" else "–"),
     }
     data["actions"] = actions(data)
     for item in data["items"]:
@@ -116,7 +131,7 @@ def for_page(snap: ops.Snapshot) -> dict:
 
 def summary(batch: Batch) -> dict:
     """A row of the list (and of /api/batches): the snapshot without items and errors."""
-    return for_page(ops.Snapshot(batch))
+    return for_page(ops.Snapshot(batch, provider=False))
 
 
 class BatchesView(PanelAccess, BaseView):

@@ -8,7 +8,7 @@ from flask_admin import BaseView, expose
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileRequired
-from wtforms import MultipleFileField, SelectField
+from wtforms import MultipleFileField, RadioField, SelectField
 from wtforms.validators import DataRequired
 
 from actors import translations as ops
@@ -17,6 +17,10 @@ from core.errors import FleetError
 from core.settings import get_settings
 from db.models.batches import Batch, BatchItem
 
+LANE_CHOICES = [
+    ("live", "Live: full price, done in minutes (one OpenAI call a request, now)"),
+    ("economy", "Economy: half the price, done within 24 hours (OpenAI's Batch API; usually much sooner)"),
+]
 MAX_FILES = 50
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a whole form
 
@@ -25,9 +29,13 @@ class TranslationForm(FlaskForm):
     files = MultipleFileField("Files (text, Markdown, JSON of strings)", validators=[FileRequired()])
     source = SelectField("From", default="de", validators=[DataRequired()])
     target = SelectField("To", default="nl", validators=[DataRequired()])
+    lane = RadioField("Lane", validators=[DataRequired()])
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.lane.choices = LANE_CHOICES
+        if not self.lane.data:
+            self.lane.data = get_settings().ai_lane
         choices = [(code, f"{name} ({code})") for code, name in ops.languages()]
         self.source.choices = self.target.choices = choices
 
@@ -57,11 +65,12 @@ class TranslationsView(PanelAccess, BaseView):
             files = [(f.filename or "", f.read()) for f in form.files.data]
             try:
                 batch = ops.start_uploaded_translation(files, form.source.data, form.target.data,
-                                                       created_by=current_user.email)
+                                                       created_by=current_user.email, lane=form.lane.data)
             except FleetError as exc:
                 flash(str(exc), "error")
             else:
-                flash(f"Translation of {batch.total} file(s) started.", "success")
+                lane = " on the economy lane" if batch.lane == "economy" else ""
+                flash(f"Translation of {batch.total} file(s) started{lane}.", "success")
                 return redirect(url_for("batches.details", batch_id=batch.id))
         return self.render("translation_form.html", form=form, max_files=MAX_FILES,
                            max_mb=MAX_UPLOAD_BYTES // 2**20, max_file_mb=ops.MAX_FILE_BYTES // 2**20)

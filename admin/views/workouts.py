@@ -11,6 +11,7 @@ from flask_admin.model import filters as base_filters
 from flask_login import current_user
 from markupsafe import Markup
 
+from actors.workout_days import start_retry_days
 from actors.workouts import (
     count_matching,
     count_plans_with_pending_days,
@@ -175,3 +176,16 @@ class FailedPlansView(ReadOnlyModelView):
             return redirect(url_for("batches.details", batch_id=batch.id))
 
         return on_all_matching(self, ("retry", "retried"), "failed plans", lambda spec: count_matching(spec)[1], start)
+
+    @expose("/retry-matching-economy/", methods=("POST",))
+    def retry_matching_economy(self):
+        """The matching failed days as one batch on the economy lane (OpenAI's Batch API)."""
+        def start(spec: dict, days: int):
+            batch, plans = start_retry_days(matching(spec), lane="economy", created_by=current_user.email)
+            if batch is None:  # retried meanwhile
+                return None
+            flash(f"Economy retry of {batch.total} failed day(s) in {len(plans)} plan(s) started: OpenAI's Batch API "
+                  "answers within 24 hours, at half the price.", "success")
+            return redirect(url_for("batches.details", batch_id=batch.id))
+
+        return on_all_matching(self, ("retry", "retried"), "failed plans", lambda spec: count_matching(spec)[0], start)

@@ -38,13 +38,29 @@ PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
 }
 
 
-def cost_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float:
-    """Price of a call; dated snapshots ("gpt-4o-mini-2024-07-18") cost what their family costs."""
+BATCH_PRICE = 0.5  # OpenAI's Batch API charges half the price of a live call
+
+
+def cost_usd(model: str, prompt_tokens: int, completion_tokens: int, lane: str = "live") -> float:
+    """Price of a call; dated snapshots ("gpt-4o-mini-2024-07-18") cost what their family costs;
+    on the economy lane (the Batch API), half."""
     family = max((m for m in PRICES_PER_MILLION if model == m or model.startswith(m + "-")), key=len, default=None)
     if family is None:
         return 0.0
     per_input, per_output = PRICES_PER_MILLION[family]
-    return (prompt_tokens * per_input + completion_tokens * per_output) / 1_000_000
+    full = (prompt_tokens * per_input + completion_tokens * per_output) / 1_000_000
+    return full * BATCH_PRICE if lane == "economy" else full
+
+
+def chat_request(model: str, system: str, prompt: str, schema: dict, schema_name: str,
+                 max_completion_tokens: int) -> dict:
+    """The body of one chat completion asking for Structured Outputs: what a live call sends, and
+    what a line of a Batch API input file carries."""
+    return {"model": model,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": schema_name, "strict": True, "schema": schema}},
+            "max_completion_tokens": max_completion_tokens}
 
 
 @dataclass(frozen=True)
@@ -88,9 +104,7 @@ class OpenAIClient:
             completion_tokens += usage.completion_tokens if usage else 0
             cost += cost_usd(completion.model, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
             try:
-                data = _validated_json(completion, schema, schema_name)
-                if check is not None:
-                    check(data)
+                data = usable_answer(completion, schema, schema_name, check)
             except JobError as exc:
                 if exc.code != "ERR_INVALID_RESPONSE" or attempt == INVALID_RETRIES:
                     if exc.code == "ERR_INVALID_RESPONSE":
@@ -111,14 +125,9 @@ class OpenAIClient:
         spend.check_cap()
         reserved = self.budget.reserve(estimate_tokens(system, prompt, json.dumps(schema)) + max_completion_tokens)
         try:
-            raw = breaker("openai").call(
-                self._client.chat.completions.with_raw_response.create,
-                model=self.model,
-                messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}],
-                response_format={"type": "json_schema",
-                                 "json_schema": {"name": schema_name, "strict": True, "schema": schema}},
-                max_completion_tokens=max_completion_tokens,
-            )
+            raw = breaker("openai").call(self._client.chat.completions.with_raw_response.create,
+                                         **chat_request(self.model, system, prompt, schema, schema_name,
+                                                        max_completion_tokens))
         except openai.RateLimitError as exc:
             self.budget.call_done()
             self.budget.settle(reserved, 0)  # a refused call costs no tokens
@@ -150,6 +159,27 @@ def retry_after(headers) -> float | None:
         except ValueError:
             pass
     return retry_after_seconds(headers)
+
+
+def usable_answer(completion, schema: dict, schema_name: str, check: Callable[[dict], None] | None = None) -> dict:
+    """The answer's JSON, valid against `schema` and passing `check`; JobError ERR_INVALID_RESPONSE
+    otherwise. The one test of an answer, on either lane."""
+    data = _validated_json(completion, schema, schema_name)
+    if check is not None:
+        check(data)
+    return data
+
+
+def completion_of(body: dict):
+    """A chat completion's JSON (a line of a Batch API output file) as the SDK's object, or JobError
+    ERR_INVALID_RESPONSE if it is not one."""
+    from openai.types.chat import ChatCompletion
+    from pydantic import ValidationError
+
+    try:
+        return ChatCompletion.model_validate(body)
+    except ValidationError as exc:
+        raise JobError("ERR_INVALID_RESPONSE", f"not a chat completion: {str(exc)[:300]}") from None
 
 
 def _validated_json(completion, schema: dict, schema_name: str) -> dict:

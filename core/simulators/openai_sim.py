@@ -29,6 +29,8 @@ from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
 from core.simulators.faults import FaultState
+from core.simulators.openai_batches import RULES as BATCH_RULES
+from core.simulators.openai_batches import BatchAPI
 from core.simulators.rate_limits import DEFAULT_COMPLETION_TOKENS, RateLimits, duration
 from core.simulators.server import SimulatorApp, SimulatorServer, json_response
 
@@ -233,11 +235,12 @@ def completion(model: str, messages: list[dict], schema: dict | None, *, malform
 
 
 class OpenAISimulator(SimulatorApp):
-    rules = [Rule("/v1/chat/completions", endpoint="chat", methods=["POST"])]
+    rules = [Rule("/v1/chat/completions", endpoint="chat", methods=["POST"]), *BATCH_RULES]
 
     def __init__(self, faults: FaultState, api_key: str | None = None, rpm: int = 0, tpm: int = 0,
-                 window: float = 60):
+                 window: float = 60, batch_seconds: float = 6):
         super().__init__(faults)
+        self.batch_api = BatchAPI(self.answer, batch_seconds)
         self.api_key = api_key
         self._initial_limits = dict(rpm=rpm, tpm=tpm, window=window)
         self.limits = RateLimits(rpm, tpm, window)
@@ -256,6 +259,7 @@ class OpenAISimulator(SimulatorApp):
         append = changes.pop("translation_append", None)
         if append is not None and not isinstance(append, str):
             raise ValueError("translation_append must be a string")
+        self.batch_api.control(changes)
         super().apply_control(changes)
         if mode is not None:
             self.translation_mode = mode
@@ -266,7 +270,8 @@ class OpenAISimulator(SimulatorApp):
         with self._lock:
             translations = {"mode": self.translation_mode, "append": self.translation_append, "segments": sum(self.translated.values()),
                             "by_segment": dict(self.translated)}
-        return {**super().describe(), "translations": translations, "limits": self.limits.describe()}
+        return {**super().describe(), "translations": translations, "limits": self.limits.describe(),
+                "batches": self.batch_api.describe()}
 
     def on_reset(self, request: Request) -> Response:
         with self._lock:
@@ -274,6 +279,7 @@ class OpenAISimulator(SimulatorApp):
             self.translation_append = ""
             self.translated.clear()
         self.limits.configure(**self._initial_limits)
+        self.batch_api.reset()
         return super().on_reset(request)
 
     def error(self, status: int, message: str, fault: str | None = None, param: str | None = None) -> Response:
@@ -322,6 +328,12 @@ class OpenAISimulator(SimulatorApp):
             self.faults.record("429")
             return self.rate_limited(model, hit, wait, headers)
         self.faults.record(outcome)
+        answer = self._complete(model, messages, schema, asked, max_tokens, outcome)
+        headers = self.limits.charge(key, answer["usage"]["total_tokens"])
+        return json_response(answer, headers=headers)
+
+    def _complete(self, model: str, messages: list[dict], schema: dict | None, asked, max_tokens: int | None,
+                  outcome: str = "ok") -> dict:
         content = None
         if asked is not None:
             target, segments = asked
@@ -329,10 +341,26 @@ class OpenAISimulator(SimulatorApp):
             if outcome == "ok":
                 with self._lock:
                     self.translated.update(segment_digest(s) for s in segments)
-        answer = completion(model, messages, schema, malformed=outcome == "malformed", content=content,
-                            max_tokens=max_tokens)
-        headers = self.limits.charge(key, answer["usage"]["total_tokens"])
-        return json_response(answer, headers=headers)
+        return completion(model, messages, schema, malformed=outcome == "malformed", content=content,
+                          max_tokens=max_tokens)
+
+    def answer(self, body: dict) -> tuple[int, dict]:
+        """A request of a batch answered as the live endpoint answers it: (status, body)."""
+        try:
+            model, messages, schema = parse_request(body)
+            asked = translation_request(body, messages)
+            max_tokens = completion_limit(body)
+        except InvalidRequest as exc:
+            return 400, {"error": {"message": str(exc), "type": "invalid_request_error", "param": exc.param,
+                                   "code": None}}
+        return 200, self._complete(model, messages, schema, asked, max_tokens)
+
+    def __getattr__(self, name: str):
+        """The Files and Batches endpoints (`on_files_*`, `on_batches_*`), behind the same API key check."""
+        if name.startswith(("on_files_", "on_batches_")):
+            handler = getattr(self.batch_api, name)
+            return lambda request, **args: self._refuse(request) or handler(request, **args)
+        raise AttributeError(name)
 
     def rate_limited(self, model: str, hit: str, wait: float, headers: dict) -> Response:
         limit = self.limits.rpm if hit == "requests" else self.limits.tpm
@@ -355,9 +383,9 @@ def completion_limit(body: dict) -> int | None:
 
 def openai_app(*, api_key: str | None = None, fail: dict | None = None, latency_ms: float = 0,
                retry_after: float = 1, hang_seconds: float = 30, seed: int | None = None, rpm: int = 0,
-               tpm: int = 0, window: float = 60) -> OpenAISimulator:
+               tpm: int = 0, window: float = 60, batch_seconds: float = 6) -> OpenAISimulator:
     faults = FaultState(fail=fail, latency_ms=latency_ms, retry_after=retry_after, hang_seconds=hang_seconds, seed=seed)
-    return OpenAISimulator(faults, api_key=api_key, rpm=rpm, tpm=tpm, window=window)
+    return OpenAISimulator(faults, api_key=api_key, rpm=rpm, tpm=tpm, window=window, batch_seconds=batch_seconds)
 
 
 def start_openai_simulator(*, host: str = "127.0.0.1", port: int = 0, **options) -> SimulatorServer:

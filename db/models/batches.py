@@ -19,6 +19,7 @@ class Batch(BaseModel):
     kind = CharField()
     title = TextField()
     status = CharField(default="queued")
+    lane = CharField(default="live")  # live: a call an item; economy: OpenAI's Batch API (ProviderBatch)
     total = IntegerField(default=0)
     chunk_size = IntegerField()
     # totals recounted from the items when the batch ends; while it runs, its chunks hold them
@@ -65,6 +66,7 @@ class BatchItem(BaseModel):
     key = TextField()
     status = CharField(default="pending")
     owner = CharField(null=True)  # message id of the chunk job working it (while running)
+    provider_batch = IntegerField(null=True)  # economy lane: the ProviderBatch holding it (while running)
     attempts = IntegerField(default=0)
     result = JSONField(null=True)
     error_code = CharField(null=True)
@@ -76,3 +78,35 @@ class BatchItem(BaseModel):
 
     class Meta:
         table_name = "batch_item"
+
+
+class ProviderBatch(BaseModel):
+    """One batch of requests sent to OpenAI's Batch API for an economy-lane batch: the ledger of
+    which provider batch holds which items (`BatchItem.provider_batch`).
+
+    `status`: `preparing` (items assigned, nothing sent yet), `submitted` (the provider has it),
+    `ended` (the provider finished it: completed, expired, failed or cancelled; its files not yet
+    settled), `settled` (every item it held was settled or handed back)."""
+
+    OPEN = ("preparing", "submitted", "ended")
+    PROVIDER_FINAL = ("completed", "expired", "failed", "cancelled")
+
+    batch = ForeignKeyField(Batch, backref="provider_batches", on_delete="CASCADE", index=False)
+    status = CharField(default="preparing")
+    provider_id = CharField(null=True)
+    provider_status = CharField(null=True)  # validating | in_progress | finalizing | completed | expired | …
+    input_file_id = CharField(null=True)
+    output_file_id = CharField(null=True)
+    error_file_id = CharField(null=True)
+    items = IntegerField()
+    requests = IntegerField()
+    bytes = IntegerField()
+    request_counts = JSONField(null=True)  # the provider's {total, completed, failed}
+    error = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    submitted_at = DateTimeField(null=True)
+    ended_at = DateTimeField(null=True)
+    settled_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "provider_batch"

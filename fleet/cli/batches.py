@@ -26,6 +26,9 @@ def _rate(snap: ops.Snapshot) -> str:
 
 def progress_line(snap: ops.Snapshot) -> str:
     b = snap.batch
+    economy = ops.economy_text(b)
+    if economy:  # no rate or ETA: the provider answers a whole file at once, within 24 h
+        return f"{ops.status_label(b)}  {snap.percent:g}%  {b.processed}/{b.total}  economy lane, {economy}"
     return (f"{ops.status_label(b)}  {snap.percent:g}%  {b.processed}/{b.total}  {_rate(snap)}  ETA {formats.duration(snap.eta_seconds)}  "
             f"{ops.usd(b.cost_usd)}  current: {b.current_item or '-'}")
 
@@ -54,10 +57,10 @@ def list_command(status: str | None, limit: int) -> None:
     if not found:
         click.echo("No batches." if not status else f"No {status} batches.")
         return
-    table = Table("id", "kind", "title", "status", "progress", "failed", "cost", "created (UTC)")
+    table = Table("id", "kind", "lane", "title", "status", "progress", "failed", "cost", "created (UTC)")
     for b in found:
         snap = ops.Snapshot(b)
-        table.add_row(b.id[:ops.SHORT_ID], b.kind, b.title[:50], ops.status_label(b),
+        table.add_row(b.id[:ops.SHORT_ID], b.kind, b.lane, b.title[:50], ops.status_label(b),
                       f"{snap.percent:g}% ({b.processed}/{b.total})", str(b.failed), ops.usd(b.cost_usd),
                       formats.moment(b.created_at))
     print_table(table, 180)
@@ -77,8 +80,13 @@ def show_command(batch_id: str, as_json: bool, failed: bool, limit: int) -> None
         return
     b = snap.batch
     click.echo(f"Batch {b.id} ({b.kind}): {b.title}")
-    click.echo(f"Status: {ops.status_label(b)}")
+    click.echo(f"Status: {ops.status_label(b)}  Lane: {ops.lane_label(b)}")
     click.echo(f"Progress: {progress_line(snap)}")
+    for p in snap.as_dict()["provider_batches"]:
+        counts = p["request_counts"] or {}
+        click.echo(f"Provider batch {p['provider_id'] or '(not sent yet)'}: {p['provider_status'] or p['status']}, "
+                   f"{p['items']} item(s), {counts.get('completed', 0)} completed, {counts.get('failed', 0)} failed"
+                   + (f"; {p['error']}" if p["error"] else ""))
     click.echo(f"Succeeded: {b.succeeded}  Failed: {b.failed}  Cancelled: {b.cancelled}  Total: {b.total}")
     click.echo(f"Cost: {ops.usd(b.cost_usd)}  Tokens: {b.tokens}")
     stamps = [("created", b.created_at), ("started", b.started_at), ("finished", b.finished_at)]
@@ -174,6 +182,16 @@ def retry_command(batch_id: str) -> None:
     open_database(broker=True)
     batch = ops.find_batch(batch_id)
     click.echo(ops.retried_text(ops.retry(batch.id), batch.id))
+
+
+@batches_group.command("poll")
+def poll_command() -> None:
+    """Poll OpenAI's Batch API now for every economy-lane batch (what the scheduled task
+    `batches.economy-poll` does every minute): settle what the provider finished, send what is pending."""
+    open_database(broker=True)
+    report = ops.poll()
+    click.echo(f"Looked at {report.looked_at} provider batch(es); {report.settled_items} item(s) settled, "
+               f"{report.submitted} provider batch(es) sent, {len(report.finished)} batch(es) finished.")
 
 
 commands = [batches_group]

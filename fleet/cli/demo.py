@@ -85,7 +85,7 @@ def demo_programs(settings: Settings):
         Program("openai-simulator", ["simulate", "openai", "--port", str(openai_port), "--api-key", DEMO_OPENAI_KEY,
                                      # limits as OpenAI enforces them (the budget learns them from the headers);
                                      # an unusable answer is asked for thrice, so a few days still fail
-                                     "--rpm", "120", "--tpm", "200000",
+                                     "--rpm", "120", "--tpm", "200000", "--batch-seconds", "45",
                                      "--latency-ms", "400", "--fail", "503=0.05,malformed=0.3"], 20),
         Program("series-simulator", ["simulate", "series-api", "--port", str(series_port), "--api-key", DEMO_SERIES_KEY,
                                      # no hanging requests: a worker busy with one for 10 s would outlast
@@ -97,6 +97,9 @@ def demo_programs(settings: Settings):
         Program("demo-trickle", ["demo", "trickle"], 60),
         Program("demo-translation", ["translate", "--from", "de", "--to", "nl", "--out",
                                      str(settings.var_dir / "demo" / "nl"), *demo_texts(settings)], 60, oneshot=True),
+        # the same texts on the economy lane: OpenAI's Batch API, settled by the scheduled poll
+        Program("demo-economy", ["translate", "--lane", "economy", "--from", "de", "--to", "fr", "--out",
+                                 str(settings.var_dir / "demo" / "fr"), *demo_texts(settings)], 60, oneshot=True),
     ]
     env = {
         "OPENAI_BASE_URL": f"http://127.0.0.1:{openai_port}/v1",

@@ -66,13 +66,17 @@ def simulate_group() -> None:
               help="Tokens a minute per API key (prompt + max_completion_tokens must fit; 0 = no limit).")
 @click.option("--window", type=Number(1, 3600), default=60, show_default=True,
               help="Seconds the limits count over (a minute; shorter for quick experiments).")
+@click.option("--batch-seconds", type=Number(0, 24 * 3600), default=6, show_default=True,
+              help="Seconds a Batch API batch takes from validating to completed (the provider: up to 24 h).")
 @_common
-def simulate_openai(port: int, host: str, api_key: str | None, rpm: int, tpm: int, window: float, **faults) -> None:
-    """An OpenAI-compatible /v1/chat/completions answering Structured Outputs."""
+def simulate_openai(port: int, host: str, api_key: str | None, rpm: int, tpm: int, window: float, batch_seconds: float,
+                    **faults) -> None:
+    """An OpenAI-compatible /v1/chat/completions answering Structured Outputs, and the Files and
+    Batches endpoints of the Batch API."""
     from core.simulators.openai_sim import openai_app
     from core.simulators.server import serve_forever
 
-    app = openai_app(api_key=api_key, rpm=rpm, tpm=tpm, window=window, **faults)
+    app = openai_app(api_key=api_key, rpm=rpm, tpm=tpm, window=window, batch_seconds=batch_seconds, **faults)
     limits = f" limits {rpm or '∞'} requests, {tpm or '∞'} tokens per {window:g} s per key;" if rpm or tpm else ""
     serve_forever(app, host, port, f"fleet: OpenAI simulator on http://{host}:{port}/v1{limits} {_summary(api_key, faults)}")
 

@@ -1,14 +1,18 @@
 """`fleet workouts …`: the workflow of the retry command, its console lines word for word."""
 from __future__ import annotations
 
+import getpass
 import json
 
 import click
 from peewee import IntegrityError
 from rich.table import Table
 
+from actors import workout_days
 from actors import workouts as ops
+from actors.batches import check_lane
 from core.errors import FleetError
+from core.settings import LANES
 from db.models.workouts import User, WorkoutPlan
 from fleet.cli.database import open_database
 from fleet.cli.output import print_table
@@ -100,10 +104,16 @@ def status_command(plan_id: int | None, user_id: int | None, as_json: bool) -> N
 @click.option("--user", "user_id", type=ID, help="Only this user's plans.")
 @click.option("--reset", is_flag=True, help="Only set failed days back to pending; dispatch nothing.")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
-def retry_failed_command(plan_id: int | None, user_id: int | None, reset: bool, assume_yes: bool) -> None:
+@click.option("--lane", type=click.Choice(LANES), help="live: one job a plan, now; economy: a batch of the days "
+              "through OpenAI's Batch API, half the price, within 24 h (default FLEET_AI_LANE).")
+def retry_failed_command(plan_id: int | None, user_id: int | None, reset: bool, assume_yes: bool,
+                         lane: str | None) -> None:
     """Retry failed workout-plan generations: one job a plan, whatever its failed days."""
     open_database(broker=not reset)
     _require(plan_id, user_id)
+    lane = check_lane(workout_days.KIND, lane)
+    if reset and lane == "economy":
+        raise click.UsageError("--reset dispatches nothing; it takes no --lane economy")
     click.echo("Looking for failed workout plans...")
     where = ops.failed_filter(plan_id, user_id)
     plans = ops.failed_plans(where)
@@ -124,8 +134,15 @@ def retry_failed_command(plan_id: int | None, user_id: int | None, reset: bool, 
     estimate = ops.retry_estimate(sum(p.failed_days for p in plans))
     if estimate:
         click.echo(f"At the OpenAI budget: {estimate}")
+    if lane == "economy":
+        click.echo("Lane: economy (OpenAI's Batch API: half the price, answers within 24 h)")
     if not assume_yes and not _confirmed():
         click.echo("Cancelled; no workout plan was changed.")
+        return
+    if lane == "economy":
+        batch, _ = workout_days.start_retry_days(where, lane="economy", created_by=f"{getpass.getuser()} (cli)")
+        click.echo(f"Started economy batch {batch.id}: {batch.total} failed day(s) go to OpenAI's Batch API.")
+        click.echo(f"Follow it with: fleet batches monitor {batch.id[:8]} --watch")
         return
     dispatched = 0
     for p, sent, _ in ops.retry_in_chunks(plans, lambda chunk: ops.reset_plans([c.plan_id for c in chunk])):
