@@ -32,6 +32,9 @@ def trust_proxies(app: Flask, n: int) -> None:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = boot(settings)
+    # The OpenAI client (the estimates of the retry pages) takes a second or more to import:
+    # paid once at start, not by an operator's first click.
+    import core.clients  # noqa: F401
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -66,7 +69,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     admin = Admin(app, name="Fleet", index_view=DashboardView(name="Dashboard", url="/admin"),
                   theme=Bootstrap4Theme(base_template="fleet_base.html", fluid=True))
     register_views(admin)
-    app.jinja_env.filters.update(moment=formats.moment, seconds=formats.seconds, duration=formats.duration)
+    app.jinja_env.filters.update(moment=formats.moment, seconds=formats.seconds, duration=formats.duration,
+                              ago=formats.ago)
 
     @app.before_request
     def _start_request():

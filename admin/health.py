@@ -1,7 +1,8 @@
 """/healthz: JSON with each check. It answers for *this process*: 503 only when it cannot
 work (the database or the broker does not answer; `"status": "down"`), so a load balancer drops
 a panel that is really broken and keeps one that merely reports trouble elsewhere. Trouble
-elsewhere (a high error rate, an open breaker, a backlog, no live worker, no scheduler leader)
+elsewhere (a high error rate, an open breaker, a backlog, no live worker, no scheduler leader,
+a process whose clock is over a second off the fleet's)
 is `"status": "degraded"` with 200, or 503 with `?strict=1` for monitors that want it.
 
 Without a login the body is the status alone: the checks name hosts, processes and the
@@ -20,6 +21,7 @@ from flask_login import current_user
 from actors.middleware.presence import live_workers
 from actors.schedule import LEADER_KEY
 from admin.cache import cached
+from core import clock
 from core.broker import BrokerUnavailable, check_broker
 from core.redact import redact
 from core.state import state_redis
@@ -125,6 +127,25 @@ def check_scheduler() -> dict:
     return {"ok": True, "leader": leader.decode(errors="replace")}
 
 
+def check_clock() -> dict:
+    """Every process's clock against the fleet's (Redis TIME), this one's measured now."""
+    client = state_redis()
+    if client is None:
+        return {"ok": None, "skipped": "no state Redis (set FLEET_STATE_REDIS_URL)"}
+    try:
+        clock.CLOCK.keep_measured(client, "web")
+        found = clock.process_clocks(client)
+    except Exception as exc:
+        return {"ok": False, "error": _error(exc)}
+    skewed = [c for c in found if c.skewed]
+    check = {"ok": not skewed, "processes": len(found), "max_offset": clock.MAX_OFFSET,
+             "skewed": [{"process": c.id, "kind": c.kind, "offset": c.offset} for c in skewed]}
+    if skewed:
+        check["error"] = "clock off the fleet's (Redis TIME) by over 1 s: " + "; ".join(
+            f"{c.kind} {c.id} {c.described}" for c in skewed)
+    return check
+
+
 def run_checks(settings) -> dict:
     checks = {"database": check_database(), "broker": check_broker_health(settings)}
     skipped = {"ok": None, "skipped": "broker unreachable"}
@@ -136,6 +157,7 @@ def run_checks(settings) -> dict:
     checks["breakers"] = check_breakers() if state_ok else skipped
     checks["workers"] = check_workers(settings) if state_ok else skipped
     checks["scheduler"] = check_scheduler() if state_ok else skipped
+    checks["clock"] = check_clock() if state_ok else skipped
     checks["alerts"] = (check_alerts() if checks["database"]["ok"]
                         else {"ok": None, "skipped": "database unreachable"})
     if state_ok:

@@ -1,8 +1,17 @@
 """/metrics: Prometheus text, public like /healthz (unless FLEET_METRICS_TOKEN_REQUIRED: admin.bearer).
 
-- `fleet_jobs_total{actor,queue,status}` and `fleet_job_duration_seconds{actor,status}`:
-  counters kept by the workers (actors.middleware.metrics, prometheus_client's
-  multiprocess mode), read from the files of `var/metrics/`: never a JobLog count.
+Two sorts of series. *This host's*: the workers' counters, kept by the worker processes that
+share this machine's `var/metrics/` (actors.middleware.metrics, prometheus_client's
+multiprocess mode), each sample labelled `host` (this machine's name): Prometheus scrapes
+every host's `fleet web` and adds them up (`sum by (actor)`). *The fleet's*: gauges read from
+Redis and the database, the same whichever host serves them (`max by (queue)` across hosts).
+
+- `fleet_jobs_total{actor,queue,status,host}` and `fleet_job_duration_seconds{actor,status,host}`:
+  this host's workers' counters, never a JobLog count.
+- `fleet_workers{host}` / `fleet_worker_threads{host}`: live worker processes and their threads
+  on each host of the fleet (their presence records).
+- `fleet_clock_offset_seconds{process,kind,host}`: how far each process's clock is ahead of
+  the fleet's (Redis TIME; negative: behind), as it last measured (core.clock).
 - `fleet_queue_messages{queue,state}`: four counts a known queue, one Redis round trip.
 - `fleet_queue_oldest_ready_seconds{queue}`: how long the oldest ready message has waited.
 - `fleet_breaker_open{service}`: 1 while a service's breaker is open.
@@ -17,6 +26,7 @@ answer is left out and named in `fleet_scrape_error{part}`, so a scrape never fa
 from __future__ import annotations
 
 import logging
+import socket
 
 import dramatiq
 from flask import Blueprint, Response, current_app
@@ -25,8 +35,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from actors.ai import status as ai_status
+from actors.middleware.presence import live_workers
 from admin.bearer import metrics_login
 from admin.cache import cached
+from core import clock
 from core.breakers import states
 from core.queues import queue_depths
 from core.state import state_redis
@@ -81,6 +93,35 @@ def breaker_gauges() -> list:
     return [breakers]
 
 
+def worker_gauges() -> list:
+    settings = current_app.config["FLEET_SETTINGS"]
+    client = state_redis()
+    workers = GaugeMetricFamily("fleet_workers", "Live worker processes (a heartbeat within FLEET_HEARTBEAT_TIMEOUT), "
+                                "by host.", labels=["host"])
+    threads = GaugeMetricFamily("fleet_worker_threads", "Worker threads of the live worker processes, by host.",
+                                labels=["host"])
+    by_host: dict[str, list[int]] = {}
+    for w in live_workers(client, settings.heartbeat_timeout) if client is not None else []:
+        found = by_host.setdefault(w.host, [0, 0])
+        found[0] += 1
+        found[1] += w.threads
+    for host, (processes, count) in sorted(by_host.items()):
+        workers.add_metric([host], processes)
+        threads.add_metric([host], count)
+    return [workers, threads]
+
+
+def clock_gauges() -> list:
+    client = state_redis()
+    gauge = GaugeMetricFamily("fleet_clock_offset_seconds", "Seconds a process's clock is ahead of the fleet's "
+                              "(Redis TIME; negative: behind), as it last measured.", labels=["process", "kind", "host"])
+    if client is not None:
+        clock.CLOCK.keep_measured(client, "web")
+        for c in clock.process_clocks(client):
+            gauge.add_metric([c.id, c.kind, c.host], c.offset)
+    return [gauge]
+
+
 def joblog_counters() -> list:
     """What the JobLog writers' full buffers could not keep (they count it in Redis)."""
     client = state_redis()
@@ -112,7 +153,21 @@ def openai_gauges() -> list:
 
 # Each part reads one thing; a part that fails is reported, the others still are.
 GAUGES = {"queues": queue_gauges, "queue_age": queue_age_gauges, "breakers": breaker_gauges,
-          "joblog": joblog_counters, "alerts": alert_gauges, "openai": openai_gauges}
+          "joblog": joblog_counters, "alerts": alert_gauges, "openai": openai_gauges, "workers": worker_gauges,
+          "clocks": clock_gauges}
+
+
+class HostCounters:
+    """The workers' counters of this machine's `var/metrics/`, each sample labelled with the host."""
+
+    def __init__(self, path: str):
+        self.inner = MultiProcessCollector(None, path=path)
+        self.host = socket.gethostname()
+
+    def collect(self):
+        for family in self.inner.collect():
+            family.samples = [s._replace(labels={**s.labels, "host": self.host}) for s in family.samples]
+            yield family
 
 
 class GaugeCollector:
@@ -137,6 +192,6 @@ def metrics():
     settings = current_app.config["FLEET_SETTINGS"]
     registry = CollectorRegistry()
     settings.metrics_dir.mkdir(parents=True, exist_ok=True)
-    MultiProcessCollector(registry, path=str(settings.metrics_dir))
+    registry.register(HostCounters(str(settings.metrics_dir)))
     registry.register(GaugeCollector())
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

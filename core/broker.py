@@ -19,6 +19,7 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.middleware import Middleware, MiddlewareError
 
 from core.errors import FleetError
+from core.lua import lua
 from core.settings import Settings
 from core.urls import redact_url
 
@@ -39,12 +40,36 @@ INVALID_ACTOR = "<invalid message>"  # the actor of the stand-in for a message t
 RAW_LIMIT = 4_000  # bytes of an invalid message kept
 
 
+_fetching = threading.Event()  # cleared while this process must not fetch (the database or Redis away)
+_fetching.set()
+
+
+def pause_fetching(paused: bool = True) -> None:
+    """Stop (or, with False, restart) every Redis consumer of this process from fetching: a
+    consumer then hands out nothing, not even what it prefetched (its close gives that back)."""
+    if paused:
+        _fetching.clear()
+    else:
+        _fetching.set()
+
+
 def _wake_key(namespace: str, queue_name: str) -> str:
     return f"{namespace}:{queue_name}.wake"
 
 
+DISPATCH = lua(__file__, "dispatch")  # Dramatiq's dispatch script, redelivering to the front
+ACK_OWNED = lua(__file__, "delivery_ack")
+OWNERS = f"{REDIS_NAMESPACE}:__owners__"  # delivery key -> owner of a message being worked (core/fencing.py)
+
+
 class FleetRedisBroker(RedisBroker):
-    """Dramatiq's Redis broker with four changes:
+    """Dramatiq's Redis broker with these changes:
+
+    - its dispatch script is Fleet's copy of Dramatiq's (core/lua/dispatch.lua): messages a dead
+      worker held, and messages given back, go to the front of their queue, not behind the
+      backlog; `beat()` keeps the worker's heartbeat there fresh while all its threads are busy
+      (Dramatiq beats only when it fetches, so a worker busy past the heartbeat timeout with a full
+      prefetch counted as dead);
 
     - enqueues can be gathered into one pipeline per batch: inside `with broker.pipelined():`
       a thread's enqueues still run every middleware hook, but their Redis writes are queued
@@ -59,7 +84,12 @@ class FleetRedisBroker(RedisBroker):
     def __init__(self, **kwargs):
         self._hooks: dict[str, list] = {}  # signal -> the hooks that do something, in middleware order
         super().__init__(**kwargs)
+        self.scripts["dispatch"] = self.client.register_script(DISPATCH.source)
         self._local = threading.local()
+
+    def beat(self) -> None:
+        """This worker's heartbeat in Dramatiq's heartbeat set, as every dispatch call writes it."""
+        self.client.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: int(time.time() * 1000)})
 
     def add_middleware(self, middleware, **kwargs) -> None:
         super().add_middleware(middleware, **kwargs)
@@ -174,16 +204,51 @@ class FleetRedisConsumer(_RedisConsumer):
     - an idle consumer blocks on its queue's wake-up list (BLPOP, up to the worker timeout)
       instead of sleeping up to a second between polls, so a message sent to an idle worker
       starts within milliseconds at no more idle cost;
-    - closing gives back the messages fetched but not handed out yet.
+    - closing gives back the messages fetched but not handed out yet;
+    - a stale copy (`message.fleet_stale`, set by fencing: the message was redelivered and another
+      attempt owns it) is neither acked nor dead-lettered: the stored message is the redelivered
+      copy's; only this worker's ack set lets go of it. A copy with a delivery
+      (`message.fleet_delivery`) is acked by one script that also checks and forgets its delivery.
+    - while `pause_fetching()` holds, it hands out nothing.
     """
 
-    ack = _as_connection_error(_RedisConsumer.ack)
-    nack = _as_connection_error(_RedisConsumer.nack)
     requeue = _as_connection_error(_RedisConsumer.requeue)
+
+    def _acks(self) -> str:
+        return f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+
+    @_as_connection_error
+    def ack(self, message):
+        if getattr(message, "fleet_stale", False):
+            return self._let_go(message)
+        delivery = getattr(message, "fleet_delivery", None)
+        if delivery is None or not delivery.acks:
+            return _RedisConsumer.ack(self, message)
+        try:
+            acked = ACK_OWNED(self.broker.client, keys=[self._acks(), f"{self.broker.namespace}:{self.queue_name}.msgs", OWNERS],
+                              args=[message.options["redis_message_id"], delivery.key, delivery.owner])
+            if not acked:
+                message.fleet_stale = True  # redelivered after it was settled: JobLog marks it
+        finally:
+            self.queued_message_ids.discard(message.message_id)
+
+    @_as_connection_error
+    def nack(self, message):
+        if getattr(message, "fleet_stale", False):
+            return self._let_go(message)
+        return _RedisConsumer.nack(self, message)
+
+    def _let_go(self, message) -> None:
+        try:
+            self.broker.client.srem(self._acks(), message.options["redis_message_id"])
+        finally:
+            self.queued_message_ids.discard(message.message_id)
 
     @_as_connection_error
     def __next__(self):
         while True:
+            if not _fetching.is_set():
+                return None  # paused: its consumer thread, paused too, stops at this None
             if self.message_cache:
                 data = self.message_cache.pop(0)
                 if data is None:

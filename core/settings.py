@@ -54,6 +54,7 @@ class Settings:
     schedule: str = "default"  # a schedule file: a path, or the name of a shipped one
     timezone: str = "UTC"  # of schedule entries that name none
     schedule_grace: float = 30.0  # seconds a slot may still be emitted late
+    schedule_keep_days: float = 30.0  # days the schedule ledger keeps its rows (`jobs.cleanup` prunes older ones)
     openai_rpm: int = 0  # requests a window for the whole fleet; 0 = learned from the provider's headers
     openai_tpm: int = 0  # tokens a window; 0 = learned
     openai_window: float = 60.0  # seconds the provider counts its limits over (a minute; tests shorten it)
@@ -68,6 +69,8 @@ class Settings:
     db_idle_timeout: float = 60.0  # seconds a pooled database connection may stay idle before it is closed
     session_idle: float = 1800.0  # seconds a panel session lasts without a request from its operator
     session_max: float = 43200.0  # seconds a panel session lasts at most from its login, however busy
+    outbox_resend: float = 30.0  # seconds after its commit an unsent outbox job is sent again by the scheduler
+    outage_wait: float = 10.0  # seconds a job waits for the database or Redis (a paused worker looks 5 times as often)
     audit_retention_days: float = 365.0  # days the audit log keeps an event (pruned by the job-log cleanup)
     metrics_token_required: bool = False  # /metrics answers only with a session or an API token
 
@@ -111,6 +114,7 @@ MAX_CIRCUIT_RESET = 86400  # seconds a breaker stays open
 MAX_HEARTBEAT_TIMEOUT = 3600  # seconds before a dead worker's messages run again
 MAX_TRUSTED_PROXIES = 10
 MAX_SCHEDULE_GRACE = 86400  # seconds a slot may be emitted late
+MAX_SCHEDULE_KEEP_DAYS = 3650  # days the schedule ledger may keep its rows
 MAX_DEFER = 30 * 86400  # seconds a message may wait for open breakers in all
 MAX_SERIES_API_RATE = 10_000  # requests a second
 MIN_DB_IDLE_TIMEOUT, MAX_DB_IDLE_TIMEOUT = 1, 3600  # seconds a pooled connection may stay idle
@@ -270,6 +274,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                minimum=1, maximum=MAX_OPENAI_TIMEOUT),
         schedule_grace=_number("FLEET_SCHEDULE_GRACE", env.get("FLEET_SCHEDULE_GRACE", "30"), integer=False,
                                minimum=1, maximum=MAX_SCHEDULE_GRACE),
+        schedule_keep_days=_number("FLEET_SCHEDULE_KEEP_DAYS", env.get("FLEET_SCHEDULE_KEEP_DAYS", "30"),
+                                   integer=False, minimum=1, maximum=MAX_SCHEDULE_KEEP_DAYS),
         log_format=_choice("FLEET_LOG_FORMAT", env.get("FLEET_LOG_FORMAT", "text").lower(), ("text", "json")),
         # how long a SIGKILLed scheduler leader holds the lead (a standby leads within it)
         scheduler_lease=_number("FLEET_SCHEDULER_LEASE", env.get("FLEET_SCHEDULER_LEASE", "10"), integer=False,
@@ -287,6 +293,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                              minimum=1, maximum=MAX_SESSION_IDLE),
         session_max=_number("FLEET_SESSION_MAX", env.get("FLEET_SESSION_MAX", "43200"), integer=False,
                             minimum=1, maximum=MAX_SESSION_LIFETIME),
+        outbox_resend=_number("FLEET_OUTBOX_RESEND", env.get("FLEET_OUTBOX_RESEND", "30"), integer=False,
+                              minimum=1, maximum=3600),
+        outage_wait=_number("FLEET_OUTAGE_WAIT", env.get("FLEET_OUTAGE_WAIT", "10"), integer=False,
+                            minimum=0.5, maximum=600),
         audit_retention_days=_number("FLEET_AUDIT_RETENTION_DAYS", env.get("FLEET_AUDIT_RETENTION_DAYS", "365"),
                                      integer=False, minimum=1, maximum=MAX_AUDIT_RETENTION_DAYS),
         metrics_token_required=_flag("FLEET_METRICS_TOKEN_REQUIRED", env.get("FLEET_METRICS_TOKEN_REQUIRED", "0")),

@@ -390,7 +390,7 @@ def test_dashboard_shows_jobs_queues_breakers_and_leader(admin_client, broker, l
     counts = re.search(r'<table class="table table-sm" id="status-counts">(.*?)</table>', page, re.S).group(1)
     cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", counts, re.S)]
     assert dict(zip(cells[::2], cells[1::2])) == {"started": "0", "success": "1", "failed": "1", "retrying": "1",
-                                                  "deferred": "0"}
+                                                  "deferred": "0", "abandoned": "0"}
     assert page.count('<rect class="ok"') == 24  # an hour a bar
     bars = [tuple(map(int, b)) for b in re.findall(r"UTC: (\d+) succeeded, (\d+) failed</title>", page)]
     assert len(bars) == 24 and sum(ok for ok, _ in bars) == 1 and sum(f for _, f in bars) == 2
@@ -433,7 +433,8 @@ def test_dashboard_counts_consumers_only_with_host_pid_queues_and_threads(admin_
 def test_healthz_reports_queues_error_rate_breakers_workers_and_scheduler(admin_client):
     body = admin_client.get("/healthz").json
     assert set(body["checks"]) == {"database", "broker", "queues", "error_rate", "breakers", "workers", "scheduler",
-                                   "alerts"}
+                                   "alerts", "clock"}
+    assert body["checks"]["clock"]["ok"] is True and body["checks"]["clock"]["processes"] >= 1  # this one's, at least
     assert body["checks"]["breakers"]["states"] == {"openai": "closed", "series_api": "closed"}
     assert body["checks"]["error_rate"]["attempts"] == 0
 

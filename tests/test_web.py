@@ -117,6 +117,8 @@ def _samples(body: str) -> dict[str, float]:
 
 def test_metrics_are_public_and_count_queues_jobs_and_breakers(client, worker, broker):
     """Counters kept by the worker (they only grow over the session: compared before and after)."""
+    import socket
+
     import pybreaker
 
     from core import dead_letters
@@ -125,9 +127,10 @@ def test_metrics_are_public_and_count_queues_jobs_and_breakers(client, worker, b
     from tests import worker_actors as wa
     from tests.helpers import wait_for
 
-    success = "fleet_jobs_total[('actor', 'count'), ('queue', 'tests'), ('status', 'success')]"
-    failed = "fleet_jobs_total[('actor', 'flaky'), ('queue', 'tests'), ('status', 'failed')]"
-    durations = "fleet_job_duration_seconds_count[('actor', 'count'), ('status', 'success')]"
+    host = socket.gethostname()  # this machine's counters say whose they are
+    success = f"fleet_jobs_total[('actor', 'count'), ('host', '{host}'), ('queue', 'tests'), ('status', 'success')]"
+    failed = f"fleet_jobs_total[('actor', 'flaky'), ('host', '{host}'), ('queue', 'tests'), ('status', 'failed')]"
+    durations = f"fleet_job_duration_seconds_count[('actor', 'count'), ('host', '{host}'), ('status', 'success')]"
     before = _samples(client.get("/metrics").text)
     wa.count.send("metrics")
     wa.flaky.send("metrics-dead", 5, "ERR_AUTH")

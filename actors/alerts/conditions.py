@@ -1,5 +1,5 @@
 """What each kind of rule watches: `findings(rule)` reads Fleet's signals (breakers, JobLog,
-queues, the schedule ledger, worker presence, batches, the panel's health checks) and returns
+queues, the schedule ledger, worker presence, the processes' clocks, batches, the panel's health checks) and returns
 one Finding a subject that is in trouble now; an empty list means the rule does not fire.
 
 Counters that only grow (dead letters, dropped JobLog rows) are sampled into the state Redis
@@ -20,7 +20,7 @@ from actors.alerts.rules import Rule
 from actors.middleware.joblog import DROPPED_KEY
 from actors.middleware.presence import live_workers
 from actors.schedule import LEADER_KEY, history, schedulers
-from core import formats, spend
+from core import clock, formats, spend
 from core.breakers import states
 from core.queues import known_queues, queue_depths
 from core.settings import get_settings
@@ -209,7 +209,8 @@ def _host_lost(p: dict) -> list[Finding]:
     live = {w.id.rsplit(":", 1)[0] for w in live_workers(client, settings.heartbeat_timeout)}
     now = utcnow()
     rows = (JobLog.select(JobLog.worker, fn.COUNT(SQL("*")))
-            .where((JobLog.status == "started") & (JobLog.created_at >= now - timedelta(seconds=p["window"]))
+            .where(JobLog.status.in_(("started", "abandoned"))  # abandoned: its message was redelivered
+                   & (JobLog.created_at >= now - timedelta(seconds=p["window"]))
                    & (JobLog.created_at <= now - timedelta(seconds=settings.heartbeat_timeout)))
             .group_by(JobLog.worker).tuples())
     lost: dict[str, int] = {}
@@ -220,6 +221,18 @@ def _host_lost(p: dict) -> list[Finding]:
     return [Finding(host, f"worker host {host} stopped sending heartbeats while it held {held} job(s); "
                           "they run again elsewhere", {"host": host, "jobs": held})
             for host, held in sorted(lost.items())]
+
+
+def _clock_skew(p: dict) -> list[Finding]:
+    """Processes (workers, schedulers, web) whose clock is over `max_offset` off the fleet's
+    (Redis TIME), as each last measured it."""
+    client = state_redis()
+    if client is None:
+        return []
+    return [Finding(c.id, f"{c.kind} {c.id}: its clock is {clock.versus_fleet(c.offset)}; "
+                          "fix the host's time sync (NTP, chrony)",
+                    {"process": c.id, "kind": c.kind, "host": c.host, "offset_seconds": round(c.offset, 1)})
+            for c in clock.process_clocks(client) if abs(c.offset) > p["max_offset"]]
 
 
 def _joblog_dropped(p: dict) -> list[Finding]:
@@ -293,6 +306,7 @@ WATCHERS = {
     "schedule_missed": _schedule_missed,
     "no_scheduler": _no_scheduler,
     "host_lost": _host_lost,
+    "clock_skew": _clock_skew,
     "joblog_dropped": _joblog_dropped,
     "unreachable": _unreachable,
     "ai_spend": _ai_spend,

@@ -58,6 +58,7 @@ KINDS: dict[str, dict[str, tuple[str, object]]] = {
     "schedule_missed": {"entry": ("text", ""), "in_a_row": ("count", 3), "window": ("duration", "10m")},
     "no_scheduler": {},
     "host_lost": {"window": ("duration", "1h")},
+    "clock_skew": {"max_offset": ("duration", "1s")},
     "joblog_dropped": {"growth": ("count", 1), "window": ("duration", "15m")},
     "unreachable": {"checks": ("names", ["database", "broker"]), "within": ("duration", "2m")},
     "ai_spend": {"share": ("share", 0.8), "window": ("duration", "15m")},

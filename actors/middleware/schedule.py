@@ -20,12 +20,12 @@ import time
 from dramatiq.middleware import Middleware, SkipMessage
 
 from actors.middleware.outcome import Outcome, get_outcome, set_outcome
+from core.clock import fleet_utcnow
 from core.locks import RedisLock
 from core.redact import redact
 from core.settings import get_settings
 from core.state import state_redis
 from core.ticker import Ticker
-from db.models import utcnow
 from db.models.schedule import ScheduleRun
 
 log = logging.getLogger("fleet.schedule")
@@ -111,14 +111,14 @@ class ScheduledRuns(Middleware):
         if key and client is not None:
             if not run_lock(client, key, run_id).acquire():
                 holder = lock_holder(client, key)
-                update_run(run_id, state="skipped", finished_at=utcnow(),
+                update_run(run_id, state="skipped", finished_at=fleet_utcnow(),
                            detail=f"overlap: run #{holder} started while this one waited for a worker")
                 set_outcome(message, Outcome("skipped"))
                 raise SkipMessage(f"schedule run #{run_id}: run #{holder} holds the entry")
             with self._lock:
                 self._held[message.message_id] = (key, run_id)
         self._started[message.message_id] = time.monotonic()
-        update_run(run_id, state="running", started_at=utcnow(), finished_at=None, duration_seconds=None)
+        update_run(run_id, state="running", started_at=fleet_utcnow(), finished_at=None, duration_seconds=None)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         run_id = message.options.get(RUN_OPTION)
@@ -127,6 +127,11 @@ class ScheduledRuns(Middleware):
         outcome = get_outcome(message) or Outcome("success" if exception is None else "failed")
         if outcome.status == "skipped":
             return  # our own skip: the row says why already
+        if outcome.status == "abandoned":  # a stale copy: the run is its redelivered copy's, lock and all
+            self._started.pop(message.message_id, None)
+            with self._lock:
+                self._held.pop(message.message_id, None)
+            return
         started = self._started.pop(message.message_id, None)
         fields = {}
         if started is not None:
@@ -138,7 +143,7 @@ class ScheduledRuns(Middleware):
             fields.update(state="emitted", error_code=code, detail=f"{outcome.status}{wait} after {code}")
         else:
             fields.update(state="succeeded" if outcome.status == "success" else "failed",
-                          error_code=code, finished_at=utcnow())
+                          error_code=code, finished_at=fleet_utcnow())
             if outcome.error:
                 fields["detail"] = redact(outcome.error.message)[:500]
         update_run(run_id, **fields)

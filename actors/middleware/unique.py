@@ -37,6 +37,7 @@ _ALIVE = "unique_alive"  # shared by the scripts, before their own text
 _CLAIM = lua(__file__, _ALIVE, "unique_claim")
 _LIVE_HOLDERS = lua(__file__, _ALIVE, "unique_live_holders")
 _RELEASE = lua(__file__, "unique_release")
+_RELEASE_UNSENT = lua(__file__, "unique_release_unsent")
 
 
 def _introspects(broker) -> bool:
@@ -113,13 +114,33 @@ class UniqueJobs(Middleware):
         with client.pipeline(transaction=False) as pipe:
             for message in messages:
                 self.claim(broker, message, client=pipe)
-            holders = pipe.execute()
+            holders = pipe.execute(raise_on_error=False)
+        failed = next((h for h in holders if isinstance(h, Exception)), None)
+        if failed is not None:  # Redis refused some claims (out of memory): give back those it took
+            self.release_unsent(broker, [m for m, h in zip(messages, holders) if h is None])
+            raise failed
         claimed = []
         for message, holder in zip(messages, holders):
             if holder is None:
                 message.options["unique_claimed"] = True
                 claimed.append(message)
         return claimed
+
+    def release_unsent(self, broker, messages: list) -> None:
+        """Give back the locks these messages took for a send that did not get through, one round
+        trip; a lock another message holds, or whose message did reach its queue, is left alone."""
+        keyed = [m for m in messages if self._is_unique(broker, m)]
+        client = state_redis()
+        if client is None or not keyed:
+            return
+        with client.pipeline(transaction=False) as pipe:
+            for message in keyed:
+                key = unique_key(message.actor_name, message.args, message.kwargs)
+                _RELEASE_UNSENT(pipe, keys=[key, key + ":again"], args=[message.message_id, getattr(broker, "namespace", "")])
+            pipe.execute()
+        for message in keyed:
+            message.options.pop("unique_key", None)
+            message.options.pop("unique_claimed", None)
 
     def before_enqueue(self, broker, message, delay):
         claimed = message.options.pop("unique_claimed", False)
@@ -151,8 +172,8 @@ class UniqueJobs(Middleware):
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         outcome = get_outcome(message)
-        if outcome and outcome.status in ("retrying", "deferred"):
-            return
+        if outcome and outcome.status in ("retrying", "deferred", "abandoned"):
+            return  # the lock moves to the next copy (an abandoned copy's lock is its redelivery's)
         key = message.options.get("unique_key")
         if key and state_redis() is not None:
             later(message, "release unique lock", lambda: self._release_and_follow_up(broker, message, key))

@@ -20,16 +20,25 @@ Modules: `files` (reading and checking a file; the shipped files are in `shipped
 loop), `ledger` (what operators read and change), `rows` (the entries as
 operators see them).
 """
-from actors.schedule.emit import COALESCED, MISSED, ORPHAN_CLAIM, Due, emit, record_missed, resend_unsent, run_now
+from actors.schedule.emit import MISSED, ORPHAN_CLAIM, Due, emit, record_missed, resend_unsent, run_now
 from actors.schedule.emitter import MISSED_ROWS, SlotEmitter
 from actors.schedule.files import INTERVAL_ANCHOR, SHIPPED, Entry, Schedule, ScheduleError, load_schedule, schedule_path
-from actors.schedule.ledger import history, last_runs, operator_name, paused_names, pauses, set_paused, state_text
+from actors.schedule.ledger import (
+                                    history,
+                                    last_runs,
+                                    operator_name,
+                                    paused_names,
+                                    pauses,
+                                    prune,
+                                    set_paused,
+                                    state_text,
+)
 from actors.schedule.members import LEADER_KEY, MEMBERS_KEY, heartbeat, leader, scheduler_id, schedulers
 from actors.schedule.rows import EntryRow, entry_rows
 
 __all__ = [
-    "COALESCED", "Due", "Entry", "EntryRow", "INTERVAL_ANCHOR", "LEADER_KEY", "MEMBERS_KEY", "MISSED", "MISSED_ROWS",
+    "Due", "Entry", "EntryRow", "INTERVAL_ANCHOR", "LEADER_KEY", "MEMBERS_KEY", "MISSED", "MISSED_ROWS",
     "ORPHAN_CLAIM", "SHIPPED", "Schedule", "ScheduleError", "SlotEmitter", "emit", "entry_rows", "heartbeat",
-    "history", "last_runs", "leader", "load_schedule", "operator_name", "paused_names", "pauses", "record_missed",
+    "history", "last_runs", "leader", "load_schedule", "operator_name", "paused_names", "pauses", "prune", "record_missed",
     "resend_unsent", "run_now", "schedule_path", "scheduler_id", "schedulers", "set_paused", "state_text",
 ]

@@ -14,11 +14,11 @@ from actors.middleware.unique import DuplicateJob
 from actors.runtime import TASKS
 from actors.schedule.files import TICK, UTC, Entry, Schedule
 from core.broker import FleetRedisBroker
+from core.clock import fleet_datetime, fleet_utcnow
 from core.errors import FleetError
 from core.locks import acquire_all
 from core.state import state_redis
 from db.database import database
-from db.models import utcnow
 from db.models.schedule import ScheduleRun
 
 log = logging.getLogger("fleet.schedule")
@@ -27,7 +27,6 @@ ORPHAN_CLAIM = timedelta(seconds=60)  # a claim never sent after this long: its 
 SEND_TOKEN_PREFIX = "fleet:schedule:send:"  # + run id: taken by the one process that sends it
 SEND_TOKEN_TTL = 600  # seconds, longer than a claim may still be sent
 MISSED = "no scheduler emitted it in time"
-COALESCED = "a later slot came due with it, and only the latest due slot is emitted"
 
 
 @dataclass
@@ -51,7 +50,7 @@ def emit(dues: list[Due], claimed_by: str, paused: set[str] = frozenset()) -> di
     """
     if not dues:
         return {}
-    now = utcnow()
+    now = fleet_utcnow()
     messages = {}
     rows = []
     for due in dues:
@@ -144,7 +143,7 @@ def _live(holder_id: int | None) -> ScheduleRun | None:
     holder = ScheduleRun.get_or_none(ScheduleRun.id == holder_id) if holder_id else None
     if holder is None or holder.state in ScheduleRun.FINAL:
         return None
-    if holder.state == "claimed" and utcnow() - holder.created_at > ORPHAN_CLAIM:
+    if holder.state == "claimed" and fleet_utcnow() - holder.created_at > ORPHAN_CLAIM:
         return None
     return holder
 
@@ -185,7 +184,7 @@ def _release_if_taken(name: str, run_id: int, message) -> None:
 
 
 def _record(claimed: dict, sent: set[str], skipped: dict[str, str]) -> None:
-    now = utcnow()
+    now = fleet_utcnow()
     with database.atomic():
         if sent:
             ids = [claimed[name].id for name in sent]
@@ -206,7 +205,7 @@ def _record(claimed: dict, sent: set[str], skipped: dict[str, str]) -> None:
 def record_missed(missed: list[tuple[Entry, list[datetime], int, str]], claimed_by: str) -> None:
     """Slots not emitted, as (entry, its slots listed, how many in all, why); a slot someone
     did claim keeps its row."""
-    now = utcnow()
+    now = fleet_utcnow()
     rows = []
     for entry, slots, total, why in missed:
         listed = [{"name": entry.name, "slot_time": _naive(s), "kind": "slot", "task": entry.task, "state": "missed",
@@ -229,7 +228,7 @@ def resend_unsent(schedule: Schedule, window: timedelta) -> int:
         return 0
     rows = {row.name: row for row in ScheduleRun.select().where(
         (ScheduleRun.state == "claimed") & ScheduleRun.name.in_(schedule.enabled_names)
-        & (ScheduleRun.slot_time >= _naive(datetime.now(UTC) - window)) & ScheduleRun.message_id.is_null(False))
+        & (ScheduleRun.slot_time >= _naive(fleet_datetime() - window)) & ScheduleRun.message_id.is_null(False))
         .order_by(ScheduleRun.slot_time)}  # the latest claim of an entry
     if not rows:
         return 0
@@ -245,7 +244,7 @@ def resend_unsent(schedule: Schedule, window: timedelta) -> int:
 def run_now(entry: Entry, by: str) -> ScheduleRun:
     """Emit the entry now, outside its trigger; `skipped` (with why) when its previous run is
     still queued or running and the entry must not overlap."""
-    now = datetime.now(UTC)
+    now = fleet_datetime()
     for _ in range(3):  # a manual slot is the current microsecond: a collision just takes the next
         claimed = emit([Due(entry, now, "manual")], by)
         if entry.name in claimed:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import getpass
 import socket
+from datetime import timedelta
 
 from db.models import utcnow
 from db.models.schedule import SchedulePause, ScheduleRun
 
 SENT = ("emitted", "running", "succeeded", "failed")
+PRUNE_BATCH = 5_000  # rows a DELETE takes at most
 
 
 def operator_name() -> str:
@@ -56,6 +58,24 @@ def last_runs(names) -> dict[str, tuple[ScheduleRun | None, ScheduleRun | None]]
                 .order_by(ScheduleRun.slot_time.desc()).first())
         found[name] = (sent, latest)
     return found
+
+
+def prune(days: float) -> int:
+    """Delete the rows whose slot is older than `days`, in batches; never an entry's latest row
+    nor its latest sent one (where a new leader takes the entry up, what `fleet schedule list`
+    shows). Returns how many went."""
+    cutoff = utcnow() - timedelta(days=days)
+    names = [row.name for row in ScheduleRun.select(ScheduleRun.name).distinct()]
+    kept = {run.id for pair in last_runs(names).values() for run in pair if run is not None}
+    deleted = 0
+    while True:
+        query = ScheduleRun.select(ScheduleRun.id).where(ScheduleRun.slot_time < cutoff)
+        if kept:
+            query = query.where(ScheduleRun.id.not_in(list(kept)))
+        ids = [row.id for row in query.limit(PRUNE_BATCH)]
+        if not ids:
+            return deleted
+        deleted += ScheduleRun.delete().where(ScheduleRun.id.in_(ids)).execute()
 
 
 def state_text(run: ScheduleRun) -> str:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 
+from core.clock import fleet_time
 from core.identity import process_id
 from core.state import state_redis
 
@@ -34,7 +34,7 @@ def leader() -> str | None:
 
 
 def heartbeat(client, info: dict) -> None:
-    client.hset(MEMBERS_KEY, info["id"], json.dumps({**info, "heartbeat": time.time()}))
+    client.hset(MEMBERS_KEY, info["id"], json.dumps({**info, "heartbeat": fleet_time()}))
 
 
 def schedulers() -> list[SchedulerInfo]:
@@ -43,7 +43,7 @@ def schedulers() -> list[SchedulerInfo]:
     if client is None:
         return []
     current = leader()
-    now = time.time()
+    now = fleet_time()
     found, gone = [], []
     for key, value in client.hgetall(MEMBERS_KEY).items():
         info = json.loads(value)

@@ -5,7 +5,7 @@ import click
 import dramatiq
 from rich.table import Table
 
-from actors import audit, batches
+from actors import audit, batches, schedule
 from actors import jobs as joblog
 from actors.runtime import boot
 from core import dead_letters, formats
@@ -87,13 +87,18 @@ def delete_command(message_ids: tuple[str, ...]) -> None:
 @click.option("--keep", type=click.IntRange(0, 10**9), default=100, show_default=True, help="Never delete the newest N rows.")
 def cleanup_command(days: float, keep: int) -> None:
     """Delete old finished JobLog rows, in batches; finished batches older than 30 days with
-    their items (never the newest 100 batches); audit events older than FLEET_AUDIT_RETENTION_DAYS."""
+    their items (never the newest 100 batches); schedule ledger rows older than
+    FLEET_SCHEDULE_KEEP_DAYS (never an entry's latest); audit events older than FLEET_AUDIT_RETENTION_DAYS."""
     open_database()
     deleted = joblog.cleanup(days, keep)
     click.echo(f"Deleted {deleted} job log row(s) older than {days:g} day(s); kept the newest {keep}.")
     pruned = batches.prune()
     click.echo(f"Deleted {pruned} finished batch(es) older than {batches.PRUNE_DAYS} days with their items; "
                f"kept the newest {batches.PRUNE_KEEP}.")
+    keep_days = get_settings().schedule_keep_days
+    ledger = schedule.prune(keep_days)
+    click.echo(f"Deleted {ledger} schedule ledger row(s) older than {keep_days:g} day(s) (FLEET_SCHEDULE_KEEP_DAYS); "
+               "kept each entry's latest.")
     retention = get_settings().audit_retention_days
     click.echo(f"Deleted {audit.prune(retention)} audit event(s) older than {retention:g} day(s).")
 
@@ -111,7 +116,7 @@ def stats_command(hours: float, as_json: bool) -> None:
     if not rows:
         click.echo(f"No jobs in the last {hours:g} hour(s).")
         return
-    statuses = ["success", "failed", "retrying", "deferred", "started"]
+    statuses = ["success", "failed", "retrying", "deferred", "started", "abandoned"]
     table = Table("job class", "success today (UTC)", *statuses, "avg success (s)",
                   title=f"Attempts in the last {hours:g} hour(s)")
     for row in rows:
@@ -119,6 +124,29 @@ def stats_command(hours: float, as_json: bool) -> None:
         table.add_row(row["job_class"], str(row["success_today"]), *(str(row["counts"].get(s, 0)) for s in statuses),
                       f"{avg:.3f}" if avg is not None else "-")
     print_table(table, 180)
+
+
+@jobs_group.command("outbox")
+@click.option("--send", is_flag=True, help="Send what is unsent now, rather than wait for the scheduler.")
+def outbox_command(send: bool) -> None:
+    """Jobs committed but not sent yet (Redis refused them); the scheduler sends them again."""
+    from actors import outbox
+
+    open_database(broker=send)
+    if send:
+        _broker(declare_actors=True)
+        sent, delivered = outbox.resend_due(older_than=0)
+        click.echo(f"Sent {sent} job(s) from the outbox; {delivered} had been delivered already.")
+    unsent, oldest, error = outbox.unsent()
+    if not unsent:
+        click.echo("Outbox: every job sent.")
+        return
+    line = (f"Outbox: {unsent} job(s) not sent yet, the oldest committed {formats.duration(oldest)} ago"
+            f"{f' (last error: {error})' if error else ''}; the scheduler sends them again every "
+            f"{formats.duration(boot().outbox_resend)}.")
+    if send:
+        raise FleetError(line)
+    click.echo(line)
 
 
 commands = [jobs_group]
