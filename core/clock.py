@@ -91,8 +91,11 @@ class Clock:
         return self.offset
 
     def forget(self, client) -> None:
-        """This process's record goes, as the process stops."""
+        """This process's record goes, as its worker or scheduler stops (a part that runs on in the
+        same process, the web, records it again at its next measure)."""
         client.hdel(KEY, process_id())
+        self.measured_at = None
+        self._reported_at = -REPORT_EVERY
 
     def keep_measured(self, client, kind: str) -> float:
         """Measure unless this process did so in the last MEASURE_EVERY seconds."""
