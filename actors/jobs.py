@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from dramatiq.errors import ActorNotFound
 from peewee import fn
 
-from actors import batches, schedule
+from actors import audit, batches, schedule
 from actors.runtime import fleet_actor, task
 from core import dead_letters
 from core.errors import FleetError
@@ -111,10 +111,11 @@ def retry_job(broker, job: JobLog) -> str:
 @fleet_actor(queue_name="maintenance", retry_delays=(60, 300), time_limit=60 * 60_000)
 def cleanup_job_logs(days: float = 7, keep: int = 100) -> None:
     """`fleet jobs cleanup` on a schedule: finished rows older than `days`, never the newest `keep`,
-    finished batches past their own retention, and the schedule ledger's rows older than
-    FLEET_SCHEDULE_KEEP_DAYS."""
+    finished batches past their own retention, the schedule ledger's rows older than
+    FLEET_SCHEDULE_KEEP_DAYS, and audit events past FLEET_AUDIT_RETENTION_DAYS."""
     deleted = cleanup(days, keep)
     pruned = batches.prune()
     ledger = schedule.prune(get_settings().schedule_keep_days)
+    audit_pruned = audit.prune(get_settings().audit_retention_days)
     log.info("job logs cleaned up", extra={"deleted": deleted, "days": days, "keep": keep, "batches_pruned": pruned,
-                                           "schedule_rows_pruned": ledger})
+                                           "schedule_rows_pruned": ledger, "audit_pruned": audit_pruned})

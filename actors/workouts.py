@@ -15,8 +15,10 @@ from datetime import datetime, timedelta
 from peewee import SQL, fn
 
 from actors.batches import ItemRun, batch_kind, create_batch
+from actors.outbox import NotSent, outbox
 from actors.runtime import attempt_started_at, fleet_actor, task
-from core.errors import CODES, Classified, JobError, classify
+from core import fencing
+from core.errors import CODES, Classified, JobError, classify, is_infrastructure
 from core.redact import redact
 from db.database import database
 from db.models import utcnow
@@ -117,6 +119,7 @@ def generate_user_workout_plan(user_id: int, plan_id: int) -> None:
     # after the last pass gets a follow-up job when the unique lock is released.
     while pending := [w for w in _pending_days(plan) if w.id not in tried]:
         for workout in pending:
+            fencing.check()  # a copy whose message was redelivered (its worker hung) stops here
             tried.add(workout.id)
             try:
                 _generate_day(client, plan, workout)
@@ -146,23 +149,42 @@ class FailedPlan:
     failed_days: int
 
 
-def create_plan(user_id: int, days: int, goal: str) -> Plan:
-    with database.atomic():
+def create_plan(user_id: int, days: int, goal: str, *, generate: bool = False) -> Plan:
+    """The plan and its pending days; with `generate`, its generation job too, written to the
+    outbox in the same transaction and sent once it has committed (NotSent when Redis refused:
+    the scheduler sends it again)."""
+    with outbox() as box:
         plan = Plan.create(user=user_id, goal=goal, days=days)
         now = utcnow()
         WorkoutPlan.insert_many(
             [{"plan": plan.id, "day": d, "status": "pending", "created_at": now, "updated_at": now} for d in range(1, days + 1)]
         ).execute()
+        if generate:
+            box.add(generate_user_workout_plan, int(user_id), plan.id)
+        box.saved = f"Plan #{plan.id} (User #{user_id}) with {days} pending day(s)"
     return plan
+
+
+def _stagger(calls: int) -> float:
+    """Seconds to delay a bulk job of `calls` calls to its place in the OpenAI budget's stream;
+    0 when Redis cannot say (the job is not held back for that)."""
+    from core.openai_budget import openai_budget
+
+    if not calls:
+        return 0.0
+    try:
+        return openai_budget().stagger(calls)
+    except Exception as exc:
+        if not is_infrastructure(exc):
+            raise
+        return 0.0
 
 
 def dispatch(user_id: int, plan_id: int, calls: int = 0):
     """Send the generation job; None when one for this plan is already queued or running. A bulk
     path says how many `calls` (days) the job will make: it is then delayed to its place in a
     stream at the OpenAI budget, so a backlog never reaches the workers all at once."""
-    from core.openai_budget import openai_budget
-
-    delay = openai_budget().stagger(calls) if calls else 0
+    delay = _stagger(calls)
     return generate_user_workout_plan.send_with_options(args=(int(user_id), int(plan_id)),
                                                         delay=int(delay * 1000) or None)
 
@@ -197,13 +219,33 @@ def generate_pending(plan_id: int | None = None) -> tuple[int, int]:
 
 
 def retry_in_chunks(plans: list[FailedPlan], reset: Callable[[list[FailedPlan]], int]) -> Iterator[tuple[FailedPlan, bool, int]]:
-    """Reset a chunk of plans (`reset` returns the days it reset), then dispatch a job for each;
-    yields (plan, whether a job was sent, days reset with its chunk or 0)."""
+    """Reset a chunk of plans (`reset` returns the days it reset) and write a job for each to the
+    outbox in the same transaction, then send them; yields (plan, whether a job was sent rather
+    than found queued or running, days reset with its chunk or 0). NotSent when Redis refused
+    a chunk's jobs: its days are pending and the scheduler sends them."""
     for i in range(0, len(plans), CHUNK):
         chunk = plans[i:i + CHUNK]
-        days = reset(chunk)
-        for n, plan in enumerate(chunk):
-            yield plan, dispatch(plan.user_id, plan.plan_id, plan.failed_days) is not None, days if n == 0 else 0
+        with outbox() as box:
+            days = reset(chunk)
+            messages = box.add_many(generate_user_workout_plan, [(int(p.user_id), int(p.plan_id)) for p in chunk],
+                                    [_stagger(p.failed_days) for p in chunk])
+            box.saved = f"{days} failed day(s) of {len(chunk)} plan(s) set back to pending"
+        for n, (plan, message) in enumerate(zip(chunk, messages)):
+            yield plan, box.was_sent(message), days if n == 0 else 0
+
+
+def retry_days(day_ids: list[int]) -> tuple[int, int, int]:
+    """Set these failed days back to pending and write a generation job for each of their plans
+    to the outbox in the same transaction, then send them (the panel's "Retry selected");
+    (days reset, plans, jobs sent rather than found queued or running). NotSent when Redis
+    refused: the days are pending and the scheduler sends the jobs."""
+    with outbox() as box:
+        plans = sorted(set(WorkoutPlan.select(Plan.user, WorkoutPlan.plan).join(Plan)
+                           .where(WorkoutPlan.id.in_(day_ids) & (WorkoutPlan.status == "failed")).tuples()))
+        reset = reset_days(day_ids)
+        messages = [box.add(generate_user_workout_plan, int(user_id), int(plan_id)) for user_id, plan_id in plans]
+        box.saved = f"{reset} day(s) of {len(plans)} plan(s) set back to pending"
+    return reset, len(plans), sum(box.was_sent(m) for m in messages)
 
 
 def failed_filter(plan_id: int | None = None, user_id: int | None = None, error_code: str | None = None):
@@ -395,7 +437,11 @@ def retry_failed_plans(reset: bool = False) -> None:
         days = reset_plans([p.plan_id for p in plans])
         log.info("failed days reset to pending", extra={"plans": len(plans), "days": days})
         return
-    sent = sum(s for _, s, _ in retry_in_chunks(plans, lambda chunk: reset_plans([c.plan_id for c in chunk])))
+    try:
+        sent = sum(s for _, s, _ in retry_in_chunks(plans, lambda chunk: reset_plans([c.plan_id for c in chunk])))
+    except NotSent as exc:  # the days are pending and their jobs in the outbox: nothing to retry here
+        log.warning("failed plans retried; their jobs wait in the outbox", extra={"reason": str(exc)})
+        return
     log.info("failed plans retried", extra={"plans": len(plans), "dispatched": sent})
 
 

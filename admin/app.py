@@ -9,7 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import actors.all  # noqa: F401  (every actor declared: their queues are the ones the panel reads)
 from actors.runtime import boot
-from admin import access, api, auth, errors, headers, health, metrics, throttle
+from admin import access, api, api_jobs, audit_trail, auth, bearer, errors, headers, health, metrics, throttle
 from admin.views import register_views
 from admin.views.dashboard import DashboardView
 from admin.views.translations import MAX_UPLOAD_BYTES
@@ -32,6 +32,9 @@ def trust_proxies(app: Flask, n: int) -> None:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = boot(settings)
+    # The OpenAI client (the estimates of the retry pages) takes a second or more to import:
+    # paid once at start, not by an operator's first click.
+    import core.clients  # noqa: F401
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -54,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             request.max_content_length = LARGEST_BODY
 
     CSRFProtect(app)
+    bearer.init_app(app)
     headers.init_app(app)
     throttle.init_app(app)
     auth.init_app(app)
@@ -61,10 +65,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(metrics.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(api_jobs.blueprint)
     admin = Admin(app, name="Fleet", index_view=DashboardView(name="Dashboard", url="/admin"),
                   theme=Bootstrap4Theme(base_template="fleet_base.html", fluid=True))
     register_views(admin)
-    app.jinja_env.filters.update(moment=formats.moment, seconds=formats.seconds, duration=formats.duration)
+    app.jinja_env.filters.update(moment=formats.moment, seconds=formats.seconds, duration=formats.duration,
+                              ago=formats.ago)
 
     @app.before_request
     def _start_request():
@@ -72,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # no connect here: peewee connects on the first query, so /healthz can report a dead database itself
 
     app.before_request(access.guard)
+    audit_trail.init_app(app)
 
     @app.teardown_request
     def _end_request(exc):

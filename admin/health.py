@@ -67,6 +67,10 @@ def check_queues() -> dict:
     check = {"ok": ready <= QUEUE_BACKLOG_LIMIT, "ready": ready,
              "queues": {d.queue: {"ready": d.ready, "in_flight": d.in_flight, "delayed": d.delayed, "dead": d.dead}
                         for d in depths}}
+    if any(d.in_flight is None for d in depths):
+        from core.queues import NO_MANAGEMENT
+
+        check["in_flight"] = NO_MANAGEMENT
     if not check["ok"]:
         check["error"] = f"{ready} ready messages (limit {QUEUE_BACKLOG_LIMIT})"
     return check
@@ -87,16 +91,22 @@ def check_error_rate() -> dict:
 
 
 def check_breakers() -> dict:
-    from core.breakers import states
+    from core.breakers import held_back, states
 
     try:
         found = states()
+        hosts = held_back()
     except Exception as exc:
         return {"ok": False, "error": _error(exc)}
     opened = sorted(s for s, state in found.items() if state == "open")
-    check = {"ok": not opened, "states": found}
-    if opened:
-        check["error"] = "open: " + ", ".join(opened)
+    check = {"ok": not opened and not hosts, "states": found}
+    if hosts:
+        check["held_back"] = [{"service": h.service, "host": h.host, "since": h.since, "error_code": h.code,
+                               "message": h.message} for h in hosts]
+    problems = [f"open: {', '.join(opened)}"] if opened else []
+    problems += [f"{h.service} held back on host {h.host} ({h.code})" for h in hosts]
+    if problems:
+        check["error"] = "; ".join(problems)
     return check
 
 

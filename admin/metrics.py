@@ -1,4 +1,4 @@
-"""/metrics: Prometheus text, public like /healthz.
+"""/metrics: Prometheus text, public like /healthz (unless FLEET_METRICS_TOKEN_REQUIRED: admin.bearer).
 
 Two sorts of series. *This host's*: the workers' counters, kept by the worker processes that
 share this machine's `var/metrics/` (actors.middleware.metrics, prometheus_client's
@@ -36,6 +36,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from actors.ai import status as ai_status
 from actors.middleware.presence import live_workers
+from admin.bearer import metrics_login
 from admin.cache import cached
 from core import clock
 from core.breakers import states
@@ -181,6 +182,9 @@ class GaugeCollector:
                 log.warning("/metrics could not read %s", part, exc_info=True)
                 errors.add_metric([part], 1)
         yield errors
+
+
+blueprint.before_request(metrics_login)
 
 
 @blueprint.route("/metrics")

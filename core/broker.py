@@ -19,6 +19,7 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.middleware import Middleware, MiddlewareError
 
 from core.errors import FleetError
+from core.lua import lua
 from core.settings import Settings
 from core.urls import redact_url
 
@@ -39,12 +40,36 @@ INVALID_ACTOR = "<invalid message>"  # the actor of the stand-in for a message t
 RAW_LIMIT = 4_000  # bytes of an invalid message kept
 
 
+_fetching = threading.Event()  # cleared while this process must not fetch (the database or Redis away)
+_fetching.set()
+
+
+def pause_fetching(paused: bool = True) -> None:
+    """Stop (or, with False, restart) every Redis consumer of this process from fetching: a
+    consumer then hands out nothing, not even what it prefetched (its close gives that back)."""
+    if paused:
+        _fetching.clear()
+    else:
+        _fetching.set()
+
+
 def _wake_key(namespace: str, queue_name: str) -> str:
     return f"{namespace}:{queue_name}.wake"
 
 
+DISPATCH = lua(__file__, "dispatch")  # Dramatiq's dispatch script, redelivering to the front
+ACK_OWNED = lua(__file__, "delivery_ack")
+OWNERS = f"{REDIS_NAMESPACE}:__owners__"  # delivery key -> owner of a message being worked (core/fencing.py)
+
+
 class FleetRedisBroker(RedisBroker):
-    """Dramatiq's Redis broker with four changes:
+    """Dramatiq's Redis broker with these changes:
+
+    - its dispatch script is Fleet's copy of Dramatiq's (core/lua/dispatch.lua): messages a dead
+      worker held, and messages given back, go to the front of their queue, not behind the
+      backlog; `beat()` keeps the worker's heartbeat there fresh while all its threads are busy
+      (Dramatiq beats only when it fetches, so a worker busy past the heartbeat timeout with a full
+      prefetch counted as dead);
 
     - enqueues can be gathered into one pipeline per batch: inside `with broker.pipelined():`
       a thread's enqueues still run every middleware hook, but their Redis writes are queued
@@ -59,7 +84,12 @@ class FleetRedisBroker(RedisBroker):
     def __init__(self, **kwargs):
         self._hooks: dict[str, list] = {}  # signal -> the hooks that do something, in middleware order
         super().__init__(**kwargs)
+        self.scripts["dispatch"] = self.client.register_script(DISPATCH.source)
         self._local = threading.local()
+
+    def beat(self) -> None:
+        """This worker's heartbeat in Dramatiq's heartbeat set, as every dispatch call writes it."""
+        self.client.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: int(time.time() * 1000)})
 
     def add_middleware(self, middleware, **kwargs) -> None:
         super().add_middleware(middleware, **kwargs)
@@ -174,16 +204,51 @@ class FleetRedisConsumer(_RedisConsumer):
     - an idle consumer blocks on its queue's wake-up list (BLPOP, up to the worker timeout)
       instead of sleeping up to a second between polls, so a message sent to an idle worker
       starts within milliseconds at no more idle cost;
-    - closing gives back the messages fetched but not handed out yet.
+    - closing gives back the messages fetched but not handed out yet;
+    - a stale copy (`message.fleet_stale`, set by fencing: the message was redelivered and another
+      attempt owns it) is neither acked nor dead-lettered: the stored message is the redelivered
+      copy's; only this worker's ack set lets go of it. A copy with a delivery
+      (`message.fleet_delivery`) is acked by one script that also checks and forgets its delivery.
+    - while `pause_fetching()` holds, it hands out nothing.
     """
 
-    ack = _as_connection_error(_RedisConsumer.ack)
-    nack = _as_connection_error(_RedisConsumer.nack)
     requeue = _as_connection_error(_RedisConsumer.requeue)
+
+    def _acks(self) -> str:
+        return f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+
+    @_as_connection_error
+    def ack(self, message):
+        if getattr(message, "fleet_stale", False):
+            return self._let_go(message)
+        delivery = getattr(message, "fleet_delivery", None)
+        if delivery is None or not delivery.acks:
+            return _RedisConsumer.ack(self, message)
+        try:
+            acked = ACK_OWNED(self.broker.client, keys=[self._acks(), f"{self.broker.namespace}:{self.queue_name}.msgs", OWNERS],
+                              args=[message.options["redis_message_id"], delivery.key, delivery.owner])
+            if not acked:
+                message.fleet_stale = True  # redelivered after it was settled: JobLog marks it
+        finally:
+            self.queued_message_ids.discard(message.message_id)
+
+    @_as_connection_error
+    def nack(self, message):
+        if getattr(message, "fleet_stale", False):
+            return self._let_go(message)
+        return _RedisConsumer.nack(self, message)
+
+    def _let_go(self, message) -> None:
+        try:
+            self.broker.client.srem(self._acks(), message.options["redis_message_id"])
+        finally:
+            self.queued_message_ids.discard(message.message_id)
 
     @_as_connection_error
     def __next__(self):
         while True:
+            if not _fetching.is_set():
+                return None  # paused: its consumer thread, paused too, stops at this None
             if self.message_cache:
                 data = self.message_cache.pop(0)
                 if data is None:
@@ -241,6 +306,62 @@ class FleetRedisConsumer(_RedisConsumer):
                 pass  # Redis is away: HeldMessages gives them back once it is here again
 
 
+class FleetRabbitmqBroker(RabbitmqBroker):
+    """Dramatiq's RabbitMQ broker, whose enqueues can be gathered into batches: inside
+    `with broker.pipelined():` a thread publishes on a channel of its own in transaction mode,
+    without waiting for the broker after each message, and the block's end commits them in one
+    round trip (Dramatiq's publisher confirms wait for each message). Should the connection
+    fail inside the block, the messages published there and not committed are published again,
+    one by one, with confirms: at least once, as any enqueue."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._batch = threading.local()
+
+    @contextlib.contextmanager
+    def pipelined(self):
+        if getattr(self._batch, "channel", None) is not None:
+            yield self._batch.channel  # nested: the outer block commits
+            return
+        channel = self.connection.channel()
+        channel.tx_select()
+        previous = getattr(self.state, "channel", None)
+        self.state.channel = channel
+        self.channels.add(channel)
+        self._batch.channel, self._batch.sent = channel, []
+        unsent: list = []
+        try:
+            yield channel
+            channel.tx_commit()
+        except (pika.exceptions.AMQPError, ConnectionClosed):
+            unsent = self._batch.sent
+            logging.getLogger("fleet.broker").warning("batch of messages not committed; sending them one by one",
+                                                      extra={"messages": len(unsent)})
+        finally:
+            self._batch.channel, self._batch.sent = None, []
+            if getattr(self.state, "channel", None) is channel:  # not replaced after a failure
+                if previous is not None:
+                    self.state.channel = previous
+                else:
+                    del self.state.channel
+            self.channels.discard(channel)
+            if channel.is_open:
+                with contextlib.suppress(Exception):
+                    channel.close()
+        for message, delay in unsent:
+            super().enqueue(message, delay=delay)
+
+    def current_pipeline(self):
+        return getattr(self._batch, "channel", None)
+
+    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+        sent = super().enqueue(message, delay=delay)
+        batch = getattr(self._batch, "channel", None)
+        if batch is not None and getattr(self.state, "channel", None) is batch:
+            self._batch.sent.append((message, delay))
+        return sent
+
+
 def redis_client(url: str, timeout: float = CONNECT_TIMEOUT) -> redis.Redis:
     return redis.Redis.from_url(
         url, socket_connect_timeout=timeout, socket_timeout=timeout + 5, health_check_interval=30
@@ -250,7 +371,7 @@ def redis_client(url: str, timeout: float = CONNECT_TIMEOUT) -> redis.Redis:
 def build_broker(settings: Settings, middleware: list) -> dramatiq.Broker:
     """The broker of BROKER_URL with exactly `middleware` (boot hands in Fleet's)."""
     if settings.is_rabbitmq:
-        return RabbitmqBroker(url=settings.broker_url, middleware=middleware, confirm_delivery=True)
+        return FleetRabbitmqBroker(url=settings.broker_url, middleware=middleware, confirm_delivery=True)
     return FleetRedisBroker(
         client=redis_client(settings.broker_url),
         middleware=middleware,

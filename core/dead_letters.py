@@ -1,4 +1,6 @@
-"""Dramatiq's dead-letter queues on Redis: list, requeue, delete, and resolve by a later success.
+"""Dramatiq's dead-letter queues: list, requeue, delete, and (on Redis) resolve by a later success.
+RabbitMQ's are read in core/dead_letters_rabbitmq.py; why a message died is kept in the state
+Redis there, under the same key.
 
 A message lands here when it fails for good (a permanent error, its retry budget spent) or
 is not a valid job at all (ERR_INVALID_MESSAGE: not JSON, fields missing, unknown actor;
@@ -17,11 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from dramatiq import Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import DecodeError
 from dramatiq.middleware import MiddlewareError
 
+from core import dead_letters_rabbitmq as rabbitmq
 from core.errors import FleetError
+from core.state import state_redis
 
 RESET_OPTIONS = ("retries", "error_code", "error", "traceback", "deferrals", "deferred_seconds",
                  "requeue_timestamp", "eta", "redis_message_id", "unique_key")
@@ -34,8 +39,13 @@ def args_digest(args, kwargs) -> str:
     return hashlib.sha1(json.dumps([args, kwargs], sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _error_key(broker: RedisBroker, message_id: str) -> str:
-    return f"{broker.namespace}:dead-error:{message_id}"
+def _error_key(broker, message_id: str) -> str:
+    return f"{getattr(broker, 'namespace', 'fleet')}:dead-error:{message_id}"
+
+
+def _error_store(broker):
+    """Where why a message died is kept: the broker's Redis, or on RabbitMQ the state Redis (None without one)."""
+    return broker.client if isinstance(broker, RedisBroker) else state_redis()
 
 
 def _index_key(broker: RedisBroker, actor: str, digest: str) -> str:
@@ -48,13 +58,21 @@ def _actors_key(broker: RedisBroker) -> str:
 
 def remember_error(broker, message_id: str, code: str, text: str) -> None:
     """Keep why a message died: Dramatiq dead-letters the message as it was enqueued."""
-    if isinstance(broker, RedisBroker):
-        broker.client.set(_error_key(broker, message_id), json.dumps([code, text]), ex=ERROR_TTL)
+    client = _error_store(broker)
+    if client is not None:
+        client.set(_error_key(broker, message_id), json.dumps([code, text]), ex=ERROR_TTL)
+
+
+def forget_error(broker, message_id: str) -> None:
+    client = _error_store(broker)
+    if client is not None:
+        client.delete(_error_key(broker, message_id))
 
 
 def record(broker, message, code: str, text: str) -> None:
     """Before a message is dead-lettered: why, and under which actor and arguments."""
     if not isinstance(broker, RedisBroker):
+        remember_error(broker, message.message_id, code, text)
         return
     index = _index_key(broker, message.actor_name, args_digest(message.args, message.kwargs))
     with broker.client.pipeline() as pipe:
@@ -113,8 +131,18 @@ class DeadLetter:
 
 def _redis_broker(broker) -> RedisBroker:
     if not isinstance(broker, RedisBroker):
-        raise FleetError("dead letters can be listed and requeued on the Redis broker only; with RabbitMQ use its management UI (queues ending in .XQ)")
+        raise FleetError(f"dead letters cannot be read on a {type(broker).__name__}")
     return broker
+
+
+def letter(queue: str, data: bytes, failed_at: datetime) -> DeadLetter:
+    """A dead letter from its stored bytes (RabbitMQ's; Redis's are read in bulk by `_letters`)."""
+    message_id, message, raw = _decode(b"(not a valid message)", data)
+    client = state_redis()
+    error = client.get(_error_key(None, message_id)) if client is not None and message is not None else None
+    code, text = json.loads(error) if error else (None, None)
+    return DeadLetter(message_id, queue, message.actor_name if message else "(not a valid message)",
+                      message.args if message else (), message.kwargs if message else {}, code, text, failed_at, raw)
 
 
 def _dead_queues(broker: RedisBroker) -> list[str]:
@@ -156,6 +184,8 @@ def _letters(broker: RedisBroker, queue: str, redis_ids: list[bytes], scores: li
 
 def list_dead_letters(broker, limit: int = 100) -> list[DeadLetter]:
     """The newest dead letters of every queue, newest first."""
+    if isinstance(broker, RabbitmqBroker):
+        return rabbitmq.list_letters(broker, limit, letter)
     broker = _redis_broker(broker)
     found: list[DeadLetter] = []
     for queue in _dead_queues(broker):
@@ -166,6 +196,8 @@ def list_dead_letters(broker, limit: int = 100) -> list[DeadLetter]:
 
 
 def count_dead_letters(broker) -> int:
+    if isinstance(broker, RabbitmqBroker):
+        return rabbitmq.count(broker)
     broker = _redis_broker(broker)
     return sum(broker.client.zcard(_keys(broker, q)[0]) for q in _dead_queues(broker))
 
@@ -203,6 +235,10 @@ class Requeued:
 def requeue(broker, message_ids: list[str] | None) -> Requeued:
     """Send dead letters again with a fresh retry budget, through the same unique check as
     any send (the broker must have the actors declared: import `actors.all` first)."""
+    if isinstance(broker, RabbitmqBroker):
+        result = Requeued(0, 0, 0, [])
+        rabbitmq.requeue(broker, message_ids, result, RESET_OPTIONS, letter, forget_error)
+        return result
     broker = _redis_broker(broker)
     located, missing = _locate(broker, message_ids)
     result = Requeued(0, 0, 0, missing)
@@ -223,6 +259,8 @@ def requeue(broker, message_ids: list[str] | None) -> Requeued:
 
 
 def delete(broker, message_ids: list[str] | None) -> tuple[int, list[str]]:
+    if isinstance(broker, RabbitmqBroker):
+        return rabbitmq.delete(broker, message_ids, letter, forget_error)
     broker = _redis_broker(broker)
     located, missing = _locate(broker, message_ids)
     for queue, redis_id, message_id, _ in located:
@@ -232,6 +270,8 @@ def delete(broker, message_ids: list[str] | None) -> tuple[int, list[str]]:
 
 def find_dead_letter(broker, message_id: str) -> DeadLetter | None:
     """One dead letter by its message id (a scan of the dead-letter hashes, not of the keyspace)."""
+    if isinstance(broker, RabbitmqBroker):
+        return rabbitmq.find(broker, message_id, letter)
     broker = _redis_broker(broker)
     located, _ = _locate(broker, [message_id])
     if not located:

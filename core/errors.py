@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from time import time
@@ -48,8 +49,8 @@ CODES: dict[str, ErrorCode] = {
         ErrorCode("ERR_CIRCUIT_OPEN", True, "Calls to this service are paused after repeated failures; the job waits until it recovers."),
         ErrorCode("ERR_TIME_LIMIT", True, "The job ran longer than its time limit and was stopped."),
         ErrorCode("ERR_INPUT_FILE", False, "The input file cannot be used: missing, unreadable, binary, not UTF-8 text, too large, or not safe to parse (nested too deep, a number that is not JSON, a key twice); fix the file, then retry."),
-        ErrorCode("ERR_DATABASE", True, "The database could not be reached or dropped the connection; retried once it is back."),
-        ErrorCode("ERR_STATE_STORE", True, "Redis (queues, locks, breakers) could not be reached; retried once it is back."),
+        ErrorCode("ERR_DATABASE", True, "The database could not be reached, dropped the connection or refused the write; the job waits until it is back, spending no retry."),
+        ErrorCode("ERR_STATE_STORE", True, "Redis (queues, locks, breakers) could not be reached or refused the write (out of memory, read-only); the job waits until it is back, spending no retry."),
         ErrorCode("ERR_INVALID_MESSAGE", False, "The queued message is not a valid job (not JSON, fields missing, or an unknown actor); it was set aside."),
         ErrorCode("ERR_INTERNAL", True, "An unexpected error inside Fleet; retried within the budget, see the traceback."),
     ]
@@ -111,9 +112,8 @@ def code_for_status(status: int, body_text: str = "") -> str:
 
 
 def _classify_openai(exc) -> Classified | None:
-    try:
-        import openai
-    except ImportError:  # pragma: no cover
+    openai = sys.modules.get("openai")  # not imported: `exc` is none of its errors (and importing it takes seconds)
+    if openai is None:
         return None
     if isinstance(exc, openai.APITimeoutError):
         return Classified(CODES["ERR_API_TIMEOUT"], "OpenAI did not answer in time")
@@ -150,6 +150,13 @@ def _classify_requests(exc) -> Classified | None:
 DISK_FULL = re.compile(r"disk is full|disk full|no space left on device|could not extend file", re.I)
 
 
+# Outages wait, spending no retry (bounded by FLEET_MAX_DEFER): the database or Redis
+# unreachable, Redis out of memory (`noeviction`), read-only, loading or failing to persist.
+DATABASE_PERMANENT = re.compile(r"no such (table|column)|syntax error|does not exist|permission denied|"
+                                r"datatype mismatch|violates|constraint|must be|is ambiguous", re.I)
+REDIS_REFUSES = re.compile(r"(?:^|-)((?:OOM|MISCONF|LOADING|READONLY|MASTERDOWN|NOREPLICAS|BUSY|CLUSTERDOWN|TRYAGAIN) .*)")
+
+
 def database_error_text(exc: BaseException) -> str:
     """A database error in one line; the error that made a rollback fail when the rollback's own
     ("cannot rollback - no transaction is active": SQLite rolled back by itself, disk full) hides it."""
@@ -177,10 +184,35 @@ def _classify_infrastructure(exc) -> Classified | None:
 
             return Classified(CODES["ERR_DATABASE"], f"database: disk is full ({text[:280]})",
                               defer_seconds=get_settings().circuit_reset)
-        return Classified(CODES["ERR_DATABASE"], f"database: {text[:300]}")
+        if DATABASE_PERMANENT.search(text):  # the schema or the statement: waiting will not help
+            return Classified(CODES["ERR_DATABASE"], f"database: {text[:300]}")
+        return Classified(CODES["ERR_DATABASE"], f"database: {text[:300]}", defer_seconds=_outage_wait())
     if isinstance(exc, (redis.RedisError, BrokerConnectionError)):
-        return Classified(CODES["ERR_STATE_STORE"], f"Redis: {str(exc)[:300] or type(exc).__name__}")
+        text = str(exc)[:500] or type(exc).__name__
+        # also inside "Error running script …: -OOM command not allowed …"; a pipeline's error says
+        # "Command # 1 (…) of pipeline caused error: command not allowed when used memory …"
+        refused = REDIS_REFUSES.search(text)
+        if refused is None and isinstance(exc, redis.exceptions.OutOfMemoryError):
+            text = "OOM " + text.rpartition("caused error: ")[2]
+        text = refused.group(1)[:300] if refused else text[:300]
+        outage = refused or isinstance(exc, (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError,
+                                             redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
+                                             redis.exceptions.BusyLoadingError, redis.exceptions.MasterDownError,
+                                             redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError))
+        return Classified(CODES["ERR_STATE_STORE"], f"Redis: {text}", defer_seconds=_outage_wait() if outage else None)
     return None
+
+
+def _outage_wait() -> float:
+    from core.settings import get_settings
+
+    return get_settings().outage_wait
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Is the database or Redis unreachable, or refusing writes (what waits, spending no retry)?"""
+    found = _classify_infrastructure(exc)
+    return found is not None and found.defer_seconds is not None
 
 
 def is_infrastructure(exc: BaseException) -> bool:

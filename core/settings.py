@@ -46,6 +46,7 @@ class Settings:
     heartbeat_timeout: float
     secret_key_override: str | None = field(repr=False)
     state_redis_url: str | None = None
+    rabbitmq_management_url: str | None = field(default=None, repr=False)  # RabbitMQ's HTTP API, for in-flight counts
     series_api_rate: int = 20  # requests a second, for the whole fleet
     trusted_proxies: int = 0  # proxies in front of `fleet web` whose X-Forwarded-* headers are believed
     batch_chunk: int = 50  # items a chunk job of a batch works, at most MAX_BATCH_CHUNK
@@ -69,6 +70,10 @@ class Settings:
     db_idle_timeout: float = 60.0  # seconds a pooled database connection may stay idle before it is closed
     session_idle: float = 1800.0  # seconds a panel session lasts without a request from its operator
     session_max: float = 43200.0  # seconds a panel session lasts at most from its login, however busy
+    outbox_resend: float = 30.0  # seconds after its commit an unsent outbox job is sent again by the scheduler
+    outage_wait: float = 10.0  # seconds a job waits for the database or Redis (a paused worker looks 5 times as often)
+    audit_retention_days: float = 365.0  # days the audit log keeps an event (pruned by the job-log cleanup)
+    metrics_token_required: bool = False  # /metrics answers only with a session or an API token
 
     @property
     def metrics_dir(self) -> Path:
@@ -125,6 +130,7 @@ MIN_SCHEDULER_LEASE, MAX_SCHEDULER_LEASE = 3, 300  # seconds
 MIN_OVERLAP_LOCK_TTL, MAX_OVERLAP_LOCK_TTL = 3, 600  # seconds
 MAX_SESSION_IDLE = 7 * 86400  # seconds; a copied cookie is good until a limit ends it
 MAX_SESSION_LIFETIME = 30 * 86400  # seconds
+MAX_AUDIT_RETENTION_DAYS = 36_500
 # FLEET_INSECURE_FAST_PASSWORD_HASH=1 (test suites only): panel passwords hashed with one
 # PBKDF2 round, so that creating and logging in hundreds of operators costs nothing. Never in
 # production: such a hash is as good as the password in clear. Unset, werkzeug's default.
@@ -221,6 +227,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         state_redis_url = _url("FLEET_STATE_REDIS_URL", env["FLEET_STATE_REDIS_URL"], {"redis", "rediss", "unix"})
     else:
         state_redis_url = None if broker_url.startswith("amqp") else broker_url
+    management_url = env.get("FLEET_RABBITMQ_MANAGEMENT_URL")
+    if management_url:
+        _url("FLEET_RABBITMQ_MANAGEMENT_URL", management_url, {"http", "https"})
     openai_base_url = env.get("OPENAI_BASE_URL")
     if openai_base_url:
         _url("OPENAI_BASE_URL", openai_base_url, {"http", "https"})
@@ -247,6 +256,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                     minimum=0, maximum=MAX_TRUSTED_PROXIES)),
         secret_key_override=env.get("FLEET_SECRET_KEY"),
         state_redis_url=state_redis_url,
+        rabbitmq_management_url=management_url,
         series_api_rate=int(_number("SERIES_API_RATE", env.get("SERIES_API_RATE", "20"), integer=True, minimum=1,
                                     maximum=MAX_SERIES_API_RATE)),
         batch_chunk=int(_number("FLEET_BATCH_CHUNK", env.get("FLEET_BATCH_CHUNK", str(MAX_BATCH_CHUNK)), integer=True,
@@ -288,6 +298,13 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                              minimum=1, maximum=MAX_SESSION_IDLE),
         session_max=_number("FLEET_SESSION_MAX", env.get("FLEET_SESSION_MAX", "43200"), integer=False,
                             minimum=1, maximum=MAX_SESSION_LIFETIME),
+        outbox_resend=_number("FLEET_OUTBOX_RESEND", env.get("FLEET_OUTBOX_RESEND", "30"), integer=False,
+                              minimum=1, maximum=3600),
+        outage_wait=_number("FLEET_OUTAGE_WAIT", env.get("FLEET_OUTAGE_WAIT", "10"), integer=False,
+                            minimum=0.5, maximum=600),
+        audit_retention_days=_number("FLEET_AUDIT_RETENTION_DAYS", env.get("FLEET_AUDIT_RETENTION_DAYS", "365"),
+                                     integer=False, minimum=1, maximum=MAX_AUDIT_RETENTION_DAYS),
+        metrics_token_required=_flag("FLEET_METRICS_TOKEN_REQUIRED", env.get("FLEET_METRICS_TOKEN_REQUIRED", "0")),
         fast_password_hash=_flag("FLEET_INSECURE_FAST_PASSWORD_HASH",
                                  env.get("FLEET_INSECURE_FAST_PASSWORD_HASH", "0")),
     )

@@ -18,10 +18,11 @@ from datetime import datetime, timezone
 import redis
 from redis import RedisError
 
+from actors import outbox
 from actors import schedule as sched
 from core import trace
 from core.clock import CLOCK, fleet_datetime
-from core.errors import FleetError
+from core.errors import FleetError, classify
 from core.locks import RedisLock
 from core.settings import Settings
 from core.state import state_redis
@@ -54,6 +55,8 @@ class Daemon:
         self.trusted_until = 0.0  # monotonic; the leader emits only before this
         self.failures = 0  # loops in a row that failed
         self.standby_until = 0.0  # monotonic; after stepping down, let another take the lease first
+        self.resend_every = settings.outbox_resend
+        self.next_resend = 0.0  # monotonic; when the leader next sends what the outbox still holds
         self.info = {"id": self.id, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "schedule": str(schedule.path), "digest": schedule.digest}
 
@@ -79,6 +82,8 @@ class Daemon:
                 if self.leading:
                     with trace.traced(trace.new_trace_id()):  # a trace a tick, not the process's
                         next_slot = self.emitter.tick(fleet_datetime())
+                    if now >= self.next_resend:
+                        self._resend_outbox()
             except Exception:  # Redis, the database, or a bug: log it, keep the lease logic going
                 log.exception("scheduler loop failed; trying again in a second")
                 self.failures += 1
@@ -91,6 +96,17 @@ class Daemon:
             self.failures = 0
             self.stopping.wait(self._sleep(next_lease, next_heartbeat, next_slot))
         self._stop()
+
+    def _resend_outbox(self) -> None:
+        """Send the jobs committed but not sent (Redis refused them); a failure is one line, and
+        the next pass tries again."""
+        self.next_resend = time.monotonic() + self.resend_every
+        try:
+            with trace.traced(trace.new_trace_id()):
+                outbox.resend_due()
+        except Exception as exc:
+            error = classify(exc)
+            log.warning("outbox not sent this time", extra={"error_code": error.code.code, "error": error.message[:200]})
 
     def _step_down(self) -> None:
         """A scheduler whose loop keeps failing (the database unreachable from this host) gives
@@ -122,6 +138,8 @@ class Daemon:
     def _sleep(self, next_lease: float, next_heartbeat: float, next_slot: datetime | None) -> float:
         now = time.monotonic()
         wake = min(next_lease, next_heartbeat, now + IDLE_WAKE)
+        if self.leading:
+            wake = min(wake, self.next_resend)
         if self.leading and next_slot is not None:
             wake = min(wake, now + (next_slot - fleet_datetime()).total_seconds())
         return max(0.0, wake - now)

@@ -27,14 +27,15 @@ RABBITMQ_URL = os.environ.get("FLEET_TEST_RABBITMQ_URL")
 # What the tests would otherwise sit out in real time, made short (production defaults in
 # core/settings.py): breakers open after 3 failures and half-open after 2 s, a SIGKILLed
 # scheduler leader is replaced within 4 s, a worker SIGKILLed mid-run blocks its entry 9 s
-# (renewed every 3 s: a loaded machine may delay a renewal by seconds),
-# and every fetch looks for a dead worker's messages (its heartbeat timeout is set per test).
+# (renewed every 3 s: a loaded machine may delay a renewal by seconds), a job waits 2 s for the
+# database or Redis (a paused worker looks every 0.4 s), and every fetch looks for a dead worker's messages (its heartbeat timeout is set per test).
 SHORT_WAITS = {
     "FLEET_CIRCUIT_FAILURES": "3",
     "FLEET_CIRCUIT_RESET": "2",
     "FLEET_SCHEDULER_LEASE": "4",
     "FLEET_OVERLAP_LOCK_TTL": "9",
     "FLEET_DEAD_WORKER_CHECKS": "1",
+    "FLEET_OUTAGE_WAIT": "2",
 }
 
 _session_dir = Path(tempfile.mkdtemp(prefix="fleet-tests-"))
@@ -63,9 +64,10 @@ os.environ.update(
 
 # Modules whose tests sit longest on real time (process kills, takeovers, outages): they are
 # handed out first, so that the parallel run does not end waiting on one of them alone.
-LONG_FIRST = ("test_schedule_daemon", "test_ai_limits", "test_alerts", "test_soak", "test_up", "test_disk_full",
+LONG_FIRST = ("test_hosts", "test_schedule_daemon", "test_ai_limits", "test_alerts", "test_soak", "test_up", "test_disk_full",
               "test_web_attack", "test_connections", "test_workouts", "test_resilience", "test_translations_workers",
-              "test_redis_outages", "test_series_budget", "test_database_outages", "test_batches_cli")
+              "test_redis_outages", "test_series_budget", "test_database_outages", "test_batches_cli", "test_fencing",
+              "test_outbox")
 
 
 def pytest_collection_modifyitems(items):

@@ -63,14 +63,15 @@ class Processes:
         self._files = []
 
     def start(self, *args: str, module: str = "fleet", env: dict | None = None, name: str | None = None,
-              **popen) -> subprocess.Popen:
+              prefix: tuple[str, ...] | list[str] = (), **popen) -> subprocess.Popen:
         """`python -m <module> *args` from the repository, output to `<name>-<n>.log` (the name
-        defaults to the first argument: `worker-0.log`) unless `stdout` is given."""
+        defaults to the first argument: `worker-0.log`) unless `stdout` is given; `prefix` runs
+        it through another command (tests/netns.py: inside a host's namespace)."""
         if "stdout" not in popen:
             log = open(self.logs / f"{name or (args[0] if args else module)}-{len(self.started)}.log", "w")
             self._files.append(log)
             popen.update(stdout=log, stderr=subprocess.STDOUT)
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=popen.pop("cwd", REPO),
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", module, *args], cwd=popen.pop("cwd", REPO),
                                 env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},
                                 start_new_session=True, **popen)
         self.started.append(proc)

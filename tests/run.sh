@@ -10,6 +10,8 @@ MISSING=()
 [ -x /usr/bin/chromium ] || MISSING+=(chromium)
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || MISSING+=(pgbouncer)
 command -v promtool >/dev/null || MISSING+=(prometheus)
+# The scale-out tests make hosts in network namespaces with iproute2's `ip` (and util-linux's `unshare`).
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || MISSING+=(iproute2)
 if [ ${#MISSING[@]} -gt 0 ]; then
     SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
     $SUDO apt-get update -qq

@@ -16,19 +16,20 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"  # a deve
 
 
 class RedisServer:
-    """A private redis-server on 127.0.0.1 and a free port, its files in `workdir`.
+    """A private redis-server on 127.0.0.1 (or `bind`) and a free port, its files in `workdir`.
 
     `persistent` turns AOF on (fsync every second), for tests that kill it and start it again
     on the same port and expect what was written to be there.
     """
 
-    def __init__(self, workdir: Path, *, persistent: bool = False):
+    def __init__(self, workdir: Path, *, persistent: bool = False, bind: str = "127.0.0.1"):
         from core.net import free_port
 
         self.port = free_port()
         self.workdir = Path(workdir)
         self.persistent = persistent
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.bind = bind
+        self.url = f"redis://{bind}:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> RedisServer:
@@ -39,10 +40,11 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent else ["--appendonly", "no"]
         self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+            [redis_server_binary(), "--port", str(self.port), "--bind", self.bind, "--protected-mode", "no",
+             "--save", "", *persistence,
              "--dir", str(self.workdir), "--loglevel", "warning"],
             stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(host=self.bind, port=self.port)
         deadline = time.monotonic() + START_TIMEOUT
         try:
             while True:
@@ -94,3 +96,76 @@ def scratch_postgres(server_url: str, prefix: str = "fleet_scratch") -> Iterator
             admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.close()
+
+
+class PostgresServer:
+    """A private PostgreSQL server (Debian's binaries, `initdb` as the `postgres` user when run as
+    root) on 127.0.0.1 and a free port, for tests that stop it and start it again. Its data is in
+    a directory of its own under /tmp (the server's user must reach it), removed by `remove()`."""
+
+    def __init__(self):
+        import tempfile
+
+        from core.net import free_port
+
+        self.port = free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="fleet-pg-"))
+        self.datadir = self.workdir / "data"
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @staticmethod
+    def available() -> str | None:
+        """Why a private server cannot be made here, or None."""
+        import os
+        import pwd
+        import shutil
+
+        if not (_postgres_bin("initdb") or shutil.which("initdb")):
+            return "PostgreSQL's initdb is not installed"
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                return "no `postgres` user to run a private PostgreSQL as"
+        return None
+
+    def _run(self, *command: str) -> None:
+        import os
+        import shutil
+
+        program = _postgres_bin(command[0]) or shutil.which(command[0])
+        as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*as_user, program, *command[1:]], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, timeout=60)
+
+    def init(self) -> PostgresServer:
+        import os
+        import shutil
+
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.datadir), "-A", "trust", "-U", "postgres", "--no-sync")
+        return self.start()
+
+    def start(self) -> PostgresServer:
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.workdir} -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off")
+        self._run("pg_ctl", "-D", str(self.datadir), "-o", options, "-l", str(self.workdir / "server.log"),
+                  "-w", "-t", str(START_TIMEOUT), "start")
+        return self
+
+    def stop(self) -> None:
+        """A fast shutdown: sessions are ended, connections refused until `start`."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        import shutil
+
+        with contextlib.suppress(Exception):
+            self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _postgres_bin(name: str) -> str | None:
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(found[-1]) if found else None

@@ -77,11 +77,12 @@ def test_the_idle_timeout_is_a_bounded_setting():
     MaxConnectionsExceeded("no free connection slot within 10 s"),
 ])
 def test_no_free_connection_slot_is_waited_out_without_spending_a_retry(error):
-    """PostgreSQL's "no slot" answers and a full pool classify as ERR_DATABASE with a deferral; a dropped
-    connection stays a plain retry."""
+    """PostgreSQL's "no slot" answers and a full pool classify as ERR_DATABASE with a deferral, as a dropped
+    connection does (the database going away); a missing table (the schema) is a plain retry."""
     found = classify(error)
     assert found.code.code == "ERR_DATABASE" and found.defer_seconds is not None
-    assert classify(OperationalError("server closed the connection unexpectedly")).defer_seconds is None
+    assert classify(OperationalError("server closed the connection unexpectedly")).defer_seconds is not None
+    assert classify(OperationalError("no such table: workout_plans")).defer_seconds is None
 
 
 # -- what each process may open ------------------------------------------------------------------

@@ -166,3 +166,63 @@ def test_send_many_takes_over_stale_locks_too(broker, db):
     assert wa.unique_sleeper.send_many([(k, 0) for k in keys]) == (2, 1)
     queued = [Message.decode(d) for d in broker.client.hvals("fleet:tests.msgs")]
     assert sorted(m.args[0] for m in queued) == sorted(keys)
+
+
+# -- Redis refusing writes under a running worker --------------------------------------------------
+
+def test_redis_out_of_memory_under_a_running_worker_is_waited_out(private_redis, openai_sim, processes, tmp_path):
+    """Redis at `maxmemory` (`noeviction`) for 6 s while a worker generates plans: the worker pauses
+    (one line) and resumes (one line); the jobs that met it wait without spending a retry (their
+    deferrals, refused too, are enqueued once Redis takes writes: nothing is acked before); no day
+    failed, no dead letter, every day generated."""
+    from db.database import open_database
+    from db.migrate import migrate
+    from db.models.workouts import Plan, User, WorkoutPlan
+
+    openai_sim.control(latency_ms=200)
+    url = f"sqlite:///{tmp_path}/fleet.db"
+    env = dict(os.environ, BROKER_URL=private_redis.url, DATABASE_URL=url, FLEET_VAR_DIR=str(tmp_path / "var"),
+               FLEET_RETRY_DELAYS="1,1")
+    db = open_database(url)
+    migrate(db)
+    with db.bind_ctx([User, Plan, WorkoutPlan]), db.connection_context():
+        user = User.create(email="full@example.com")
+        for _ in range(6):
+            plan = Plan.create(user=user, goal="strength", days=3)
+            WorkoutPlan.insert_many([{"plan": plan, "day": d} for d in (1, 2, 3)]).execute()
+    db.close_all()
+    assert fleet("workouts", "generate", "--all-pending", env=env).returncode == 0
+    client = redis.Redis.from_url(private_redis.url)
+    client.config_set("maxmemory-policy", "noeviction")
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        worker = processes.start("worker", "-p", "1", "-t", "3", "-Q", "workouts", env=env, stdout=out,
+                                 stderr=subprocess.STDOUT)
+
+    def days(status: str) -> int:
+        db = open_database(url)
+        try:
+            with WorkoutPlan.bind_ctx(db), db.connection_context():
+                return WorkoutPlan.select().where(WorkoutPlan.status == status).count()
+        finally:
+            db.close_all()
+
+    wait_for(lambda: days("generated") >= 3, timeout=60, message="work under way")
+    client.config_set("maxmemory", "1")
+    wait_for(lambda: "worker paused" in log.read_text(), timeout=20, message="the worker pausing")
+    time.sleep(6)
+    client.config_set("maxmemory", "0")
+    wait_for(lambda: days("generated") == 18, timeout=90, message="every day generated once Redis takes writes")
+    assert processes.stop(worker) == 0
+    lines = log.read_text().splitlines()
+    assert len([line for line in lines if "worker paused" in line]) == 1
+    assert len([line for line in lines if "worker resumed" in line]) == 1
+    assert days("failed") == 0
+    db = open_database(url)
+    with JobLog.bind_ctx(db), db.connection_context():
+        statuses = {s for s, in JobLog.select(JobLog.status).tuples()}
+        codes = {c for c, in JobLog.select(JobLog.error_code).where(JobLog.status == "deferred").tuples()}
+    db.close_all()
+    assert statuses <= {"success", "deferred"}, statuses  # no retry spent, nothing failed
+    assert "deferred" in statuses and codes == {"ERR_STATE_STORE"}
+    assert not [k for k in client.scan_iter("fleet:*.XQ.msgs") if client.hlen(k)]  # no dead letter

@@ -55,6 +55,17 @@ def _breakers(p: dict) -> list[Finding]:
             for service, state in states().items() if state != "closed" and (not wanted or service in wanted)]
 
 
+def _held_back(p: dict) -> list[Finding]:
+    """Hosts whose own breaker holds back their jobs while the fleet's is closed (their fault, not the provider's)."""
+    from core.breakers import held_back
+
+    wanted = p["services"]
+    return [Finding(f"{h.service}@{h.host}",
+                    f"{h.service} held back on host {h.host} ({h.code}): its own calls fail while other hosts' succeed",
+                    {"service": h.service, "host": h.host, "error_code": h.code})
+            for h in held_back() if not wanted or h.service in wanted]
+
+
 def _failure_rate(p: dict) -> list[Finding]:
     since = utcnow() - timedelta(seconds=p["window"])
     finished = ("success", *FAILED)
@@ -209,7 +220,8 @@ def _host_lost(p: dict) -> list[Finding]:
     live = {w.id.rsplit(":", 1)[0] for w in live_workers(client, settings.heartbeat_timeout)}
     now = utcnow()
     rows = (JobLog.select(JobLog.worker, fn.COUNT(SQL("*")))
-            .where((JobLog.status == "started") & (JobLog.created_at >= now - timedelta(seconds=p["window"]))
+            .where(JobLog.status.in_(("started", "abandoned"))  # abandoned: its message was redelivered
+                   & (JobLog.created_at >= now - timedelta(seconds=p["window"]))
                    & (JobLog.created_at <= now - timedelta(seconds=settings.heartbeat_timeout)))
             .group_by(JobLog.worker).tuples())
     lost: dict[str, int] = {}
@@ -298,6 +310,7 @@ def _ai_spend(p: dict) -> list[Finding]:
 
 WATCHERS = {
     "breaker_open": _breakers,
+    "host_held_back": _held_back,
     "failure_rate": _failure_rate,
     "queue_wait": _queue_wait,
     "queue_depth": _queue_depth,

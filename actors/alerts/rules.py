@@ -50,6 +50,7 @@ def duration(key: str, value) -> float:
 # A kind's settings: name -> (type, default); a duration is "duration", a list of strings "names".
 KINDS: dict[str, dict[str, tuple[str, object]]] = {
     "breaker_open": {"services": ("names", [])},
+    "host_held_back": {"services": ("names", [])},
     "failure_rate": {"actor": ("text", ""), "error_code": ("text", ""), "window": ("duration", "15m"),
                      "threshold": ("share", 0.5), "min_attempts": ("count", 20)},
     "queue_wait": {"queue": ("text", ""), "max_age": ("duration", "10m")},
@@ -168,7 +169,7 @@ def _rule(name: str, table: dict) -> Rule:
         raise _Problem("checks: each is \"database\" or \"broker\"")
     if kind == "batch_finished" and not set(params["statuses"]) <= {"completed", "failed", "cancelled"}:
         raise _Problem("statuses: each is \"completed\", \"failed\" or \"cancelled\"")
-    if kind == "breaker_open":
+    if kind in ("breaker_open", "host_held_back"):
         from core.breakers import SERVICES
 
         strange = [s for s in params["services"] if s not in SERVICES]

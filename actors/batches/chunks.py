@@ -12,7 +12,7 @@ from actors.batches.finish import finish_if_done
 from actors.batches.kinds import KINDS, ItemRun, Kind
 from actors.middleware.unique import holder_of, unique_key
 from actors.runtime import fleet_actor
-from core import trace
+from core import fencing, trace
 from core.errors import Classified, classify
 from core.redact import redact
 from core.settings import MAX_BATCH_CHUNK
@@ -116,17 +116,29 @@ class ChunkRun:
 
     def work(self) -> None:
         size = self.batch.chunk_size if self.kind.many else 1  # a `many` kind says its items are quick
-        while group := self._commit(claim=size):
-            started = time.monotonic()
-            if self.kind.many:
-                self._work_together(group)
-            else:
-                self._work_each(group, started)
-            quick = time.monotonic() - started < self.GROUP_WINDOW
-            size = min(size * 2, MAX_BATCH_CHUNK) if quick else 1
+        try:
+            while True:
+                fencing.check()  # a stale copy (its message was redelivered) claims no more items
+                group = self._commit(claim=size)
+                if not group:
+                    break
+                started = time.monotonic()
+                if self.kind.many:
+                    self._work_together(group)
+                else:
+                    self._work_each(group, started)
+                quick = time.monotonic() - started < self.GROUP_WINDOW
+                size = min(size * 2, MAX_BATCH_CHUNK) if quick else 1
+        except fencing.StaleDelivery:
+            # The message was redelivered: what this copy finished is kept (an item the new copy
+            # finished first is left as it is), the rest is the new copy's.
+            self._commit()
+            raise
 
     def _work_each(self, group: list[BatchItem], started: float) -> None:
         for n, item in enumerate(group):
+            if n:
+                fencing.check()  # a stale copy stops before its next item (the first was checked before the claim)
             run = ItemRun(self.batch, item, self.owner, self.number)
             try:
                 result = self.kind.handle(run)

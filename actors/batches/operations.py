@@ -14,6 +14,7 @@ from actors.batches.finish import finish_if_done, locked_batch
 from actors.batches.kinds import KINDS, Kind, kind_of
 from actors.batches.views import status_label
 from actors.middleware.unique import live_holders
+from actors.outbox import Outbox, outbox
 from actors.runtime import fleet_actor, task
 from core.errors import FleetError
 from core.settings import MAX_BATCH_CHUNK, get_settings
@@ -30,9 +31,9 @@ PRUNE_DAYS, PRUNE_KEEP = 30, 100
 
 def create_batch(kind: str, title: str, keys: Sequence[str], *, options: dict | None = None,
                  created_by: str | None = None, chunk_size: int | None = None) -> Batch:
-    """Write the batch, an item a key and a counter row a chunk in one transaction, then send
-    the chunk jobs (pipelined). A batch whose sends did not get through stays `queued` and
-    `resume` (or the periodic resume) sends them."""
+    """Write the batch, an item a key, a counter row a chunk and the chunk jobs (to the outbox)
+    in one transaction, then send the chunk jobs (pipelined). NotSent when Redis refused them:
+    the batch stays `queued` and the scheduler sends them from the outbox."""
     found = KINDS.get(kind)
     if found is None:
         raise FleetError(f"unknown batch kind {kind!r}", exit_code=2)
@@ -44,7 +45,7 @@ def create_batch(kind: str, title: str, keys: Sequence[str], *, options: dict | 
     batch_id = str(uuid.uuid4())
     chunks = (len(keys) + size - 1) // size
     now = utcnow()
-    with database.atomic():
+    with outbox(f"Batch {batch_id} ({len(keys)} item(s))") as box:
         Batch.insert(id=batch_id, kind=kind, title=title, status="queued", total=len(keys), chunk_size=size,
                      options=options or {}, created_by=created_by, created_at=now).execute()
         fields = [BatchItem.batch, BatchItem.position, BatchItem.key, BatchItem.status, BatchItem.attempts,
@@ -58,7 +59,7 @@ def create_batch(kind: str, title: str, keys: Sequence[str], *, options: dict | 
         for start in range(0, chunks, INSERT_ROWS):
             numbers = range(start, min(chunks, start + INSERT_ROWS))
             BatchChunk.insert_many([(batch_id, n, 0, 0, 0, 0.0, 0) for n in numbers], fields=chunk_fields).execute()
-    found.actor.send_many((batch_id, n) for n in range(chunks))
+        box.add_many(found.actor, [(batch_id, n) for n in range(chunks)])
     log.info("batch created", extra={"batch_id": batch_id, "kind": kind, "items": len(keys), "chunks": chunks})
     return Batch.get_by_id(batch_id)
 
@@ -165,6 +166,7 @@ def _fail_unknown_kind(batch: Batch) -> None:
 def retry(batch_id: str) -> int:
     """Failed items back to pending (their chunks' counters corrected) and their chunks sent
     again; the same batch, open again until they end. Returns the items retried."""
+    box = Outbox(f"Batch {batch_id}: its failed items set back to pending")  # sent once locked_batch commits
     with locked_batch(batch_id) as batch:
         if batch is None:
             raise FleetError(f"no batch with id {batch_id}")
@@ -182,11 +184,12 @@ def retry(batch_id: str) -> int:
             BatchChunk.update(processed=BatchChunk.processed - count, failed=BatchChunk.failed - count).where(
                 chunk_row(batch_id, int(n))).execute()
         Batch.update(status="processing", finished_at=None).where(Batch.id == batch_id).execute()
-    kind = kind_of(batch)
+        kind = kind_of(batch)
+        if kind is not None:
+            box.add_many(kind.actor, [(batch_id, int(n)) for n, _ in per_chunk])
+    box.send()
     if kind is None:
         _fail_unknown_kind(batch)
-    else:
-        kind.actor.send_many((batch_id, int(n)) for n, _ in per_chunk)
     retried = sum(count for _, count in per_chunk)
     log.info("batch retried", extra={"batch_id": batch_id, "items_retried": retried})
     return retried

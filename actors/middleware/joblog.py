@@ -22,6 +22,7 @@ from dramatiq.middleware import Middleware
 from peewee import PostgresqlDatabase
 from psycopg2.extras import execute_values
 
+from actors.middleware.fencing import moved_to_run_id
 from actors.middleware.outcome import get_outcome
 from core.errors import database_error_text
 from core.identity import process_id
@@ -76,6 +77,8 @@ class JobLogWriter(Middleware):
         self.worker_name = process_id()
         self._entries: dict[str, _Entry] = {}  # run id -> entry
         self._running: dict[str, str] = {}  # message id -> run id of its attempt in progress
+        # rows to set `abandoned`: (message id, run id, run id of the redelivery or None, only if still started)
+        self._abandon: list[tuple[str, str, str | None, bool]] = []
         self._lock = threading.Lock()
         self._ticker = Ticker("fleet-joblog", self._flush_or_keep)
         self._failing = False  # the last flush failed
@@ -104,6 +107,9 @@ class JobLogWriter(Middleware):
                 return
             self._entries[row["run_id"]] = _Entry(row)
             self._running[message.message_id] = row["run_id"]
+            delivery = getattr(message, "fleet_delivery", None)
+            if delivery is not None and delivery.previous_run_id:  # a redelivery: the earlier attempt was abandoned
+                self._abandon.append((message.message_id, delivery.previous_run_id, row["run_id"], True))
 
     def before_nack(self, broker, message):
         """A message that never started (not a valid job) still gets its row, once."""
@@ -121,7 +127,7 @@ class JobLogWriter(Middleware):
 
     def _row(self, message) -> dict:
         attempt = message.options.get("retries", 0) + 1
-        run_id = os.urandom(8).hex()
+        run_id = getattr(message, "fleet_run_id", None) or os.urandom(8).hex()  # the delivery's owner (fencing)
         return {
             "run_id": run_id,
             "job_class": message.actor_name,
@@ -145,6 +151,10 @@ class JobLogWriter(Middleware):
         outcome = get_outcome(message)
         status = outcome.status if outcome else ("success" if exception is None else "failed")
         changes = {"status": status, "finished_at": utcnow()}
+        if status == "abandoned":  # a stale copy: what it did or raised is not the job's outcome
+            self._finish(message, {**changes, "message": "redelivered: another attempt runs this message"})
+            self._link_abandoned(message, only_started=False)
+            return
         if outcome and outcome.error:
             changes["error_code"] = outcome.error.code.code
             changes["message"] = _cut(outcome.error.message, MAX_MESSAGE)
@@ -163,6 +173,20 @@ class JobLogWriter(Middleware):
             changes["error_code"] = outcome.error.code.code
             changes["message"] = _cut(outcome.error.message, MAX_MESSAGE)
         self._finish(message, changes)
+
+    def after_ack(self, broker, message):
+        """A copy found stale only when it was settled (Redis was away when it ended): its row too."""
+        outcome = get_outcome(message)
+        if getattr(message, "fleet_stale", False) and (outcome is None or outcome.status != "abandoned"):
+            self._link_abandoned(message, only_started=False)
+
+    after_nack = after_ack
+
+    def _link_abandoned(self, message, *, only_started: bool) -> None:
+        run_id = getattr(message, "fleet_run_id", None)
+        if run_id:
+            with self._lock:
+                self._abandon.append((message.message_id, run_id, moved_to_run_id(message), only_started))
 
     def _finish(self, message, changes: dict) -> None:
         with self._lock:
@@ -195,14 +219,16 @@ class JobLogWriter(Middleware):
                 for _, e in batch:
                     e.dirty = False
                 snapshot = [(key, e, dict(e.row), e.inserted) for key, e in batch]
-            if not snapshot:
+                abandon, self._abandon = self._abandon, []
+            if not snapshot and not abandon:
                 return
             try:
-                self._write(snapshot)
+                self._write(snapshot, abandon)
             except Exception:
                 with self._lock:
                     for _, e, _, _ in snapshot:
                         e.dirty = True
+                    self._abandon[:0] = abandon
                 raise
             finally:
                 release_connection()  # back to the pool; a broken one is closed, the next flush gets a fresh one
@@ -228,7 +254,7 @@ class JobLogWriter(Middleware):
                 self._dropped += dropped  # counted again with the next report
 
     @staticmethod
-    def _write(snapshot) -> None:
+    def _write(snapshot, abandon=()) -> None:
         new = [row for _, _, row, inserted in snapshot if not inserted]
         updates = [row for _, _, row, inserted in snapshot if inserted]
         database.connect(reuse_if_open=True)
@@ -240,6 +266,21 @@ class JobLogWriter(Middleware):
                 JobLog.update(**fields).where(
                     (JobLog.message_id == row["message_id"]) & (JobLog.run_id == row["run_id"])
                 ).execute()
+            for message_id, run_id, redelivered_as, only_started in abandon:
+                _mark_abandoned(message_id, run_id, redelivered_as, only_started)
+
+
+def _mark_abandoned(message_id: str, run_id: str, redelivered_as: str | None, only_started: bool) -> None:
+    """The row of an attempt whose message was redelivered: `abandoned`, linked to the redelivery's
+    row. Marked by the redelivery (a row still `started`: its worker died or has not come back) and
+    by the stale copy itself if it comes back (whatever it had written)."""
+    fields = {"status": "abandoned"}
+    if redelivered_as:
+        fields["redelivered_as"] = redelivered_as
+    where = (JobLog.message_id == message_id) & (JobLog.run_id == run_id)
+    if only_started:
+        where &= JobLog.status.in_(("started", "abandoned"))
+    JobLog.update(**fields).where(where).execute()
 
 
 COLUMNS = ("run_id", "job_class", "message_id", "queue", "status", "attempt", "args", "trace_id", "worker",

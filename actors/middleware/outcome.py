@@ -12,7 +12,7 @@ from core.errors import Classified
 
 @dataclass
 class Outcome:
-    status: str  # success | failed | retrying | deferred
+    status: str  # success | failed | retrying | deferred | abandoned (a stale copy, see fencing)
     error: Classified | None = None
     delay_seconds: float | None = None
 

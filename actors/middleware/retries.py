@@ -3,12 +3,14 @@ import logging
 from dramatiq.middleware import Middleware
 
 from actors.middleware.breakers import defer, deferral_spent
+from actors.middleware.fencing import mark_stale, stale
 from actors.middleware.outcome import Outcome, option, set_outcome
 from actors.middleware.settle import later
 from core import dead_letters
 from core.backoff import jittered
 from core.breakers import seconds_to_wait
 from core.errors import classify
+from core.fencing import StaleDelivery
 from core.redact import redact
 from core.settings import get_settings
 from db.models import utcnow
@@ -62,6 +64,11 @@ class BackoffRetries(Middleware):
         message.fleet_started_at = utcnow()
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
+        if isinstance(exception, StaleDelivery):
+            mark_stale(message, exception.owner)
+        if getattr(message, "fleet_stale", False) or (exception is not None and stale(message)):
+            set_outcome(message, Outcome("abandoned"))  # redelivered meanwhile: the other copy decides
+            return
         if exception is None:
             set_outcome(message, Outcome("success"))
             if dead_letters.may_have_dead_letters(broker, message.actor_name):

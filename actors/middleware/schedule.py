@@ -127,6 +127,11 @@ class ScheduledRuns(Middleware):
         outcome = get_outcome(message) or Outcome("success" if exception is None else "failed")
         if outcome.status == "skipped":
             return  # our own skip: the row says why already
+        if outcome.status == "abandoned":  # a stale copy: the run is its redelivered copy's, lock and all
+            self._started.pop(message.message_id, None)
+            with self._lock:
+                self._held.pop(message.message_id, None)
+            return
         started = self._started.pop(message.message_id, None)
         fields = {}
         if started is not None:

@@ -8,7 +8,9 @@ connection error to Dramatiq's worker, which keeps the message and tries again e
 seconds (as it does when the ack itself fails), resuming at the step that failed. So a retry
 that cannot be enqueued is never acked away, and a give-up hook that cannot reach the
 database runs again instead of being only logged. A step that fails for any other reason (a
-bug) is logged with its traceback and skipped.
+bug) is logged with its traceback and skipped. A stale copy (its message was redelivered to
+another attempt meanwhile, see actors/middleware/fencing.py) settles nothing: its steps are
+dropped.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, MiddlewareError
 
+from actors.middleware.fencing import stale
 from core.errors import classify, is_infrastructure
 from db.database import release_connection
 
@@ -37,19 +40,30 @@ def later(message, name: str, step: Callable[[], None]) -> None:
     steps.append((name, step))
 
 
+def _not_settled(name: str, exc: Exception) -> NotSettled:
+    release_connection()  # a broken connection must not be used again
+    log.warning("message not settled yet; will try again", extra={
+        "step": name, "error_code": classify(exc).code.code, "error": str(exc)[:200]})
+    return NotSettled(f"{name}: {exc}")
+
+
 class Settlement(Middleware):
     def before_ack(self, broker, message):
         steps = getattr(message, "fleet_steps", None) or []
+        try:
+            if steps and stale(message, strict=True):  # without steps the ack itself checks (fencing)
+                steps.clear()
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise _not_settled("check the delivery's owner", exc) from exc
+            log.exception("delivery owner not checked")
         while steps:
             name, step = steps[0]
             try:
                 step()
             except Exception as exc:
                 if is_infrastructure(exc):
-                    release_connection()  # a broken connection must not be used again
-                    log.warning("message not settled yet; will try again", extra={
-                        "step": name, "error_code": classify(exc).code.code, "error": str(exc)[:200]})
-                    raise NotSettled(f"{name}: {exc}") from exc
+                    raise _not_settled(name, exc) from exc
                 log.exception("post-processing step failed", extra={"step": name})
             steps.pop(0)
 

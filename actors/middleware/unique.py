@@ -1,12 +1,15 @@
 """Unique jobs: at most one message per actor and arguments queued, delayed or running.
 
 A lock (`fleet:unique:<actor>:<hash of the arguments>`) names the message that holds it and
-where that message is: `<message id> <queue> <Redis id> <claimed at, ms> <q|r>` (queued or
-running). Only the message that holds a lock refreshes it (each enqueue of a retry or a
+where that message is: `<message id> <queue> <Redis id> <claimed at, ms> <q|r> [<process>]`
+(queued, or running in that worker process). Only the message that holds a lock refreshes it (each enqueue of a retry or a
 deferral moves it to the new copy) or releases it. A lock whose message is neither queued,
 delayed nor running (the copy it names is gone from Redis, e.g. lost in a Redis crash) is
 stale, and the next send takes it over; a lock younger than CLAIM_GRACE_MS is never judged
-stale, since its message may still be on its way to the queue.
+stale, since its message may still be on its way to the queue. Where the queues cannot be
+looked into (RabbitMQ), a running message's lock is stale once its worker process is dead
+(its presence heartbeat's `fleet:alive:<process>` expired), so a message lost with its worker
+does not block its job until the lock's TTL.
 
 A send while the holder is *running* asks for a follow-up: the running job may have read
 its input before the sender changed it, so when the holder ends, the job is sent once more.
@@ -23,6 +26,7 @@ from dramatiq.middleware import Middleware, MiddlewareError
 
 from actors.middleware.outcome import get_outcome
 from actors.middleware.settle import later
+from core.identity import process_id
 from core.lua import lua
 from core.settings import get_settings
 from core.state import state_redis
@@ -37,6 +41,7 @@ _ALIVE = "unique_alive"  # shared by the scripts, before their own text
 _CLAIM = lua(__file__, _ALIVE, "unique_claim")
 _LIVE_HOLDERS = lua(__file__, _ALIVE, "unique_live_holders")
 _RELEASE = lua(__file__, "unique_release")
+_RELEASE_UNSENT = lua(__file__, "unique_release_unsent")
 
 
 def _introspects(broker) -> bool:
@@ -94,7 +99,8 @@ class UniqueJobs(Middleware):
     def _claim_args(self, broker, message, state: str) -> list:
         namespace = getattr(broker, "namespace", "")
         return [message.message_id, message.queue_name, message.options.get("redis_message_id", "*"), state,
-                LOCK_TTL, namespace, "1" if _introspects(broker) else "0", CLAIM_GRACE_MS]
+                LOCK_TTL, namespace, "1" if _introspects(broker) else "0", CLAIM_GRACE_MS,
+                process_id() if state == "r" else ""]
 
     def claim(self, broker, message, state: str = "q", client=None):
         """Take or refresh the message's lock; the holder's lock value when another message holds it."""
@@ -113,13 +119,33 @@ class UniqueJobs(Middleware):
         with client.pipeline(transaction=False) as pipe:
             for message in messages:
                 self.claim(broker, message, client=pipe)
-            holders = pipe.execute()
+            holders = pipe.execute(raise_on_error=False)
+        failed = next((h for h in holders if isinstance(h, Exception)), None)
+        if failed is not None:  # Redis refused some claims (out of memory): give back those it took
+            self.release_unsent(broker, [m for m, h in zip(messages, holders) if h is None])
+            raise failed
         claimed = []
         for message, holder in zip(messages, holders):
             if holder is None:
                 message.options["unique_claimed"] = True
                 claimed.append(message)
         return claimed
+
+    def release_unsent(self, broker, messages: list) -> None:
+        """Give back the locks these messages took for a send that did not get through, one round
+        trip; a lock another message holds, or whose message did reach its queue, is left alone."""
+        keyed = [m for m in messages if self._is_unique(broker, m)]
+        client = state_redis()
+        if client is None or not keyed:
+            return
+        with client.pipeline(transaction=False) as pipe:
+            for message in keyed:
+                key = unique_key(message.actor_name, message.args, message.kwargs)
+                _RELEASE_UNSENT(pipe, keys=[key, key + ":again"], args=[message.message_id, getattr(broker, "namespace", "")])
+            pipe.execute()
+        for message in keyed:
+            message.options.pop("unique_key", None)
+            message.options.pop("unique_claimed", None)
 
     def before_enqueue(self, broker, message, delay):
         claimed = message.options.pop("unique_claimed", False)
@@ -130,9 +156,10 @@ class UniqueJobs(Middleware):
         first_send = "unique_key" not in message.options
         message.options.setdefault("unique_key", unique_key(message.actor_name, message.args, message.kwargs))
         pipe = getattr(broker, "current_pipeline", lambda: None)()
-        if claimed and pipe is not None and _introspects(broker):
-            self.claim(broker, message, client=pipe)  # names the queued copy, in the enqueue's round trip
-            return
+        if claimed and pipe is not None:
+            if _introspects(broker):
+                self.claim(broker, message, client=pipe)  # names the queued copy, in the enqueue's round trip
+            return  # (elsewhere claim_many's lock names the message already: there is no queued copy to name)
         holder = self.claim(broker, message)
         if holder is None:
             return
@@ -151,8 +178,8 @@ class UniqueJobs(Middleware):
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         outcome = get_outcome(message)
-        if outcome and outcome.status in ("retrying", "deferred"):
-            return
+        if outcome and outcome.status in ("retrying", "deferred", "abandoned"):
+            return  # the lock moves to the next copy (an abandoned copy's lock is its redelivery's)
         key = message.options.get("unique_key")
         if key and state_redis() is not None:
             later(message, "release unique lock", lambda: self._release_and_follow_up(broker, message, key))

@@ -26,7 +26,7 @@ from actors.series.rows import (
     stale_where,
 )
 from core import trace
-from core.errors import FleetError, classify
+from core.errors import FleetError, classify, is_infrastructure
 from core.identity import process_id
 from core.locks import LockHeld, RedisLock
 from core.redact import redact
@@ -83,20 +83,31 @@ def _renew(lock: RedisLock, task_name: str) -> None:
                            "may have started); this run stopped, its jobs so far are queued")
 
 
+class SweepInterrupted(FleetError):
+    """Redis (or the database) refused a sweep run by the CLI: what was queued before stays
+    queued, no unique lock is left without its message, and the next run finds the other rows."""
+
+
 def enqueue_pages(kind: Kind, pages: Iterable[list[int]], progress: Callable[[int], None] | None = None,
                   renew: Callable[[], object] | None = None) -> dict:
     """A data job for every id of every page: one `send_many` a page. Counts found, enqueued
-    and already queued (a data job for that row is queued or running)."""
+    and already queued (a data job for that row is queued or running). When Redis or the
+    database refuses, the error goes on (send_many gave back the locks of the page it could not
+    send) carrying the jobs queued before it as `fleet_enqueued`."""
     found = enqueued = already = 0
-    for ids in pages:
-        sent, skipped = kind.data_job.send_many(((i,) for i in ids), chunk=len(ids))
-        found += len(ids)
-        enqueued += sent
-        already += skipped
-        if renew:
-            renew()
-        if progress:
-            progress(found)
+    try:
+        for ids in pages:
+            sent, skipped = kind.data_job.send_many(((i,) for i in ids), chunk=len(ids))
+            found += len(ids)
+            enqueued += sent
+            already += skipped
+            if renew:
+                renew()
+            if progress:
+                progress(found)
+    except Exception as exc:
+        exc.fleet_enqueued = enqueued  # for the CLI's line (`run_here`); a job just waits out the outage
+        raise
     return {"found": found, "enqueued": enqueued, "already_queued": already}
 
 
@@ -186,6 +197,9 @@ def run_here(task_name: str, progress: Callable[[int], None] | None = None, **pa
     except Exception as exc:
         error = classify(exc)
         code, message = error.code.code, redact(error.message)[:2000]
+        if is_infrastructure(exc):
+            raise SweepInterrupted(f"{task_name} stopped: {error.message}; {getattr(exc, 'fleet_enqueued', 0)} data "
+                                   "job(s) were queued before that, the rows left are found by the next run") from None
         raise
     finally:
         if status:

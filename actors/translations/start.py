@@ -10,6 +10,7 @@ from pathlib import Path
 from werkzeug.utils import secure_filename
 
 from actors.batches import create_batch
+from actors.outbox import NotSent
 from actors.translations.files import output_path
 from actors.translations.kind import KIND
 from actors.translations.languages import check_language
@@ -118,6 +119,8 @@ def start_uploaded_translation(files: list[tuple[str, bytes]], source: str, targ
         plan = plan_translation([str(uploads / name) for name in names], source, target, out_dir=str(out),
                                 extra={"uploads": str(uploads), "original_names": originals})
         return plan.start(created_by)
+    except NotSent:
+        raise  # the batch is saved and its jobs are in the outbox: its files must stay
     except BaseException as exc:
         shutil.rmtree(uploads, ignore_errors=True)
         if isinstance(exc, OSError):

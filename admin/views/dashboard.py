@@ -8,19 +8,20 @@ from __future__ import annotations
 import logging
 
 import dramatiq
-from flask import current_app
+from flask import current_app, flash, redirect, request
 from flask_admin import AdminIndexView, expose
 
 from actors.ai import status as ai_status
-from actors.middleware.presence import live_workers
+from actors.middleware.presence import WorkerNotLost, forget_worker, live_workers, lost_workers
 from actors.schedule import leader as scheduler_leader
 from actors.series import overview as series_overview
 from admin.access import PanelAccess
 from admin.cache import cached
 from admin.stats import last_day
 from core import clock
-from core.breakers import states
-from core.queues import queue_depths
+from core.breakers import held_back, states
+from core.broker import REDIS_NAMESPACE
+from core.queues import NO_MANAGEMENT, queue_depths
 from core.state import state_redis
 
 CACHE_SECONDS = 5
@@ -30,6 +31,11 @@ log = logging.getLogger("fleet.panel")
 def _workers(timeout: float):
     client = state_redis()
     return live_workers(client, timeout) if client is not None else None
+
+
+def _lost(timeout: float):
+    client = state_redis()
+    return lost_workers(client, timeout, REDIS_NAMESPACE) if client is not None else []
 
 
 def _clocks():
@@ -64,8 +70,11 @@ class DashboardView(PanelAccess, AdminIndexView):
             peak=max([h.succeeded + h.failed for h in day.hours] + [1]),
             queues=_read(errors, "queues", lambda: queue_depths(broker), []),
             workers=_read(errors, "workers", lambda: _workers(settings.heartbeat_timeout), []),
+            lost=_read(errors, "lost workers", lambda: _lost(settings.heartbeat_timeout), []),
             heartbeat_timeout=settings.heartbeat_timeout,
             breakers=_read(errors, "breakers", states, {}),
+            held_back=_read(errors, "hosts held back", held_back, []),
+            no_management=NO_MANAGEMENT,
             leader=_read(errors, "scheduler leader", scheduler_leader),
             clocks=_read(errors, "clocks", _clocks, []),
             max_offset=clock.MAX_OFFSET,
@@ -73,3 +82,18 @@ class DashboardView(PanelAccess, AdminIndexView):
             ai=_read(errors, "OpenAI budget", lambda: cached("dashboard:ai", CACHE_SECONDS, ai_status)),
             errors=errors,
         )
+
+    @expose("/workers/forget/", methods=("POST",))
+    def forget_worker(self):
+        """Stop listing a lost worker (admins; the app's guard and CSRF check come first)."""
+        worker_id = request.form.get("worker", "")
+        client = state_redis()
+        try:
+            if client is None:
+                raise WorkerNotLost("workers are not known without a state Redis")
+            forgotten = forget_worker(client, worker_id, current_app.config["FLEET_SETTINGS"].heartbeat_timeout)
+        except WorkerNotLost as exc:
+            flash(str(exc), "error")
+        else:
+            flash(f"Forgot lost worker {forgotten.host} (pid {forgotten.pid}).", "success")
+        return redirect(self.get_url(".index"))

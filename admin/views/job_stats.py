@@ -11,7 +11,7 @@ from admin.access import PanelAccess
 from db.models import utcnow
 
 WINDOWS = {"1 h": 1, "24 h": 24, "7 d": 24 * 7}
-STATUSES = ("success", "failed", "retrying", "deferred", "started")
+STATUSES = ("success", "failed", "retrying", "deferred", "started", "abandoned")
 
 
 class JobStatsView(PanelAccess, BaseView):

@@ -11,6 +11,7 @@ from flask_admin.contrib.peewee import filters as f
 from markupsafe import Markup
 
 from actors.jobs import retry_job
+from admin import audit_trail
 from admin.access import is_admin
 from admin.stats import distinct_values
 from admin.views.base import ReadOnlyModelView, as_id, cut
@@ -108,6 +109,17 @@ def _related(view, context, model, name):
     return Markup(" · ").join(Markup('<a href="{}">{}</a>').format(url, label) for label, url in links)
 
 
+def _redelivered_as(view, context, model, name):
+    """An abandoned attempt's link to the attempt that took its message over."""
+    if not model.redelivered_as:
+        return ""
+    row = JobLog.get_or_none((JobLog.message_id == model.message_id) & (JobLog.run_id == model.redelivered_as))
+    if row is None:
+        return model.redelivered_as
+    return Markup('<a href="{}" id="redelivered-as">attempt {} ({}, {})</a>').format(
+        url_for(".details_view", id=row.id), row.run_id, row.status, row.worker or "")
+
+
 class JobLogView(ReadOnlyModelView):
     details_template = "joblog_details.html"
     export_max_rows = 100_000
@@ -115,13 +127,13 @@ class JobLogView(ReadOnlyModelView):
     column_list = ["created_at", "job_class", "status", "attempt", "error_code", "message", "duration_seconds",
                    "message_id", "trace_id", "worker"]
     column_details_list = ["id", "related", "run_id", "created_at", "finished_at", "job_class", "queue", "message_id",
-                           "status", "attempt", "error_code", "message", "duration_seconds", "trace_id", "worker",
-                           "args", "traceback"]
+                           "status", "redelivered_as", "attempt", "error_code", "message", "duration_seconds",
+                           "trace_id", "worker", "args", "traceback"]
     column_export_list = ["created_at", "finished_at", "job_class", "queue", "message_id", "status", "attempt",
                           "error_code", "message", "duration_seconds", "trace_id", "worker"]
     column_labels = {"created_at": "Time (UTC)", "job_class": "Actor", "duration_seconds": "Seconds",
                      "trace_id": "Trace id", "error_code": "Error code", "finished_at": "Finished (UTC)",
-                     "message_id": "Message id", "related": "Related"}
+                     "message_id": "Message id", "related": "Related", "redelivered_as": "Redelivered as"}
     column_sortable_list = ["created_at"]  # sorting another column would sort the whole table
     column_default_sort = ("created_at", True)
     column_searchable_list = ["message"]
@@ -145,6 +157,7 @@ class JobLogView(ReadOnlyModelView):
         "duration_seconds": lambda v, c, m, n: "" if m.duration_seconds is None else f"{m.duration_seconds:.2f}",
     }
     column_formatters_detail = {"error_code": _code, "status": _status, "args": _args, "related": _related,
+                                "redelivered_as": _redelivered_as,
                                 "traceback": lambda v, c, m, n: _pre(m.traceback),
                                 "message": lambda v, c, m, n: _pre(m.message)}
     column_formatters_export = {"duration_seconds": lambda v, c, m, n: m.duration_seconds}
@@ -176,6 +189,7 @@ class JobLogView(ReadOnlyModelView):
         else:
             try:
                 flash(retry_job(dramatiq.get_broker(), job), "success")
+                audit_trail.record("jobs.retry", f"job={job.id} message={job.message_id}", 1)
             except FleetError as exc:
                 flash(str(exc), "error")
         return redirect(self.get_url(".details_view", id=job.id))

@@ -14,15 +14,15 @@ from markupsafe import Markup
 from actors.workouts import (
     count_matching,
     count_plans_with_pending_days,
-    dispatch,
     generate_pending,
     matching,
     reset_days,
+    retry_days,
     retry_estimate,
     start_retry,
 )
 from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec, on_all_matching
-from core.errors import CODES
+from core.errors import CODES, FleetError
 from db.models.workouts import Plan, WorkoutPlan
 
 CODE_OPTIONS = [(code, code) for code in CODES]
@@ -129,14 +129,14 @@ class FailedPlansView(ReadOnlyModelView):
 
     @action("retry", "Retry selected", "Set the selected days back to pending and generate them again?")
     def action_retry(self, ids):
-        day_ids = self._selected(ids)
-        plans = sorted(set(WorkoutPlan.select(Plan.user, WorkoutPlan.plan).join(Plan)
-                           .where(WorkoutPlan.id.in_(day_ids) & (WorkoutPlan.status == "failed")).tuples()))
-        reset = reset_days(day_ids)
-        sent = sum(1 for user_id, plan_id in plans if dispatch(user_id, plan_id) is not None)
-        message = f"Retrying {reset} day(s) of {len(plans)} plan(s): dispatched {sent} generation job(s)"
-        if len(plans) - sent:
-            message += f" ({len(plans) - sent} already queued or running)"
+        try:
+            reset, plans, sent = retry_days(self._selected(ids))
+        except FleetError as exc:  # saved, the jobs wait in the outbox: the line says so
+            flash(str(exc), "error")
+            return
+        message = f"Retrying {reset} day(s) of {plans} plan(s): dispatched {sent} generation job(s)"
+        if plans - sent:
+            message += f" ({plans - sent} already queued or running)"
         flash(message + ".", "success")
 
     @action("reset", "Reset selected", "Set the selected days back to pending without dispatching a job?")

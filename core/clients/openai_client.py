@@ -16,7 +16,7 @@ import jsonschema
 os.environ.setdefault("DEFER_PYDANTIC_BUILD", "false")
 import openai  # noqa: E402
 
-from core import spend
+from core import fencing, spend
 from core.breakers import breaker
 from core.errors import JobError, classify, retry_after_seconds
 from core.openai_budget import openai_budget
@@ -105,7 +105,9 @@ class OpenAIClient:
 
     def _call(self, system: str, prompt: str, schema: dict, schema_name: str, max_completion_tokens: int):
         """One request: the spend cap checked, its place in the budget taken, the answer's usage
-        settled, its headers observed, its cost recorded."""
+        settled, its headers observed, its cost recorded. A job's copy whose message was
+        redelivered meanwhile (fencing) stops here instead of paying again."""
+        fencing.check()
         spend.check_cap()
         reserved = self.budget.reserve(estimate_tokens(system, prompt, json.dumps(schema)) + max_completion_tokens)
         try:

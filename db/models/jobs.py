@@ -9,7 +9,7 @@ from db.models import BaseModel, utcnow
 class JobLog(BaseModel):
     """A row per attempt of a job: what ran, how it ended, how long it took."""
 
-    STATUSES = ("started", "success", "failed", "retrying", "deferred")
+    STATUSES = ("started", "success", "failed", "retrying", "deferred", "abandoned")
 
     run_id = CharField()
     job_class = CharField()
@@ -26,6 +26,7 @@ class JobLog(BaseModel):
     worker = CharField(null=True)
     created_at = DateTimeField(default=utcnow)
     finished_at = DateTimeField(null=True)
+    redelivered_as = CharField(null=True)  # an abandoned attempt: the run id of the one that took its message over
 
     class Meta:
         table_name = "job_log"

@@ -6,7 +6,7 @@ import sys
 import click
 
 from core import trace
-from core.errors import FleetError
+from core.errors import FleetError, classify, is_infrastructure
 from core.settings import SettingsError
 from db.database import DatabaseMissing, allow_creation
 from fleet import __version__
@@ -79,6 +79,13 @@ class FleetGroup(click.Group):
         except OSError as exc:
             exit_if_unwritable(exc)
             raise
+        except Exception as exc:
+            if not is_infrastructure(exc):
+                raise
+            # Redis or the database refused: one line, no traceback. What the command printed
+            # before was done; a job it committed is in the outbox (its own line says so).
+            click.echo(f"fleet: {classify(exc).message}; the command stopped there", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,14 +112,18 @@ def _register() -> None:
         schedule,
         series,
         simulate,
+        tokens,
         translations,
+        workers,
         workouts,
     )
+    from fleet.cli.audited import audit_commands
 
     for module in (processes, database, accounts, jobs, workouts, series, batches, translations, ai, schedule,
-                   alerts, simulate, demo):
+                   alerts, tokens, simulate, demo, workers):
         for command in module.commands:
             cli.add_command(command)
+    audit_commands(cli)
 
 
 def main() -> None:

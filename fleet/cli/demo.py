@@ -122,12 +122,11 @@ log = logging.getLogger("fleet.demo")
 
 def new_workout_plan() -> str:
     """A new plan for a demo user, its generation job dispatched."""
-    from actors.workouts import create_plan, dispatch
+    from actors.workouts import create_plan
 
     email = random.choice(sorted({e for e, _, _ in DEMO_PLANS}))
     user, _ = User.get_or_create(email=email, defaults={"name": email.split("@")[0].title()})
-    plan = create_plan(user.id, random.randint(2, 5), random.choice(TRICKLE_GOALS))
-    dispatch(user.id, plan.id)
+    plan = create_plan(user.id, random.randint(2, 5), random.choice(TRICKLE_GOALS), generate=True)
     return f"workout plan #{plan.id} ({plan.days} days) for {email}"
 
 

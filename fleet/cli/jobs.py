@@ -5,7 +5,7 @@ import click
 import dramatiq
 from rich.table import Table
 
-from actors import batches, schedule
+from actors import audit, batches, schedule
 from actors import jobs as joblog
 from actors.runtime import boot
 from core import dead_letters, formats
@@ -21,7 +21,7 @@ from fleet.cli.types import DAYS, HOURS, Number
 def _broker(*, declare_actors: bool = False):
     settings = boot()
     check_broker(settings)
-    if declare_actors:
+    if declare_actors or settings.is_rabbitmq:  # RabbitMQ's queues are known from the actors
         import actors.all  # noqa: F401  (a requeue runs every middleware, which looks up the actor)
     return dramatiq.get_broker()
 
@@ -87,8 +87,8 @@ def delete_command(message_ids: tuple[str, ...]) -> None:
 @click.option("--keep", type=click.IntRange(0, 10**9), default=100, show_default=True, help="Never delete the newest N rows.")
 def cleanup_command(days: float, keep: int) -> None:
     """Delete old finished JobLog rows, in batches; finished batches older than 30 days with
-    their items (never the newest 100 batches); and schedule ledger rows older than
-    FLEET_SCHEDULE_KEEP_DAYS (never an entry's latest)."""
+    their items (never the newest 100 batches); schedule ledger rows older than
+    FLEET_SCHEDULE_KEEP_DAYS (never an entry's latest); audit events older than FLEET_AUDIT_RETENTION_DAYS."""
     open_database()
     deleted = joblog.cleanup(days, keep)
     click.echo(f"Deleted {deleted} job log row(s) older than {days:g} day(s); kept the newest {keep}.")
@@ -99,6 +99,8 @@ def cleanup_command(days: float, keep: int) -> None:
     ledger = schedule.prune(keep_days)
     click.echo(f"Deleted {ledger} schedule ledger row(s) older than {keep_days:g} day(s) (FLEET_SCHEDULE_KEEP_DAYS); "
                "kept each entry's latest.")
+    retention = get_settings().audit_retention_days
+    click.echo(f"Deleted {audit.prune(retention)} audit event(s) older than {retention:g} day(s).")
 
 
 @jobs_group.command("stats")
@@ -114,7 +116,7 @@ def stats_command(hours: float, as_json: bool) -> None:
     if not rows:
         click.echo(f"No jobs in the last {hours:g} hour(s).")
         return
-    statuses = ["success", "failed", "retrying", "deferred", "started"]
+    statuses = ["success", "failed", "retrying", "deferred", "started", "abandoned"]
     table = Table("job class", "success today (UTC)", *statuses, "avg success (s)",
                   title=f"Attempts in the last {hours:g} hour(s)")
     for row in rows:
@@ -122,6 +124,29 @@ def stats_command(hours: float, as_json: bool) -> None:
         table.add_row(row["job_class"], str(row["success_today"]), *(str(row["counts"].get(s, 0)) for s in statuses),
                       f"{avg:.3f}" if avg is not None else "-")
     print_table(table, 180)
+
+
+@jobs_group.command("outbox")
+@click.option("--send", is_flag=True, help="Send what is unsent now, rather than wait for the scheduler.")
+def outbox_command(send: bool) -> None:
+    """Jobs committed but not sent yet (Redis refused them); the scheduler sends them again."""
+    from actors import outbox
+
+    open_database(broker=send)
+    if send:
+        _broker(declare_actors=True)
+        sent, delivered = outbox.resend_due(older_than=0)
+        click.echo(f"Sent {sent} job(s) from the outbox; {delivered} had been delivered already.")
+    unsent, oldest, error = outbox.unsent()
+    if not unsent:
+        click.echo("Outbox: every job sent.")
+        return
+    line = (f"Outbox: {unsent} job(s) not sent yet, the oldest committed {formats.duration(oldest)} ago"
+            f"{f' (last error: {error})' if error else ''}; the scheduler sends them again every "
+            f"{formats.duration(boot().outbox_resend)}.")
+    if send:
+        raise FleetError(line)
+    click.echo(line)
 
 
 commands = [jobs_group]

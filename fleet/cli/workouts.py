@@ -61,8 +61,7 @@ def create_plan_command(user_id: int, days: int, goal: str) -> None:
     """Create a plan with its pending days and dispatch its generation job."""
     open_database(broker=True)
     _require(user_id=user_id)
-    plan = ops.create_plan(user_id, days, goal)
-    ops.dispatch(user_id, plan.id)
+    plan = ops.create_plan(user_id, days, goal, generate=True)
     click.echo(f"Created Plan #{plan.id} (User #{user_id}) with {days} day(s); generation job dispatched.")
 
 
