@@ -52,7 +52,7 @@ def test_fleet_alerts_check_refuses_a_bad_file_with_a_line_a_problem(tmp_path):
     assert "[svc] severity must be one of info, warning, critical, not 'loud'" in lines[3]
 
     good = fleet("alerts", "check")
-    assert good.returncode == 0 and "14 rules, all valid." in good.stdout
+    assert good.returncode == 0 and "15 rules, all valid." in good.stdout
     missing = fleet("alerts", "check", "nonesuch")
     assert missing.returncode == 2 and "no rules file 'nonesuch'" in missing.stderr
     not_toml = fleet("alerts", "check", str(write_rules(tmp_path, "[x\n")))
