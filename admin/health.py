@@ -2,7 +2,7 @@
 work (the database or the broker does not answer; `"status": "down"`), so a load balancer drops
 a panel that is really broken and keeps one that merely reports trouble elsewhere. Trouble
 elsewhere (a high error rate, an open breaker, a backlog, no live worker, no scheduler leader,
-a process whose clock is over a second off the fleet's)
+a process whose clock is over a second off the fleet's, jobs committed but left unsent)
 is `"status": "degraded"` with 200, or 503 with `?strict=1` for monitors that want it.
 
 Without a login the body is the status alone: the checks name hosts, processes and the
@@ -156,6 +156,22 @@ def check_clock() -> dict:
     return check
 
 
+def check_outbox(settings) -> dict:
+    """Jobs committed but not sent (Redis refused them): degraded once the scheduler should have
+    sent them again (twice FLEET_OUTBOX_RESEND after their commit) and has not."""
+    from actors.outbox import unsent
+
+    try:
+        count, oldest, error = unsent()
+    except Exception as exc:
+        return {"ok": False, "error": _error(exc)}
+    check = {"ok": not count or oldest <= 2 * settings.outbox_resend, "unsent": count}
+    if not check["ok"]:
+        check["error"] = (f"{count} job(s) committed but not sent, the oldest for {oldest:.0f} s (is a scheduler "
+                          f"running?){f'; last error: {error}' if error else ''}")
+    return check
+
+
 def run_checks(settings) -> dict:
     checks = {"database": check_database(), "broker": check_broker_health(settings)}
     skipped = {"ok": None, "skipped": "broker unreachable"}
@@ -169,6 +185,8 @@ def run_checks(settings) -> dict:
     checks["scheduler"] = check_scheduler() if state_ok else skipped
     checks["clock"] = check_clock() if state_ok else skipped
     checks["alerts"] = (check_alerts() if checks["database"]["ok"]
+                        else {"ok": None, "skipped": "database unreachable"})
+    checks["outbox"] = (check_outbox(settings) if checks["database"]["ok"]
                         else {"ok": None, "skipped": "database unreachable"})
     if state_ok:
         _tell_alerts(checks)

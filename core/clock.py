@@ -24,7 +24,6 @@ from core.identity import process_id
 
 KEY = "fleet:clock"  # process id -> {"kind", "host", "pid", "offset", "at"} (JSON; `at` in fleet time)
 MAX_OFFSET = 1.0  # seconds a process's clock may be off the fleet's before it is warned about
-REPORT_EVERY = 5.0  # seconds between two records of one process in `fleet:clock`
 MEASURE_EVERY = 10.0  # seconds between the measures of a process that measures when asked (the web)
 STALE = 120.0  # a record older than this is a process gone: readers drop it
 WARN_EVERY = 60.0  # seconds between two warnings of one process about its clock
@@ -67,12 +66,11 @@ class Clock:
     def __init__(self) -> None:
         self.offset = 0.0
         self.measured_at: float | None = None  # monotonic
-        self._reported_at = -REPORT_EVERY
         self._warned_at = -WARN_EVERY
 
     def measure(self, client, kind: str) -> float:
         """Read Redis `TIME` between two readings of this process's clock; record the offset in
-        `fleet:clock` (every REPORT_EVERY seconds) and warn when it is over MAX_OFFSET."""
+        `fleet:clock` and warn when it is over MAX_OFFSET."""
         before = time.time()
         seconds, micros = client.time()
         after = time.time()
@@ -83,16 +81,16 @@ class Clock:
             log.warning("this process's clock is %s; Fleet goes by the fleet's, but fix this host's time "
                         "sync (NTP, chrony)", versus_fleet(self.offset),
                         extra={"clock_offset": round(self.offset, 3), "clock_of": process_id()})
-        if now - self._reported_at >= REPORT_EVERY:
-            self._reported_at = now
-            record = {"kind": kind, "host": socket.gethostname(), "pid": os.getpid(),
-                      "offset": round(self.offset, 4), "at": seconds + micros / 1e6}
-            client.hset(KEY, process_id(), json.dumps(record))
+        record = {"kind": kind, "host": socket.gethostname(), "pid": os.getpid(),
+                  "offset": round(self.offset, 4), "at": seconds + micros / 1e6}
+        client.hset(KEY, process_id(), json.dumps(record))
         return self.offset
 
     def forget(self, client) -> None:
-        """This process's record goes, as the process stops."""
+        """This process's record goes, as its worker or scheduler stops (a part that runs on in the
+        same process, the web, records it again at its next measure)."""
         client.hdel(KEY, process_id())
+        self.measured_at = None
 
     def keep_measured(self, client, kind: str) -> float:
         """Measure unless this process did so in the last MEASURE_EVERY seconds."""

@@ -73,12 +73,12 @@ class Settings:
     db_idle_timeout: float = 60.0  # seconds a pooled database connection may stay idle before it is closed
     session_idle: float = 1800.0  # seconds a panel session lasts without a request from its operator
     session_max: float = 43200.0  # seconds a panel session lasts at most from its login, however busy
-    ai_lane: str = "live"  # default lane of bulk AI work: live (a call an item) or economy (OpenAI's Batch API)
-    economy_file_requests: int = 50_000  # requests a Batch API input file holds at most (the provider's limit)
     outbox_resend: float = 30.0  # seconds after its commit an unsent outbox job is sent again by the scheduler
     outage_wait: float = 10.0  # seconds a job waits for the database or Redis (a paused worker looks 5 times as often)
     audit_retention_days: float = 365.0  # days the audit log keeps an event (pruned by the job-log cleanup)
     metrics_token_required: bool = False  # /metrics answers only with a session or an API token
+    ai_lane: str = "live"  # default lane of bulk AI work: live (a call an item) or economy (OpenAI's Batch API)
+    economy_file_requests: int = 50_000  # requests a Batch API input file holds at most (the provider's limit)
 
     @property
     def metrics_dir(self) -> Path:
@@ -303,9 +303,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                              minimum=1, maximum=MAX_SESSION_IDLE),
         session_max=_number("FLEET_SESSION_MAX", env.get("FLEET_SESSION_MAX", "43200"), integer=False,
                             minimum=1, maximum=MAX_SESSION_LIFETIME),
-        ai_lane=_choice("FLEET_AI_LANE", env.get("FLEET_AI_LANE", "live").strip().lower(), LANES),
-        economy_file_requests=int(_number("FLEET_ECONOMY_FILE_REQUESTS", env.get("FLEET_ECONOMY_FILE_REQUESTS", "50000"),
-                                          integer=True, minimum=1, maximum=50_000)),
         outbox_resend=_number("FLEET_OUTBOX_RESEND", env.get("FLEET_OUTBOX_RESEND", "30"), integer=False,
                               minimum=1, maximum=3600),
         outage_wait=_number("FLEET_OUTAGE_WAIT", env.get("FLEET_OUTAGE_WAIT", "10"), integer=False,
@@ -313,6 +310,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         audit_retention_days=_number("FLEET_AUDIT_RETENTION_DAYS", env.get("FLEET_AUDIT_RETENTION_DAYS", "365"),
                                      integer=False, minimum=1, maximum=MAX_AUDIT_RETENTION_DAYS),
         metrics_token_required=_flag("FLEET_METRICS_TOKEN_REQUIRED", env.get("FLEET_METRICS_TOKEN_REQUIRED", "0")),
+        ai_lane=_choice("FLEET_AI_LANE", env.get("FLEET_AI_LANE", "live").strip().lower(), LANES),
+        economy_file_requests=int(_number("FLEET_ECONOMY_FILE_REQUESTS", env.get("FLEET_ECONOMY_FILE_REQUESTS", "50000"),
+                                          integer=True, minimum=1, maximum=50_000)),
         fast_password_hash=_flag("FLEET_INSECURE_FAST_PASSWORD_HASH",
                                  env.get("FLEET_INSECURE_FAST_PASSWORD_HASH", "0")),
     )

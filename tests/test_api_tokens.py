@@ -37,6 +37,7 @@ def test_a_read_token_lists_jobs_with_filters_and_notes_its_last_use(app, read_t
     assert ApiToken.get().last_used_at is None
     failed = client.get("/api/jobs?status=failed&limit=1", headers=bearer(read_token))
     assert failed.status_code == 200, failed.text
+    assert "Set-Cookie" not in failed.headers  # a token's request opens no session
     assert [j["message_id"] for j in failed.json["jobs"]] == ["msg-3"]
     more = client.get(f"/api/jobs?status=failed&before={failed.json['next_before']}", headers=bearer(read_token))
     assert [j["message_id"] for j in more.json["jobs"]] == ["msg-1"] and more.json["next_before"] is None

@@ -42,3 +42,30 @@ def test_the_cleanup_job_prunes_events_past_their_retention(db):
     AuditEvent.update(created_at=utcnow() - timedelta(days=400)).where(AuditEvent.action == "old").execute()
     cleanup_job_logs.fn()
     assert [e.action for e in AuditEvent.select()] == ["new"]
+
+
+def test_a_command_that_changes_state_only_with_a_flag_is_audited_only_with_it(db):
+    import click
+    from click.testing import CliRunner
+
+    from fleet.cli.audited import audit_commands
+
+    @click.group()
+    def cli():
+        pass
+
+    @cli.group("jobs")
+    def jobs():
+        pass
+
+    @jobs.command("outbox")
+    @click.option("--send", is_flag=True)
+    def outbox(send):
+        click.echo("sent" if send else "listed")
+
+    audit_commands(cli)
+    assert CliRunner().invoke(cli, ["jobs", "outbox"]).output == "listed\n"
+    assert AuditEvent.select().count() == 0
+    assert CliRunner().invoke(cli, ["jobs", "outbox", "--send"]).output == "sent\n"
+    assert [(e.action, e.target, e.role, e.source) for e in AuditEvent.select()] == [
+        ("jobs.outbox", "send=True", "cli", "cli")]

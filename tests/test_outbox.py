@@ -7,6 +7,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 import redis
@@ -16,6 +17,7 @@ from actors.outbox import NotSent, resend_due, unsent_count
 from actors.workouts import create_plan
 from db.database import open_database
 from db.migrate import migrate
+from db.models import utcnow
 from db.models.jobs import JobLog
 from db.models.outbox import OutboxMessage
 from db.models.series import Series
@@ -148,3 +150,18 @@ def test_a_sent_job_whose_mark_was_lost_is_found_delivered_not_sent_again(db, br
     OutboxMessage.update(sent_at=None).execute()
     assert resend_due(older_than=0) == (0, 1)  # run already: its JobLog rows say so
     assert openai_sim.stats()["requests"] == 2
+
+
+def test_jobs_left_unsent_past_the_resend_show_on_health(db, broker, admin_client):
+    """A job committed but not sent for longer than the scheduler should take: Health is degraded."""
+    user = User.create(email="health@example.com")
+    with refusing(broker.client), pytest.raises(NotSent):
+        create_plan(user.id, 1, "strength", generate=True)
+    assert admin_client.get("/healthz").json["checks"]["outbox"] == {"ok": True, "unsent": 1}
+    OutboxMessage.update(created_at=utcnow() - timedelta(minutes=5)).execute()
+    admin_client.application.extensions["fleet_cache"].clear()  # the checks are cached a few seconds
+    check = admin_client.get("/healthz").json["checks"]["outbox"]
+    assert check["ok"] is False and check["unsent"] == 1
+    assert re.fullmatch(r"1 job\(s\) committed but not sent, the oldest for 30\d s \(is a scheduler running\?\); "
+                        r"last error: Redis: OOM command not allowed .*", check["error"]), check["error"]
+    assert "outbox" in admin_client.get("/healthz").json["degraded"]

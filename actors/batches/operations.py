@@ -36,7 +36,7 @@ def create_batch(kind: str, title: str, keys: Sequence[str], *, options: dict | 
     in one transaction, then send the chunk jobs (pipelined). NotSent when Redis refused them:
     the batch stays `queued` and the scheduler sends them from the outbox. On the economy `lane`
     (default FLEET_AI_LANE for a kind that has one) one job sends the items to OpenAI's Batch
-    API instead (and the scheduled poll would, had it been lost)."""
+    API instead of the chunk jobs."""
     found = KINDS.get(kind)
     if found is None:
         raise FleetError(f"unknown batch kind {kind!r}", exit_code=2)

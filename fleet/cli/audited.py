@@ -22,17 +22,19 @@ from db.database import DatabaseMissing
 
 log = logging.getLogger("fleet.audit")
 
-# group → its state-changing commands (a command of no group: under "")
+# group → its state-changing commands (a command of no group: under ""); `name:flag` is a
+# command that changes state only with that flag (`jobs outbox --send`)
 STATE_CHANGING = {
     "accounts": ("create", "set-password", "set-role", "disable", "enable"),
     "alerts": ("silence", "unsilence", "test"),
     "batches": ("cancel", "resume", "retry"),
     "db": ("migrate",),
     "episodes": ("import-missing-data", "check-data-updates", "sync"),
-    "jobs": ("requeue", "delete", "cleanup"),
+    "jobs": ("requeue", "delete", "cleanup", "outbox:send"),
     "schedule": ("run", "pause", "resume"),
     "series": ("import-missing-data", "check-data-updates", "sync", "add"),
     "tokens": ("create", "revoke"),
+    "workers": ("forget",),
     "workouts": ("add-user", "create-plan", "retry-failed", "generate", "rescue-stale"),
     "": ("translate",),
 }
@@ -66,13 +68,13 @@ def _target(params: dict) -> str:
     return " ".join(shown)
 
 
-def _audited(action: str, callback):
+def _audited(action: str, callback, flag: str = ""):
     @functools.wraps(callback)
     def run(*args, **kwargs):
         global _recorded
         _recorded = False
         result = callback(*args, **kwargs)
-        if not _recorded:
+        if not _recorded and (not flag or kwargs.get(flag)):
             from fleet.cli.database import open_database
 
             try:
@@ -89,7 +91,8 @@ def _audited(action: str, callback):
 def audit_commands(cli: click.Group) -> None:
     for group_name, names in STATE_CHANGING.items():
         group = cli.commands.get(group_name) if group_name else cli
-        for name in names:
+        for entry in names:
+            name, _, flag = entry.partition(":")
             command = group.commands.get(name) if isinstance(group, click.Group) else None
             if command is not None and command.callback is not None:
-                command.callback = _audited(f"{group_name or 'fleet'}.{name}", command.callback)
+                command.callback = _audited(f"{group_name or 'fleet'}.{name}", command.callback, flag)
