@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask_admin import Admin
+from markupsafe import Markup
 
 from admin.views.alerts import AlertsView, firing_now
 from admin.views.batches import BatchesView
@@ -14,12 +15,28 @@ from admin.views.schedule import ScheduleView
 from admin.views.series import EpisodeDataView, SeriesDataView
 from admin.views.translations import TranslationsView
 from admin.views.workouts import FailedPlansView
+from core import formats
+from core.errors import CODES
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan
 
 
+def when(value, tz: str | None = None) -> Markup:
+    """A time as UTC (or in `tz`) with how long ago beside it: `2026-01-31 02:00:00 · 2 min ago`."""
+    if not value:
+        return Markup("")
+    return Markup('{} <small class="text-muted fleet-ago">{}</small>').format(formats.moment(value, tz),
+                                                                             formats.since(value))
+
+
+def code_sentence(code: str | None) -> str:
+    return CODES[code].sentence if code in CODES else ""
+
+
 def register_views(admin: Admin) -> None:
     admin.app.context_processor(lambda: {"firing_alerts": firing_now})  # the header of every page
+    admin.app.jinja_env.filters.update(when=when, since=formats.since)
+    admin.app.jinja_env.globals.update(code_sentence=code_sentence)
     admin.add_view(JobLogView(JobLog, name="Job logs", endpoint="joblogs", url="/admin/jobs"))
     admin.add_view(FailedPlansView(WorkoutPlan, name="Failed plans", endpoint="failed_plans", url="/admin/failed-plans"))
     admin.add_view(SeriesDataView(name="Series", category="Series data", endpoint="series_data", url="/admin/series"))

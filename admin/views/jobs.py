@@ -13,6 +13,7 @@ from markupsafe import Markup
 from actors.jobs import retry_job
 from admin.access import is_admin
 from admin.stats import distinct_values
+from admin.views import confirm
 from admin.views.base import ReadOnlyModelView, as_id, cut
 from core.errors import CODES, FleetError
 from core.redact import redact
@@ -161,6 +162,8 @@ class JobLogView(ReadOnlyModelView):
 
     def render(self, template, **kwargs):
         kwargs.setdefault("can_retry", is_admin())
+        model = kwargs.get("model")
+        kwargs.setdefault("warning", confirm.warning(confirm.permanent([(model.error_code, 1)])) if model else "")
         return super().render(template, **kwargs)
 
     @expose("/retry/", methods=("POST",))
@@ -171,8 +174,13 @@ class JobLogView(ReadOnlyModelView):
         if job is None:
             flash("Record does not exist.", "error")
             return redirect(self.get_url(".index_view"))
+        permanent = confirm.permanent([(job.error_code, 1)])
         if job.status != "failed":
             flash(f"Only a failed job is retried from here; this attempt is {job.status}.", "warning")
+        elif permanent and not confirm.confirmed():
+            return confirm.ask(self, permanent, question=f"Run this {job.job_class} job again?",
+                               action=self.get_url(".retry_view"), back=self.get_url(".details_view", id=job.id),
+                               fields=[("id", str(job.id))])
         else:
             try:
                 flash(retry_job(dramatiq.get_broker(), job), "success")

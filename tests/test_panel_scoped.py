@@ -1,0 +1,99 @@
+"""Bulk actions scoped to the list's filter, with the count on the button; the filter kept after
+the action; the confirm step before requeueing or retrying rows of a permanent error code;
+dead letters a page at a time."""
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from tests.panel import csrf_token, dead_letter_ids, flashes
+
+
+def dead_letters(broker, n: int) -> list[str]:
+    """`n` real dead letters: ping messages sent, fetched and nacked through the Redis broker."""
+    from actors.system import ping
+
+    for i in range(n):
+        ping.send(f"n{i}")
+    consumer = broker.consume("fleet", prefetch=n, timeout=1000)
+    for _ in range(n):
+        consumer.nack(next(m for m in consumer if m is not None))
+    consumer.close()
+    return dead_letter_ids(broker)
+
+
+def button(page: str, form_id: str) -> str:
+    form = re.search(rf'<form [^>]*id="{form_id}".*?</form>', page, re.S).group(0)
+    return re.sub(r"\s+", " ", re.search(r"<button[^>]*>(.*?)</button>", form, re.S).group(1)).strip()
+
+
+def test_dead_letter_bulk_actions_act_on_exactly_the_filtered_letters_and_keep_the_filter(admin_client, broker):
+    from core.dead_letters import remember_error
+
+    ids = dead_letters(broker, 5)
+    for message_id in ids[:3]:
+        remember_error(broker, message_id, "ERR_API_TIMEOUT", "slow")
+    remember_error(broker, ids[3], "ERR_INTERNAL", "bug")
+    page = admin_client.get("/admin/dead-letters/?error_code=ERR_API_TIMEOUT").text
+    assert button(page, "requeue-all") == "Requeue 3 matching" and button(page, "delete-all") == "Delete 3 matching"
+    assert button(admin_client.get("/admin/dead-letters/").text, "requeue-all") == "Requeue 5 all"
+
+    token = csrf_token(admin_client, "/admin/dead-letters/")
+    done = admin_client.post("/admin/dead-letters/requeue-all/?error_code=ERR_API_TIMEOUT", data={"csrf_token": token})
+    assert urlsplit(done.headers["Location"]).query == "error_code=ERR_API_TIMEOUT"  # back to the same filter
+    assert sorted(dead_letter_ids(broker)) == sorted(ids[3:]) and broker.client.llen("fleet:fleet") == 3
+    assert "Requeued 3 dead letter(s)." in flashes(admin_client.get(done.headers["Location"]).text)
+
+    done = admin_client.post("/admin/dead-letters/delete-all/?error_code=ERR_INTERNAL", data={"csrf_token": token},
+                             follow_redirects=True)
+    assert "Deleted 1 dead letter(s)." in flashes(done.text) and dead_letter_ids(broker) == [ids[4]]
+    nothing = admin_client.post("/admin/dead-letters/delete-all/?error_code=ERR_AUTH", data={"csrf_token": token},
+                                follow_redirects=True)
+    assert "No dead letters match the filter; nothing to delete." in flashes(nothing.text)
+    assert dead_letter_ids(broker) == [ids[4]]
+
+
+def test_requeueing_permanent_codes_warns_with_the_count_and_asks_first(admin_client, broker):
+    from core.dead_letters import remember_error
+
+    ids = dead_letters(broker, 3)
+    for message_id in ids[:2]:
+        remember_error(broker, message_id, "ERR_NOT_FOUND", "404")
+    remember_error(broker, ids[2], "ERR_API_TIMEOUT", "slow")
+    page = admin_client.get("/admin/dead-letters/").text
+    assert "will fail again: ERR_NOT_FOUND ×2" in page
+    assert "will fail again: ERR_NOT_FOUND ×2" in re.search(r'<form [^>]*id="requeue-all"[^>]*>', page).group(0)
+
+    token = csrf_token(admin_client, "/admin/dead-letters/")
+    asked = admin_client.post("/admin/dead-letters/requeue-all/", data={"csrf_token": token})
+    assert asked.status_code == 200 and 'id="permanent-warning">will fail again: ERR_NOT_FOUND ×2<' in asked.text
+    assert len(dead_letter_ids(broker)) == 3 and broker.client.llen("fleet:fleet") == 0  # nothing done yet
+
+    selected = admin_client.post("/admin/dead-letters/action/", data={
+        "action": "requeue", "rowid": ids[0], "url": "/admin/dead-letters/?queue=fleet", "csrf_token": token})
+    assert "will fail again: ERR_NOT_FOUND ×1" in selected.text and len(dead_letter_ids(broker)) == 3
+    form = re.search(r'<form method="post" action="([^"]+)".*?</form>', selected.text, re.S)
+    fields = dict(re.findall(r'name="(\w+)" value="([^"]*)"', form.group(0)))
+    assert form.group(1) == "/admin/dead-letters/action/" and fields["rowid"] == ids[0] and fields["confirmed"] == "1"
+    done = admin_client.post(form.group(1), data=fields)
+    assert done.headers["Location"].endswith("/admin/dead-letters/?queue=fleet")
+    assert sorted(dead_letter_ids(broker)) == sorted(ids[1:]) and broker.client.llen("fleet:fleet") == 1
+
+    timeout_only = admin_client.post("/admin/dead-letters/requeue-all/?error_code=ERR_API_TIMEOUT",
+                                     data={"csrf_token": token})
+    assert timeout_only.status_code == 302  # no permanent code among them: no question
+    confirmed = admin_client.post("/admin/dead-letters/requeue-all/", data={"csrf_token": token, "confirmed": "1"})
+    assert confirmed.status_code == 302 and dead_letter_ids(broker) == []
+
+
+def test_dead_letters_come_a_page_at_a_time_with_the_filter_kept(admin_client, broker):
+    ids = dead_letters(broker, 57)
+    first = admin_client.get("/admin/dead-letters/").text
+    second = admin_client.get("/admin/dead-letters/?page=2").text
+    shown = [re.findall(r'name="rowid" class="action-checkbox" value="([^"]+)"', p) for p in (first, second)]
+    assert [len(s) for s in shown] == [50, 7] and sorted(shown[0] + shown[1]) == sorted(ids)
+    assert "Newest 50 of 57" in first and "51–57 of 57" in second
+    assert 'href="/admin/dead-letters/?page=2"' in first
+    filtered = admin_client.get("/admin/dead-letters/?queue=fleet&page=2").text
+    assert len(re.findall(r'name="rowid"', filtered)) == 7
+    assert 'href="/admin/dead-letters/?page=1&amp;queue=fleet"' in filtered
