@@ -259,7 +259,7 @@ def test_failed_plans_filters(admin_client, db):
     def plans(query):
         page = admin_client.get("/admin/failed-plans/" + query)
         assert page.status_code == 200
-        return sorted(int(p) for p in re.findall(r'<td class="col-plan">\s*#(\d+)', page.text))
+        return sorted(int(p) for p in re.findall(r'<td class="col-plan">\s*<a [^>]*>#(\d+)', page.text))
 
     assert plans("") == sorted([a.id, b.id, c.id])
     assert plans("?flt0_error_code_equals=ERR_API_TIMEOUT") == sorted([b.id, c.id])

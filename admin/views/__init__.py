@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask_admin import Admin
-from markupsafe import Markup
 
 from admin.views.alerts import AlertsView, firing_now
 from admin.views.batches import BatchesView
@@ -13,24 +12,12 @@ from admin.views.job_stats import JobStatsView
 from admin.views.jobs import JobLogView
 from admin.views.schedule import ScheduleView
 from admin.views.series import EpisodeDataView, SeriesDataView
+from admin.views.shown import code_sentence, when
 from admin.views.translations import TranslationsView
 from admin.views.workouts import FailedPlansView
 from core import formats
-from core.errors import CODES
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan
-
-
-def when(value, tz: str | None = None) -> Markup:
-    """A time as UTC (or in `tz`) with how long ago beside it: `2026-01-31 02:00:00 · 2 min ago`."""
-    if not value:
-        return Markup("")
-    return Markup('{} <small class="text-muted fleet-ago">{}</small>').format(formats.moment(value, tz),
-                                                                             formats.since(value))
-
-
-def code_sentence(code: str | None) -> str:
-    return CODES[code].sentence if code in CODES else ""
 
 
 def register_views(admin: Admin) -> None:

@@ -13,8 +13,9 @@ from markupsafe import Markup
 from actors.jobs import retry_job
 from admin.access import is_admin
 from admin.stats import distinct_values
-from admin.views import confirm
-from admin.views.base import ReadOnlyModelView, as_id, cut
+from admin.views import confirm, job_links
+from admin.views.base import ReadOnlyModelView, as_id
+from admin.views.shown import when
 from core.errors import CODES, FleetError
 from core.redact import redact
 from db.models.jobs import JobLog
@@ -24,18 +25,6 @@ STATUS_OPTIONS = [(s, s) for s in JobLog.STATUSES]
 LIST_FIELDS = [JobLog.id, JobLog.created_at, JobLog.finished_at, JobLog.job_class, JobLog.message_id, JobLog.queue,
                JobLog.status, JobLog.attempt, JobLog.error_code, JobLog.message, JobLog.duration_seconds,
                JobLog.trace_id, JobLog.worker]
-
-
-def _workout_plan(args, kwargs):
-    plan_id = kwargs.get("plan_id", args[1] if len(args) > 1 else None)
-    if plan_id is None:
-        return []
-    return [(f"Plan #{plan_id}: its failed days", url_for("failed_plans.index_view", flt0_plan_equals=plan_id))]
-
-
-# What a job worked on, by actor: (label, url) pairs from its arguments. A domain whose
-# jobs work on rows the panel shows adds its actor here.
-RELATED = {"generate_user_workout_plan": _workout_plan}
 
 
 class LiveOptions:
@@ -60,7 +49,15 @@ def _code(view, context, model, name):
     if not code:
         return ""
     sentence = CODES[code].sentence if code in CODES else ""
-    return Markup('<span title="{}">{}</span>').format(sentence, code)
+    return Markup('<a href="{}#{}" title="{}">{}</a>').format(url_for("error_codes.index"), code, sentence, code)
+
+
+def _short(text: str | None, keep: int):
+    """A long id or name cut to `keep` characters, the whole on hover."""
+    text = text or ""
+    if len(text) <= keep:
+        return text
+    return Markup('<span title="{}">{}…</span>').format(text, text[: keep - 1])
 
 
 def _status(view, context, model, name):
@@ -70,8 +67,9 @@ def _status(view, context, model, name):
 def _trace(view, context, model, name):
     if not model.trace_id:
         return ""
-    return Markup('<a href="{}" title="All attempts of this trace">{}</a>').format(
-        url_for(".index_view", flt0_trace_id_equals=model.trace_id), model.trace_id)
+    short = model.trace_id if len(model.trace_id) <= 9 else model.trace_id[:8] + "…"
+    return Markup('<a class="fleet-id" href="{}" title="{} (every attempt of this trace)">{}</a>').format(
+        url_for(".index_view", flt0_trace_id_equals=model.trace_id), model.trace_id, short)
 
 
 def _message_id(view, context, model, name):
@@ -104,9 +102,15 @@ def _args(view, context, model, name):
 
 def _related(view, context, model, name):
     call = _call(model)
-    links = RELATED.get(model.job_class, lambda a, k: [])(*call) if call else []
+    links = job_links.related(model, *call) if call else []
     links.append(("Every attempt of this message", url_for(".index_view", flt0_message_id_equals=model.message_id)))
     return Markup(" · ").join(Markup('<a href="{}">{}</a>').format(url, label) for label, url in links)
+
+
+def _traceback(view, context, model, name):
+    if model.status == "deferred":  # an expected wait (over budget, breaker open): no retry spent, nothing broke
+        return "" if not model.traceback else "(an expected deferral: no retry was spent; the job runs again later)"
+    return _pre(model.traceback)
 
 
 class JobLogView(ReadOnlyModelView):
@@ -136,9 +140,13 @@ class JobLogView(ReadOnlyModelView):
         f.DateTimeSmallerFilter(JobLog.created_at, "Time (UTC)"),
         f.FilterEqual(JobLog.trace_id, "Trace id"),
         f.FilterEqual(JobLog.message_id, "Message id"),
+        *job_links.FILTERS,
     ]
     column_formatters = {
-        "message": lambda v, c, m, n: cut(m.message),
+        "message": lambda v, c, m, n: _short(m.message, 90),
+        "worker": lambda v, c, m, n: _short(m.worker, 18),
+        "job_class": lambda v, c, m, n: _short(m.job_class, 28),
+        "created_at": lambda v, c, m, n: when(m.created_at),
         "status": _status,
         "error_code": _code,
         "trace_id": _trace,
@@ -146,7 +154,8 @@ class JobLogView(ReadOnlyModelView):
         "duration_seconds": lambda v, c, m, n: "" if m.duration_seconds is None else f"{m.duration_seconds:.2f}",
     }
     column_formatters_detail = {"error_code": _code, "status": _status, "args": _args, "related": _related,
-                                "traceback": lambda v, c, m, n: _pre(m.traceback),
+                                "traceback": _traceback, "created_at": lambda v, c, m, n: when(m.created_at),
+                                "finished_at": lambda v, c, m, n: when(m.finished_at),
                                 "message": lambda v, c, m, n: _pre(m.message)}
     column_formatters_export = {"duration_seconds": lambda v, c, m, n: m.duration_seconds}
 
