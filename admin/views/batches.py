@@ -10,6 +10,8 @@ from flask_admin import BaseView, expose
 import actors.all  # noqa: F401  (every batch kind: resume and retry need the kind's actor)
 from actors import batches as ops
 from admin.access import PanelAccess, is_admin
+from admin.views import confirm
+from admin.views.job_links import jobs_url
 from core import formats
 from core.errors import FleetError
 from db.models.batches import Batch, BatchItem
@@ -105,8 +107,12 @@ def for_page(snap: ops.Snapshot) -> dict:
         "finished_at": formats.moment(data["finished_at"], empty="–"), "options": _pairs(data["options"], skip=("uploads", "original_names", "out") if downloads else ()),
     }
     data["actions"] = actions(data)
+    data["shown"]["jobs"] = jobs_url("batch", snap.batch.id)
+    data["shown"]["retry_label"] = f"Retry {data['failed']:,} failed"
+    data["shown"]["retry_warning"] = confirm.warning(confirm.permanent((e["code"], e["count"]) for e in data["errors"]))
     for item in data["items"]:
-        item["shown"] = {"name": name(item["key"]), "result": _result(item, skip=("output",) if downloads else ()),
+        item["shown"] = {"jobs": jobs_url("batch", f"{snap.batch.id}/{item['position'] // snap.batch.chunk_size}"),
+                         "code_url": url_for("error_codes.index") + f"#{item['error_code']}" if item["error_code"] else None,"name": name(item["key"]), "result": _result(item, skip=("output",) if downloads else ()),
                          "cost": ops.usd(item["cost_usd"]) if item["cost_usd"] else "",
                          "finished_at": formats.moment(item["finished_at"]) if item["finished_at"] else "",
                          "download": url_for("translations.download", batch_id=snap.batch.id, position=item["position"])
@@ -164,4 +170,13 @@ class BatchesView(PanelAccess, BaseView):
 
     @expose("/<batch_id>/retry/", methods=("POST",))
     def retry(self, batch_id: str):
+        try:
+            failed = ops.errors(batch_id)
+        except FleetError:
+            failed = []
+        permanent = confirm.permanent((e["code"], e["count"]) for e in failed)
+        if permanent and not confirm.confirmed():
+            return confirm.ask(self, permanent, question=f"Run the {sum(e['count'] for e in failed)} failed item(s) "
+                               "of this batch again?", action=self.get_url(".retry", batch_id=batch_id),
+                               back=self.get_url(".details", batch_id=batch_id))
         return self._act(batch_id, lambda: ops.retried_text(ops.retry(batch_id)))
