@@ -92,9 +92,14 @@ def for_page(snap: ops.Snapshot) -> dict:
     # an uploaded file is shown by the name it was uploaded with and fetched by its download link:
     # the panel shows no path on the server
     originals = (snap.batch.options or {}).get("original_names") or {} if downloads else {}
+    translation = snap.batch.kind == "translation"
 
     def name(key: str | None) -> str | None:
-        return originals.get(PurePath(key).name, key) if key and originals else key
+        if key and originals:
+            return originals.get(PurePath(key).name, key)
+        if key and translation and PurePath(key).is_absolute():  # files given to the CLI: no server path shown
+            return str(PurePath(PurePath(key).parent.name, PurePath(key).name))
+        return key
 
     data["shown"] = {
         "status_label": data["status_label"], "percent": f"{data['percent']:g} %",
@@ -104,7 +109,7 @@ def for_page(snap: ops.Snapshot) -> dict:
         "rate": f"{data['rate_per_second']:.2f} items/s" if data["rate_per_second"] else "–",
         "eta": formats.duration(data["eta_seconds"], "–"), "cost": ops.usd(data["cost_usd"]), "tokens": f"{data['tokens']:,}",
         "created_at": formats.moment(data["created_at"], empty="–"), "started_at": formats.moment(data["started_at"], empty="–"),
-        "finished_at": formats.moment(data["finished_at"], empty="–"), "options": _pairs(data["options"], skip=("uploads", "original_names", "out") if downloads else ()),
+        "finished_at": formats.moment(data["finished_at"], empty="–"), "options": _pairs(data["options"], skip=("uploads", "original_names", "out") if translation else ()),
     }
     data["actions"] = actions(data)
     data["shown"]["jobs"] = jobs_url("batch", snap.batch.id)
@@ -112,7 +117,8 @@ def for_page(snap: ops.Snapshot) -> dict:
     data["shown"]["retry_warning"] = confirm.warning(confirm.permanent((e["code"], e["count"]) for e in data["errors"]))
     for item in data["items"]:
         item["shown"] = {"jobs": jobs_url("batch", f"{snap.batch.id}/{item['position'] // snap.batch.chunk_size}"),
-                         "code_url": url_for("error_codes.index") + f"#{item['error_code']}" if item["error_code"] else None,"name": name(item["key"]), "result": _result(item, skip=("output",) if downloads else ()),
+                         "code_url": url_for("error_codes.index") + f"#{item['error_code']}" if item["error_code"] else None,
+                         "name": name(item["key"]), "result": _result(item, skip=("output",) if translation else ()),
                          "cost": ops.usd(item["cost_usd"]) if item["cost_usd"] else "",
                          "finished_at": formats.moment(item["finished_at"]) if item["finished_at"] else "",
                          "download": url_for("translations.download", batch_id=snap.batch.id, position=item["position"])
