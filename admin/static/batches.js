@@ -11,7 +11,7 @@
     return td;
   }
 
-  function link(parent, href, text) {
+  function anchor(parent, href, text) {
     var a = document.createElement("a");
     a.href = href;
     a.textContent = text;
@@ -45,7 +45,7 @@
       var row = document.createElement("tr");
       var code = document.createElement("code");
       code.textContent = e.code;
-      link(cell(row, ""), table.getAttribute("data-codes") + "#" + e.code, "").appendChild(code);
+      anchor(cell(row, ""), table.getAttribute("data-codes") + "#" + e.code, "").appendChild(code);
       cell(row, e.sentence);
       cell(row, e.count, "text-right");
       body.appendChild(row);
@@ -58,7 +58,7 @@
     body.textContent = "";
     items.forEach(function (i) {
       var row = document.createElement("tr");
-      link(cell(row, ""), i.shown.jobs, String(i.position + 1)).title = "The jobs of this item's chunk";
+      anchor(cell(row, ""), i.shown.jobs, String(i.position + 1)).title = "The jobs of this item's chunk";
       cell(row, i.shown.name, "text-break");
       var status = cell(row, "");
       var badge = document.createElement("span");
@@ -70,7 +70,7 @@
       if (i.error_code) {
         var code = document.createElement("code");
         code.textContent = i.error_code;
-        link(result, i.shown.code_url, "").appendChild(code);
+        anchor(result, i.shown.code_url, "").appendChild(code);
         result.appendChild(document.createTextNode(" "));
       }
       result.appendChild(document.createTextNode(i.shown.result));

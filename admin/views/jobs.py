@@ -124,7 +124,7 @@ class JobLogView(ReadOnlyModelView):
                            "args", "traceback"]
     column_export_list = ["created_at", "finished_at", "job_class", "queue", "message_id", "status", "attempt",
                           "error_code", "message", "duration_seconds", "trace_id", "worker"]
-    column_labels = {"created_at": "Time (UTC)", "job_class": "Actor", "duration_seconds": "Seconds",
+    column_labels = {"created_at": "Time (UTC)", "job_class": "Actor", "duration_seconds": "Secs", "attempt": "Try",
                      "trace_id": "Trace id", "error_code": "Error code", "finished_at": "Finished (UTC)",
                      "message_id": "Message id", "related": "Related"}
     column_sortable_list = ["created_at"]  # sorting another column would sort the whole table
@@ -145,7 +145,7 @@ class JobLogView(ReadOnlyModelView):
     column_formatters = {
         "message": lambda v, c, m, n: _short(m.message, 90),
         "worker": lambda v, c, m, n: _short(m.worker, 18),
-        "job_class": lambda v, c, m, n: _short(m.job_class, 28),
+        "job_class": lambda v, c, m, n: _short(m.job_class, 22),
         "created_at": lambda v, c, m, n: when(m.created_at),
         "status": _status,
         "error_code": _code,
