@@ -3,6 +3,8 @@ the action; the confirm step before requeueing or retrying rows of a permanent e
 dead letters a page at a time."""
 from __future__ import annotations
 
+import html
+import json
 import re
 from urllib.parse import urlsplit
 
@@ -97,3 +99,84 @@ def test_dead_letters_come_a_page_at_a_time_with_the_filter_kept(admin_client, b
     filtered = admin_client.get("/admin/dead-letters/?queue=fleet&page=2").text
     assert len(re.findall(r'name="rowid"', filtered)) == 7
     assert 'href="/admin/dead-letters/?page=1&amp;queue=fleet"' in filtered
+
+
+def test_error_codes_count_every_domain_and_retry_each_after_the_warning(admin_client, broker):
+    from actors.batches import create_batch
+    from core.dead_letters import remember_error
+    from db.models.batches import BatchItem
+    from db.models.series import Episode, Series
+    from tests.panel import failed_plan
+
+    failed_plan("d@x.io", days=3, code="ERR_NOT_FOUND")
+    series = [Series.create(tvdb_id=n, name=f"s{n}", error_code="ERR_NOT_FOUND") for n in (1, 2)]
+    Series.create(tvdb_id=3, name="fine")
+    Episode.create(tvdb_id=9, series=series[0], season=1, number=1, error_code="ERR_NOT_FOUND")
+    batch = create_batch("workouts_retry", "t", ["Plan #1", "Plan #2"], options={"filter": {}})
+    BatchItem.update(status="failed", error_code="ERR_NOT_FOUND").where(BatchItem.batch == batch.id).execute()
+    ids = dead_letters(broker, 2)
+    remember_error(broker, ids[0], "ERR_NOT_FOUND", "404")
+
+    page = admin_client.get("/admin/error-codes/").text
+    row = re.search(r'<tr id="ERR_NOT_FOUND">(.*?)</tr>', page, re.S).group(1)
+    counts = dict(re.findall(r'data-domain="([^"]+)">\s*(?:<a [^>]*>)?(\d+)', row))
+    assert counts == {"workout days": "3", "series": "2", "episodes": "1", "batch items": "2", "dead letters": "1"}
+    sync = re.search(r'action="(/admin/series/sync-matching/[^"]+)"\s+data-confirm="([^"]+)"', row)
+    assert sync.group(1) == "/admin/series/sync-matching/?flt0_failed_with_equals=ERR_NOT_FOUND"
+    assert "They will fail again: ERR_NOT_FOUND ×2." in html.unescape(sync.group(2))
+    assert 'href="/admin/dead-letters/?error_code=ERR_NOT_FOUND"' in row
+
+    token = csrf_token(admin_client, "/admin/error-codes/")
+    queued = set(broker.client.hkeys("fleet:panel.msgs"))  # the batch's chunk job
+    asked = admin_client.post(sync.group(1), data={"csrf_token": token})
+    assert asked.status_code == 200 and "will fail again: ERR_NOT_FOUND ×2" in asked.text
+    assert set(broker.client.hkeys("fleet:panel.msgs")) == queued  # nothing sent before the confirmation
+    done = admin_client.post(sync.group(1), data={"csrf_token": token, "confirmed": "1"}, follow_redirects=True)
+    assert any(m.startswith("Sync of 2 matching series started") for m in flashes(done.text))
+    sent = [json.loads(broker.client.hget("fleet:panel.msgs", k)) for k in set(broker.client.hkeys("fleet:panel.msgs")) - queued]
+    assert [m["args"] for m in sent] == [["series", {"error_code": "ERR_NOT_FOUND"}]]  # exactly the code's rows
+
+
+def test_retry_this_job_on_a_404_warns_first(admin_client, broker):
+    from tests.panel import failed_plan, joblog
+
+    plan = failed_plan("r@x.io", code="ERR_NOT_FOUND")
+    row = joblog(1, status="failed", error_code="ERR_NOT_FOUND",
+                 args=json.dumps({"args": [plan.user_id, plan.id], "kwargs": {}}))
+    page = admin_client.get(f"/admin/jobs/details/?id={row.id}").text
+    assert "Retrying will fail again: ERR_NOT_FOUND ×1" in page
+    token = csrf_token(admin_client, f"/admin/jobs/details/?id={row.id}")
+    asked = admin_client.post("/admin/jobs/retry/", data={"id": row.id, "csrf_token": token})
+    assert asked.status_code == 200 and "will fail again: ERR_NOT_FOUND ×1" in asked.text
+    assert broker.client.hlen("fleet:workouts.msgs") == 0
+    done = admin_client.post("/admin/jobs/retry/", data={"id": row.id, "csrf_token": token, "confirmed": "1"},
+                             follow_redirects=True)
+    assert any(m.startswith("Sent generate_user_workout_plan again") for m in flashes(done.text))
+    assert broker.client.hlen("fleet:workouts.msgs") == 1
+
+
+def test_retry_all_matching_of_a_permanent_code_asks_with_the_count(admin_client, broker):
+    from db.models.batches import Batch
+    from tests.panel import failed_plan
+
+    failed_plan("p1@x.io", days=2, code="ERR_NOT_FOUND")
+    failed_plan("p2@x.io", days=1, code="ERR_API_TIMEOUT")
+    page = admin_client.get("/admin/failed-plans/").text
+    assert 'id="permanent-warning"' in page and "will fail again: ERR_NOT_FOUND ×2" in page
+    token = csrf_token(admin_client, "/admin/failed-plans/")
+    asked = admin_client.post("/admin/failed-plans/retry-matching/", data={"csrf_token": token})
+    assert asked.status_code == 200 and "Retry the 3 failed day(s) in 2 plan(s)" in asked.text
+    assert Batch.select().count() == 0
+    timeouts = admin_client.post("/admin/failed-plans/retry-matching/?flt0_error_code_equals=ERR_API_TIMEOUT",
+                                 data={"csrf_token": token})
+    assert timeouts.status_code == 302 and timeouts.headers["Location"].startswith("/admin/batches/")
+    assert Batch.get().options == {"filter": {"error_code": "ERR_API_TIMEOUT"}}
+
+
+def test_a_deferred_attempt_shows_no_traceback(admin_client, db):
+    from tests.panel import joblog
+
+    row = joblog(1, status="deferred", error_code="ERR_SPEND_CAP", message="over today's budget",
+                 traceback="Traceback (most recent call last):\n  JobError: over budget")
+    page = admin_client.get(f"/admin/jobs/details/?id={row.id}").text
+    assert "Traceback (most recent call last)" not in page and "an expected deferral" in page
