@@ -9,10 +9,11 @@ from datetime import datetime, timedelta
 from dramatiq.errors import ActorNotFound
 from peewee import fn
 
-from actors import batches
+from actors import audit, batches
 from actors.runtime import fleet_actor, task
 from core import dead_letters
 from core.errors import FleetError
+from core.settings import get_settings
 from db.models import utcnow
 from db.models.jobs import JobLog
 
@@ -110,7 +111,9 @@ def retry_job(broker, job: JobLog) -> str:
 @fleet_actor(queue_name="maintenance", retry_delays=(60, 300), time_limit=60 * 60_000)
 def cleanup_job_logs(days: float = 7, keep: int = 100) -> None:
     """`fleet jobs cleanup` on a schedule: finished rows older than `days`, never the newest `keep`,
-    and finished batches past their own retention."""
+    finished batches past their own retention, and audit events past FLEET_AUDIT_RETENTION_DAYS."""
     deleted = cleanup(days, keep)
     pruned = batches.prune()
-    log.info("job logs cleaned up", extra={"deleted": deleted, "days": days, "keep": keep, "batches_pruned": pruned})
+    audit_pruned = audit.prune(get_settings().audit_retention_days)
+    log.info("job logs cleaned up", extra={"deleted": deleted, "days": days, "keep": keep, "batches_pruned": pruned,
+                                           "audit_pruned": audit_pruned})

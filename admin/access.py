@@ -27,6 +27,8 @@ def guard():
             return jsonify(error="login required"), 401
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
     if request.method not in SAFE_METHODS and path != "/admin/logout" and not is_admin():
+        if path.startswith("/api"):
+            return jsonify(error="this needs an admin (or a token of scope operate)"), 403
         abort(403)
     return None
 
@@ -39,3 +41,19 @@ class PanelAccess:
 
     def inaccessible_callback(self, name, **kwargs):
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+class AdminAccess(PanelAccess):
+    """Mixin for the admins' pages (accounts, tokens, the audit log): hidden from viewers, and
+    403 when a viewer opens one anyway."""
+
+    def is_accessible(self) -> bool:
+        return super().is_accessible() and is_admin()
+
+    def is_visible(self) -> bool:
+        return is_admin()
+
+    def inaccessible_callback(self, name, **kwargs):
+        if current_user.is_authenticated:
+            abort(403)
+        return super().inaccessible_callback(name, **kwargs)

@@ -68,6 +68,8 @@ class Settings:
     db_idle_timeout: float = 60.0  # seconds a pooled database connection may stay idle before it is closed
     session_idle: float = 1800.0  # seconds a panel session lasts without a request from its operator
     session_max: float = 43200.0  # seconds a panel session lasts at most from its login, however busy
+    audit_retention_days: float = 365.0  # days the audit log keeps an event (pruned by the job-log cleanup)
+    metrics_token_required: bool = False  # /metrics answers only with a session or an API token
 
     @property
     def metrics_dir(self) -> Path:
@@ -123,6 +125,7 @@ MIN_SCHEDULER_LEASE, MAX_SCHEDULER_LEASE = 3, 300  # seconds
 MIN_OVERLAP_LOCK_TTL, MAX_OVERLAP_LOCK_TTL = 3, 600  # seconds
 MAX_SESSION_IDLE = 7 * 86400  # seconds; a copied cookie is good until a limit ends it
 MAX_SESSION_LIFETIME = 30 * 86400  # seconds
+MAX_AUDIT_RETENTION_DAYS = 36_500
 # FLEET_INSECURE_FAST_PASSWORD_HASH=1 (test suites only): panel passwords hashed with one
 # PBKDF2 round, so that creating and logging in hundreds of operators costs nothing. Never in
 # production: such a hash is as good as the password in clear. Unset, werkzeug's default.
@@ -284,6 +287,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                              minimum=1, maximum=MAX_SESSION_IDLE),
         session_max=_number("FLEET_SESSION_MAX", env.get("FLEET_SESSION_MAX", "43200"), integer=False,
                             minimum=1, maximum=MAX_SESSION_LIFETIME),
+        audit_retention_days=_number("FLEET_AUDIT_RETENTION_DAYS", env.get("FLEET_AUDIT_RETENTION_DAYS", "365"),
+                                     integer=False, minimum=1, maximum=MAX_AUDIT_RETENTION_DAYS),
+        metrics_token_required=_flag("FLEET_METRICS_TOKEN_REQUIRED", env.get("FLEET_METRICS_TOKEN_REQUIRED", "0")),
         fast_password_hash=_flag("FLEET_INSECURE_FAST_PASSWORD_HASH",
                                  env.get("FLEET_INSECURE_FAST_PASSWORD_HASH", "0")),
     )

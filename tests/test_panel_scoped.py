@@ -8,6 +8,7 @@ import json
 import re
 from urllib.parse import urlsplit
 
+from db.models.audit import AuditEvent
 from tests.panel import csrf_token, dead_letter_ids, flashes
 
 
@@ -45,6 +46,8 @@ def test_dead_letter_bulk_actions_act_on_exactly_the_filtered_letters_and_keep_t
     assert urlsplit(done.headers["Location"]).query == "error_code=ERR_API_TIMEOUT"  # back to the same filter
     assert sorted(dead_letter_ids(broker)) == sorted(ids[3:]) and broker.client.llen("fleet:fleet") == 3
     assert "Requeued 3 dead letter(s)." in flashes(admin_client.get(done.headers["Location"]).text)
+    audited = AuditEvent.select().order_by(AuditEvent.id.desc()).get()
+    assert (audited.action, audited.target, audited.rows) == ("dead_letters.requeue", "error_code=ERR_API_TIMEOUT", 3)
 
     done = admin_client.post("/admin/dead-letters/delete-all/?error_code=ERR_INTERNAL", data={"csrf_token": token},
                              follow_redirects=True)
@@ -70,6 +73,7 @@ def test_requeueing_permanent_codes_warns_with_the_count_and_asks_first(admin_cl
     asked = admin_client.post("/admin/dead-letters/requeue-all/", data={"csrf_token": token})
     assert asked.status_code == 200 and 'id="permanent-warning">will fail again: ERR_NOT_FOUND ×2<' in asked.text
     assert len(dead_letter_ids(broker)) == 3 and broker.client.llen("fleet:fleet") == 0  # nothing done yet
+    assert AuditEvent.select().count() == 0  # and nothing in the audit log
 
     selected = admin_client.post("/admin/dead-letters/action/", data={
         "action": "requeue", "rowid": ids[0], "url": "/admin/dead-letters/?queue=fleet", "csrf_token": token})

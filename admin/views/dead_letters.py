@@ -13,6 +13,7 @@ from flask_admin.actions import ActionsMixin, action
 from flask_wtf import FlaskForm
 from wtforms import HiddenField
 
+from admin import audit_trail
 from admin.access import PanelAccess, is_admin
 from admin.views import confirm
 from admin.views.base import as_id
@@ -111,17 +112,20 @@ class DeadLettersView(PanelAccess, ActionsMixin, BaseView):
         # back to the form's `url` (the list with its filter and page), else to the list
         return self.handle_action(return_view=None if request.form.get("url") else "index")
 
-    def _apply(self, verb: str, operation, ids) -> None:
+    def _apply(self, verb: str, operation, ids, scope: str | None = None) -> None:
+        """`operation` on `ids` (None: all), flashed and audited; `scope` names a filter the ids came from."""
         try:
             done, missing = operation(dramatiq.get_broker(), ids)
         except FleetError as exc:
             flash(str(exc), "error")
             return
+        audit_trail.record(f"dead_letters.{'requeue' if verb == 'Requeued' else 'delete'}",
+                           scope or ("all" if ids is None else "ids=" + ",".join(ids)), done)
         flash(f"{verb} {done} dead letter(s).", "success")
         if missing:
             flash(f"{len(missing)} were gone already (requeued or deleted meanwhile).", "warning")
 
-    def _requeue(self, ids) -> None:
+    def _requeue(self, ids, scope: str | None = None) -> None:
         def requeue(broker, ids):
             result = dl.requeue(broker, ids)
             if result.in_flight:
@@ -130,7 +134,7 @@ class DeadLettersView(PanelAccess, ActionsMixin, BaseView):
                 flash(f"{result.invalid} are not valid messages and cannot be sent again; delete them.", "warning")
             return result.requeued, result.missing
 
-        self._apply("Requeued", requeue, ids)
+        self._apply("Requeued", requeue, ids, scope)
 
     def _ask_first(self, letters, question: str, fields=()):
         """The confirm page when some of `letters` died of a permanent code and the operator
@@ -181,7 +185,7 @@ class DeadLettersView(PanelAccess, ActionsMixin, BaseView):
         asked = self._ask_first(letters, f"Requeue the {len(letters) if ids else 'all'} matching dead letter(s)?")
         if asked is not None:
             return asked
-        self._requeue(ids)
+        self._requeue(ids, audit_trail.filter_text(_wanted()))
         return redirect(self._back())
 
     @expose("/delete-all/", methods=("POST",))
@@ -195,7 +199,7 @@ class DeadLettersView(PanelAccess, ActionsMixin, BaseView):
         if ids == []:
             flash("No dead letters match the filter; nothing to delete.", "warning")
         else:
-            self._apply("Deleted", dl.delete, ids)
+            self._apply("Deleted", dl.delete, ids, audit_trail.filter_text(_wanted()))
         return redirect(self._back())
 
     @expose("/<message_id>/requeue/", methods=("POST",))

@@ -11,6 +11,7 @@ from flask_admin.contrib.peewee import filters as f
 from markupsafe import Markup
 
 from actors.jobs import retry_job
+from admin import audit_trail
 from admin.access import is_admin
 from admin.stats import distinct_values
 from admin.views import confirm, job_links
@@ -193,6 +194,7 @@ class JobLogView(ReadOnlyModelView):
         else:
             try:
                 flash(retry_job(dramatiq.get_broker(), job), "success")
+                audit_trail.record("jobs.retry", f"job={job.id} message={job.message_id}", 1)
             except FleetError as exc:
                 flash(str(exc), "error")
         return redirect(self.get_url(".details_view", id=job.id))
