@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from db.models import utcnow
+from db.models.alerts import AlertState
 from tests.panel import PASSWORD, dead_letter, dead_letter_ids, failed_plan, joblog
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, server, sync_playwright  # noqa: F401  (server: a fixture)
 
@@ -48,6 +49,9 @@ def _long_rows(broker) -> None:
     Episode.create(tvdb_id=1, series=series, season=1, number=1, name=LONG, error_code="ERR_NOT_FOUND",
                    error_message=LONG, failed_at=utcnow())
     create_batch("workouts_retry", LONG, [f"Plan #{n}" for n in range(3)], created_by=f"{LONG[:50]}@example.com")
+    for rule in ("queue-backlog", "schedule-missed"):  # the header's "2 alerts firing" takes room in the nav
+        AlertState.create(rule=rule, subject="", kind="queue", severity="critical", state="firing", summary=LONG,
+                          since=utcnow())
     dead_letter(broker, LONG)
     remember_error(broker, dead_letter_ids(broker)[0], "ERR_NOT_FOUND", LONG)
 

@@ -112,10 +112,16 @@ def for_page(snap: ops.Snapshot) -> dict:
         "finished_at": formats.moment(data["finished_at"], empty="–"), "options": _pairs(data["options"], skip=("uploads", "original_names", "out") if translation else ()),
     }
     data["actions"] = actions(data)
+    if translation:  # the JSON too (viewers and read tokens read it): names, never a path on the server
+        data["current_item"] = name(data["current_item"])
+        data["options"] = {k: v for k, v in (data["options"] or {}).items() if k not in ("uploads", "out")} or None
     data["shown"]["jobs"] = jobs_url("batch", snap.batch.id)
     data["shown"]["retry_label"] = f"Retry {data['failed']:,} failed"
     data["shown"]["retry_warning"] = confirm.warning(confirm.permanent((e["code"], e["count"]) for e in data["errors"]))
     for item in data["items"]:
+        if translation:
+            item["key"] = name(item["key"])
+            item["result"] = {k: v for k, v in item["result"].items() if k != "output"} if item["result"] else None
         item["shown"] = {"jobs": jobs_url("batch", f"{snap.batch.id}/{item['position'] // snap.batch.chunk_size}"),
                          "code_url": url_for("error_codes.index") + f"#{item['error_code']}" if item["error_code"] else None,
                          "name": name(item["key"]), "result": _result(item, skip=("output",) if translation else ()),
