@@ -105,6 +105,7 @@ def test_log_in_filter_and_retry_two_failed_plans(page, failures, openai_sim):
     boxes.nth(0).check()
     boxes.nth(1).check()
     page.click("text=With selected")
+    assert page.inner_text("[data-model-action=retry]") == "Retry selected (2)"  # the count on the action
     page.click("text=Retry selected")
     # ERR_AUTH is permanent: a page says how many will fail again and asks before anything is done
     assert page.inner_text("#permanent-warning") == "will fail again: ERR_AUTH ×2"
