@@ -184,3 +184,27 @@ def test_a_deferred_attempt_shows_no_traceback(admin_client, db):
                  traceback="Traceback (most recent call last):\n  JobError: over budget")
     page = admin_client.get(f"/admin/jobs/details/?id={row.id}").text
     assert "Traceback (most recent call last)" not in page and "an expected deferral" in page
+
+
+def test_a_batch_retry_and_a_sync_of_selected_rows_with_permanent_codes_ask_first(admin_client, broker):
+    from actors.batches import create_batch
+    from db.models.batches import BatchChunk, BatchItem
+    from db.models.series import Series
+
+    batch = create_batch("workouts_retry", "t", ["Plan #1", "Plan #2", "Plan #3"], options={"filter": {}})
+    BatchItem.update(status="failed", error_code="ERR_NOT_FOUND").where(BatchItem.batch == batch.id).execute()
+    BatchChunk.update(processed=3, failed=3).where(BatchChunk.batch == batch.id).execute()  # the batch's counters
+    page = admin_client.get(f"/admin/batches/{batch.id}/").text
+    assert ">Retry 3 failed<" in page and "Some will fail again: ERR_NOT_FOUND ×3." in html.unescape(page)
+    token = csrf_token(admin_client, f"/admin/batches/{batch.id}/")
+    asked = admin_client.post(f"/admin/batches/{batch.id}/retry/", data={"csrf_token": token})
+    assert asked.status_code == 200 and "will fail again: ERR_NOT_FOUND ×3" in asked.text
+    assert BatchItem.select().where(BatchItem.status == "failed").count() == 3
+
+    gone = Series.create(tvdb_id=404, name="gone", error_code="ERR_NOT_FOUND")
+    asked = admin_client.post("/admin/series/action/", data={"action": "sync", "rowid": gone.id, "csrf_token": token})
+    assert asked.status_code == 200 and "will fail again: ERR_NOT_FOUND ×1" in asked.text
+    assert broker.client.hlen("fleet:data.msgs") == 0
+    done = admin_client.post("/admin/series/action/", data={"action": "sync", "rowid": gone.id, "csrf_token": token,
+                                                            "confirmed": "1"}, follow_redirects=True)
+    assert "Dispatched 1 data job(s)" in " ".join(flashes(done.text)) and broker.client.hlen("fleet:data.msgs") == 1
