@@ -103,10 +103,14 @@ def _user(view, context, model, name):
         url_for(".index_view", flt0_user_equals=user.id), user_label(user), cut(user_label(user), 32))
 
 
-def codes_of(where) -> Counter:
-    """The permanent error codes among the failed days `where` selects, with their counts."""
-    rows = (WorkoutPlan.select(WorkoutPlan.error_code, fn.COUNT(SQL("*"))).join(Plan)
-            .where(where & (WorkoutPlan.status == "failed")).group_by(WorkoutPlan.error_code).tuples())
+def codes_of(where, by_user: bool = False) -> Counter:
+    """The permanent error codes among the failed days `where` selects, with their counts (one
+    grouped query per permanent code's index entries: only `by_user` needs the plans joined)."""
+    permanent = [code for code, e in CODES.items() if not e.retryable]
+    query = WorkoutPlan.select(WorkoutPlan.error_code, fn.COUNT(SQL("*")))
+    rows = ((query.join(Plan) if by_user else query)
+            .where(where & (WorkoutPlan.status == "failed") & WorkoutPlan.error_code.in_(permanent))
+            .group_by(WorkoutPlan.error_code).tuples())
     return confirm.permanent(rows)
 
 
@@ -196,7 +200,7 @@ class FailedPlansView(ReadOnlyModelView):
             kwargs["matching"] = count_matching(spec) if spec is not None else None
             kwargs["estimate"] = retry_estimate(kwargs["matching"][0]) if kwargs["matching"] else ""
             kwargs["pending_plans"] = count_plans_with_pending_days()  # what "Generate pending" would dispatch
-            kwargs["warning"] = confirm.warning(codes_of(matching(spec))) if spec is not None else ""
+            kwargs["warning"] = confirm.warning(codes_of(matching(spec), "user" in spec)) if spec is not None else ""
         return super().render(template, **kwargs)
 
     @expose("/retry-matching/", methods=("POST",))
@@ -209,7 +213,7 @@ class FailedPlansView(ReadOnlyModelView):
             return redirect(url_for("batches.details", batch_id=batch.id))
 
         spec = self.filter_spec()
-        permanent = codes_of(matching(spec)) if spec is not None else None
+        permanent = codes_of(matching(spec), "user" in spec) if spec is not None else None
         if permanent and not confirm.confirmed():
             days, plans = count_matching(spec)
             return confirm.ask(self, permanent, question=f"Retry the {days} failed day(s) in {plans} plan(s) that "
