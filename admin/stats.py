@@ -66,6 +66,42 @@ def last_day(now: datetime | None = None) -> Day:
     return Day(statuses, hours)
 
 
+def _minute(column):
+    """The minute of `column` as text, 'YYYY-MM-DD HH:MM' (see `_hour`)."""
+    if isinstance(database.obj, PostgresqlDatabase):
+        return fn.to_char(fn.date_trunc("minute", column), "YYYY-MM-DD HH24:MI").coerce(False)
+    return fn.substr(column, 1, 16).coerce(False)
+
+
+RECENT_MINUTES, RECENT_STEP = 120, 5
+
+
+def recent(now: datetime | None = None, minutes: int = RECENT_MINUTES, step: int = RECENT_STEP) -> list[Hour]:
+    """The last `minutes` in buckets of `step` minutes, oldest first (one grouped query): the
+    dashboard's chart when all of the day's activity is that recent, so it is not one bar."""
+    now = now or utcnow()
+    end = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % step) + timedelta(minutes=step)
+    first = end - timedelta(minutes=minutes)
+    minute = _minute(JobLog.created_at)
+    rows = (JobLog.select(minute.alias("minute"), JobLog.status, fn.COUNT(SQL("*")))
+            .where(JobLog.status.in_(("success",) + FAILED) & (JobLog.created_at >= first))
+            .group_by(minute, JobLog.status).tuples())
+    buckets = [[0, 0] for _ in range(minutes // step)]
+    for text, status, n in rows:
+        index = int((datetime.strptime(text, "%Y-%m-%d %H:%M") - first).total_seconds() // (step * 60))
+        if 0 <= index < len(buckets):
+            buckets[index][0 if status == "success" else 1] += n
+    return [Hour(first + timedelta(minutes=i * step), ok, failed) for i, (ok, failed) in enumerate(buckets)]
+
+
+def chart(day: Day, now: datetime | None = None) -> tuple[list[Hour], str]:
+    """The dashboard's bars and what one bar is: the 24 hours, or the last two hours in 5-minute
+    bars when nothing older happened (a fresh fleet's first minutes are otherwise one bar)."""
+    if any(h.succeeded or h.failed for h in day.hours[:-RECENT_MINUTES // 60]):
+        return day.hours, "hour"
+    return recent(now), f"{RECENT_STEP} minutes"
+
+
 def error_rate(minutes: int = 15) -> dict:
     since = utcnow() - timedelta(minutes=minutes)
     counts = dict(JobLog.select(JobLog.status, fn.COUNT(SQL("*")))

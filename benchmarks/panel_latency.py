@@ -191,6 +191,9 @@ def main() -> int:
         client, token = logged_in_client(app)
         pages = [("job logs", "/admin/jobs/"),
                  ("job logs, error code filter", "/admin/jobs/?flt0_error_code_equals=ERR_RATE_LIMIT"),
+                 ("job logs of a plan", "/admin/jobs/?flt0_plan_equals=13"),  # a row's "jobs" link
+                 ("job logs of a series", "/admin/jobs/?flt0_series_equals=13"),
+                 ("dead letters", "/admin/dead-letters/"),
                  ("error codes", "/admin/error-codes/"),
                  ("failed plans", "/admin/failed-plans/"),
                  ("dashboard (cached 5 s)", "/admin/"),

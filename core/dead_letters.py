@@ -195,6 +195,14 @@ def list_dead_letters(broker, limit: int = 100) -> list[DeadLetter]:
     return sorted(found, key=lambda d: d.failed_at, reverse=True)[:limit]
 
 
+def matching(broker, wanted: dict[str, str], newest: int) -> list[DeadLetter]:
+    """The newest `newest` dead letters whose queue, actor and error code equal those in
+    `wanted` (all of them for an empty `wanted`), newest first: what a filtered list shows and
+    what its "… matching" actions act on."""
+    letters = list_dead_letters(broker, newest)
+    return [d for d in letters if all((getattr(d, k) or "") == v for k, v in wanted.items())]
+
+
 def count_dead_letters(broker) -> int:
     if isinstance(broker, RabbitmqBroker):
         return rabbitmq.count(broker)

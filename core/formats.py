@@ -65,3 +65,15 @@ def ago(value: float) -> str:
         if value >= from_:
             return f"{value // size:.0f} {unit} ago"
     return f"{value:.0f} s ago"
+
+
+def since(value: datetime | str | None, now: datetime | None = None, empty: str = "") -> str:
+    """How long ago a time (naive UTC, as the database keeps it, aware, or ISO text) was: `2 min ago`."""
+    if not value:
+        return empty
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.removesuffix("Z"))
+    if value.tzinfo:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    return ago((now - value).total_seconds())

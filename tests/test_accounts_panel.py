@@ -108,8 +108,12 @@ def test_tokens_made_and_revoked_on_the_accounts_page(app, admin_client):
 def test_panel_actions_are_audited_centrally_with_the_filter_and_the_rows(admin_client, broker):
     a, b = failed_plan("a@x.io", days=2, code="ERR_API_TIMEOUT"), failed_plan("b@x.io", code="ERR_AUTH")
     post(admin_client, "/admin/failed-plans/action/", action="reset", rowid=day_ids(a))
+    token = csrf_token(admin_client, "/admin/")
+    asked = admin_client.post("/admin/failed-plans/retry-matching/?flt0_error_code_equals=ERR_AUTH",
+                              data={"csrf_token": token})
+    assert asked.status_code == 200 and AuditEvent.select().count() == 1  # ERR_AUTH is permanent: asked first
     matching = admin_client.post("/admin/failed-plans/retry-matching/?flt0_error_code_equals=ERR_AUTH",
-                                 data={"csrf_token": csrf_token(admin_client, "/admin/")})
+                                 data={"csrf_token": token, "confirmed": "1"})
     assert matching.status_code == 302
     reset, retried = AuditEvent.select().order_by(AuditEvent.id)
     assert (reset.action, reset.rows, reset.source) == ("failed_plans.reset", 2, "panel")

@@ -105,7 +105,12 @@ def test_log_in_filter_and_retry_two_failed_plans(page, failures, openai_sim):
     boxes.nth(0).check()
     boxes.nth(1).check()
     page.click("text=With selected")
+    assert page.inner_text("[data-model-action=retry]") == "Retry selected (2)"  # the count on the action
     page.click("text=Retry selected")
+    # ERR_AUTH is permanent: a page says how many will fail again and asks before anything is done
+    assert page.inner_text("#permanent-warning") == "will fail again: ERR_AUTH ×2"
+    assert [WorkoutPlan.get_by_id(i).status for i in chosen] == ["failed", "failed"]
+    page.click("#confirm-anyway")
     page.wait_for_selector(".alert-success")
     assert "dispatched 2 generation job(s)" in page.inner_text(".alert-success")
 
@@ -115,7 +120,7 @@ def test_log_in_filter_and_retry_two_failed_plans(page, failures, openai_sim):
     page.reload()
     assert page.locator("input.action-checkbox").count() == 1  # only the plan left alone is still failed
     for plan_id in chosen_plans:
-        assert page.locator(f"td.col-plan:text-is('#{plan_id}')").count() == 0
+        assert page.locator(f"td.col-plan a[href$='flt0_plan_equals={plan_id}']").count() == 0
     assert openai_sim.stats()["requests"] - calls_before == 2  # one call a retried day
 
 

@@ -99,7 +99,7 @@ def test_dead_letters_filter_and_delete_all_with_the_count(admin_client, broker)
     remember_error(broker, ids[0], "ERR_AUTH", "no")
     page = admin_client.get("/admin/dead-letters/?error_code=ERR_AUTH").text
     assert "1 matching (of the newest" in page and page.count('name="rowid"') == 1
-    assert "Delete all 3 dead letters for good" in admin_client.get("/admin/dead-letters/").text
+    assert "Delete the 3 dead letter(s) of every queue for good" in admin_client.get("/admin/dead-letters/").text
     assert admin_client.get("/admin/dead-letters/?actor=nobody").text.count('name="rowid"') == 0
     token = csrf_token(admin_client, "/admin/dead-letters/")
     done = admin_client.post("/admin/dead-letters/delete-all/", data={"csrf_token": token}, follow_redirects=True)

@@ -29,6 +29,7 @@ def test_start_a_translation_from_the_form_and_watch_it_reach_100_percent(page, 
     page.fill("input[name=email]", "translator@example.com")
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
+    page.goto("/admin/batches/")
     page.click("text=New translation")
     page.wait_for_url(re.compile(r".*/admin/translations/$"))
     page.set_input_files("input[name=files]", uploads)

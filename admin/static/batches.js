@@ -11,6 +11,14 @@
     return td;
   }
 
+  function anchor(parent, href, text) {
+    var a = document.createElement("a");
+    a.href = href;
+    a.textContent = text;
+    parent.appendChild(a);
+    return a;
+  }
+
   function showAll(root, data) {
     root.querySelectorAll("[data-show]").forEach(function (el) {
       var value = data.shown[el.getAttribute("data-show")];
@@ -37,7 +45,7 @@
       var row = document.createElement("tr");
       var code = document.createElement("code");
       code.textContent = e.code;
-      cell(row, "").appendChild(code);
+      anchor(cell(row, ""), table.getAttribute("data-codes") + "#" + e.code, "").appendChild(code);
       cell(row, e.sentence);
       cell(row, e.count, "text-right");
       body.appendChild(row);
@@ -50,7 +58,7 @@
     body.textContent = "";
     items.forEach(function (i) {
       var row = document.createElement("tr");
-      cell(row, i.position + 1);
+      anchor(cell(row, ""), i.shown.jobs, String(i.position + 1)).title = "The jobs of this item's chunk";
       cell(row, i.shown.name, "text-break");
       var status = cell(row, "");
       var badge = document.createElement("span");
@@ -62,7 +70,7 @@
       if (i.error_code) {
         var code = document.createElement("code");
         code.textContent = i.error_code;
-        result.appendChild(code);
+        anchor(result, i.shown.code_url, "").appendChild(code);
         result.appendChild(document.createTextNode(" "));
       }
       result.appendChild(document.createTextNode(i.shown.result));

@@ -1,5 +1,6 @@
 /* What the panel's markup asks of script, without inline script (the CSP allows none):
-   confirmations of forms (data-confirm), Flask-Admin's actions menu (data-model-action),
+   confirmations of forms (data-confirm), Flask-Admin's actions menu (data-model-action, each
+   entry with the count of the selected rows: "Retry selected (3)"),
    progress bar widths (data-width), and links to `javascript:void(0)` (Flask-Admin's
    placeholders) that must not navigate. */
 (function () {
@@ -27,6 +28,21 @@
       e.preventDefault();
     }
   }, true);
+
+  function countSelected() {
+    var n = document.querySelectorAll("input.action-checkbox:checked").length;
+    document.querySelectorAll("[data-model-action]").forEach(function (item) {
+      if (!item.hasAttribute("data-label")) item.setAttribute("data-label", item.textContent.trim());
+      var label = item.getAttribute("data-label");
+      item.textContent = n ? label + " (" + n + ")" : label;
+    });
+  }
+
+  document.addEventListener("change", function (e) {
+    var box = e.target.classList;
+    // after the other handlers of this change ("select all" checks the rows itself)
+    if (box && (box.contains("action-checkbox") || box.contains("action-rowtoggle"))) setTimeout(countSelected, 0);
+  });
 
   window.fleetPage = {widths: widths};
   widths(document);

@@ -14,8 +14,10 @@ from admin.views.job_stats import JobStatsView
 from admin.views.jobs import JobLogView
 from admin.views.schedule import ScheduleView
 from admin.views.series import EpisodeDataView, SeriesDataView
+from admin.views.shown import code_sentence, when
 from admin.views.translations import TranslationsView
 from admin.views.workouts import FailedPlansView
+from core import formats
 from db.models.audit import AuditEvent
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan
@@ -23,6 +25,8 @@ from db.models.workouts import WorkoutPlan
 
 def register_views(admin: Admin) -> None:
     admin.app.context_processor(lambda: {"firing_alerts": firing_now})  # the header of every page
+    admin.app.jinja_env.filters.update(when=when, since=formats.since)
+    admin.app.jinja_env.globals.update(code_sentence=code_sentence)
     admin.add_view(JobLogView(JobLog, name="Job logs", endpoint="joblogs", url="/admin/jobs"))
     admin.add_view(FailedPlansView(WorkoutPlan, name="Failed plans", endpoint="failed_plans", url="/admin/failed-plans"))
     admin.add_view(SeriesDataView(name="Series", category="Series data", endpoint="series_data", url="/admin/series"))

@@ -13,6 +13,7 @@ from werkzeug.utils import secure_filename
 from admin import audit_trail, exports
 from admin.access import PanelAccess, is_admin
 from admin.exports import csv_safe
+from admin.views.shown import when
 from core import formats
 from core.errors import FleetError
 from db.database import database
@@ -53,8 +54,8 @@ class ReadOnlyModelView(PanelAccess, ModelView):
     page_size = 50
     can_set_page_size = True
     page_size_options = (20, 50, 100)
-    column_type_formatters = {**typefmt.BASE_FORMATTERS, datetime: lambda view, value, name: utc(value)}
-    column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: lambda view, value, name: utc(value)}
+    column_type_formatters = {**typefmt.BASE_FORMATTERS, datetime: lambda view, value, name: when(value)}
+    column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: lambda view, value, name: when(value)}
     column_type_formatters_export = {**typefmt.EXPORT_FORMATTERS, datetime: lambda view, value, name: utc(value),
                                      str: lambda view, value, name: csv_safe(value)}
 

@@ -10,6 +10,8 @@ from flask_admin import BaseView, expose
 import actors.all  # noqa: F401  (every batch kind: resume and retry need the kind's actor)
 from actors import batches as ops
 from admin.access import PanelAccess, is_admin
+from admin.views import confirm
+from admin.views.job_links import jobs_url
 from core import formats
 from core.errors import FleetError
 from db.models.batches import Batch, BatchItem
@@ -102,9 +104,14 @@ def for_page(snap: ops.Snapshot) -> dict:
     # an uploaded file is shown by the name it was uploaded with and fetched by its download link:
     # the panel shows no path on the server
     originals = (snap.batch.options or {}).get("original_names") or {} if downloads else {}
+    translation = snap.batch.kind == "translation"
 
     def name(key: str | None) -> str | None:
-        return originals.get(PurePath(key).name, key) if key and originals else key
+        if key and originals:
+            return originals.get(PurePath(key).name, key)
+        if key and translation and PurePath(key).is_absolute():  # files given to the CLI: no server path shown
+            return str(PurePath(PurePath(key).parent.name, PurePath(key).name))
+        return key
 
     data["shown"] = {
         "status_label": data["status_label"], "percent": f"{data['percent']:g} %",
@@ -120,8 +127,19 @@ def for_page(snap: ops.Snapshot) -> dict:
                   if data["lane"] == "economy" else "–"),
     }
     data["actions"] = actions(data)
+    if translation:  # the JSON too (viewers and read tokens read it): names, never a path on the server
+        data["current_item"] = name(data["current_item"])
+        data["options"] = {k: v for k, v in (data["options"] or {}).items() if k not in ("uploads", "out")} or None
+    data["shown"]["jobs"] = jobs_url("batch", snap.batch.id)
+    data["shown"]["retry_label"] = f"Retry {data['failed']:,} failed"
+    data["shown"]["retry_warning"] = confirm.warning(confirm.permanent((e["code"], e["count"]) for e in data["errors"]))
     for item in data["items"]:
-        item["shown"] = {"name": name(item["key"]), "result": _result(item, skip=("output",) if downloads else ()),
+        if translation:
+            item["key"] = name(item["key"])
+            item["result"] = {k: v for k, v in item["result"].items() if k != "output"} if item["result"] else None
+        item["shown"] = {"jobs": jobs_url("batch", f"{snap.batch.id}/{item['position'] // snap.batch.chunk_size}"),
+                         "code_url": url_for("error_codes.index") + f"#{item['error_code']}" if item["error_code"] else None,
+                         "name": name(item["key"]), "result": _result(item, skip=("output",) if translation else ()),
                          "cost": ops.usd(item["cost_usd"]) if item["cost_usd"] else "",
                          "finished_at": formats.moment(item["finished_at"]) if item["finished_at"] else "",
                          "download": url_for("translations.download", batch_id=snap.batch.id, position=item["position"])
@@ -179,4 +197,13 @@ class BatchesView(PanelAccess, BaseView):
 
     @expose("/<batch_id>/retry/", methods=("POST",))
     def retry(self, batch_id: str):
+        try:
+            failed = ops.errors(batch_id)
+        except FleetError:
+            failed = []
+        permanent = confirm.permanent((e["code"], e["count"]) for e in failed)
+        if permanent and not confirm.confirmed():
+            return confirm.ask(self, permanent, question=f"Run the {sum(e['count'] for e in failed)} failed item(s) "
+                               "of this batch again?", action=self.get_url(".retry", batch_id=batch_id),
+                               back=self.get_url(".details", batch_id=batch_id))
         return self._act(batch_id, lambda: ops.retried_text(ops.retry(batch_id)))

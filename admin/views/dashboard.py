@@ -17,7 +17,7 @@ from actors.schedule import leader as scheduler_leader
 from actors.series import overview as series_overview
 from admin.access import PanelAccess
 from admin.cache import cached
-from admin.stats import last_day
+from admin.stats import chart, last_day
 from core import clock
 from core.breakers import held_back, states
 from core.broker import REDIS_NAMESPACE
@@ -62,12 +62,14 @@ class DashboardView(PanelAccess, AdminIndexView):
         settings = current_app.config["FLEET_SETTINGS"]
         broker = dramatiq.get_broker()
         day = cached("dashboard:day", CACHE_SECONDS, last_day)
+        bars, bar = cached("dashboard:chart", CACHE_SECONDS, lambda: chart(day))
         errors: list[str] = []
         return self.render(
             "dashboard.html",
             statuses=day.statuses,
-            hours=day.hours,
-            peak=max([h.succeeded + h.failed for h in day.hours] + [1]),
+            hours=bars,
+            bar=bar,
+            peak=max([h.succeeded + h.failed for h in bars] + [1]),
             queues=_read(errors, "queues", lambda: queue_depths(broker), []),
             workers=_read(errors, "workers", lambda: _workers(settings.heartbeat_timeout), []),
             lost=_read(errors, "lost workers", lambda: _lost(settings.heartbeat_timeout), []),

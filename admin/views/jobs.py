@@ -14,7 +14,9 @@ from actors.jobs import retry_job
 from admin import audit_trail
 from admin.access import is_admin
 from admin.stats import distinct_values
-from admin.views.base import ReadOnlyModelView, as_id, cut
+from admin.views import confirm, job_links
+from admin.views.base import ReadOnlyModelView, as_id
+from admin.views.shown import when
 from core.errors import CODES, FleetError
 from core.redact import redact
 from db.models.jobs import JobLog
@@ -24,18 +26,6 @@ STATUS_OPTIONS = [(s, s) for s in JobLog.STATUSES]
 LIST_FIELDS = [JobLog.id, JobLog.created_at, JobLog.finished_at, JobLog.job_class, JobLog.message_id, JobLog.queue,
                JobLog.status, JobLog.attempt, JobLog.error_code, JobLog.message, JobLog.duration_seconds,
                JobLog.trace_id, JobLog.worker]
-
-
-def _workout_plan(args, kwargs):
-    plan_id = kwargs.get("plan_id", args[1] if len(args) > 1 else None)
-    if plan_id is None:
-        return []
-    return [(f"Plan #{plan_id}: its failed days", url_for("failed_plans.index_view", flt0_plan_equals=plan_id))]
-
-
-# What a job worked on, by actor: (label, url) pairs from its arguments. A domain whose
-# jobs work on rows the panel shows adds its actor here.
-RELATED = {"generate_user_workout_plan": _workout_plan}
 
 
 class LiveOptions:
@@ -60,7 +50,15 @@ def _code(view, context, model, name):
     if not code:
         return ""
     sentence = CODES[code].sentence if code in CODES else ""
-    return Markup('<span title="{}">{}</span>').format(sentence, code)
+    return Markup('<a href="{}#{}" title="{}">{}</a>').format(url_for("error_codes.index"), code, sentence, code)
+
+
+def _short(text: str | None, keep: int):
+    """A long id or name cut to `keep` characters, the whole on hover."""
+    text = text or ""
+    if len(text) <= keep:
+        return text
+    return Markup('<span title="{}">{}…</span>').format(text, text[: keep - 1])
 
 
 def _status(view, context, model, name):
@@ -70,8 +68,9 @@ def _status(view, context, model, name):
 def _trace(view, context, model, name):
     if not model.trace_id:
         return ""
-    return Markup('<a href="{}" title="All attempts of this trace">{}</a>').format(
-        url_for(".index_view", flt0_trace_id_equals=model.trace_id), model.trace_id)
+    short = model.trace_id if len(model.trace_id) <= 9 else model.trace_id[:8] + "…"
+    return Markup('<a class="fleet-id" href="{}" title="{} (every attempt of this trace)">{}</a>').format(
+        url_for(".index_view", flt0_trace_id_equals=model.trace_id), model.trace_id, short)
 
 
 def _message_id(view, context, model, name):
@@ -104,7 +103,7 @@ def _args(view, context, model, name):
 
 def _related(view, context, model, name):
     call = _call(model)
-    links = RELATED.get(model.job_class, lambda a, k: [])(*call) if call else []
+    links = job_links.related(model, *call) if call else []
     links.append(("Every attempt of this message", url_for(".index_view", flt0_message_id_equals=model.message_id)))
     return Markup(" · ").join(Markup('<a href="{}">{}</a>').format(url, label) for label, url in links)
 
@@ -120,6 +119,12 @@ def _redelivered_as(view, context, model, name):
         url_for(".details_view", id=row.id), row.run_id, row.status, row.worker or "")
 
 
+def _traceback(view, context, model, name):
+    if model.status == "deferred":  # an expected wait (over budget, breaker open): no retry spent, nothing broke
+        return "" if not model.traceback else "(an expected deferral: no retry was spent; the job runs again later)"
+    return _pre(model.traceback)
+
+
 class JobLogView(ReadOnlyModelView):
     details_template = "joblog_details.html"
     export_max_rows = 100_000
@@ -131,7 +136,7 @@ class JobLogView(ReadOnlyModelView):
                            "trace_id", "worker", "args", "traceback"]
     column_export_list = ["created_at", "finished_at", "job_class", "queue", "message_id", "status", "attempt",
                           "error_code", "message", "duration_seconds", "trace_id", "worker"]
-    column_labels = {"created_at": "Time (UTC)", "job_class": "Actor", "duration_seconds": "Seconds",
+    column_labels = {"created_at": "Time (UTC)", "job_class": "Actor", "duration_seconds": "Secs", "attempt": "Try",
                      "trace_id": "Trace id", "error_code": "Error code", "finished_at": "Finished (UTC)",
                      "message_id": "Message id", "related": "Related", "redelivered_as": "Redelivered as"}
     column_sortable_list = ["created_at"]  # sorting another column would sort the whole table
@@ -147,9 +152,13 @@ class JobLogView(ReadOnlyModelView):
         f.DateTimeSmallerFilter(JobLog.created_at, "Time (UTC)"),
         f.FilterEqual(JobLog.trace_id, "Trace id"),
         f.FilterEqual(JobLog.message_id, "Message id"),
+        *job_links.FILTERS,
     ]
     column_formatters = {
-        "message": lambda v, c, m, n: cut(m.message),
+        "message": lambda v, c, m, n: _short(m.message, 90),
+        "worker": lambda v, c, m, n: _short(m.worker, 18),
+        "job_class": lambda v, c, m, n: _short(m.job_class, 22),
+        "created_at": lambda v, c, m, n: when(m.created_at),
         "status": _status,
         "error_code": _code,
         "trace_id": _trace,
@@ -158,7 +167,8 @@ class JobLogView(ReadOnlyModelView):
     }
     column_formatters_detail = {"error_code": _code, "status": _status, "args": _args, "related": _related,
                                 "redelivered_as": _redelivered_as,
-                                "traceback": lambda v, c, m, n: _pre(m.traceback),
+                                "traceback": _traceback, "created_at": lambda v, c, m, n: when(m.created_at),
+                                "finished_at": lambda v, c, m, n: when(m.finished_at),
                                 "message": lambda v, c, m, n: _pre(m.message)}
     column_formatters_export = {"duration_seconds": lambda v, c, m, n: m.duration_seconds}
 
@@ -174,6 +184,8 @@ class JobLogView(ReadOnlyModelView):
 
     def render(self, template, **kwargs):
         kwargs.setdefault("can_retry", is_admin())
+        model = kwargs.get("model")
+        kwargs.setdefault("warning", confirm.warning(confirm.permanent([(model.error_code, 1)])) if model else "")
         return super().render(template, **kwargs)
 
     @expose("/retry/", methods=("POST",))
@@ -184,8 +196,13 @@ class JobLogView(ReadOnlyModelView):
         if job is None:
             flash("Record does not exist.", "error")
             return redirect(self.get_url(".index_view"))
+        permanent = confirm.permanent([(job.error_code, 1)])
         if job.status != "failed":
             flash(f"Only a failed job is retried from here; this attempt is {job.status}.", "warning")
+        elif permanent and not confirm.confirmed():
+            return confirm.ask(self, permanent, question=f"Run this {job.job_class} job again?",
+                               action=self.get_url(".retry_view"), back=self.get_url(".details_view", id=job.id),
+                               fields=[("id", str(job.id))])
         else:
             try:
                 flash(retry_job(dramatiq.get_broker(), job), "success")

@@ -3,17 +3,21 @@ the sweeps' recent runs and a button to run one now."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime
 
-from flask import abort, flash, redirect, url_for
+from flask import abort, flash, redirect, request, url_for
 from flask_admin import expose
 from flask_admin.actions import action
 from flask_admin.contrib.peewee import filters as f
 from flask_admin.model import filters as base_filters
 from markupsafe import Markup
+from peewee import SQL, fn
 
 from actors import series as ops
+from admin.views import confirm
 from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec, on_all_matching, utc
+from admin.views.job_links import jobs_url
 from core import formats
 from core.errors import CODES
 from db.models import utcnow
@@ -127,20 +131,31 @@ def _data(view, context, model, name):
         if model.data is not None else ""
 
 
+def _jobs(view, context, model, name):
+    return Markup('<a href="{}" title="The data jobs of this row">jobs</a>').format(
+        jobs_url(view.jobs_filter, model.id))
+
+
+def _name(view, context, model, name):
+    return Markup('<span title="{}">{}</span>').format(model.name or "", cut(model.name, 40)) if model.name else ""
+
+
 # -- the views ---------------------------------------------------------------------------------------
 
 class SyncedRowsView(ReadOnlyModelView):
     """What the series and the episodes lists share."""
 
     kind: ops.Kind
+    jobs_filter = ""  # the job-log filter of this kind's data jobs (admin.views.job_links)
     list_template = "series_data_list.html"
     column_labels = {"tvdb_id": "TVDB id", "data_last_updated_at": "Data age", "error_code": "Last error",
                      "error_message": "Error message"}
     column_sortable_list = ["id", "data_last_updated_at"]
     column_default_sort = ("id", True)
-    column_formatters = {"data_last_updated_at": _age, "error_code": _code,
-                         "error_message": lambda v, c, m, n: cut(m.error_message, 120)}
-    column_formatters_detail = {"data_last_updated_at": _age, "error_code": _code, "data": _data}
+    column_formatters = {"data_last_updated_at": _age, "error_code": _code, "jobs": _jobs, "name": _name,
+                         "error_message": lambda v, c, m, n: Markup('<span title="{}">{}</span>').format(
+                             m.error_message or "", cut(m.error_message, 80))}
+    column_formatters_detail = {"data_last_updated_at": _age, "error_code": _code, "data": _data, "jobs": _jobs}
 
     def __init__(self, kind: ops.Kind, *extra_filters, **kwargs):
         self.kind = kind
@@ -163,6 +178,17 @@ class SyncedRowsView(ReadOnlyModelView):
                 "sweeps": [self.kind.import_task(), self.kind.check_task()],
                 "running": {name: ops.running_sweep(name) for name in (self.kind.import_task(), self.kind.check_task())}}
 
+    def codes_of(self, where) -> Counter:
+        """The permanent error codes of the rows `where` selects, with their counts."""
+        model = self.kind.model
+        return confirm.permanent(model.select(model.error_code, fn.COUNT(SQL("*")))
+                                 .where(where & model.error_code.is_null(False)).group_by(model.error_code).tuples())
+
+    def matching_warning(self) -> str:
+        """ "will fail again: ERR_NOT_FOUND ×12" for the rows of the filter, or "" """
+        spec = filter_spec(self)
+        return confirm.warning(self.codes_of(ops.matching(self.kind, spec))) if spec is not None else ""
+
     def matching_count(self) -> str:
         spec = filter_spec(self)
         if spec is None:
@@ -173,7 +199,14 @@ class SyncedRowsView(ReadOnlyModelView):
     # -- actions ------------------------------------------------------------------------------------
     @action("sync", "Sync selected", "Dispatch a data job for each selected row now?")
     def action_sync(self, ids):
-        counts = ops.sync_rows(self.kind, [i for i in (as_id(raw) for raw in ids) if i is not None])
+        row_ids = [i for i in (as_id(raw) for raw in ids) if i is not None]
+        permanent = self.codes_of(self.kind.model.id.in_(row_ids))
+        if permanent and not confirm.confirmed():
+            return confirm.ask(self, permanent, question=f"Sync the {len(row_ids)} selected {self.kind.name}?",
+                               action=url_for(".action_view"), back=request.form.get("url") or url_for(".index_view"),
+                               fields=[("action", "sync"), ("url", request.form.get("url", "")),
+                                       *(("rowid", str(i)) for i in row_ids)])
+        counts = ops.sync_rows(self.kind, row_ids)
         flash(f"Dispatched {counts['enqueued']} data job(s); {counts['already_queued']} already queued or running.",
               "success")
 
@@ -189,6 +222,12 @@ class SyncedRowsView(ReadOnlyModelView):
                 f"{COUNT_LIMIT}+" if matching > COUNT_LIMIT else matching, self.kind.name,
                 url_for("joblogs.index_view", flt0_message_id_equals=message.message_id)), "success")
 
+        spec = filter_spec(self)
+        permanent = self.codes_of(ops.matching(self.kind, spec)) if spec is not None else None
+        if permanent and not confirm.confirmed():
+            return confirm.ask(self, permanent, question=f"Sync the {self.matching_count()} {self.kind.name} that "
+                               "match the filter?", action=request.full_path.rstrip("?"),
+                               back=self.get_url(".index_view", **request.args))
         return on_all_matching(self, ("sync", "synced"), self.kind.name,
                                lambda spec: ops.count_matching(self.kind, spec, COUNT_LIMIT), start)
 
@@ -212,9 +251,10 @@ def _episodes(view, context, model, name):
 
 
 class SeriesDataView(SyncedRowsView):
-    column_list = ["id", "tvdb_id", "name", "data_last_updated_at", "error_code", "error_message"]
+    jobs_filter = "series"
+    column_list = ["id", "tvdb_id", "name", "data_last_updated_at", "error_code", "error_message", "jobs"]
     column_details_list = ["id", "tvdb_id", "name", "data_last_updated_at", "error_code", "error_message",
-                           "created_at", "episodes", "data"]
+                           "created_at", "episodes", "jobs", "data"]
     column_formatters_detail = {**SyncedRowsView.column_formatters_detail, "episodes": _episodes}
 
     def __init__(self, **kwargs):
@@ -227,10 +267,11 @@ def _series(view, context, model, name):
 
 
 class EpisodeDataView(SyncedRowsView):
+    jobs_filter = "episode"
     column_list = ["id", "tvdb_id", "series", "season", "number", "name", "aired", "data_last_updated_at",
-                   "error_code", "error_message"]
+                   "error_code", "error_message", "jobs"]
     column_details_list = ["id", "tvdb_id", "series", "season", "number", "name", "aired", "data_last_updated_at",
-                           "error_code", "error_message", "created_at", "data"]
+                           "error_code", "error_message", "created_at", "jobs", "data"]
     column_formatters = {**SyncedRowsView.column_formatters, "series": _series}
     column_formatters_detail = {**SyncedRowsView.column_formatters_detail, "series": _series}
 

@@ -1,6 +1,7 @@
 """Failed plans: the `failed` days of workout plans, with retry and reset in bulk."""
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 
 from flask import flash, redirect, request, url_for
@@ -10,6 +11,7 @@ from flask_admin.contrib.peewee import filters as f
 from flask_admin.model import filters as base_filters
 from flask_login import current_user
 from markupsafe import Markup
+from peewee import SQL, fn
 
 from actors.workout_days import start_retry_days
 from actors.workouts import (
@@ -22,9 +24,12 @@ from actors.workouts import (
     retry_estimate,
     start_retry,
 )
+from admin.views import confirm
 from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec, on_all_matching
+from admin.views.job_links import jobs_url, plan_label, user_label
+from admin.views.shown import when
 from core.errors import CODES, FleetError
-from db.models.workouts import Plan, WorkoutPlan
+from db.models.workouts import Plan, User, WorkoutPlan
 
 CODE_OPTIONS = [(code, code) for code in CODES]
 
@@ -87,6 +92,29 @@ def _code(view, context, model, name):
                                                 model.error_code) if model.error_code else ""
 
 
+def _plan(view, context, model, name):
+    plan = model.plan
+    return Markup('<a href="{}" title="Every job of this plan">{}</a>').format(
+        jobs_url("plan", plan.id), cut(plan_label(plan), 40))
+
+
+def _user(view, context, model, name):
+    user = model.plan.user
+    return Markup('<a href="{}" title="{} (the failed days of this user)">{}</a>').format(
+        url_for(".index_view", flt0_user_equals=user.id), user_label(user), cut(user_label(user), 32))
+
+
+def codes_of(where, by_user: bool = False) -> Counter:
+    """The permanent error codes among the failed days `where` selects, with their counts (one
+    grouped query per permanent code's index entries: only `by_user` needs the plans joined)."""
+    permanent = [code for code, e in CODES.items() if not e.retryable]
+    query = WorkoutPlan.select(WorkoutPlan.error_code, fn.COUNT(SQL("*")))
+    rows = ((query.join(Plan) if by_user else query)
+            .where(where & (WorkoutPlan.status == "failed") & WorkoutPlan.error_code.in_(permanent))
+            .group_by(WorkoutPlan.error_code).tuples())
+    return confirm.permanent(rows)
+
+
 class FailedPlansView(ReadOnlyModelView):
     list_template = "failed_plans_list.html"
     page_size = 50
@@ -105,10 +133,12 @@ class FailedPlansView(ReadOnlyModelView):
         FailedBefore("Failed (UTC)"),
     ]
     column_formatters = {
-        "plan": lambda v, c, m, n: f"#{m.plan_id}",
-        "user": lambda v, c, m, n: f"#{m.plan.user_id}",
+        "plan": _plan,
+        "user": _user,
         "sentence": lambda v, c, m, n: CODES[m.error_code].sentence if m.error_code in CODES else "",
-        "error_message": lambda v, c, m, n: cut(m.error_message, 200),
+        "error_message": lambda v, c, m, n: Markup('<span title="{}">{}</span>').format(
+            m.error_message or "", cut(m.error_message, 120)),
+        "updated_at": lambda v, c, m, n: when(m.updated_at),
         "error_code": _code,
     }
     column_formatters_detail = {**column_formatters, "error_message": lambda v, c, m, n: m.error_message}
@@ -116,8 +146,9 @@ class FailedPlansView(ReadOnlyModelView):
     def get_query(self):
         return (WorkoutPlan.select(WorkoutPlan.id, WorkoutPlan.plan, WorkoutPlan.day, WorkoutPlan.status,
                                    WorkoutPlan.attempts, WorkoutPlan.error_code, WorkoutPlan.error_message,
-                                   WorkoutPlan.created_at, WorkoutPlan.updated_at, Plan.id, Plan.user)
-                .join(Plan).where(WorkoutPlan.status == "failed"))
+                                   WorkoutPlan.created_at, WorkoutPlan.updated_at, Plan.id, Plan.user, Plan.goal,
+                                   Plan.days, User.id, User.name, User.email)
+                .join(Plan).join(User).where(WorkoutPlan.status == "failed"))
 
     def get_one(self, id):
         row_id = as_id(id)
@@ -130,8 +161,15 @@ class FailedPlansView(ReadOnlyModelView):
 
     @action("retry", "Retry selected", "Set the selected days back to pending and generate them again?")
     def action_retry(self, ids):
+        day_ids = self._selected(ids)
+        permanent = codes_of(WorkoutPlan.id.in_(day_ids))
+        if permanent and not confirm.confirmed():
+            return confirm.ask(self, permanent, question=f"Retry the {len(day_ids)} selected day(s)?",
+                               action=url_for(".action_view"), back=request.form.get("url") or url_for(".index_view"),
+                               fields=[("action", "retry"), ("url", request.form.get("url", "")),
+                                       *(("rowid", str(i)) for i in day_ids)])
         try:
-            reset, plans, sent = retry_days(self._selected(ids))
+            reset, plans, sent = retry_days(day_ids)
         except FleetError as exc:  # saved, the jobs wait in the outbox: the line says so
             flash(str(exc), "error")
             return
@@ -164,6 +202,7 @@ class FailedPlansView(ReadOnlyModelView):
             kwargs["matching"] = count_matching(spec) if spec is not None else None
             kwargs["estimate"] = retry_estimate(kwargs["matching"][0]) if kwargs["matching"] else ""
             kwargs["pending_plans"] = count_plans_with_pending_days()  # what "Generate pending" would dispatch
+            kwargs["warning"] = confirm.warning(codes_of(matching(spec), "user" in spec)) if spec is not None else ""
         return super().render(template, **kwargs)
 
     @expose("/retry-matching/", methods=("POST",))
@@ -175,6 +214,13 @@ class FailedPlansView(ReadOnlyModelView):
             flash(f"Retry of {plans} matching plans started.", "success")
             return redirect(url_for("batches.details", batch_id=batch.id))
 
+        spec = self.filter_spec()
+        permanent = codes_of(matching(spec), "user" in spec) if spec is not None else None
+        if permanent and not confirm.confirmed():
+            days, plans = count_matching(spec)
+            return confirm.ask(self, permanent, question=f"Retry the {days} failed day(s) in {plans} plan(s) that "
+                               "match the filter?", action=request.full_path.rstrip("?"),
+                               back=self.get_url(".index_view", **request.args))
         return on_all_matching(self, ("retry", "retried"), "failed plans", lambda spec: count_matching(spec)[1], start)
 
     @expose("/retry-matching-economy/", methods=("POST",))
