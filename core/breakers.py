@@ -11,7 +11,7 @@ import uuid
 
 import pybreaker
 
-from core.errors import classify
+from core.errors import FleetError, classify
 from core.locks import RedisLock
 from core.settings import get_settings
 from core.state import state_redis
@@ -136,6 +136,32 @@ def seconds_to_wait(service: str) -> float:
 
 def states() -> dict[str, str]:
     return {service: breaker(service).current_state for service in SERVICES}
+
+
+def _known(service: str) -> pybreaker.CircuitBreaker:
+    if service not in SERVICES:
+        raise FleetError(f"no breaker {service!r}; the breakers are {', '.join(SERVICES)}", exit_code=2)
+    return breaker(service)
+
+
+def reset(service: str) -> str:
+    """Close the breaker by hand (the service is known to be back); its state before."""
+    cb = _known(service)
+    before = cb.current_state
+    cb.close()
+    client = state_redis()
+    if client is not None:
+        client.delete(_trial_key(service))
+    return before
+
+
+def trip(service: str) -> str:
+    """Open the breaker by hand for FLEET_CIRCUIT_RESET seconds (jobs that need the service wait,
+    without spending retries); its state before."""
+    cb = _known(service)
+    before = cb.current_state
+    cb.open()
+    return before
 
 
 def forget_breakers() -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications, TimeLimit
 
 from actors.middleware.breakers import CircuitDeferral
+from actors.middleware.cancel import Cancellations
 from actors.middleware.connections import DatabaseConnections
 from actors.middleware.held import HeldMessages
 from actors.middleware.invalid import InvalidMessages
 from actors.middleware.joblog import JobLogWriter
 from actors.middleware.lifecycle import DieWithMainProcess
 from actors.middleware.metrics import PrometheusMetrics
+from actors.middleware.pauses import QueuePauses
 from actors.middleware.presence import WorkerPresence
 from actors.middleware.retries import BackoffRetries
 from actors.middleware.schedule import ScheduledRuns
@@ -37,8 +39,10 @@ def fleet_middleware(settings: Settings) -> list:
         HeldMessages(),
         TraceContext(),
         WorkerPresence(settings.heartbeat_timeout),
+        QueuePauses(),
         PrometheusMetrics(settings.metrics_dir),
         InvalidMessages(),
+        Cancellations(),
         JobLogWriter(),
         CircuitDeferral(),
         UniqueJobs(),

@@ -5,6 +5,7 @@ from flask_admin import Admin
 
 from admin.views.alerts import AlertsView, firing_now
 from admin.views.batches import BatchesView
+from admin.views.controls import ControlsView
 from admin.views.dead_letters import DeadLettersView
 from admin.views.error_codes import ErrorCodesView
 from admin.views.health import HealthView
@@ -32,3 +33,4 @@ def register_views(admin: Admin) -> None:
     admin.add_view(ScheduleView(name="Schedule", endpoint="schedule", url="/admin/schedule"))
     admin.add_view(AlertsView(name="Alerts", endpoint="alerts", url="/admin/alerts"))
     admin.add_view(HealthView(name="Health", endpoint="health_page", url="/admin/health"))
+    admin.add_view(ControlsView(name="Controls", endpoint="controls", url="/admin/controls"))

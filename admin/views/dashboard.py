@@ -15,10 +15,11 @@ from actors.ai import status as ai_status
 from actors.middleware.presence import live_workers
 from actors.schedule import leader as scheduler_leader
 from actors.series import overview as series_overview
-from admin.access import PanelAccess
+from admin.access import PanelAccess, is_admin
 from admin.cache import cached
 from admin.stats import last_day
 from core.breakers import states
+from core.pauses import paused_since
 from core.queues import queue_depths
 from core.state import state_redis
 
@@ -54,6 +55,8 @@ class DashboardView(PanelAccess, AdminIndexView):
             hours=day.hours,
             peak=max([h.succeeded + h.failed for h in day.hours] + [1]),
             queues=_read(errors, "queues", lambda: queue_depths(broker), []),
+            paused=_read(errors, "paused queues", paused_since, {}),
+            can_control=is_admin(),
             workers=_read(errors, "workers", lambda: _workers(settings.heartbeat_timeout), []),
             heartbeat_timeout=settings.heartbeat_timeout,
             breakers=_read(errors, "breakers", states, {}),

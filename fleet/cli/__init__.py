@@ -98,6 +98,7 @@ def _register() -> None:
         ai,
         alerts,
         batches,
+        controls,
         database,
         demo,
         jobs,
@@ -109,7 +110,7 @@ def _register() -> None:
         workouts,
     )
 
-    for module in (processes, database, accounts, jobs, workouts, series, batches, translations, ai, schedule,
+    for module in (processes, database, accounts, jobs, controls, workouts, series, batches, translations, ai, schedule,
                    alerts, simulate, demo):
         for command in module.commands:
             cli.add_command(command)
