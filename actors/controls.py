@@ -10,10 +10,13 @@ from dramatiq.common import q_name
 from peewee import Expression
 
 from actors.middleware.joblog import args_text, named_arguments
+from actors.middleware.presence import live_workers
 from actors.middleware.unique import release_lock
 from core import pauses, queued
 from core.errors import FleetError
 from core.queues import known_queues
+from core.settings import get_settings
+from core.state import state_redis
 from db.models import utcnow
 from db.models.jobs import JobArgument, JobLog
 
@@ -22,9 +25,19 @@ _ARGUMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\S.*)$")
 _ID_LIKE = re.compile(r"^[0-9A-Za-z_.:-]*[0-9][0-9A-Za-z_.:-]*$")
 
 
+def queue_names(broker) -> list[str]:
+    """The queues this process declared, those live workers consume, and the paused ones."""
+    names = set(known_queues(broker)) | set(pauses.paused_since())
+    client = state_redis()
+    if client is not None:
+        for worker in live_workers(client, get_settings().heartbeat_timeout):
+            names.update(worker.queues)
+    return sorted(names)
+
+
 def _queue(broker, name: str, *, known: bool = True) -> str:
     name = (name or "").strip()
-    queues = known_queues(broker)
+    queues = queue_names(broker)
     if not name or (known and name not in queues):
         raise FleetError(f"no queue {name!r}; the queues are {', '.join(queues)}", exit_code=2)
     return name
@@ -50,7 +63,11 @@ def cancel_job(broker, message_id: str, who: str) -> queued.Cancelled:
     if not message_id:
         raise FleetError("give the message id of the job to cancel", exit_code=2)
     last = (JobLog.select(JobLog.queue).where(JobLog.message_id == message_id).order_by(JobLog.id.desc()).first())
-    result = queued.cancel(broker, message_id, last.queue if last else None)
+    queues = queue_names(broker)
+    if last and last.queue in queues:
+        queues.remove(last.queue)
+        queues.insert(0, last.queue)  # looked at first
+    result = queued.cancel(broker, message_id, queues)
     message = result.message
     if not result.held:
         release_lock(message)  # a held one releases it when its worker drops it

@@ -41,7 +41,7 @@ def paused_queues() -> set[str]:
     client = state_redis()
     if client is None:
         return _from_database()
-    with client.pipeline(transaction=False) as pipe:
+    with client.pipeline() as pipe:  # MULTI: the flag and the set of one moment
         loaded, members = pipe.exists(LOADED_KEY).smembers(PAUSED_KEY).execute()
     names = {m.decode() if isinstance(m, bytes) else m for m in members}
     if loaded:

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import dq_name, q_name
+from dramatiq.common import dq_name
 
 from core.errors import FleetError
 from core.lua import lua
-from core.queues import known_queues
 from core.state import state_redis
 
 CANCELLED_KEY = "fleet:cancelled"  # sorted set: message id -> unix time until which it is kept
@@ -59,13 +58,9 @@ def _find(broker: RedisBroker, message_id: str, queues: list[str]):
     return None
 
 
-def cancel(broker, message_id: str, queue: str | None = None) -> Cancelled:
-    """Cancel a waiting or delayed message (`queue`, when known, is looked at first)."""
+def cancel(broker, message_id: str, queues: list[str]) -> Cancelled:
+    """Cancel a waiting or delayed message, looked for in `queues` (and their delay queues) in order."""
     broker = _redis_broker(broker)
-    queues = known_queues(broker)
-    if queue and q_name(queue) in queues:
-        queues.remove(q_name(queue))
-        queues.insert(0, q_name(queue))
     found = _find(broker, message_id, queues)
     if found is None:
         raise NotCancellable(f"no queued or delayed job with message id {message_id} "

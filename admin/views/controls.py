@@ -44,26 +44,26 @@ class ControlsView(PanelAccess, BaseView):
         audit_trail.record(action, target=target, rows=1)
         flash(message, "success")
 
-    @expose("/queues/<name>/pause", methods=("POST",))
-    def pause(self, name: str):
+    @expose("/queues/<queue>/pause", methods=("POST",))
+    def pause(self, queue: str):
         def run():
-            if controls.pause_queue(dramatiq.get_broker(), name, current_user.email):
-                return f"Paused queue {name}: workers stop fetching from it within a second."
-            flash(f"Queue {name} was paused already.", "info")
+            if controls.pause_queue(dramatiq.get_broker(), queue, current_user.email):
+                return f"Paused queue {queue}: workers stop fetching from it within a second."
+            flash(f"Queue {queue} was paused already.", "info")
             return None
 
-        self._act("queues.pause", name, run)
+        self._act("queues.pause", queue, run)
         return _back()
 
-    @expose("/queues/<name>/resume", methods=("POST",))
-    def resume(self, name: str):
+    @expose("/queues/<queue>/resume", methods=("POST",))
+    def resume(self, queue: str):
         def run():
-            if controls.resume_queue(dramatiq.get_broker(), name):
-                return f"Resumed queue {name}."
-            flash(f"Queue {name} was not paused.", "info")
+            if controls.resume_queue(dramatiq.get_broker(), queue):
+                return f"Resumed queue {queue}."
+            flash(f"Queue {queue} was not paused.", "info")
             return None
 
-        self._act("queues.resume", name, run)
+        self._act("queues.resume", queue, run)
         return _back()
 
     @expose("/jobs/cancel", methods=("POST",))

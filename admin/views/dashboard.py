@@ -49,15 +49,18 @@ class DashboardView(PanelAccess, AdminIndexView):
         broker = dramatiq.get_broker()
         day = cached("dashboard:day", CACHE_SECONDS, last_day)
         errors: list[str] = []
+        workers = _read(errors, "workers", lambda: _workers(settings.heartbeat_timeout), [])
+        paused = _read(errors, "paused queues", paused_since, {})
+        also = sorted({q for w in workers or () for q in w.queues} | set(paused))
         return self.render(
             "dashboard.html",
             statuses=day.statuses,
             hours=day.hours,
             peak=max([h.succeeded + h.failed for h in day.hours] + [1]),
-            queues=_read(errors, "queues", lambda: queue_depths(broker), []),
-            paused=_read(errors, "paused queues", paused_since, {}),
+            queues=_read(errors, "queues", lambda: queue_depths(broker, also), []),
+            paused=paused,
             can_control=is_admin(),
-            workers=_read(errors, "workers", lambda: _workers(settings.heartbeat_timeout), []),
+            workers=workers,
             heartbeat_timeout=settings.heartbeat_timeout,
             breakers=_read(errors, "breakers", states, {}),
             leader=_read(errors, "scheduler leader", scheduler_leader),

@@ -32,7 +32,7 @@ def queues_list() -> None:
     broker = _open()
     paused = pauses.paused_since()
     table = Table("queue", "ready", "in flight", "delayed", "dead", "paused")
-    for q in queue_depths(broker):
+    for q in queue_depths(broker, controls.queue_names(broker)):
         row = paused.get(q.queue)
         table.add_row(q.queue, str(q.ready), "-" if q.in_flight is None else str(q.in_flight), str(q.delayed),
                       str(q.dead), f"since {formats.moment(row.paused_at)} by {row.paused_by}" if row else "no")
