@@ -70,6 +70,8 @@ _signatures: dict[str, inspect.Signature | None] = {}
 
 
 def _signature(broker, actor_name: str) -> inspect.Signature | None:
+    if broker is None:
+        return None
     if actor_name not in _signatures:
         try:
             _signatures[actor_name] = inspect.signature(broker.get_actor(actor_name).fn)
