@@ -8,6 +8,7 @@ on every web process, since each request checks it against the database.
 from __future__ import annotations
 
 import re
+import secrets
 import string
 from functools import cache
 from pathlib import Path
@@ -136,6 +137,40 @@ def set_password(email: str, password: str) -> PanelAccount:
     PanelAccount.update(password_hash=account.password_hash,
                         session_version=PanelAccount.session_version + 1).where(PanelAccount.id == account.id).execute()
     return account
+
+
+def generated_password() -> str:
+    """A password for a reset, shown once: 20 characters of `secrets.token_urlsafe` (120 bits)."""
+    while True:
+        password = secrets.token_urlsafe(15)
+        if password_problem(password, "") is None:
+            return password
+
+
+def reset_password(email: str) -> tuple[PanelAccount, str]:
+    """A generated password (to be shown once); every session of the account ends."""
+    password = generated_password()
+    return set_password(email, password), password
+
+
+def refuse_losing_the_last_admin(email: str) -> None:
+    """For the panel, before disabling or demoting an account: the last enabled admin stays
+    (the CLI may still do it: its operator can make another admin there)."""
+    account = get_account(email)
+    others = PanelAccount.select().where((PanelAccount.role == "admin") & PanelAccount.disabled_at.is_null()
+                                         & (PanelAccount.id != account.id)).count()
+    if account.role == "admin" and account.disabled_at is None and not others:
+        raise FleetError(f"{account.email} is the last enabled admin; make another admin first")
+
+
+def set_role(email: str, role: str) -> PanelAccount:
+    """A new role; every session of the account ends (it logs in again with the new one)."""
+    if role not in PanelAccount.ROLES:
+        raise FleetError(f"role must be one of {', '.join(PanelAccount.ROLES)}", exit_code=2)
+    account = get_account(email)
+    PanelAccount.update(role=role, session_version=PanelAccount.session_version + 1).where(
+        PanelAccount.id == account.id).execute()
+    return PanelAccount.get_by_id(account.id)
 
 
 def disable_account(email: str) -> PanelAccount:

@@ -27,6 +27,8 @@ def guard():
             return jsonify(error="login required"), 401
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
     if request.method not in SAFE_METHODS and path != "/admin/logout" and not is_admin():
+        if path.startswith("/api"):
+            return jsonify(error="this needs an admin (or a token of scope operate)"), 403
         abort(403)
     return None
 

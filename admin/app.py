@@ -9,7 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import actors.all  # noqa: F401  (every actor declared: their queues are the ones the panel reads)
 from actors.runtime import boot
-from admin import access, api, auth, errors, headers, health, metrics, throttle
+from admin import access, api, api_jobs, audit_trail, auth, bearer, errors, headers, health, metrics, throttle
 from admin.views import register_views
 from admin.views.dashboard import DashboardView
 from admin.views.translations import MAX_UPLOAD_BYTES
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             request.max_content_length = LARGEST_BODY
 
     CSRFProtect(app)
+    bearer.init_app(app)
     headers.init_app(app)
     throttle.init_app(app)
     auth.init_app(app)
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(metrics.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(api_jobs.blueprint)
     admin = Admin(app, name="Fleet", index_view=DashboardView(name="Dashboard", url="/admin"),
                   theme=Bootstrap4Theme(base_template="fleet_base.html", fluid=True))
     register_views(admin)
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # no connect here: peewee connects on the first query, so /healthz can report a dead database itself
 
     app.before_request(access.guard)
+    audit_trail.init_app(app)
 
     @app.teardown_request
     def _end_request(exc):

@@ -1,4 +1,4 @@
-"""/metrics: Prometheus text, public like /healthz.
+"""/metrics: Prometheus text, public like /healthz (unless FLEET_METRICS_TOKEN_REQUIRED: admin.bearer).
 
 - `fleet_jobs_total{actor,queue,status}` and `fleet_job_duration_seconds{actor,status}`:
   counters kept by the workers (actors.middleware.metrics, prometheus_client's
@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from actors.ai import status as ai_status
+from admin.bearer import metrics_login
 from admin.cache import cached
 from core.breakers import states
 from core.queues import queue_depths
@@ -126,6 +127,9 @@ class GaugeCollector:
                 log.warning("/metrics could not read %s", part, exc_info=True)
                 errors.add_metric([part], 1)
         yield errors
+
+
+blueprint.before_request(metrics_login)
 
 
 @blueprint.route("/metrics")

@@ -10,7 +10,7 @@ from flask_admin.model import typefmt
 from flask_login import current_user
 from werkzeug.utils import secure_filename
 
-from admin import exports
+from admin import audit_trail, exports
 from admin.access import PanelAccess, is_admin
 from admin.exports import csv_safe
 from core import formats
@@ -135,7 +135,8 @@ def on_all_matching(view, verb: tuple[str, str], what: str, count: Callable[[dic
     """The flow of "… all matching the filter" (retry failed plans, sync series data): nothing is
     done, and a flash says why, when the filter is not valid or matches nothing; otherwise
     `start(spec, how many match)` starts the work in the background, flashes what it did and
-    says where to go (None: back to the list). `verb` is ("retry", "retried")."""
+    says where to go (None: back to the list); the audit log notes it with the filter and the
+    count. `verb` is ("retry", "retried")."""
     back = redirect(view.get_url(".index_view", **request.args))
     spec = filter_spec(view)
     if spec is None:
@@ -146,10 +147,12 @@ def on_all_matching(view, verb: tuple[str, str], what: str, count: Callable[[dic
         if not matching:
             flash(f"No {what} match the filter; nothing to {verb[0]}.", "warning")
             return back
-        return start(spec, matching) or back
+        done = start(spec, matching) or back
     except FleetError as exc:
         flash(str(exc), "error")
         return back
+    audit_trail.record(f"{view.endpoint}.{verb[0]}_matching", audit_trail.filter_text(spec), matching)
+    return done
 
 
 def _stream(query):

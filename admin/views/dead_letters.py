@@ -11,6 +11,7 @@ from flask_admin.actions import ActionsMixin, action
 from flask_wtf import FlaskForm
 from wtforms import HiddenField
 
+from admin import audit_trail
 from admin.access import PanelAccess, is_admin
 from core import dead_letters as dl
 from core.errors import FleetError
@@ -93,6 +94,8 @@ class DeadLettersView(PanelAccess, ActionsMixin, BaseView):
         except FleetError as exc:
             flash(str(exc), "error")
             return
+        audit_trail.record(f"dead_letters.{'requeue' if verb == 'Requeued' else 'delete'}",
+                           "all" if ids is None else "ids=" + ",".join(ids), done)
         flash(f"{verb} {done} dead letter(s).", "success")
         if missing:
             flash(f"{len(missing)} were gone already (requeued or deleted meanwhile).", "warning")

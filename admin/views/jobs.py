@@ -12,6 +12,7 @@ from markupsafe import Markup
 
 from actors.controls import search_condition
 from actors.jobs import retry_job
+from admin import audit_trail
 from admin.access import is_admin
 from admin.stats import distinct_values
 from admin.views.base import ReadOnlyModelView, as_id, cut
@@ -186,6 +187,7 @@ class JobLogView(ReadOnlyModelView):
         else:
             try:
                 flash(retry_job(dramatiq.get_broker(), job), "success")
+                audit_trail.record("jobs.retry", f"job={job.id} message={job.message_id}", 1)
             except FleetError as exc:
                 flash(str(exc), "error")
         return redirect(self.get_url(".details_view", id=job.id))

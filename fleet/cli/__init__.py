@@ -106,14 +106,17 @@ def _register() -> None:
         schedule,
         series,
         simulate,
+        tokens,
         translations,
         workouts,
     )
+    from fleet.cli.audited import audit_commands
 
     for module in (processes, database, accounts, jobs, controls, workouts, series, batches, translations, ai, schedule,
-                   alerts, simulate, demo):
+                   alerts, tokens, simulate, demo):
         for command in module.commands:
             cli.add_command(command)
+    audit_commands(cli)
 
 
 def main() -> None:

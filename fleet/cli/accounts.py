@@ -40,6 +40,16 @@ def set_password_command(email: str, password_stdin: bool) -> None:
     click.echo(f"New password for {account.email}; its sessions have ended.")
 
 
+@accounts_group.command("set-role")
+@click.argument("email")
+@click.argument("role", type=click.Choice(PanelAccount.ROLES))
+def set_role_command(email: str, role: str) -> None:
+    """Change an account's role; every session of that account ends."""
+    open_database()
+    account = ops.set_role(email, role)
+    click.echo(f"{account.email} is now {account.role}; its sessions have ended.")
+
+
 @accounts_group.command("disable")
 @click.argument("email")
 def disable_command(email: str) -> None:
