@@ -78,15 +78,24 @@ def fill_joblogs(conn, upto: int) -> float:
         conn.commit()
         have = last
         print(f"  {have:,} JobLog rows ({time.perf_counter() - started:.0f} s)", flush=True)
-    with conn.cursor() as cur:
-        cur.execute("ANALYZE job_log")
-        cur.execute("ANALYZE job_arguments")
-    conn.commit()
+    vacuum(conn, "job_log", "job_arguments")
     return time.perf_counter() - started
+
+
+def vacuum(conn, *tables: str) -> None:
+    """VACUUM ANALYZE, as autovacuum would have by then: statistics, and the visibility map an
+    index-only scan needs (a table just filled has none)."""
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for table in tables:
+                cur.execute(f"VACUUM ANALYZE {table}")
+    finally:
+        conn.autocommit = False
 
 
 def fill_plans(conn, plans: int, days: int) -> None:
     with conn.cursor() as cur:
         cur.execute(PLANS, {"users": max(1, plans // 10), "plans": plans, "days": days})
-        cur.execute("ANALYZE workout_plan")
     conn.commit()
+    vacuum(conn, "app_user", "plan", "workout_plan")

@@ -171,7 +171,9 @@ class JobLogView(ReadOnlyModelView):
 
     def render(self, template, **kwargs):
         kwargs.setdefault("can_retry", is_admin())
-        kwargs.setdefault("can_cancel", is_admin())
+        model = kwargs.get("model")
+        kwargs.setdefault("can_cancel", is_admin() and model is not None and not JobLog.select().where(
+            (JobLog.message_id == model.message_id) & (JobLog.status == "cancelled")).exists())
         return super().render(template, **kwargs)
 
     @expose("/retry/", methods=("POST",))
