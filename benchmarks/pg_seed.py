@@ -85,6 +85,7 @@ def fill_joblogs(conn, upto: int) -> float:
 def vacuum(conn, *tables: str) -> None:
     """VACUUM ANALYZE, as autovacuum would have by then: statistics, and the visibility map an
     index-only scan needs (a table just filled has none)."""
+    conn.commit()
     conn.autocommit = True
     try:
         with conn.cursor() as cur:

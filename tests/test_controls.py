@@ -82,7 +82,9 @@ class Fleet:
         return rows[0][0] if rows else None
 
     def audit(self) -> list[tuple]:
-        return self.query("SELECT action, who, role, target, source FROM audit_log ORDER BY id")
+        """The controls' rows (not the set-up's migration and accounts)."""
+        return self.query("SELECT action, who, role, target, source FROM audit_log "
+                          "WHERE action NOT LIKE 'db.%' AND action NOT LIKE 'accounts.%' ORDER BY id")
 
     # -- the panel ---------------------------------------------------------------------------
     def session(self, email: str) -> requests.Session:

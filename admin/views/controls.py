@@ -4,7 +4,7 @@ job's details post here; no page of its own, so no menu entry."""
 from __future__ import annotations
 
 import dramatiq
-from flask import abort, flash, redirect, request, url_for
+from flask import abort, flash, g, redirect, request, url_for
 from flask_admin import BaseView, expose
 from flask_login import current_user
 
@@ -34,6 +34,7 @@ class ControlsView(PanelAccess, BaseView):
     def _act(self, action: str, target: str, run) -> None:
         if not is_admin():
             abort(403)
+        g.audited = True  # a refusal or a no-op changed nothing: no audit row (admin.audit_trail)
         try:
             message = run()
         except FleetError as exc:
