@@ -41,3 +41,19 @@ class PanelAccess:
 
     def inaccessible_callback(self, name, **kwargs):
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+class AdminAccess(PanelAccess):
+    """Mixin for the admins' pages (accounts, tokens, the audit log): hidden from viewers, and
+    403 when a viewer opens one anyway."""
+
+    def is_accessible(self) -> bool:
+        return super().is_accessible() and is_admin()
+
+    def is_visible(self) -> bool:
+        return is_admin()
+
+    def inaccessible_callback(self, name, **kwargs):
+        if current_user.is_authenticated:
+            abort(403)
+        return super().inaccessible_callback(name, **kwargs)

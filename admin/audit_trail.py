@@ -4,11 +4,12 @@ every state-changing request that its view did not record itself.
 A view that knows more than the request says (how many rows it touched) calls `record`; every
 other successful POST under /admin or /api is recorded by `record_the_rest` after the response,
 as `<page>.<action>` with its URL arguments, filter and form fields (never a password or a
-token) as the target, and the number of selected rows.
+token) as the target, and the number of selected rows. A request whose view flashed an
+error changed nothing and is not recorded.
 """
 from __future__ import annotations
 
-from flask import Flask, g, request
+from flask import Flask, g, request, session
 from flask_login import current_user
 
 from actors import audit
@@ -59,6 +60,8 @@ def record_the_rest(response):
             or not path.startswith(("/admin", "/api")) or path.startswith(NOT_ACTIONS)
             or not current_user.is_authenticated):
         return response
+    if any(category == "error" for category, _ in session.get("_flashes", ())):
+        return response  # the view refused (and said why): nothing changed
     rowids = request.form.getlist("rowid") if request.mimetype != "application/json" else []
     record(_request_action(), _request_target(), len(rowids) if rowids else None)
     return response

@@ -13,7 +13,7 @@ from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, server, sync_playwright 
 PAGES = ["/admin/", "/admin/jobs/", "/admin/failed-plans/", "/admin/series/", "/admin/episodes/",
          "/admin/job-stats/", "/admin/batches/", "/admin/translations/", "/admin/error-codes/",
          "/admin/dead-letters/", "/admin/schedule/", "/admin/alerts/",
-         "/admin/health/", "/admin/login"]
+         "/admin/health/", "/admin/accounts/", "/admin/audit/", "/admin/login"]
 
 # Every violation the page sees, whether or not it reached the console.
 RECORD_VIOLATIONS = """

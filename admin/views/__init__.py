@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from flask_admin import Admin
 
+from admin.views.accounts import AccountsView
 from admin.views.alerts import AlertsView, firing_now
+from admin.views.audit import AuditView
 from admin.views.batches import BatchesView
 from admin.views.controls import ControlsView
 from admin.views.dead_letters import DeadLettersView
@@ -15,6 +17,7 @@ from admin.views.schedule import ScheduleView
 from admin.views.series import EpisodeDataView, SeriesDataView
 from admin.views.translations import TranslationsView
 from admin.views.workouts import FailedPlansView
+from db.models.audit import AuditEvent
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan
 
@@ -33,4 +36,6 @@ def register_views(admin: Admin) -> None:
     admin.add_view(ScheduleView(name="Schedule", endpoint="schedule", url="/admin/schedule"))
     admin.add_view(AlertsView(name="Alerts", endpoint="alerts", url="/admin/alerts"))
     admin.add_view(HealthView(name="Health", endpoint="health_page", url="/admin/health"))
+    admin.add_view(AccountsView(name="Accounts", category="Admin", endpoint="accounts", url="/admin/accounts"))
+    admin.add_view(AuditView(AuditEvent, name="Audit log", category="Admin", endpoint="audit", url="/admin/audit"))
     admin.add_view(ControlsView(name="Controls", endpoint="controls", url="/admin/controls"))

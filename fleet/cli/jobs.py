@@ -5,12 +5,13 @@ import click
 import dramatiq
 from rich.table import Table
 
-from actors import batches
+from actors import audit, batches
 from actors import jobs as joblog
 from actors.runtime import boot
 from core import dead_letters, formats
 from core.broker import check_broker
 from core.errors import FleetError
+from core.settings import get_settings
 from db.models import utcnow
 from fleet.cli.database import open_database
 from fleet.cli.output import print_table
@@ -85,14 +86,16 @@ def delete_command(message_ids: tuple[str, ...]) -> None:
 @click.option("--days", type=DAYS, default=7, show_default=True, help="Delete finished rows older than this.")
 @click.option("--keep", type=click.IntRange(0, 10**9), default=100, show_default=True, help="Never delete the newest N rows.")
 def cleanup_command(days: float, keep: int) -> None:
-    """Delete old finished JobLog rows, in batches; and finished batches older than 30 days with
-    their items (never the newest 100 batches)."""
+    """Delete old finished JobLog rows, in batches; finished batches older than 30 days with
+    their items (never the newest 100 batches); audit events older than FLEET_AUDIT_RETENTION_DAYS."""
     open_database()
     deleted = joblog.cleanup(days, keep)
     click.echo(f"Deleted {deleted} job log row(s) older than {days:g} day(s); kept the newest {keep}.")
     pruned = batches.prune()
     click.echo(f"Deleted {pruned} finished batch(es) older than {batches.PRUNE_DAYS} days with their items; "
                f"kept the newest {batches.PRUNE_KEEP}.")
+    retention = get_settings().audit_retention_days
+    click.echo(f"Deleted {audit.prune(retention)} audit event(s) older than {retention:g} day(s).")
 
 
 @jobs_group.command("stats")
