@@ -62,3 +62,36 @@ def test_fleet_jobs_list_search_and_the_controls_at_the_command_line(fleet_env, 
                              "ORDER BY id").fetchall()
         assert conn.execute("SELECT queue FROM paused_queues").fetchall() == [("workouts",)]
     assert audit == [("queues.pause", "workouts", "cli", "cli"), ("breakers.trip", "series_api", "cli", "cli")]
+
+
+def test_the_search_on_postgresql_through_the_joblog_writer(own_postgres_url, broker):
+    from dramatiq import Message
+    from dramatiq.broker import MessageProxy
+
+    from actors.controls import search_condition
+    from actors.middleware.joblog import JobLogWriter
+    from db.database import database, open_database
+
+    pg = open_database(own_postgres_url)
+    previous = database.obj
+    database.initialize(pg)
+    try:
+        writer = JobLogWriter()
+        sent = {plan: MessageProxy(Message(queue_name="workouts", actor_name="generate_user_workout_plan",
+                                           args=(7, plan), kwargs={}, options={"trace_id": f"trace-{plan}"}))
+                for plan in (13, 130)}
+        for message in sent.values():
+            writer.before_process_message(broker, message)
+            writer.after_process_message(broker, message)
+        writer.flush()
+        with database.connection_context():
+            def found(text):
+                return {r.message_id for r in JobLog.select(JobLog.message_id).where(search_condition(text))}
+
+            assert found("plan_id=13") == {sent[13].message_id}
+            assert found("user_id=7") == {sent[13].message_id, sent[130].message_id}
+            assert found("trace-130") == {sent[130].message_id}
+            assert found(sent[13].message_id) == {sent[13].message_id}
+    finally:
+        database.initialize(previous)
+        pg.close_all()
