@@ -78,6 +78,9 @@ def seed_joblogs(db, count: int) -> None:
     if rows:
         with db.atomic():
             db.connection().executemany(sql, rows)
+    with db.atomic():  # what the search finds a job by: its first argument as a plan id
+        db.connection().execute("INSERT INTO job_arguments (message_id, name, value, created_at) "
+                                "SELECT message_id, 'plan_id', json_extract(args, '$[0]'), created_at FROM job_log")
 
 
 def seed_plans(db, plans: int, days: int) -> None:
@@ -336,6 +339,9 @@ def main() -> int:
         client, token = logged_in_client(app)
         pages = [("job logs", "/admin/jobs/"),
                  ("job logs, error code filter", "/admin/jobs/?flt0_error_code_equals=ERR_RATE_LIMIT"),
+                 ("search plan_id=13", "/admin/jobs/?search=plan_id%3D13"),
+                 ("search message id", f"/admin/jobs/?search=msg-{args.joblogs // 2}"),
+                 ("search trace id", f"/admin/jobs/?search={args.joblogs // 6:016x}"),
                  ("error codes", "/admin/error-codes/"),
                  ("failed plans", "/admin/failed-plans/"),
                  ("dashboard (cached 5 s)", "/admin/"),
