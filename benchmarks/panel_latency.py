@@ -197,7 +197,8 @@ def bulk_retry(client, token: str, expected_plans: int) -> tuple[float, dict, in
     finally:
         worker.stop()
     assert record["total"] == expected_plans, "the batch does not hold every matching plan"
-    return elapsed, record, broker.client.hlen("fleet:workouts.msgs")
+    # generation jobs waiting: on the queue, or delayed to their place in the OpenAI budget
+    return elapsed, record, broker.client.hlen("fleet:workouts.msgs") + broker.client.hlen("fleet:workouts.DQ.msgs")
 
 
 PG_TARGET_MS = 100
