@@ -18,6 +18,7 @@ log = logging.getLogger("fleet.pauses")
 PAUSED_KEY = "fleet:queues:paused"
 LOADED_KEY = "fleet:queues:paused:loaded"
 MIRROR_TTL = 30  # seconds a copy is trusted before it is taken from the database again
+RETRY_TTL = 5  # seconds before a database that did not answer is asked again
 
 
 def _from_database() -> set[str]:
@@ -51,6 +52,7 @@ def paused_queues() -> set[str]:
     except Exception as exc:
         log.warning("paused queues not read from the database; Redis's copy used",
                     extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+        client.set(LOADED_KEY, "1", ex=RETRY_TTL)  # the copy as it is for a while: no warning a second
         return names
 
 
