@@ -273,6 +273,7 @@ def postgres_run(args) -> int:
                 print(f"filled in {seconds:.0f} s", flush=True)
                 if args.fill_only:
                     continue
+                client, _ = logged_in_client(app)  # again: a long fill outlives the session's idle timeout
                 rows = []
                 for label, path in every_page(size):
                     if client.get(path).status_code == 404:
