@@ -15,7 +15,7 @@ from core import dead_letters
 from core.errors import FleetError
 from core.settings import get_settings
 from db.models import utcnow
-from db.models.jobs import JobLog
+from db.models.jobs import JobArgument, JobLog
 
 log = logging.getLogger("fleet.jobs")
 
@@ -77,8 +77,21 @@ def cleanup(days: float, keep: int) -> int:
             query = query.where(JobLog.id <= floor)
         ids = [row.id for row in query.limit(CLEANUP_BATCH)]
         if not ids:
+            prune_arguments(cutoff)
             return deleted
         deleted += JobLog.delete().where(JobLog.id.in_(ids)).execute()
+
+
+def prune_arguments(cutoff: datetime) -> int:
+    """Delete the searchable arguments of messages older than `cutoff` that have no JobLog row left."""
+    deleted = 0
+    orphan = ~fn.EXISTS(JobLog.select(JobLog.id).where(JobLog.message_id == JobArgument.message_id))
+    while True:
+        ids = [row.id for row in JobArgument.select(JobArgument.id)
+               .where((JobArgument.created_at < cutoff) & orphan).limit(CLEANUP_BATCH)]
+        if not ids:
+            return deleted
+        deleted += JobArgument.delete().where(JobArgument.id.in_(ids)).execute()
 
 
 def retry_job(broker, job: JobLog) -> str:

@@ -18,7 +18,7 @@ import uuid
 import pybreaker
 
 from core import breaker_hosts
-from core.errors import classify
+from core.errors import FleetError, classify
 from core.identity import host_name
 from core.locks import RedisLock
 from core.settings import get_settings
@@ -242,6 +242,32 @@ def held_back() -> list[breaker_hosts.HeldBack]:
     """Hosts whose own breaker for a service is open, with the reason (the dashboard's list)."""
     client = state_redis()
     return breaker_hosts.held_back(client, SERVICES, get_settings().heartbeat_timeout) if client is not None else []
+
+
+def _known(service: str) -> pybreaker.CircuitBreaker:
+    if service not in SERVICES:
+        raise FleetError(f"no breaker {service!r}; the breakers are {', '.join(SERVICES)}", exit_code=2)
+    return breaker(service)
+
+
+def reset(service: str) -> str:
+    """Close the breaker by hand (the service is known to be back); its state before."""
+    cb = _known(service)
+    before = cb.current_state
+    cb.close()
+    client = state_redis()
+    if client is not None:
+        client.delete(_trial_key(service))
+    return before
+
+
+def trip(service: str) -> str:
+    """Open the breaker by hand for FLEET_CIRCUIT_RESET seconds (jobs that need the service wait,
+    without spending retries); its state before."""
+    cb = _known(service)
+    before = cb.current_state
+    cb.open()
+    return before
 
 
 def forget_breakers() -> None:

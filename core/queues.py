@@ -80,9 +80,9 @@ def _in_flight(broker) -> dict[str, int] | None:
         return None
 
 
-def queue_depths(broker) -> list[QueueDepth]:
-    """Every known queue, by name."""
-    names = known_queues(broker)
+def queue_depths(broker, also: tuple[str, ...] | list[str] = ()) -> list[QueueDepth]:
+    """Every known queue and those in `also` (the queues of live workers, paused ones), by name."""
+    names = sorted(set(known_queues(broker)) | set(also))
     if isinstance(broker, RedisBroker):
         return _redis_depths(broker, names)
     in_flight = _in_flight(broker)

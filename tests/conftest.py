@@ -67,7 +67,8 @@ os.environ.update(
 LONG_FIRST = ("test_hosts", "test_schedule_daemon", "test_ai_limits", "test_alerts", "test_soak", "test_up", "test_disk_full",
               "test_web_attack", "test_connections", "test_workouts", "test_resilience", "test_translations_workers",
               "test_redis_outages", "test_series_budget", "test_database_outages", "test_batches_cli", "test_fencing",
-              "test_outbox")
+              "test_outbox",
+              "test_controls")
 
 
 def pytest_collection_modifyitems(items):

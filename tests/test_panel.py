@@ -390,7 +390,8 @@ def test_dashboard_shows_jobs_queues_breakers_and_leader(admin_client, broker, l
     counts = re.search(r'<table class="table table-sm" id="status-counts">(.*?)</table>', page, re.S).group(1)
     cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", counts, re.S)]
     assert dict(zip(cells[::2], cells[1::2])) == {"started": "0", "success": "1", "failed": "1", "retrying": "1",
-                                                  "deferred": "0", "abandoned": "0"}
+                                                  "deferred": "0", "abandoned": "0",
+                                                  "cancelled": "0"}
     assert page.count('<rect class="ok"') == 24  # an hour a bar
     bars = [tuple(map(int, b)) for b in re.findall(r"UTC: (\d+) succeeded, (\d+) failed</title>", page)]
     assert len(bars) == 24 and sum(ok for ok, _ in bars) == 1 and sum(f for _, f in bars) == 2

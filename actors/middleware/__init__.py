@@ -11,6 +11,7 @@ from __future__ import annotations
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications, TimeLimit
 
 from actors.middleware.breakers import CircuitDeferral
+from actors.middleware.cancel import Cancellations
 from actors.middleware.connections import DatabaseConnections
 from actors.middleware.fencing import DeliveryFencing
 from actors.middleware.held import HeldMessages
@@ -19,6 +20,7 @@ from actors.middleware.joblog import JobLogWriter
 from actors.middleware.lifecycle import DieWithMainProcess
 from actors.middleware.metrics import PrometheusMetrics
 from actors.middleware.outages import OutagePause
+from actors.middleware.pauses import QueuePauses
 from actors.middleware.presence import WorkerPresence
 from actors.middleware.retries import BackoffRetries
 from actors.middleware.schedule import ScheduledRuns
@@ -41,8 +43,10 @@ def fleet_middleware(settings: Settings) -> list:
         OutagePause(),
         TraceContext(),
         WorkerPresence(settings.heartbeat_timeout),
+        QueuePauses(),
         PrometheusMetrics(settings.metrics_dir),
         InvalidMessages(),
+        Cancellations(),
         DeliveryFencing(),
         JobLogWriter(),
         CircuitDeferral(),

@@ -11,6 +11,7 @@ the Redis counter `fleet:joblog:dropped` and the `fleet_joblog_dropped_total` me
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import threading
 import time
 import traceback as tb
 
+from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware
 from peewee import PostgresqlDatabase
 from psycopg2.extras import execute_values
@@ -31,7 +33,7 @@ from core.state import state_redis
 from core.ticker import Ticker
 from db.database import database, release_connection
 from db.models import utcnow
-from db.models.jobs import JobLog
+from db.models.jobs import JobArgument, JobLog
 
 log = logging.getLogger("fleet.joblog")
 
@@ -59,11 +61,52 @@ def _cut(text: str | None, limit: int) -> str | None:
     return text if text is None or len(text) <= limit else text[: limit - 15] + "\n…(cut)"
 
 
-class _Entry:
-    __slots__ = ("row", "started", "inserted", "dirty")
+def args_text(message) -> str | None:
+    """A message's arguments as its JobLog row keeps them."""
+    return _cut(json.dumps({"args": message.args, "kwargs": message.kwargs}, default=str), MAX_MESSAGE)
 
-    def __init__(self, row: dict):
+
+MAX_ARGUMENT = 120  # longer strings (texts, paths) are not searched for
+_signatures: dict[str, inspect.Signature | None] = {}
+
+
+def _signature(broker, actor_name: str) -> inspect.Signature | None:
+    if broker is None:
+        return None
+    if actor_name not in _signatures:
+        try:
+            _signatures[actor_name] = inspect.signature(broker.get_actor(actor_name).fn)
+        except (ActorNotFound, TypeError, ValueError):
+            _signatures[actor_name] = None
+    return _signatures[actor_name]
+
+
+def named_arguments(broker, message) -> list[tuple[str, str]]:
+    """The message's scalar arguments by parameter name (`plan_id`, `13`): what the job log's
+    search finds a job by. Positional ones are named from the actor's signature."""
+    named = dict(message.kwargs)
+    signature = _signature(broker, message.actor_name)
+    if signature is not None:
+        try:
+            named = dict(signature.bind_partial(*message.args, **message.kwargs).arguments)
+        except TypeError:
+            pass
+    pairs = []
+    for name, value in named.items():
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            continue
+        text = str(value)
+        if 0 < len(text) <= MAX_ARGUMENT and redact(text) == text:
+            pairs.append((name[:MAX_ARGUMENT], text))
+    return pairs
+
+
+class _Entry:
+    __slots__ = ("row", "started", "inserted", "dirty", "arguments")
+
+    def __init__(self, row: dict, arguments: list[tuple[str, str]] | None = None):
         self.row = row
+        self.arguments = arguments or []  # written with the row of a first attempt
         self.started = time.monotonic()
         self.inserted = False
         self.dirty = True
@@ -101,11 +144,12 @@ class JobLogWriter(Middleware):
 
     def before_process_message(self, broker, message):
         row = self._row(message)
+        arguments = named_arguments(broker, message) if row["attempt"] == 1 else None
         with self._lock:
             if len(self._entries) >= self.max_buffered:
                 self._dropped += 1
                 return
-            self._entries[row["run_id"]] = _Entry(row)
+            self._entries[row["run_id"]] = _Entry(row, arguments)
             self._running[message.message_id] = row["run_id"]
             delivery = getattr(message, "fleet_delivery", None)
             if delivery is not None and delivery.previous_run_id:  # a redelivery: the earlier attempt was abandoned
@@ -135,7 +179,7 @@ class JobLogWriter(Middleware):
             "queue": message.queue_name,
             "status": "started",
             "attempt": attempt,
-            "args": _cut(json.dumps({"args": message.args, "kwargs": message.kwargs}, default=str), MAX_MESSAGE),
+            "args": args_text(message),
             "trace_id": message.options.get("trace_id"),
             "worker": self.worker_name,
             "created_at": utcnow(),
@@ -257,10 +301,14 @@ class JobLogWriter(Middleware):
     def _write(snapshot, abandon=()) -> None:
         new = [row for _, _, row, inserted in snapshot if not inserted]
         updates = [row for _, _, row, inserted in snapshot if inserted]
+        arguments = [{"message_id": row["message_id"], "name": name, "value": value, "created_at": row["created_at"]}
+                     for _, e, row, inserted in snapshot if not inserted for name, value in e.arguments]
         database.connect(reuse_if_open=True)
         with database.atomic():
             if new:
                 _insert_rows(new)
+            for start in range(0, len(arguments), INSERT_CHUNK):
+                JobArgument.insert_many(arguments[start:start + INSERT_CHUNK]).execute()
             for row in updates:
                 fields = {k: v for k, v in row.items() if k not in ("run_id", "message_id")}
                 JobLog.update(**fields).where(

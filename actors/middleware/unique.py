@@ -199,3 +199,11 @@ class UniqueJobs(Middleware):
         sent = broker.get_actor(message.actor_name).send_with_options(args=message.args, kwargs=message.kwargs, **options)
         log.info("follow-up job sent: its input changed while it ran",
                  extra={"follow_up_message_id": getattr(sent, "message_id", None)})
+
+
+def release_lock(message) -> None:
+    """Free the unique lock of a message that will never run (a cancelled one), with no follow-up."""
+    key = message.options.get("unique_key")
+    client = state_redis()
+    if key and client is not None:
+        _RELEASE(client, keys=[key, key + ":again"], args=[message.message_id])

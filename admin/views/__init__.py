@@ -7,6 +7,7 @@ from admin.views.accounts import AccountsView
 from admin.views.alerts import AlertsView, firing_now
 from admin.views.audit import AuditView
 from admin.views.batches import BatchesView
+from admin.views.controls import ControlsView
 from admin.views.dead_letters import DeadLettersView
 from admin.views.error_codes import ErrorCodesView
 from admin.views.health import HealthView
@@ -41,3 +42,4 @@ def register_views(admin: Admin) -> None:
     admin.add_view(HealthView(name="Health", endpoint="health_page", url="/admin/health"))
     admin.add_view(AccountsView(name="Accounts", category="Admin", endpoint="accounts", url="/admin/accounts"))
     admin.add_view(AuditView(AuditEvent, name="Audit log", category="Admin", endpoint="audit", url="/admin/audit"))
+    admin.add_view(ControlsView(name="Controls", endpoint="controls", url="/admin/controls"))

@@ -15,12 +15,13 @@ from actors.ai import status as ai_status
 from actors.middleware.presence import WorkerNotLost, forget_worker, live_workers, lost_workers
 from actors.schedule import leader as scheduler_leader
 from actors.series import overview as series_overview
-from admin.access import PanelAccess
+from admin.access import PanelAccess, is_admin
 from admin.cache import cached
 from admin.stats import chart, last_day
 from core import clock
 from core.breakers import held_back, states
 from core.broker import REDIS_NAMESPACE
+from core.pauses import paused_since
 from core.queues import NO_MANAGEMENT, queue_depths
 from core.state import state_redis
 
@@ -64,14 +65,19 @@ class DashboardView(PanelAccess, AdminIndexView):
         day = cached("dashboard:day", CACHE_SECONDS, last_day)
         bars, bar = cached("dashboard:chart", CACHE_SECONDS, lambda: chart(day))
         errors: list[str] = []
+        workers = _read(errors, "workers", lambda: _workers(settings.heartbeat_timeout), [])
+        paused = _read(errors, "paused queues", paused_since, {})
+        also = sorted({q for w in workers or () for q in w.queues} | set(paused))
         return self.render(
             "dashboard.html",
             statuses=day.statuses,
             hours=bars,
             bar=bar,
             peak=max([h.succeeded + h.failed for h in bars] + [1]),
-            queues=_read(errors, "queues", lambda: queue_depths(broker), []),
-            workers=_read(errors, "workers", lambda: _workers(settings.heartbeat_timeout), []),
+            queues=_read(errors, "queues", lambda: queue_depths(broker, also), []),
+            paused=paused,
+            can_control=is_admin(),
+            workers=workers,
             lost=_read(errors, "lost workers", lambda: _lost(settings.heartbeat_timeout), []),
             heartbeat_timeout=settings.heartbeat_timeout,
             breakers=_read(errors, "breakers", states, {}),

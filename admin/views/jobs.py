@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import dramatiq
-from flask import flash, redirect, request, url_for
+from flask import flash, g, redirect, request, url_for
 from flask_admin import expose
 from flask_admin.contrib.peewee import filters as f
 from markupsafe import Markup
 
+from actors.controls import search_condition
 from actors.jobs import retry_job
 from admin import audit_trail
 from admin.access import is_admin
@@ -173,10 +174,18 @@ class JobLogView(ReadOnlyModelView):
     column_formatters_export = {"duration_seconds": lambda v, c, m, n: m.duration_seconds}
 
     def search_placeholder(self) -> str:
-        return "Search in messages"
+        return "plan_id=13, tvdb_id=…, a message or trace id, or words"
+
+    def get_list(self, page, sort_column, sort_desc, search, filters, execute=True, page_size=None):
+        # The search is Fleet's (actors.controls.search_condition: arguments and ids by index), not
+        # Flask-Admin's LIKE on every column; get_query applies it, for the list and the export alike.
+        g.joblog_search = search_condition(search) if search else None
+        return super().get_list(page, sort_column, sort_desc, None, filters, execute, page_size)
 
     def get_query(self):
-        return JobLog.select(*LIST_FIELDS)  # not the tracebacks and arguments: the details page has them
+        query = JobLog.select(*LIST_FIELDS)  # not the tracebacks and arguments: the details page has them
+        condition = g.get("joblog_search")
+        return query if condition is None else query.where(condition)
 
     def get_one(self, id):
         row_id = as_id(id)
@@ -186,6 +195,8 @@ class JobLogView(ReadOnlyModelView):
         kwargs.setdefault("can_retry", is_admin())
         model = kwargs.get("model")
         kwargs.setdefault("warning", confirm.warning(confirm.permanent([(model.error_code, 1)])) if model else "")
+        kwargs.setdefault("can_cancel", is_admin() and model is not None and not JobLog.select().where(
+            (JobLog.message_id == model.message_id) & (JobLog.status == "cancelled")).exists())
         return super().render(template, **kwargs)
 
     @expose("/retry/", methods=("POST",))

@@ -9,7 +9,7 @@ from db.models import BaseModel, utcnow
 class JobLog(BaseModel):
     """A row per attempt of a job: what ran, how it ended, how long it took."""
 
-    STATUSES = ("started", "success", "failed", "retrying", "deferred", "abandoned")
+    STATUSES = ("started", "success", "failed", "retrying", "deferred", "abandoned", "cancelled")
 
     run_id = CharField()
     job_class = CharField()
@@ -30,3 +30,27 @@ class JobLog(BaseModel):
 
     class Meta:
         table_name = "job_log"
+
+
+class JobArgument(BaseModel):
+    """A job's scalar argument by name (`plan_id` = `13`), a row each, kept with the JobLog row of
+    its first attempt so the job log can be searched by what a job worked on."""
+
+    message_id = CharField()
+    name = CharField()
+    value = CharField()
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "job_arguments"
+
+
+class PausedQueue(BaseModel):
+    """A queue the workers do not fetch from; mirrored to Redis, where the workers read it."""
+
+    queue = CharField(primary_key=True)
+    paused_by = CharField()
+    paused_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "paused_queues"

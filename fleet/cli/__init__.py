@@ -105,6 +105,7 @@ def _register() -> None:
         ai,
         alerts,
         batches,
+        controls,
         database,
         demo,
         jobs,
@@ -119,7 +120,7 @@ def _register() -> None:
     )
     from fleet.cli.audited import audit_commands
 
-    for module in (processes, database, accounts, jobs, workouts, series, batches, translations, ai, schedule,
+    for module in (processes, database, accounts, jobs, controls, workouts, series, batches, translations, ai, schedule,
                    alerts, tokens, simulate, demo, workers):
         for command in module.commands:
             cli.add_command(command)
