@@ -84,13 +84,17 @@ def cancel_job(broker, message_id: str, who: str) -> queued.Cancelled:
     return result
 
 
+def with_argument(name: str, value) -> Expression:
+    """The JobLog rows of jobs called with argument `name` = `value` (`plan_id` = 13), by index."""
+    messages = JobArgument.select(JobArgument.message_id).where(
+        (JobArgument.name == name) & (JobArgument.value == str(value).strip()))
+    return JobLog.message_id.in_(messages)
+
+
 def _term(term: str) -> Expression:
     found = _ARGUMENT.match(term)
     if found:
-        name, value = found.groups()
-        messages = JobArgument.select(JobArgument.message_id).where(
-            (JobArgument.name == name) & (JobArgument.value == value.strip()))
-        return JobLog.message_id.in_(messages)
+        return with_argument(*found.groups())
     if _ID_LIKE.match(term):
         return (JobLog.message_id == term) | (JobLog.trace_id == term)
     return JobLog.message.contains(term)

@@ -5,10 +5,14 @@ The `app`, `admin_client` and `viewer_client` fixtures are in tests/conftest.py.
 from __future__ import annotations
 
 import html
+import json
 import re
 
+import dramatiq
+
+from actors.middleware.joblog import named_arguments
 from db.models import utcnow
-from db.models.jobs import JobLog
+from db.models.jobs import JobArgument, JobLog
 from db.models.workouts import Plan, User, WorkoutPlan
 
 PASSWORD = "a-long-password"
@@ -35,9 +39,22 @@ def operator(app, role: str):
 
 
 def joblog(n: int = 1, **fields) -> JobLog:
+    """A JobLog row as the JobLog writer leaves it: with its arguments indexed by name."""
     row = {"run_id": f"run-{n}", "job_class": "generate_user_workout_plan", "message_id": f"msg-{n}",
            "queue": "workouts", "status": "success", "created_at": utcnow(), **fields}
-    return JobLog.create(**row)
+    created = JobLog.create(**row)
+    try:
+        call = json.loads(row.get("args") or "")
+    except ValueError:
+        call = None  # a test's text that is not a call: nothing to index
+    if isinstance(call, dict) and isinstance(call.get("args"), list):
+        message = dramatiq.Message(queue_name=row["queue"], actor_name=row["job_class"], args=tuple(call["args"]),
+                                   kwargs=call.get("kwargs") or {}, options={}, message_id=row["message_id"])
+        pairs = named_arguments(dramatiq.get_broker(), message)
+        if pairs:
+            JobArgument.insert_many([{"message_id": row["message_id"], "name": name, "value": value,
+                                      "created_at": row["created_at"]} for name, value in pairs]).execute()
+    return created
 
 
 def failed_plan(email: str, days: int = 1, code: str = "ERR_API_TIMEOUT", message: str = "OpenAI did not answer") -> Plan:

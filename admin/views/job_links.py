@@ -1,8 +1,8 @@
 """Links both ways between a job and what it worked on.
 
 From a row to its jobs: JobLog filters that find the jobs of a plan, a user, a series, an
-episode or a batch (one chunk of it), by the job's actor and the start of its arguments as
-the JobLog keeps them (`{"args": [user, plan], "kwargs": {}}`). From a job to its rows: the
+episode (by the job's actor and its argument in the job-argument index) or a batch (one chunk
+of it). From a job to its rows: the
 links its details page shows, by actor. A domain whose jobs work on rows the panel shows adds
 its actor to `RELATED` and, for the way back, a filter here.
 """
@@ -14,6 +14,7 @@ from flask import url_for
 from flask_admin.contrib.peewee import filters as f
 from flask_admin.model import filters as base_filters
 
+from actors.controls import with_argument
 from admin.views.base import as_id
 from db.models.batches import Batch
 from db.models.jobs import JobLog
@@ -27,9 +28,11 @@ BATCH_VALUE = re.compile(r"([0-9a-f-]{36})(?:/(\d{1,9}))?")
 
 
 class JobsOf(f.BasePeeweeFilter, base_filters.BaseIntFilter):
-    """The jobs of one row: `actor` with its arguments starting like `prefix(id)`."""
+    """The jobs of one row: `actor` called with `argument` = the row's id, looked up in the
+    job-argument index (a job's arguments are indexed with its first attempt's row)."""
 
     actor = ""
+    argument = ""
 
     def __init__(self, name: str):
         super().__init__(JobLog.args, name)
@@ -40,36 +43,24 @@ class JobsOf(f.BasePeeweeFilter, base_filters.BaseIntFilter):
     def validate(self, value) -> bool:
         return as_id(value) is not None
 
-    def condition(self, value):
-        return JobLog.args.startswith(self.prefix(int(value)))
-
-    def prefix(self, value: int) -> str:
-        return f'{{"args": [{value}]'
-
     def apply(self, query, value):
-        return query.where((JobLog.job_class == self.actor) & self.condition(value))
+        return query.where((JobLog.job_class == self.actor) & with_argument(self.argument, int(value)))
 
 
 class JobsOfPlan(JobsOf):
-    actor = WORKOUT
-
-    def condition(self, value):
-        return JobLog.args.contains(f", {int(value)}], ")  # (user_id, plan_id)
+    actor, argument = WORKOUT, "plan_id"
 
 
 class JobsOfUser(JobsOf):
-    actor = WORKOUT
-
-    def prefix(self, value: int) -> str:
-        return f'{{"args": [{value}, '
+    actor, argument = WORKOUT, "user_id"
 
 
 class JobsOfSeries(JobsOf):
-    actor = "series_data"
+    actor, argument = "series_data", "series_id"
 
 
 class JobsOfEpisode(JobsOf):
-    actor = "episode_data"
+    actor, argument = "episode_data", "episode_id"
 
 
 class JobsOfBatch(f.BasePeeweeFilter):
