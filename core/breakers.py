@@ -168,41 +168,28 @@ def _storage(namespace: str):
             if client is not None else pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED))
 
 
+def _made(cls, name: str, namespace: str, listener) -> pybreaker.CircuitBreaker:
+    settings = get_settings()
+    return cls(fail_max=settings.circuit_failures, reset_timeout=settings.circuit_reset, exclude=[_healthy_failure],
+               state_storage=_storage(namespace), listeners=[listener], name=name)
+
+
 def breaker(service: str) -> pybreaker.CircuitBreaker:
     """The process's fleet-wide breaker object for `service` (state lives in Redis)."""
     with _lock:
-        found = _breakers.get(service)
-        if found is None:
-            settings = get_settings()
-            found = FleetBreaker(
-                fail_max=settings.circuit_failures,
-                reset_timeout=settings.circuit_reset,
-                exclude=[_healthy_failure],
-                state_storage=_storage(f"fleet:breaker:{service}"),
-                listeners=[_FleetWatch()],
-                name=service,
-            )
-            _breakers[service] = found
-        return found
+        if service not in _breakers:
+            _breakers[service] = _made(FleetBreaker, service, f"fleet:breaker:{service}", _FleetWatch())
+        return _breakers[service]
 
 
 def host_breaker(service: str, host: str | None = None) -> pybreaker.CircuitBreaker:
     """The breaker of `service` for one host (this one unless given), shared by its processes."""
     host = host or host_name()
     with _lock:
-        found = _host_breakers.get((service, host))
-        if found is None:
-            settings = get_settings()
-            found = SharedBreaker(
-                fail_max=settings.circuit_failures,
-                reset_timeout=settings.circuit_reset,
-                exclude=[_healthy_failure],
-                state_storage=_storage(f"fleet:breaker:{service}:host:{host}"),
-                listeners=[_HostWatch(service, host)],
-                name=f"{service}@{host}",
-            )
-            _host_breakers[(service, host)] = found
-        return found
+        if (service, host) not in _host_breakers:
+            _host_breakers[(service, host)] = _made(SharedBreaker, f"{service}@{host}",
+                                                    f"fleet:breaker:{service}:host:{host}", _HostWatch(service, host))
+        return _host_breakers[(service, host)]
 
 
 def _seconds_open(cb: pybreaker.CircuitBreaker) -> float:

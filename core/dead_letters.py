@@ -245,7 +245,7 @@ def requeue(broker, message_ids: list[str] | None) -> Requeued:
     any send (the broker must have the actors declared: import `actors.all` first)."""
     if isinstance(broker, RabbitmqBroker):
         result = Requeued(0, 0, 0, [])
-        rabbitmq.requeue(broker, message_ids, result, RESET_OPTIONS, letter, forget_error)
+        rabbitmq.requeue(broker, message_ids, result, _send_again, letter, forget_error)
         return result
     broker = _redis_broker(broker)
     located, missing = _locate(broker, message_ids)
@@ -254,16 +254,21 @@ def requeue(broker, message_ids: list[str] | None) -> Requeued:
         if message is None:
             result.invalid += 1
             continue
-        options = {k: v for k, v in message.options.items() if k not in RESET_OPTIONS}
-        try:
-            broker.enqueue(Message(queue_name=queue, actor_name=message.actor_name, args=message.args,
-                                   kwargs=message.kwargs, options=options, message_id=message.message_id,
-                                   message_timestamp=message.message_timestamp))
-            result.requeued += 1
-        except MiddlewareError:  # a unique job already queued or running does the same work
-            result.in_flight += 1
+        _send_again(broker, queue, message, result)
         _remove(broker, queue, redis_id, message_id)
     return result
+
+
+def _send_again(broker, queue: str, message: Message, result: Requeued) -> None:
+    """A dead letter's message to its queue under its id, with a fresh retry budget."""
+    options = {k: v for k, v in message.options.items() if k not in RESET_OPTIONS}
+    try:
+        broker.enqueue(Message(queue_name=queue, actor_name=message.actor_name, args=message.args,
+                               kwargs=message.kwargs, options=options, message_id=message.message_id,
+                               message_timestamp=message.message_timestamp))
+        result.requeued += 1
+    except MiddlewareError:  # a unique job already queued or running does the same work
+        result.in_flight += 1
 
 
 def delete(broker, message_ids: list[str] | None) -> tuple[int, list[str]]:

@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 
 from dramatiq import Message
 from dramatiq.common import xq_name
-from dramatiq.middleware import MiddlewareError
 
 BROWSE_LIMIT = 10_000  # messages of one dead-letter queue looked at by a call
 
@@ -93,20 +92,13 @@ def _each(broker, message_ids: list[str] | None, letter, act) -> list[str]:
     return [] if wanted is None else sorted(wanted - found)
 
 
-def requeue(broker, message_ids: list[str] | None, result, reset_options, letter, forget_error) -> None:
+def requeue(broker, message_ids: list[str] | None, result, send_again, letter, forget_error) -> None:
+    """`send_again(broker, queue, message, result)` sends each requeueable letter (core.dead_letters)."""
     def again(queue, body, dead) -> bool:
         if not dead.requeueable:
             result.invalid += 1
             return False
-        message = Message.decode(body)
-        options = {k: v for k, v in message.options.items() if k not in reset_options}
-        try:
-            broker.enqueue(Message(queue_name=queue, actor_name=message.actor_name, args=message.args,
-                                   kwargs=message.kwargs, options=options, message_id=message.message_id,
-                                   message_timestamp=message.message_timestamp))
-            result.requeued += 1
-        except MiddlewareError:  # a unique job already queued or running does the same work
-            result.in_flight += 1
+        send_again(broker, queue, Message.decode(body), result)
         forget_error(broker, dead.message_id)
         return True
 

@@ -246,6 +246,17 @@ class NetnsFleet:
         return self.processes.start("worker", "-p", str(processes), "-t", str(threads), env=self.env(host.name),
                                     name=f"worker-{host.name}", prefix=host.prefix)
 
+    def start_scheduler(self, host: Host, schedule):
+        """A scheduler on `host` that knows the test tasks, on the schedule file `schedule`."""
+        return self.processes.start("scheduler", module="tests.fleet_with_test_tasks",
+                                    env={**self.env(host.name), "FLEET_SCHEDULE": str(schedule)},
+                                    name=f"scheduler-{host.name}", prefix=host.prefix)
+
+    def ledger(self, name: str) -> list[tuple]:
+        """The schedule ledger's rows of the entry `name`: (slot time, state, scheduler), by slot."""
+        return self._query("SELECT slot_time, state, scheduler FROM schedule_runs WHERE name = %s ORDER BY slot_time",
+                           (name,))
+
     def load(self, plans: int) -> tuple[int, int]:
         """`plans` one-day plans queued from the root namespace; their first and last id."""
         done = subprocess.run([sys.executable, "-m", "tests.hosts_load", str(plans)], env=self.env("loader"),

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import TEST_OPENAI_KEY
 from tests.helpers import wait_for
 from tests.netns import Hosts, NetnsFleet, unavailable
+from tests.test_schedule import note_entry, write
 
 WHY_NOT = unavailable()
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
@@ -104,16 +105,25 @@ PARTITION = 60  # seconds one host is cut off
 
 
 @pytest.mark.parametrize("netns_fleet", [2], indirect=True)
+def _led_by(host, ledger) -> bool:
+    return any((scheduler or "").startswith(f"{host.name}~") for _, _, scheduler in ledger)
+
+
 def test_a_sixty_second_partition_of_one_host_loses_nothing_and_runs_at_most_its_threads_twice(netns_fleet):
     """The cut host's messages go back after the heartbeat timeout and the other host runs
     them; when the link returns, its stale copies are fenced (they call and settle nothing
     more), and it is back at work. Duplicate provider calls: at most the calls the cut host
-    had in flight, one a thread."""
+    had in flight, one a thread. The cut host's scheduler led: the other host's takes over
+    without a slot missed."""
     fleet = netns_fleet
     a, b = fleet.hosts.hosts
     threads = 2
     for host in (a, b):
         fleet.start_worker(host, processes=1, threads=threads)
+    schedule = write(fleet.workdir, note_entry("tick", 'every = "1s"', "without_overlapping = false"))
+    fleet.start_scheduler(b, schedule)
+    wait_for(lambda: _led_by(b, fleet.ledger("tick")), timeout=60, message="the scheduler of the host to cut leads")
+    fleet.start_scheduler(a, schedule)
     fleet.load(150)
     wait_for(lambda: all(fleet.successes().get(h.name, 0) >= 3 for h in (a, b)), timeout=60,
              message="both hosts at work")
@@ -132,3 +142,9 @@ def test_a_sixty_second_partition_of_one_host_loses_nothing_and_runs_at_most_its
     duplicates = fleet.provider_calls() - 190
     print(f"partition of {PARTITION} s: {duplicates} duplicate provider call(s); JobLog {statuses}")
     assert 0 <= duplicates <= threads, duplicates
+
+    ledger = fleet.ledger("tick")
+    assert _led_by(a, ledger), "the other host's scheduler took over"
+    assert [row for row in ledger if row[1] == "missed"] == []
+    slots = [slot for slot, _, _ in ledger]
+    assert [(later - earlier).total_seconds() for earlier, later in zip(slots, slots[1:])] == [1.0] * (len(slots) - 1)
