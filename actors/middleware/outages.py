@@ -22,6 +22,7 @@ import time
 
 from dramatiq.middleware import Middleware
 
+from actors.middleware.pauses import held_for_operator
 from core.broker import pause_fetching
 from core.errors import classify, is_outage
 from core.settings import get_settings
@@ -130,6 +131,7 @@ class OutagePause(Middleware):
         self._paused_at = None
         pause_fetching(False)
         for consumer in self._consumers():
-            consumer.resume()
+            if not held_for_operator(consumer):  # a queue an operator paused stays paused
+                consumer.resume()
         log.warning("worker resumed: the database and Redis answer again",
                     extra={"paused_seconds": round(paused_for, 1)})

@@ -8,6 +8,7 @@ queue, and wait there with the rest until it is resumed.
 from __future__ import annotations
 
 import logging
+import weakref
 
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
@@ -19,6 +20,14 @@ from db.database import release_connection
 log = logging.getLogger("fleet.pauses")
 
 POLL = 1.0  # seconds between reads of the paused set
+
+_held: weakref.WeakSet = weakref.WeakSet()  # consumer threads held back for an operator's pause
+
+
+def held_for_operator(consumer) -> bool:
+    """Is this consumer paused because an operator paused its queue? (Whoever else pauses
+    consumers, an outage say, leaves it paused when they resume the rest.)"""
+    return consumer in _held
 
 
 def _read() -> set[str] | None:
@@ -33,6 +42,7 @@ def _read() -> set[str] | None:
 
 
 def _hold(consumer) -> None:
+    _held.add(consumer)
     consumer.pause()
     # Dramatiq's consumer thread notices a pause only when a fetch comes back empty; with a
     # prefetch of 0 its Redis consumer hands out what it holds already and then fetches nothing.
@@ -67,9 +77,10 @@ class QueuePauses(Middleware):
         for name, consumer in list(self._worker.consumers.items()):
             if name != q_name(name):
                 continue  # a delay queue
-            if name in paused and not consumer.paused:
+            if name in paused and consumer not in _held:
                 _hold(consumer)
                 log.info("queue paused: not fetching from it", extra={"queue": name})
-            elif name not in paused and consumer.paused:
+            elif name not in paused and consumer in _held:  # only what it paused, not another's pause
+                _held.discard(consumer)
                 consumer.resume()
                 log.info("queue resumed", extra={"queue": name})
