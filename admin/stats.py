@@ -74,6 +74,7 @@ def _minute(column):
 
 
 RECENT_MINUTES, RECENT_STEP = 120, 5
+FRESH_MINUTES = 30  # in minute bars while nothing older happened
 
 
 def recent(now: datetime | None = None, minutes: int = RECENT_MINUTES, step: int = RECENT_STEP) -> list[Hour]:
@@ -95,11 +96,15 @@ def recent(now: datetime | None = None, minutes: int = RECENT_MINUTES, step: int
 
 
 def chart(day: Day, now: datetime | None = None) -> tuple[list[Hour], str]:
-    """The dashboard's bars and what one bar is: the 24 hours, or the last two hours in 5-minute
-    bars when nothing older happened (a fresh fleet's first minutes are otherwise one bar)."""
+    """The dashboard's bars and what one bar is: the 24 hours; the last two hours in 5-minute
+    bars when nothing older happened; the last half hour in minutes when nothing older than
+    that happened (a fresh fleet's first minutes are otherwise one bar)."""
     if any(h.succeeded or h.failed for h in day.hours[:-RECENT_MINUTES // 60]):
         return day.hours, "hour"
-    return recent(now), f"{RECENT_STEP} minutes"
+    bars = recent(now)
+    if any(h.succeeded or h.failed for h in bars[:-FRESH_MINUTES // RECENT_STEP]):
+        return bars, f"{RECENT_STEP} minutes"
+    return recent(now, FRESH_MINUTES, 1), "minute"
 
 
 def error_rate(minutes: int = 15) -> dict:

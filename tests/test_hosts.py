@@ -104,11 +104,11 @@ def test_a_three_second_blip_of_one_hosts_link_loses_nothing(netns_fleet):
 PARTITION = 60  # seconds one host is cut off
 
 
-@pytest.mark.parametrize("netns_fleet", [2], indirect=True)
 def _led_by(host, ledger) -> bool:
     return any((scheduler or "").startswith(f"{host.name}~") for _, _, scheduler in ledger)
 
 
+@pytest.mark.parametrize("netns_fleet", [2], indirect=True)
 def test_a_sixty_second_partition_of_one_host_loses_nothing_and_runs_at_most_its_threads_twice(netns_fleet):
     """The cut host's messages go back after the heartbeat timeout and the other host runs
     them; when the link returns, its stale copies are fenced (they call and settle nothing
