@@ -51,17 +51,20 @@ def custom_ids(batch_id: str, positions) -> set[str]:
     return {str(i.id) for i in BatchItem.select().where((BatchItem.batch == batch_id) & BatchItem.position.in_(list(positions)))}
 
 
+FILES = 200  # the batch
+
+
 def test_an_economy_translation_batch_translates_each_file_once_at_half_the_live_price(db, broker, worker, openai_sim,
                                                                                         tmp_path):
     openai_sim.control(batch_seconds=QUICK)
-    paths = files(tmp_path, 60)
+    paths = files(tmp_path, FILES)
     live = tr.plan_translation([str(paths[0])], "de", "nl", out_dir=str(tmp_path / "live")).start("tests")
     batch = economy_translation(paths)
     assert batch.lane == "economy" and live.lane == "live"
 
     done = poll_until_finished(batch.id, worker)
-    assert (done.status, done.succeeded, done.failed) == ("completed", 60, 0)
-    assert all((tmp_path / f"datei{n:02d}.nl.txt").read_text().startswith("[nl] Absatz") for n in range(60))
+    assert (done.status, done.succeeded, done.failed) == ("completed", FILES, 0)
+    assert all((tmp_path / f"datei{n:02d}.nl.txt").read_text().startswith("[nl] Absatz") for n in range(FILES))
     counts = by_segment(openai_sim)
     assert all(counts[digest(p)] == 2 if p == paths[0] else counts[digest(p)] == 1 for p in paths)  # the live one too
     # each item priced at the Batch API's half of what the same request cost live
@@ -74,7 +77,7 @@ def test_an_economy_translation_batch_translates_each_file_once_at_half_the_live
                                                spent.completion_tokens) / 2)
     rows = list(ProviderBatch.select().where(ProviderBatch.batch == batch.id))
     assert [(r.status, r.provider_status, r.items, r.request_counts["completed"]) for r in rows] == [
-        ("settled", "completed", 60, 60)]
+        ("settled", "completed", FILES, FILES)]
     assert len(finish_rows(batch.id)) == 1
     assert_counters_match_items(done)
 
