@@ -162,6 +162,13 @@ def _private_file(path: Path) -> None:
             file.chmod(0o600)
 
 
+# libpq's limits on a connection whose server went away (a host cut off, a partition): without
+# them a query sent into a dead link waits on TCP's retransmission backoff, which after a minute
+# retries only every half minute or so, long after the link is back. A URL's own values win.
+TCP_LIMITS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
+              "keepalives_count": 3, "tcp_user_timeout": 10_000}
+
+
 def open_database(url: str, max_connections: int = DEFAULT_POOL) -> Database:
     """SQLite with WAL and a busy timeout, or PostgreSQL; both pooled (an in-memory SQLite is not)."""
     parsed = urlparse(url)
@@ -173,8 +180,8 @@ def open_database(url: str, max_connections: int = DEFAULT_POOL) -> Database:
         return _SqliteFile(path, pragmas=SQLITE_PRAGMAS, max_connections=max_connections,
                                     stale_timeout=STALE_AFTER, timeout=POOL_WAIT, check_same_thread=False)
     if parsed.scheme in ("postgres", "postgresql"):
-        return _Postgres(**parse_url(url), max_connections=max_connections, stale_timeout=STALE_AFTER,
-                         timeout=POOL_WAIT)
+        return _Postgres(**{**TCP_LIMITS, **parse_url(url)}, max_connections=max_connections,
+                         stale_timeout=STALE_AFTER, timeout=POOL_WAIT)
     raise ValueError(f"unsupported database scheme {parsed.scheme!r}")
 
 

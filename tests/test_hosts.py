@@ -69,7 +69,9 @@ def test_a_host_cut_off_from_the_provider_alone_holds_back_itself_and_the_others
     assert set(states) == {"closed"}  # the fleet's breaker never opened
     for host in (a, b):
         assert after.get(host.name, 0) >= 0.5 * before[host.name], (before, after)
-    assert after.get(c.name, 0) == 0, after  # its calls cannot get through; its jobs wait for others
+    # its calls cannot get through and its jobs go to the others: at most what its two threads
+    # had finished as the route went, settled since
+    assert after.get(c.name, 0) <= 2, after
     [why] = held_back(redis, ["openai"], 60)
     assert why.code == "ERR_CONNECTION", why
 
