@@ -14,6 +14,7 @@ from actors.runtime import fleet_actor, task
 from core import dead_letters
 from core.errors import FleetError
 from core.settings import get_settings
+from db.job_log_hours import totals
 from db.models import utcnow
 from db.models.jobs import JobArgument, JobLog
 
@@ -37,30 +38,20 @@ def today() -> datetime:
 def stats_by_class(since: datetime, day_start: datetime | None = None) -> list[dict]:
     """Per job class: attempts by status since `since`, the average duration of the successful
     ones, and (the seed's statistics) how many succeeded since `day_start` (today, UTC)."""
-    rows = (
-        JobLog.select(JobLog.job_class, JobLog.status, fn.COUNT(JobLog.id).alias("n"),
-                      fn.AVG(JobLog.duration_seconds).alias("avg"))
-        .where(JobLog.created_at >= since)
-        .group_by(JobLog.job_class, JobLog.status)
-        .dicts()
-    )
-    day_start = day_start or today()
-    today_rows = (JobLog.select(JobLog.job_class, fn.COUNT(JobLog.id))
-                  .where((JobLog.status == "success") & (JobLog.created_at >= day_start))
-                  .group_by(JobLog.job_class).tuples())
     stats: dict[str, dict] = {}
 
     def entry(job_class: str) -> dict:
         return stats.setdefault(job_class, {"job_class": job_class, "counts": {}, "avg_success_seconds": None,
                                             "success_today": 0})
 
-    for row in rows:
-        found = entry(row["job_class"])
-        found["counts"][row["status"]] = row["n"]
-        if row["status"] == "success":
-            found["avg_success_seconds"] = row["avg"]
-    for job_class, n in today_rows:
-        entry(job_class)["success_today"] = n
+    for (job_class, status), total in totals(since, ("job_class", "status")).items():
+        found = entry(job_class)
+        found["counts"][status] = total.attempts
+        if status == "success":
+            found["avg_success_seconds"] = total.average
+    for (job_class, status), total in totals(day_start or today(), ("job_class", "status")).items():
+        if status == "success":
+            entry(job_class)["success_today"] = total.attempts
     return sorted(stats.values(), key=lambda e: e["job_class"])
 
 

@@ -1,16 +1,17 @@
-"""The panel's aggregate queries over JobLog: each one grouped query on an index, whatever
-the size of the table (JobLog has indexes on (status, created_at), (created_at) and
-(error_code, created_at)).
+"""The panel's aggregate queries over JobLog: the day's and the week's from the hourly counts
+(db.job_log_hours), the last minutes' one grouped query on an index (JobLog has indexes on
+(status, created_at), (created_at) and (error_code, created_at)).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from peewee import SQL, Case, PostgresqlDatabase, fn
+from peewee import SQL, PostgresqlDatabase, fn
 
 from core.errors import CODES
 from db.database import database
+from db.job_log_hours import totals
 from db.models import utcnow
 from db.models.jobs import JobLog
 
@@ -32,42 +33,30 @@ class Day:
     hours: list[Hour]
 
 
-def _hour(column):
-    """The hour of `column` as text, 'YYYY-MM-DD HH' (not coerced: peewee would parse it back
-    into a datetime through the column's field)."""
-    if isinstance(database.obj, PostgresqlDatabase):
-        return fn.to_char(fn.date_trunc("hour", column), "YYYY-MM-DD HH24").coerce(False)
-    return fn.substr(column, 1, 13).coerce(False)  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff'; cheaper than strftime
-
-
 def last_day(now: datetime | None = None) -> Day:
-    """One grouped query (hour × status) over the 24 hourly buckets that end now."""
+    """The 24 hourly buckets that end now, from the hourly counts (db.job_log_hours)."""
     now = now or utcnow()
     first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
-    hour = _hour(JobLog.created_at)
-    rows = (JobLog.select(hour.alias("hour"), JobLog.status, fn.COUNT(SQL("*")))
-            # naming every status lets the (status, created_at) index cover the query: no table reads
-            .where(JobLog.status.in_(JobLog.STATUSES) & (JobLog.created_at >= first))
-            .group_by(hour, JobLog.status).tuples())
     statuses = dict.fromkeys(JobLog.STATUSES, 0)
-    per_hour: dict[str, list[int]] = {}
-    for bucket, status, n in rows:
-        statuses[status] = statuses.get(status, 0) + n
-        counts = per_hour.setdefault(bucket, [0, 0])
+    per_hour: dict[datetime, list[int]] = {}
+    for (hour, status), total in totals(first, ("hour", "status")).items():
+        statuses[status] = statuses.get(status, 0) + total.attempts
+        counts = per_hour.setdefault(hour, [0, 0])
         if status == "success":
-            counts[0] += n
+            counts[0] += total.attempts
         elif status in FAILED:
-            counts[1] += n
+            counts[1] += total.attempts
     hours = []
-    for back in range(23, -1, -1):
-        start = first + timedelta(hours=23 - back)
-        ok, failed = per_hour.get(start.strftime("%Y-%m-%d %H"), (0, 0))
+    for n in range(24):
+        start = first + timedelta(hours=n)
+        ok, failed = per_hour.get(start, (0, 0))
         hours.append(Hour(start, ok, failed))
     return Day(statuses, hours)
 
 
 def _minute(column):
-    """The minute of `column` as text, 'YYYY-MM-DD HH:MM' (see `_hour`)."""
+    """The minute of `column` as text, 'YYYY-MM-DD HH:MM' (not coerced: peewee would parse it
+    back into a datetime through the column's field)."""
     if isinstance(database.obj, PostgresqlDatabase):
         return fn.to_char(fn.date_trunc("minute", column), "YYYY-MM-DD HH24:MI").coerce(False)
     return fn.substr(column, 1, 16).coerce(False)
@@ -118,16 +107,11 @@ def error_rate(minutes: int = 15) -> dict:
 
 
 def error_code_counts(now: datetime | None = None) -> dict[str, tuple[int, int, int]]:
-    """JobLog rows per error code over the last 1 h, 24 h and 7 d, in one query."""
+    """JobLog rows per error code over the last 1 h, 24 h and 7 d."""
     now = now or utcnow()
-    hour, day, week = now - timedelta(hours=1), now - timedelta(days=1), now - timedelta(days=7)
-    rows = (JobLog.select(JobLog.error_code,
-                          fn.SUM(Case(None, [(JobLog.created_at >= hour, 1)], 0)),
-                          fn.SUM(Case(None, [(JobLog.created_at >= day, 1)], 0)),
-                          fn.COUNT(SQL("*")))
-            .where(JobLog.error_code.in_(list(CODES)) & (JobLog.created_at >= week))
-            .group_by(JobLog.error_code).tuples())
-    return {code: (int(h or 0), int(d or 0), int(w or 0)) for code, h, d, w in rows}
+    windows = [totals(now - span, ("error_code",)) for span in (timedelta(hours=1), timedelta(days=1), timedelta(days=7))]
+    return {code: tuple(window[(code,)].attempts if (code,) in window else 0 for window in windows)
+            for (code,) in windows[-1] if code in CODES}
 
 
 def distinct_values(model, column: str) -> list[str]:

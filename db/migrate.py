@@ -42,10 +42,10 @@ def status(database: Database) -> list[MigrationStatus]:
     return [MigrationStatus(name, applied.get(name)) for name in available()]
 
 
-def migrate(database: Database) -> list[str]:
-    """Apply every pending migration; return the names applied."""
+def migrate(database: Database, until: str | None = None) -> list[str]:
+    """Apply every pending migration (up to and including `until`); return the names applied."""
     done = []
-    pending = [s.name for s in status(database) if s.applied_at is None]
+    pending = [s.name for s in status(database) if s.applied_at is None and (until is None or s.name <= until)]
     migrator = SchemaMigrator.from_database(database)
     with AppliedMigration.bind_ctx(database):
         for name in pending:

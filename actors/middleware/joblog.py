@@ -32,6 +32,7 @@ from core.redact import redact
 from core.state import state_redis
 from core.ticker import Ticker
 from db.database import database, release_connection
+from db.job_log_hours import fold
 from db.models import utcnow
 from db.models.jobs import JobArgument, JobLog
 
@@ -49,6 +50,7 @@ class _SummaryKept(logging.Filter):
 logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_SummaryKept())
 
 FLUSH_INTERVAL = 0.5
+FOLD_INTERVAL = 10.0  # how often a process folds the hourly counts' pending changes (db.job_log_hours)
 MAX_MESSAGE = 2_000
 MAX_TRACEBACK = 8_000
 INSERT_CHUNK = 200
@@ -126,6 +128,7 @@ class JobLogWriter(Middleware):
         self._ticker = Ticker("fleet-joblog", self._flush_or_keep)
         self._failing = False  # the last flush failed
         self._write_lock = threading.Lock()
+        self._fold_at = 0.0
 
     # -- hooks -------------------------------------------------------------
     def after_process_boot(self, broker):
@@ -255,7 +258,8 @@ class JobLogWriter(Middleware):
             self._failing = True
 
     def flush(self) -> None:
-        """Write every new or changed row; keep finished rows out of the buffer afterwards."""
+        """Write every new or changed row; keep finished rows out of the buffer afterwards. Every
+        FOLD_INTERVAL, fold the hourly counts' pending changes too (db.job_log_hours)."""
         with self._write_lock:
             self._report_dropped()
             with self._lock:
@@ -264,23 +268,31 @@ class JobLogWriter(Middleware):
                     e.dirty = False
                 snapshot = [(key, e, dict(e.row), e.inserted) for key, e in batch]
                 abandon, self._abandon = self._abandon, []
-            if not snapshot and not abandon:
-                return
-            try:
-                self._write(snapshot, abandon)
-            except Exception:
-                with self._lock:
-                    for _, e, _, _ in snapshot:
-                        e.dirty = True
-                    self._abandon[:0] = abandon
-                raise
-            finally:
-                release_connection()  # back to the pool; a broken one is closed, the next flush gets a fresh one
+            if snapshot or abandon:
+                self._write_snapshot(snapshot, abandon)
+            if time.monotonic() >= self._fold_at:
+                self._fold_at = time.monotonic() + FOLD_INTERVAL
+                try:
+                    fold()
+                finally:
+                    release_connection()
+
+    def _write_snapshot(self, snapshot, abandon) -> None:
+        try:
+            self._write(snapshot, abandon)
+        except Exception:
             with self._lock:
-                for key, e, row, _ in snapshot:
-                    e.inserted = True
-                    if row["status"] != "started" and not e.dirty:
-                        self._entries.pop(key, None)
+                for _, e, _, _ in snapshot:
+                    e.dirty = True
+                self._abandon[:0] = abandon
+            raise
+        finally:
+            release_connection()  # back to the pool; a broken one is closed, the next flush gets a fresh one
+        with self._lock:
+            for key, e, row, _ in snapshot:
+                e.inserted = True
+                if row["status"] != "started" and not e.dirty:
+                    self._entries.pop(key, None)
 
     def _report_dropped(self) -> None:
         with self._lock:

@@ -1,7 +1,16 @@
 """The job log: a row per attempt of any job."""
 from __future__ import annotations
 
-from peewee import CharField, DateTimeField, FloatField, IntegerField, TextField
+from peewee import (
+    BigIntegerField,
+    CharField,
+    CompositeKey,
+    DateTimeField,
+    DoubleField,
+    FloatField,
+    IntegerField,
+    TextField,
+)
 
 from db.models import BaseModel, utcnow
 
@@ -43,6 +52,33 @@ class JobArgument(BaseModel):
 
     class Meta:
         table_name = "job_arguments"
+
+
+class _HourCounts(BaseModel):
+    hour = DateTimeField()
+    job_class = CharField()
+    status = CharField()
+    error_code = CharField(default="")  # '' for none
+    attempts = BigIntegerField()
+    timed = BigIntegerField()  # attempts with a duration
+    seconds = DoubleField()  # the sum of their durations
+
+
+class JobLogHour(_HourCounts):
+    """JobLog rows counted by hour (of `created_at`), job class, status and error code; kept by
+    triggers on job_log (migration 0015), read through db.job_log_hours."""
+
+    class Meta:
+        table_name = "job_log_hours"
+        primary_key = CompositeKey("hour", "job_class", "status", "error_code")
+
+
+class JobLogHourDelta(_HourCounts):
+    """PostgreSQL only: changes to JobLogHour not yet folded into it (db.job_log_hours.fold)."""
+
+    class Meta:
+        table_name = "job_log_hour_deltas"
+        primary_key = False
 
 
 class PausedQueue(BaseModel):
