@@ -19,4 +19,5 @@ from actors import (  # noqa: E402,F401
     translations,
     workout_days,
     workouts,
+    workouts_retry,
 )

@@ -177,7 +177,7 @@ def bulk_retry(client, token: str, expected_plans: int) -> tuple[float, dict, in
     import dramatiq
     from dramatiq import Worker
 
-    import actors.workouts  # noqa: F401  (declares the bulk retry's batch kind before the worker starts)
+    import actors.workouts_retry  # noqa: F401  (declares the bulk retry's batch kind before the worker starts)
 
     broker = dramatiq.get_broker()
     worker = Worker(broker, queues={"panel"}, worker_threads=8, worker_timeout=100)

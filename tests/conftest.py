@@ -268,7 +268,7 @@ def series_api(_session_series):
 @pytest.fixture
 def app(db, broker, settings):
     """The panel's Flask app on the session's database and Redis (tests/panel.py drives it)."""
-    import actors.workouts  # noqa: F401  (declares the panel's background actor before a worker starts)
+    import actors.workouts_retry  # noqa: F401  (declares the panel's background actor before a worker starts)
     from admin.app import create_app
 
     app = create_app(settings)

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-import actors.workouts  # noqa: F401  (declares the panel's background actor before the worker starts)
+import actors.workouts_retry  # noqa: F401  (declares the panel's background actor before the worker starts)
 from core.net import free_port
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 
-import actors.workouts  # noqa: F401  (declares the panel's background actor before the worker starts)
+import actors.workouts_retry  # noqa: F401  (declares the panel's background actor before the worker starts)
 from db.models import utcnow
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-import actors.workouts  # noqa: F401  (declares the bulk retry's batch kind before the worker starts)
+import actors.workouts_retry  # noqa: F401  (declares the bulk retry's batch kind before the worker starts)
 from db.models.workouts import WorkoutPlan
 from tests.helpers import wait_for
 from tests.panel import csrf_token, day_ids, failed_plan, flashes, statuses
@@ -71,7 +71,7 @@ def test_retry_all_failed_with_a_code_from_the_error_codes_page(admin_client, br
 
 def test_a_plan_deleted_before_its_retry_fails_its_item_not_the_batch(admin_client, broker, openai_sim):
     from actors import batches
-    from actors.workouts import start_retry
+    from actors.workouts_retry import start_retry
     from tests.helpers import InProcessWorker
 
     kept, gone = failed_plan("kept@x.io"), failed_plan("gone@x.io")

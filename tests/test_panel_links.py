@@ -8,7 +8,7 @@ import html
 import json
 import re
 
-import actors.workouts  # noqa: F401  (declares the workouts_retry batch kind)
+import actors.workouts_retry  # noqa: F401  (declares the workouts_retry batch kind)
 from db.models import utcnow
 from db.models.schedule import ScheduleRun
 from db.models.series import Episode, Series

@@ -15,15 +15,13 @@ from peewee import SQL, fn
 
 from actors.workout_days import start_retry_days
 from actors.workouts import (
-    count_matching,
     count_plans_with_pending_days,
     generate_pending,
-    matching,
     reset_days,
     retry_days,
     retry_estimate,
-    start_retry,
 )
+from actors.workouts_retry import count_matching, matching, start_retry
 from admin.views import confirm
 from admin.views.base import ReadOnlyModelView, as_id, cut, filter_spec, on_all_matching
 from admin.views.job_links import jobs_url, plan_label, user_label
@@ -35,7 +33,7 @@ CODE_OPTIONS = [(code, code) for code in CODES]
 
 
 class PlanFilter(f.BasePeeweeFilter):
-    """A filter that is also a key of `actors.workouts.matching`, so a background job can repeat it."""
+    """A filter that is also a key of `actors.workouts_retry.matching`, so a background job can repeat it."""
 
     key = ""
 
@@ -193,7 +191,7 @@ class FailedPlansView(ReadOnlyModelView):
 
     # -- "Retry all matching the filter" ---------------------------------------------
     def filter_spec(self) -> dict | None:
-        """The filters of this request as an `actors.workouts.matching` spec, or None."""
+        """The filters of this request as an `actors.workouts_retry.matching` spec, or None."""
         return filter_spec(self)
 
     def render(self, template, **kwargs):
