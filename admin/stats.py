@@ -109,9 +109,10 @@ def error_rate(minutes: int = 15) -> dict:
 def error_code_counts(now: datetime | None = None) -> dict[str, tuple[int, int, int]]:
     """JobLog rows per error code over the last 1 h, 24 h and 7 d."""
     now = now or utcnow()
-    windows = [totals(now - span, ("error_code",)) for span in (timedelta(hours=1), timedelta(days=1), timedelta(days=7))]
+    windows = [totals(now - span, ("error_code",), codes=CODES, durations=False)
+               for span in (timedelta(hours=1), timedelta(days=1), timedelta(days=7))]
     return {code: tuple(window[(code,)].attempts if (code,) in window else 0 for window in windows)
-            for (code,) in windows[-1] if code in CODES}
+            for (code,) in windows[-1]}
 
 
 def distinct_values(model, column: str) -> list[str]:

@@ -45,6 +45,9 @@ def _read(since: datetime, by=BY) -> dict[tuple, tuple[int, int, float]]:
 def _assert_equal() -> None:
     for since in (NOW - timedelta(hours=6), NOW - timedelta(minutes=150), NOW.replace(minute=0) - timedelta(hours=2)):
         assert _read(since) == _counted(since), since
+        codes = {"ERR_AUTH", "ERR_NOT_FOUND"}
+        attempts = {key: t.attempts for key, t in totals(since, ("error_code",), codes=codes, durations=False).items()}
+        assert attempts == {key: n for key, (n, _, _) in _counted(since, ("error_code",)).items() if key[0] in codes}
     whole_hours = NOW.replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
     by_hour = {(hour, status): n for (hour, status), (n, _, _) in _read(whole_hours, ("hour", "status")).items()}
     assert sum(by_hour.values()) == JobLog.select().where(JobLog.created_at >= whole_hours).count()
