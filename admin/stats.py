@@ -11,7 +11,7 @@ from peewee import SQL, PostgresqlDatabase, fn
 
 from core.errors import CODES
 from db.database import database
-from db.job_log_hours import totals
+from db.job_log_hours import totals, window_start
 from db.models import utcnow
 from db.models.jobs import JobLog
 
@@ -36,7 +36,7 @@ class Day:
 def last_day(now: datetime | None = None) -> Day:
     """The 24 hourly buckets that end now, from the hourly counts (db.job_log_hours)."""
     now = now or utcnow()
-    first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    first = window_start(timedelta(hours=24), now)
     statuses = dict.fromkeys(JobLog.STATUSES, 0)
     per_hour: dict[datetime, list[int]] = {}
     for (hour, status), total in totals(first, ("hour", "status")).items():
@@ -109,7 +109,7 @@ def error_rate(minutes: int = 15) -> dict:
 def error_code_counts(now: datetime | None = None) -> dict[str, tuple[int, int, int]]:
     """JobLog rows per error code over the last 1 h, 24 h and 7 d."""
     now = now or utcnow()
-    windows = [totals(now - span, ("error_code",), codes=CODES, durations=False)
+    windows = [totals(window_start(span, now), ("error_code",), codes=CODES, durations=False)
                for span in (timedelta(hours=1), timedelta(days=1), timedelta(days=7))]
     return {code: tuple(window[(code,)].attempts if (code,) in window else 0 for window in windows)
             for (code,) in windows[-1]}

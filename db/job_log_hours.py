@@ -48,6 +48,15 @@ def next_hour(moment: datetime) -> datetime:
     return hour if hour == moment else hour + timedelta(hours=1)
 
 
+def window_start(span: timedelta, now: datetime) -> datetime:
+    """Where a window of `span` that ends `now` starts. One of over an hour is read in whole
+    hours, the current one included (24 h: the 24 hourly buckets that end now, as the dashboard's
+    chart), so it reads no job_log row however many there are; an hour or less is exact."""
+    if span <= timedelta(hours=1):
+        return now - span
+    return next_hour(now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1) - span)
+
+
 def totals(since: datetime, by: Sequence[str], *, codes: Collection[str] | None = None,
            durations: bool = True) -> dict[tuple, Total]:
     """Attempts created since `since`, grouped by the `COLUMNS` named in `by` (an error code of

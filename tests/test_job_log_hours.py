@@ -179,3 +179,14 @@ def test_a_job_log_older_than_the_counts_is_counted_when_they_are_made(kind, tmp
     finally:
         database.initialize(previous)
         db.close_all() if hasattr(db, "close_all") else db.close()
+
+
+def test_windows_over_an_hour_start_at_a_whole_hour_as_the_dashboard_does():
+    from db.job_log_hours import window_start
+
+    assert window_start(timedelta(hours=1), NOW) == NOW - timedelta(hours=1)
+    assert window_start(timedelta(minutes=15), NOW) == NOW - timedelta(minutes=15)
+    assert window_start(timedelta(hours=24), NOW) == datetime(2026, 12, 6, 16)  # 15:40 now: 16:00 yesterday
+    assert window_start(timedelta(days=7), NOW) == datetime(2026, 11, 30, 16)
+    on_the_hour = datetime(2026, 12, 7, 15)
+    assert window_start(timedelta(hours=24), on_the_hour) == datetime(2026, 12, 6, 16)  # the current hour is one

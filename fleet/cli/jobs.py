@@ -12,6 +12,7 @@ from core import dead_letters, formats
 from core.broker import check_broker
 from core.errors import FleetError
 from core.settings import get_settings
+from db.job_log_hours import window_start
 from db.models import utcnow
 from fleet.cli.database import open_database
 from fleet.cli.output import print_table
@@ -107,9 +108,10 @@ def cleanup_command(days: float, keep: int) -> None:
 @click.option("--hours", type=Number(0, HOURS.max, min_open=True), default=24, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a job class, in a list.")
 def stats_command(hours: float, as_json: bool) -> None:
-    """Per job class: successes today (UTC), attempts by status and the average duration of successful ones."""
+    """Per job class: successes today (UTC), attempts by status and the average duration of successful ones
+    (over an hour: in whole hours, the current one included, as in the panel)."""
     open_database()
-    rows = joblog.stats_by_class(utcnow() - timedelta(hours=hours))
+    rows = joblog.stats_by_class(window_start(timedelta(hours=hours), utcnow()))
     if as_json:
         click.echo(json.dumps(rows))
         return
