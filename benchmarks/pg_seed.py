@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+from db.job_log_hours import FOLD
+
 STEP = 1_000_000
 
 JOBLOG = """
@@ -78,7 +80,10 @@ def fill_joblogs(conn, upto: int) -> float:
         conn.commit()
         have = last
         print(f"  {have:,} JobLog rows ({time.perf_counter() - started:.0f} s)", flush=True)
-    vacuum(conn, "job_log", "job_arguments")
+    with conn.cursor() as cur:
+        cur.execute(FOLD)  # the hourly counts' pending changes, as a worker's JobLog writer folds them
+    conn.commit()
+    vacuum(conn, "job_log", "job_arguments", "job_log_hours", "job_log_hour_deltas")
     return time.perf_counter() - started
 
 
