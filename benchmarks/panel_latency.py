@@ -213,6 +213,7 @@ def every_page(size: int) -> list[tuple[str, str]]:
             ("job logs, status failed", "/admin/jobs/?flt0_status_equals=failed"),
             ("job logs, error code", "/admin/jobs/?flt0_error_code_equals=ERR_RATE_LIMIT"),
             ("job logs, actor", "/admin/jobs/?flt0_job_class_equals=ping"),
+            ("job logs of a plan", "/admin/jobs/?flt0_plan_equals=13"),  # a row's "jobs" link
             ("search plan_id=13", "/admin/jobs/?search=plan_id%3D13"),
             ("search tvdb_id=79126", "/admin/jobs/?search=tvdb_id%3D79126"),
             ("search message id", f"/admin/jobs/?search=msg-{some}"),
