@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests import helpers
 from tests.helpers import fleet
 
 HUGE = str(10**23)
@@ -10,7 +11,7 @@ HUGE = str(10**23)
 
 @pytest.fixture
 def migrated(fleet_env):
-    assert fleet("db", "migrate", env=fleet_env).returncode == 0
+    helpers.migrated(fleet_env["DATABASE_URL"])
     return fleet_env
 
 

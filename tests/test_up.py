@@ -9,7 +9,7 @@ import redis
 import requests
 
 from core.net import free_port
-from tests.helpers import fleet, wait_for
+from tests.helpers import fleet, migrated, wait_for
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_demo_trickle_adds_a_plan_and_dispatches_its_job(fleet_env, redis_url):
     """`fleet up --demo` keeps new work coming: each round of the trickle is a new plan with its job."""
     import redis as redis_lib
 
-    assert fleet("db", "migrate", env=fleet_env).returncode == 0
+    migrated(fleet_env["DATABASE_URL"])
     result = fleet("demo", "trickle", "--rounds", "4", "--every", "1", env=fleet_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("fleet: demo: workout plan #") == 2
