@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from jinja2 import BytecodeCache
 
 from core.net import free_port
 from tests.helpers import InProcessWorker, Processes
@@ -265,6 +266,25 @@ def series_api(_session_series):
 
 # -- the panel ------------------------------------------------------------------------------------
 
+class _SessionTemplates(BytecodeCache):
+    """Jinja's compiled templates kept in memory for every app of the session: each test's app
+    would otherwise compile again every template it renders (half a panel test's CPU time). A
+    template's code is used only while its source is the same (Jinja compares the checksum)."""
+
+    def __init__(self):
+        self.code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket) -> None:
+        if bucket.key in self.code:
+            bucket.bytecode_from_string(self.code[bucket.key])
+
+    def dump_bytecode(self, bucket) -> None:
+        self.code[bucket.key] = bucket.bytecode_to_string()
+
+
+_session_templates = _SessionTemplates()
+
+
 @pytest.fixture
 def app(db, broker, settings):
     """The panel's Flask app on the session's database and Redis (tests/panel.py drives it)."""
@@ -273,6 +293,7 @@ def app(db, broker, settings):
 
     app = create_app(settings)
     app.config["TESTING"] = True
+    app.jinja_env.bytecode_cache = _session_templates
     return app
 
 
