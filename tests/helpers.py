@@ -56,6 +56,32 @@ def fleet(*args: str, env: dict | None = None, input: str | None = None, timeout
     )
 
 
+def usage_error(*args: str) -> str | None:
+    """What click answers to `fleet *args` before the command runs: the message of its usage
+    error (printed with exit code 2), or None when the command line parses. Nothing runs, in
+    this process or another: for a command's many bad-input cases (tests/test_cli_input.py runs
+    real processes for the one line on stderr and the exit code)."""
+    import click
+
+    from fleet.cli import cli, register_commands
+
+    register_commands()
+    command, name, context, words = cli, "fleet", None, list(args)
+    try:
+        while isinstance(command, click.Group):
+            context = click.Context(command, info_name=name, parent=context)
+            if not words:
+                return "Missing command."
+            name, *words = words
+            command = command.get_command(context, name)
+            if command is None:
+                return f"No such command {name!r}."
+        command.make_context(name, words, parent=context)
+    except click.UsageError as exc:
+        return exc.format_message()
+    return None
+
+
 @contextlib.contextmanager
 def tmpfs(directory: Path, size: str):
     """A small tmpfs mounted on `directory` (a full disk on demand); skips the test where
