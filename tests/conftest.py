@@ -64,12 +64,18 @@ os.environ.update(
 
 
 # Modules whose tests sit longest on real time (process kills, takeovers, outages): they are
-# handed out first, so that the parallel run does not end waiting on one of them alone.
+# handed out first, so that the parallel run does not end waiting on one of them alone. Then
+# the modules whose tests start a `fleet web`, a browser or many `fleet` commands: the run ends
+# on tests in the pytest process, each a fraction of a second (xdist gives a worker the next test
+# when it has fewer than two).
 LONG_FIRST = ("test_hosts", "test_schedule_daemon", "test_ai_limits", "test_alerts", "test_soak", "test_up", "test_disk_full",
               "test_web_attack", "test_connections", "test_workouts", "test_resilience", "test_translations_workers",
               "test_redis_outages", "test_series_budget", "test_database_outages", "test_batches_cli", "test_fencing",
               "test_outbox",
-              "test_controls")
+              "test_controls",
+              "test_web_hardened", "test_browser", "test_browser_csp", "test_browser_layout", "test_browser_accounts",
+              "test_translations_browser", "test_schedule", "test_series", "test_settings", "test_cli_input",
+              "test_accounts", "test_cli_place", "test_job_search", "test_alerts_rules", "test_accounts_panel")
 
 
 def pytest_collection_modifyitems(items):
