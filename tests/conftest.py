@@ -270,6 +270,23 @@ def series_api(_session_series):
     _session_series.reset()
 
 
+# -- the browser ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium through Playwright, launched once a pytest process (the browser modules
+    are one xdist group: once a run); a test opens browser contexts of its own (cookies, storage,
+    scripts: tests/test_browser.py's `new_context`)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
 # -- the panel ------------------------------------------------------------------------------------
 
 class _SessionTemplates(BytecodeCache):
