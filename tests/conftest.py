@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from jinja2 import BytecodeCache
 
 from core.net import free_port
 from tests.helpers import InProcessWorker, Processes
@@ -63,12 +64,18 @@ os.environ.update(
 
 
 # Modules whose tests sit longest on real time (process kills, takeovers, outages): they are
-# handed out first, so that the parallel run does not end waiting on one of them alone.
+# handed out first, so that the parallel run does not end waiting on one of them alone. Then
+# the modules whose tests start a `fleet web`, a browser or many `fleet` commands: the run ends
+# on tests in the pytest process, each a fraction of a second (xdist gives a worker the next test
+# when it has fewer than two).
 LONG_FIRST = ("test_hosts", "test_schedule_daemon", "test_ai_limits", "test_alerts", "test_soak", "test_up", "test_disk_full",
               "test_web_attack", "test_connections", "test_workouts", "test_resilience", "test_translations_workers",
               "test_redis_outages", "test_series_budget", "test_database_outages", "test_batches_cli", "test_fencing",
               "test_outbox",
-              "test_controls")
+              "test_controls",
+              "test_web_hardened", "test_browser", "test_browser_csp", "test_browser_layout", "test_browser_accounts",
+              "test_translations_browser", "test_schedule", "test_series", "test_settings", "test_cli_input",
+              "test_accounts", "test_cli_place", "test_job_search", "test_alerts_rules", "test_accounts_panel")
 
 
 def pytest_collection_modifyitems(items):
@@ -263,7 +270,43 @@ def series_api(_session_series):
     _session_series.reset()
 
 
+# -- the browser ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium through Playwright, launched once a pytest process (the browser modules
+    are one xdist group: once a run); a test opens browser contexts of its own (cookies, storage,
+    scripts: tests/test_browser.py's `new_context`)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
 # -- the panel ------------------------------------------------------------------------------------
+
+class _SessionTemplates(BytecodeCache):
+    """Jinja's compiled templates kept in memory for every app of the session: each test's app
+    would otherwise compile again every template it renders (half a panel test's CPU time). A
+    template's code is used only while its source is the same (Jinja compares the checksum)."""
+
+    def __init__(self):
+        self.code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket) -> None:
+        if bucket.key in self.code:
+            bucket.bytecode_from_string(self.code[bucket.key])
+
+    def dump_bytecode(self, bucket) -> None:
+        self.code[bucket.key] = bucket.bytecode_to_string()
+
+
+_session_templates = _SessionTemplates()
+
 
 @pytest.fixture
 def app(db, broker, settings):
@@ -273,6 +316,7 @@ def app(db, broker, settings):
 
     app = create_app(settings)
     app.config["TESTING"] = True
+    app.jinja_env.bytecode_cache = _session_templates
     return app
 
 

@@ -1,4 +1,5 @@
-"""Small helpers the tests share: run the real `fleet` command, start and stop processes and
+"""Small helpers the tests share: run the real `fleet` command (or, as a test's setup, what
+`fleet db migrate` and `fleet accounts create` do, in-process), start and stop processes and
 in-process workers, wait for a condition, look at a PostgreSQL database's connections."""
 from __future__ import annotations
 
@@ -16,12 +17,69 @@ import dramatiq
 REPO = Path(__file__).resolve().parents[1]
 
 
+def migrated(database_url: str) -> str:
+    """The database at this URL migrated in this process, as `fleet db migrate` leaves it: the
+    setup of a test that is about another command, without a process start (tests/test_database.py
+    and tests/test_cli_input.py run the command itself)."""
+    from db.database import open_database
+    from db.migrate import migrate
+
+    db = open_database(database_url)
+    try:
+        migrate(db)
+    finally:
+        db.close_all()
+    return database_url
+
+
+def create_accounts(database_url: str, accounts: dict[str, str], password: str) -> None:
+    """Panel accounts ({email: role}, one password) in the database at this URL, made in this
+    process as `fleet accounts create` makes them (tests/test_accounts.py runs the command)."""
+    from actors.accounts import create_account
+    from db.database import open_database
+    from db.models.accounts import PanelAccount
+
+    db = open_database(database_url)
+    try:
+        with PanelAccount.bind_ctx(db):
+            for email, role in accounts.items():
+                create_account(email, password, role)
+    finally:
+        db.close_all()
+
+
 def fleet(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 60, cwd=None):
     """`fleet *args` run to its end: the CompletedProcess, its output as text."""
     return subprocess.run(
         [sys.executable, "-m", "fleet", *args],
         env=env, input=input, capture_output=True, text=True, timeout=timeout, cwd=cwd,
     )
+
+
+def usage_error(*args: str) -> str | None:
+    """What click answers to `fleet *args` before the command runs: the message of its usage
+    error (printed with exit code 2), or None when the command line parses. Nothing runs, in
+    this process or another: for a command's many bad-input cases (tests/test_cli_input.py runs
+    real processes for the one line on stderr and the exit code)."""
+    import click
+
+    from fleet.cli import cli, register_commands
+
+    register_commands()
+    command, name, context, words = cli, "fleet", None, list(args)
+    try:
+        while isinstance(command, click.Group):
+            context = click.Context(command, info_name=name, parent=context)
+            if not words:
+                return "Missing command."
+            name, *words = words
+            command = command.get_command(context, name)
+            if command is None:
+                return f"No such command {name!r}."
+        command.make_context(name, words, parent=context)
+    except click.UsageError as exc:
+        return exc.format_message()
+    return None
 
 
 @contextlib.contextmanager

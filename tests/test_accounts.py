@@ -1,12 +1,12 @@
 import pytest
 
 from db.models.accounts import PanelAccount
-from tests.helpers import fleet
+from tests.helpers import fleet, migrated
 
 
 @pytest.fixture
 def fleet_env(fleet_env):
-    assert fleet("db", "migrate", env=fleet_env).returncode == 0
+    migrated(fleet_env["DATABASE_URL"])
     return fleet_env
 
 

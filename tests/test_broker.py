@@ -10,7 +10,7 @@ from actors.middleware import fleet_middleware
 from core.broker import build_broker
 from core.net import free_port
 from core.settings import load_settings
-from tests.helpers import InProcessWorker, fleet, wait_for
+from tests.helpers import InProcessWorker, fleet, migrated, wait_for
 
 
 def _recorder(redis_url):
@@ -61,7 +61,7 @@ def test_message_through_rabbitmq_is_processed_by_a_real_worker(rabbitmq_url, re
 
 
 def test_fleet_worker_cli_consumes_the_queue(fleet_env, broker, processes, tmp_path):
-    assert fleet("db", "migrate", env=fleet_env).returncode == 0
+    migrated(fleet_env["DATABASE_URL"])
     proc = processes.start("worker", "-p", "1", "-t", "2", env=dict(fleet_env, FLEET_LOG_FORMAT="json"))
     log = tmp_path / "worker-0.log"
     try:

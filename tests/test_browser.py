@@ -23,8 +23,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 # Skipped only outside CI (a plain `pytest` without tests/run.sh); in CI a missing browser fails.
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-                                reason="needs Debian's chromium (tests/run.sh installs it)")
+# Every browser module is one xdist group: one worker runs them all, on one `chromium` (conftest.py).
+pytestmark = [pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+                                 reason="needs Debian's chromium (tests/run.sh installs it)"),
+              pytest.mark.xdist_group("chromium")]
 
 
 @pytest.fixture
@@ -43,15 +45,27 @@ def server(db, broker, settings):
 
 
 @pytest.fixture
-def page(server):
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(base_url=server)
-        context.set_default_timeout(10_000)
-        page = context.new_page()
-        page.on("dialog", lambda dialog: dialog.accept())  # the actions' "are you sure?"
-        yield page
-        browser.close()
+def new_context(chromium, server):
+    """Opens a browser context on `server` (cookies, storage and scripts of its own) for this
+    test; each is closed when the test ends."""
+    opened = []
+
+    def new(**options):
+        opened.append(chromium.new_context(base_url=server, **options))
+        return opened[-1]
+
+    yield new
+    for context in opened:
+        context.close()
+
+
+@pytest.fixture
+def page(new_context):
+    context = new_context()
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # the actions' "are you sure?"
+    return page
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.panel import PASSWORD, joblog
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, server, sync_playwright  # noqa: F401  (server: a fixture)
+from tests.test_browser import new_context, pytestmark, server  # noqa: F401  (fixtures; the browser modules' marks)
 
 PAGES = ["/admin/", "/admin/jobs/", "/admin/failed-plans/", "/admin/series/", "/admin/episodes/",
          "/admin/job-stats/", "/admin/batches/", "/admin/translations/", "/admin/error-codes/",
@@ -25,28 +25,25 @@ document.addEventListener("securitypolicyviolation", function (e) {
 
 
 @pytest.fixture
-def admin_page(server, db):  # noqa: F811
+def admin_page(new_context, db):
     """A chromium page logged in as an admin; `page.asked` holds the confirmations it saw
     (all dismissed), `page.console` its console lines."""
     from actors.accounts import create_account
 
     create_account("csp@example.com", PASSWORD, "admin")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(base_url=server)
-        context.set_default_timeout(10_000)
-        context.add_init_script(RECORD_VIOLATIONS)
-        page = context.new_page()
-        page.console, page.asked = [], []
-        page.on("console", lambda message: page.console.append(message.text))
-        page.on("dialog", lambda dialog: (page.asked.append(dialog.message), dialog.dismiss()))
-        page.goto("/admin/login")
-        page.fill("input[name=email]", "csp@example.com")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(re.compile(r".*/admin/$"))
-        yield page
-        browser.close()
+    context = new_context()
+    context.set_default_timeout(10_000)
+    context.add_init_script(RECORD_VIOLATIONS)
+    page = context.new_page()
+    page.console, page.asked = [], []
+    page.on("console", lambda message: page.console.append(message.text))
+    page.on("dialog", lambda dialog: (page.asked.append(dialog.message), dialog.dismiss()))
+    page.goto("/admin/login")
+    page.fill("input[name=email]", "csp@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/admin/$"))
+    return page
 
 
 def _violations(page) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 from db.models import utcnow
 from db.models.alerts import AlertState
 from tests.panel import PASSWORD, dead_letter, dead_letter_ids, failed_plan, joblog
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, server, sync_playwright  # noqa: F401  (server: a fixture)
+from tests.test_browser import new_context, pytestmark, server  # noqa: F401  (fixtures; the browser modules' marks)
 
 PAGES = ["/admin/", "/admin/jobs/", "/admin/failed-plans/", "/admin/series/", "/admin/episodes/",
          "/admin/job-stats/", "/admin/batches/", "/admin/error-codes/", "/admin/dead-letters/",
@@ -57,20 +57,17 @@ def _long_rows(broker) -> None:
 
 
 @pytest.fixture
-def wide_page(server, db, broker):  # noqa: F811
+def wide_page(new_context, db, broker):
     _long_rows(broker)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(base_url=server, viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(30_000)  # a busy machine
-        page = context.new_page()
-        page.goto("/admin/login")
-        page.fill("input[name=email]", "wide-operator-with-a-long-address@example.com")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(re.compile(r".*/admin/$"))
-        yield page
-        browser.close()
+    context = new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)  # a busy machine
+    page = context.new_page()
+    page.goto("/admin/login")
+    page.fill("input[name=email]", "wide-operator-with-a-long-address@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/admin/$"))
+    return page
 
 
 def test_every_table_fits_a_1280_px_window_and_the_nav_is_one_line(wide_page):

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import fleet
+from tests import helpers
+from tests.helpers import fleet, usage_error
 
 HUGE = str(10**23)
 
 
 @pytest.fixture
 def migrated(fleet_env):
-    assert fleet("db", "migrate", env=fleet_env).returncode == 0
+    helpers.migrated(fleet_env["DATABASE_URL"])
     return fleet_env
 
 
@@ -32,10 +33,15 @@ def migrated(fleet_env):
     ["simulate", "openai", "--latency-ms", "nan"],
     ["simulate", "series-api", "--missing", HUGE],
 ])
-def test_out_of_range_options_are_usage_errors(migrated, args):
-    result = fleet(*args, env=migrated)
+def test_out_of_range_options_are_usage_errors(args):
+    """Parsed as the command line of a process (tests.helpers.usage_error), nothing run."""
+    assert "Invalid value" in (usage_error(*args) or "parsed")
+
+
+def test_an_out_of_range_option_is_exit_2_and_no_traceback(migrated):
+    result = fleet("web", "--port", "70000", env=migrated)
     assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and "Invalid value" in result.stderr
+    assert "Traceback" not in result.stderr and "Invalid value for '--port'" in result.stderr
 
 
 @pytest.mark.parametrize("variable,value,problem", [

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers import fleet, wait_for
+from tests.helpers import fleet, migrated, wait_for
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_db_migrate_starts_a_fleet_there_and_says_which_var_dir(elsewhere):
 
 
 def test_requeue_of_an_unknown_id_prints_only_the_error(fleet_env, broker):
-    assert fleet("db", "migrate", env=fleet_env).returncode == 0
+    migrated(fleet_env["DATABASE_URL"])
     result = fleet("jobs", "requeue", "not-an-id", env=fleet_env)
     assert result.returncode == 1
     assert result.stdout == ""
@@ -70,7 +70,7 @@ def test_worker_log_lines_are_human_unless_json_is_asked_for(fleet_env, broker, 
 
     log = tmp_path / "worker.log"
     env = dict(fleet_env, FLEET_LOG_FORMAT=log_format)
-    assert fleet("db", "migrate", env=env).returncode == 0
+    migrated(env["DATABASE_URL"])
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "fleet", "worker", "-p", "1", "-t", "1"],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

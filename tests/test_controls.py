@@ -15,7 +15,7 @@ from dramatiq import Message
 
 from core.broker import REDIS_NAMESPACE, FleetRedisBroker
 from core.net import free_port
-from tests.helpers import fleet, wait_for
+from tests.helpers import create_accounts, fleet, migrated, wait_for
 from tests.panel import PASSWORD, start_web
 from tests.servers import RedisServer
 
@@ -112,10 +112,7 @@ class Fleet:
 def fleet_(fleet_env, processes, tmp_path):
     with RedisServer(tmp_path / "redis") as redis_server:  # no persistence: a restart loses everything
         env = dict(fleet_env, BROKER_URL=redis_server.url)
-        assert fleet("db", "migrate", env=env).returncode == 0
-        for email, role in ((ADMIN, "admin"), (VIEWER, "viewer")):
-            created = fleet("accounts", "create", email, "--role", role, "--password-stdin", env=env, input=PASSWORD + "\n")
-            assert created.returncode == 0, created.stderr
+        create_accounts(migrated(env["DATABASE_URL"]), {ADMIN: "admin", VIEWER: "viewer"}, PASSWORD)
         port = free_port()
         start_web(processes, env, port)
         yield Fleet(env, processes, redis_server, tmp_path / "fleet.db", f"http://127.0.0.1:{port}")

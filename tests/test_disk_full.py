@@ -15,7 +15,7 @@ from core import dead_letters
 from db.database import open_database
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan
-from tests.helpers import fleet, tmpfs, wait_for
+from tests.helpers import fleet, migrated, tmpfs, wait_for
 
 
 def fill(directory) -> None:
@@ -83,7 +83,7 @@ def test_a_full_var_dir_pauses_metrics_and_kills_no_worker(fleet_env, broker, op
     pauses with a warning and resumes by itself when space returns."""
     var = tmp_path / "var"
     env = dict(fleet_env, FLEET_LOG_FORMAT="json")
-    assert fleet("db", "migrate", env=env).returncode == 0
+    migrated(env["DATABASE_URL"])
     with tmpfs(var, "1m"):
         fill(var)
         proc = start_fleet_worker(processes, tmp_path / "worker.log", env)
@@ -115,7 +115,7 @@ def test_a_full_database_disk_is_named_and_deferred_not_a_spent_retry(fleet_env,
     env = dict(fleet_env, DATABASE_URL=f"sqlite:///{disk}/fleet.db", FLEET_LOG_FORMAT="json",
                FLEET_RETRY_DELAYS="1", FLEET_CIRCUIT_RESET="1")
     with tmpfs(disk, "8m"):
-        assert fleet("db", "migrate", env=env).returncode == 0
+        migrated(env["DATABASE_URL"])
         create_plans(env, 4)  # their jobs wait in Redis: no worker yet
         with sqlite3.connect(disk / "fleet.db") as connection:  # an empty WAL: every write needs new blocks
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -8,7 +8,7 @@ import sqlite3
 from actors.jobs import cleanup
 from db.models.jobs import JobArgument, JobLog
 from tests import worker_actors
-from tests.helpers import fleet, wait_for
+from tests.helpers import fleet, migrated, wait_for
 
 
 def _found(client, search: str) -> set[str]:
@@ -38,7 +38,7 @@ def test_search_finds_exactly_the_jobs_of_an_argument_a_message_id_or_a_trace_id
 
 def test_fleet_jobs_list_search_and_the_controls_at_the_command_line(fleet_env, tmp_path, broker):
     """(`broker`: the session Redis the commands write to is emptied afterwards.)"""
-    assert fleet("db", "migrate", env=fleet_env).returncode == 0
+    migrated(fleet_env["DATABASE_URL"])
     with sqlite3.connect(tmp_path / "fleet.db") as conn:
         for n, plan in ((1, 13), (2, 14)):
             conn.execute("INSERT INTO job_log (run_id, job_class, message_id, queue, status, attempt, created_at) "

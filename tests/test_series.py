@@ -14,7 +14,7 @@ from core.simulators.series_sim import series_record
 from db.models import utcnow
 from db.models.jobs import JobLog
 from db.models.series import Episode, Series
-from tests.helpers import InProcessWorker, fleet, wait_for
+from tests.helpers import InProcessWorker, fleet, usage_error, wait_for
 
 
 def run(*args):
@@ -215,12 +215,19 @@ def test_sync_one_series_now(db, broker, series_api):
     (["episodes", "check-data-updates", "--hours", "inf"], "inf is not in the range"),
     (["series", "status", "--hours", "soon"], "'soon' is not a valid float"),
     (["series", "sync", "abc"], "'abc' is not a valid integer"),
-    (["series", "add"], "give TVDB ids or --from-file"),
-    (["series", "add", "1", "2", "--name", "Two"], "--name goes with exactly one TVDB id"),
     (["series", "add", "0"], "0 is not in the range 1<=x<="),
     (["series", "sync", str(2**63)], "is not in the range 1<=x<="),
 ])
-def test_bad_input_is_a_usage_error(db, args, message):
+def test_bad_input_is_a_usage_error(args, message):
+    """Parsed as the command line of a process (tests.helpers.usage_error), nothing run."""
+    assert message in (usage_error(*args) or "parsed")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["series", "add"], "give TVDB ids or --from-file"),
+    (["series", "add", "1", "2", "--name", "Two"], "--name goes with exactly one TVDB id"),
+])
+def test_ids_and_a_name_that_do_not_go_together_are_a_usage_error(db, args, message):
     result = run(*args)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 

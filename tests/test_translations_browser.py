@@ -8,7 +8,7 @@ import re
 from db.models.batches import Batch
 from tests.helpers import wait_for
 from tests.panel import PASSWORD
-from tests.test_browser import page, pytestmark, server  # noqa: F401  (a skip mark outside CI without chromium)
+from tests.test_browser import new_context, page, pytestmark, server  # noqa: F401  (fixtures; the browser modules' marks)
 
 FILES = 6
 LATENCY_MS = 700  # each file a request: several seconds of visible progress

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from core.net import free_port
-from tests.helpers import fleet
+from tests.helpers import create_accounts, fleet, migrated
 from tests.panel import PASSWORD, start_web
 from tests.servers import RedisServer
 
@@ -22,13 +22,8 @@ ACCOUNTS = {"admin@example.com": "admin", "viewer@example.com": "viewer", "victi
 def panel(fleet_env, processes, tmp_path):
     """(base url, environment, its redis-server) of a `fleet web` behind one trusted proxy."""
     with RedisServer(tmp_path / "redis") as redis_server:
-        # real password hashing (not the tests' fast one): the attack script compares its cost
-        env = dict(fleet_env, BROKER_URL=redis_server.url, FLEET_TRUSTED_PROXIES="1",
-                   FLEET_INSECURE_FAST_PASSWORD_HASH="0")
-        assert fleet("db", "migrate", env=env).returncode == 0
-        for email, role in ACCOUNTS.items():
-            created = fleet("accounts", "create", email, "--role", role, "--password-stdin", env=env, input=PASSWORD + "\n")
-            assert created.returncode == 0, created.stderr
+        env = dict(fleet_env, BROKER_URL=redis_server.url, FLEET_TRUSTED_PROXIES="1")
+        create_accounts(migrated(env["DATABASE_URL"]), ACCOUNTS, PASSWORD)
         port = free_port()
         web = start_web(processes, env, port, "--threads", "16")
         yield f"http://127.0.0.1:{port}", env, redis_server

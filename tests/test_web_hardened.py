@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.net import free_port
-from tests.helpers import fleet, wait_for
+from tests.helpers import create_accounts, migrated, wait_for
 from tests.panel import PASSWORD, start_web
 
 ACCOUNTS = {"admin@example.com": "admin", "viewer@example.com": "viewer", "other@example.com": "viewer"}
@@ -23,10 +23,7 @@ def web(fleet_env, processes, tmp_path):
     tmp = tmp_path / "web-tmp"
     tmp.mkdir()
     env = dict(fleet_env, TMPDIR=str(tmp))
-    assert fleet("db", "migrate", env=env).returncode == 0
-    for email, role in ACCOUNTS.items():
-        created = fleet("accounts", "create", email, "--role", role, "--password-stdin", env=env, input=PASSWORD + "\n")
-        assert created.returncode == 0, created.stderr
+    create_accounts(migrated(env["DATABASE_URL"]), ACCOUNTS, PASSWORD)
     port = free_port()
     process = start_web(processes, env, port)
     yield f"http://127.0.0.1:{port}", process, tmp

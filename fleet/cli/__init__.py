@@ -99,7 +99,10 @@ def cli(ctx: click.Context) -> None:
         logging.getLogger().setLevel(logging.WARNING)
 
 
-def _register() -> None:
+def register_commands() -> None:
+    """Adds every command and group to `cli`, once a process (main; a test that parses a command line)."""
+    if cli.commands:
+        return
     from fleet.cli import (
         accounts,
         ai,
@@ -139,7 +142,7 @@ def main() -> None:
         from core.settings import get_settings
 
         configure_logging(get_settings())
-        _register()
+        register_commands()
     except SettingsError as exc:
         click.echo(f"fleet: {exc}", err=True)
         sys.exit(2)
