@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from urllib.parse import urlparse
 
 from core.settings import get_settings
@@ -23,13 +24,20 @@ def _mask(match: re.Match) -> str:
     return prefix + MASK + (groups["at"] or "")
 
 
-def _secret_values() -> list[str]:
+def _secret_values() -> tuple[str, ...]:
     settings = get_settings()
-    values = [settings.openai_api_key, settings.series_api_key, settings.secret_key_override]
+    return _values(settings.openai_api_key, settings.series_api_key, settings.secret_key_override,
+                   os.environ.get("FLEET_ALERT_WEBHOOK_URL", ""), os.environ.get("FLEET_SMTP_URL", ""))
+
+
+@lru_cache(maxsize=16)
+def _values(*sources: str | None) -> tuple[str, ...]:
+    """The secrets to mask, worked out once for each set of `_secret_values`' sources (redact runs
+    several times a job)."""
+    *keys, webhook_url, smtp_url = sources
     # alert channels (read by actors.alerts.channels): a webhook's path is its key, and the SMTP password
-    webhook = urlparse(os.environ.get("FLEET_ALERT_WEBHOOK_URL", "")).path.strip("/")
-    values += [webhook, urlparse(os.environ.get("FLEET_SMTP_URL", "")).password]
-    return [v for v in values if v and len(v) >= 4]
+    values = [*keys, urlparse(webhook_url or "").path.strip("/"), urlparse(smtp_url or "").password]
+    return tuple(v for v in values if v and len(v) >= 4)
 
 
 def redact(text: str | None) -> str | None:

@@ -6,11 +6,11 @@ from dramatiq.middleware import Middleware
 from core.settings import get_settings
 from core.ticker import Ticker
 from db.budget import worker_process
-from db.database import IDLE_CHECKS, close_idle, database, release_connection, size_pool
+from db.database import IDLE_CHECKS, close_idle, release_connection, size_pool
 
 
 class DatabaseConnections(Middleware):
-    """Each worker thread takes a connection from the pool when a message starts and gives it
+    """Each worker thread takes a connection from the pool at a message's first query and gives it
     back once the message is acked or dead-lettered (after its give-up hook), as a web
     framework does per request. The pool checks a connection when it hands it out and drops
     one whose server end is gone, so a terminated PostgreSQL backend or a restart fails the
@@ -36,11 +36,10 @@ class DatabaseConnections(Middleware):
         close_idle(self._idle_timeout)  # closing a pooled connection raises nothing (peewee logs it)
 
     def before_process_message(self, broker, message):
-        release_connection()  # one left open by anything else in this thread goes back first
-        try:
-            database.connect()  # waits up to POOL_WAIT for a slot when the server has none free
-        except Exception:
-            pass  # the database is away: the job's first query fails with ERR_DATABASE and is retried
+        # one left open by anything else in this thread goes back first; the job's first query
+        # takes one (peewee connects on first use, waiting up to POOL_WAIT for a slot), so a job
+        # that never queries costs the pool nothing
+        release_connection()
 
     def after_ack(self, broker, message):
         release_connection()

@@ -9,10 +9,11 @@ files of every process, dead ones included, so counters only grow. The files are
 a /metrics sees the workers that share its var/ directory (see the README's operations notes).
 
 A memory-mapped file is sparse as prometheus_client makes it: writing to a page the file system
-cannot back (a full disk) kills the process with SIGBUS. So every file of this process has its
-space allocated (posix_fallocate) ahead of what prometheus_client writes, before each count;
-when the disk cannot give it, the count is skipped with a warning, the job runs on, and counting
-resumes once there is space again.
+cannot back (a full disk) kills the process with SIGBUS. A file grows only when a label set is
+counted for the first time (values change in place), so before this process counts a new label
+set every file of it has its space allocated (posix_fallocate) ahead of what prometheus_client
+writes; when the disk cannot give it, the count is skipped with a warning, the job runs on, and
+counting resumes once there is space again.
 """
 from __future__ import annotations
 
@@ -69,10 +70,11 @@ class PrometheusMetrics(Middleware):
         self.directory = directory
         self._started = threading.local()
         self._paused = False  # the disk had no room for the files: counts are skipped
+        self._counted: set[tuple] = set()  # label sets this process has room for (and has counted)
 
     def before_process_message(self, broker, message):
         self._started.at = time.monotonic()
-        if not self._room():
+        if not self._room(("wait", message.queue_name)):
             return
         ready_at = max(message.message_timestamp, message.options.get("eta") or 0) / 1000
         waits = multiprocess_metrics(self.directory)[2]
@@ -90,15 +92,18 @@ class PrometheusMetrics(Middleware):
     def _count(self, message, status: str) -> None:
         started = getattr(self._started, "at", None)
         self._started.at = None
-        if not self._room():
+        if not self._room((message.actor_name, message.queue_name, status)):
             return
         counter, histogram, _ = multiprocess_metrics(self.directory)
         counter.labels(message.actor_name, message.queue_name, status).inc()
         if started is not None:
             histogram.labels(message.actor_name, status).observe(time.monotonic() - started)
 
-    def _room(self) -> bool:
-        """Is the space prometheus_client may write next allocated on disk (allocating it if not)?"""
+    def _room(self, labels: tuple) -> bool:
+        """Is the space prometheus_client may write for `labels` allocated on disk (allocating it
+        if not)? Asked of the disk for a label set not counted before only."""
+        if labels in self._counted:
+            return True
         directory = _directory or self.directory
         try:
             for kind in FILE_KINDS:
@@ -112,6 +117,7 @@ class PrometheusMetrics(Middleware):
         if self._paused:
             log.warning("metrics counting again", extra={"directory": str(directory)})
             self._paused = False
+        self._counted.add(labels)
         return True
 
 
