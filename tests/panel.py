@@ -1,4 +1,4 @@
-"""Driving the operator panel through Flask's test client, and the rows its pages show.
+"""Driving the operator panel through Flask's test client (and a browser through its login form), and the rows its pages show.
 
 The `app`, `admin_client` and `viewer_client` fixtures are in tests/conftest.py.
 """
@@ -26,6 +26,16 @@ def csrf_token(client, path: str = "/admin/login") -> str:
 def log_in(client, email: str, password: str = PASSWORD, **kwargs):
     return client.post("/admin/login", data={"email": email, "password": password,
                                               "csrf_token": csrf_token(client)}, **kwargs)
+
+
+def browser_log_in(page, email: str, password: str = PASSWORD, lands: str = r".*/admin/$"):
+    """Log a Playwright page in through the login form and wait for the page it lands on."""
+    page.goto("/admin/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(lands))
+    return page
 
 
 def operator(app, role: str):

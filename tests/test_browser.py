@@ -15,7 +15,7 @@ from core.net import free_port
 from db.models.jobs import JobLog
 from db.models.workouts import WorkoutPlan
 from tests.helpers import wait_for
-from tests.panel import PASSWORD, statuses
+from tests.panel import PASSWORD, browser_log_in, statuses
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -156,11 +156,7 @@ def test_pages_refresh_themselves_while_visible(page, failures, broker):
     """The dashboard and the job logs show new work without a reload, and stop polling while hidden."""
     from core.dead_letters import list_dead_letters
 
-    page.goto("/admin/login")
-    page.fill("input[name=email]", "ops@example.com")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r".*/admin/$"))
+    browser_log_in(page, "ops@example.com")
     page.wait_for_selector("#worker-list")  # the test's worker, with host, pid, queues and threads
     _shot(page, "dashboard")
     before = int(page.inner_text("#status-counts tr:has-text('success') td.text-right"))

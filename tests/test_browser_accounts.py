@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from tests.panel import PASSWORD
+from tests.panel import PASSWORD, browser_log_in
 from tests.test_browser import new_context, pytestmark, server  # noqa: F401  (fixtures; the browser modules' marks)
 from tests.test_browser_csp import RECORD_VIOLATIONS
 
@@ -16,11 +16,7 @@ def _log_in(context, email: str, password: str):
     page.console = []
     page.on("console", lambda message: page.console.append(message.text))
     page.on("dialog", lambda dialog: dialog.accept())
-    page.goto("/admin/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r".*/admin/$"))
+    browser_log_in(page, email, password)
     return page
 
 

@@ -3,11 +3,9 @@ under waitress): every main page, logged in as an admin, runs with no CSP violat
 script the templates moved out of line still works (confirmations, the actions menu, filters)."""
 from __future__ import annotations
 
-import re
-
 import pytest
 
-from tests.panel import PASSWORD, joblog
+from tests.panel import PASSWORD, browser_log_in, joblog
 from tests.test_browser import new_context, pytestmark, server  # noqa: F401  (fixtures; the browser modules' marks)
 
 PAGES = ["/admin/", "/admin/jobs/", "/admin/failed-plans/", "/admin/series/", "/admin/episodes/",
@@ -38,11 +36,7 @@ def admin_page(new_context, db):
     page.console, page.asked = [], []
     page.on("console", lambda message: page.console.append(message.text))
     page.on("dialog", lambda dialog: (page.asked.append(dialog.message), dialog.dismiss()))
-    page.goto("/admin/login")
-    page.fill("input[name=email]", "csp@example.com")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r".*/admin/$"))
+    browser_log_in(page, "csp@example.com")
     return page
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from db.models import utcnow
 from db.models.alerts import AlertState
-from tests.panel import PASSWORD, dead_letter, dead_letter_ids, failed_plan, joblog
+from tests.panel import PASSWORD, browser_log_in, dead_letter, dead_letter_ids, failed_plan, joblog
 from tests.test_browser import new_context, pytestmark, server  # noqa: F401  (fixtures; the browser modules' marks)
 
 PAGES = ["/admin/", "/admin/jobs/", "/admin/failed-plans/", "/admin/series/", "/admin/episodes/",
@@ -62,11 +62,7 @@ def wide_page(new_context, db, broker):
     context = new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(30_000)  # a busy machine
     page = context.new_page()
-    page.goto("/admin/login")
-    page.fill("input[name=email]", "wide-operator-with-a-long-address@example.com")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r".*/admin/$"))
+    browser_log_in(page, "wide-operator-with-a-long-address@example.com")
     return page
 
 
