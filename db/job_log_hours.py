@@ -103,5 +103,6 @@ def fold() -> int:
         if not database.execute_sql("SELECT pg_try_advisory_xact_lock(%s)", (FOLD_LOCK,)).fetchone()[0]:
             return 0
         touched = database.execute_sql(FOLD).rowcount
-        database.execute_sql("DELETE FROM job_log_hours WHERE attempts = 0 AND timed = 0")
+        if touched:  # hours whose rows were all deleted (the cleanup) go too
+            database.execute_sql("DELETE FROM job_log_hours WHERE attempts = 0 AND timed = 0")
     return touched
