@@ -272,11 +272,12 @@ def series_api(_session_series):
 
 # -- the browser ----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def chromium():
-    """Debian's chromium through Playwright, launched once a pytest process (the browser modules
-    are one xdist group: once a run); a test opens browser contexts of its own (cookies, storage,
-    scripts: tests/test_browser.py's `new_context`)."""
+    """Debian's chromium through Playwright, launched for each test (one browser shared by the
+    whole run saved about 8 CPU-seconds, but a page of a later test then sometimes never ran its
+    5-second refresh); a test opens browser contexts of its own (cookies, storage, scripts:
+    tests/test_browser.py's `new_context`)."""
     from playwright.sync_api import sync_playwright
 
     from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
