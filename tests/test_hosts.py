@@ -69,9 +69,10 @@ def test_a_host_cut_off_from_the_provider_alone_holds_back_itself_and_the_others
     assert set(states) == {"closed"}  # the fleet's breaker never opened
     for host in (a, b):
         assert after.get(host.name, 0) >= 0.5 * before[host.name], (before, after)
-    # its calls cannot get through and its jobs go to the others: at most what its two threads
-    # had finished as the route went, settled since
-    assert after.get(c.name, 0) <= 2, after
+    # its calls cannot get through and its jobs go to the others: at most, for each of its two
+    # threads, a call in flight as the route went and a job finished whose row the JobLog writer
+    # had not flushed yet when the count began
+    assert after.get(c.name, 0) <= 2 * 2, after
     [why] = held_back(redis, ["openai"], 60)
     assert why.code == "ERR_CONNECTION", why
 
