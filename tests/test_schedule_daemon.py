@@ -5,6 +5,7 @@ down over a slot, pause and resume across schedulers."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -184,7 +185,9 @@ def test_schedulers_with_skewed_clocks_neither_miss_nor_fire_early_and_warn(run_
     wait_for(lambda: known(behind), message="the scheduler 20 s behind stands by")
     health = wait_for(lambda: (page := admin_client.get("/admin/health/").text) and f":{behind.pid}" in page and page,
                       timeout=15, message="both skewed clocks on the Health page")
-    assert f":{ahead.pid} 20.0 s ahead" in health and f":{behind.pid} 20.0 s behind" in health
+    # measured against Redis TIME over a round trip: 20 s give or take a tenth on a loaded machine
+    assert re.search(rf":{ahead.pid} (19\.[89]|20\.[0-2]) s ahead", health), health
+    assert re.search(rf":{behind.pid} (19\.[89]|20\.[0-2]) s behind", health), health
     ahead.terminate()
     assert fleet_.wait_leader(not_this=ahead) is behind
     wait_for(lambda: len(emitted_by(behind)) >= 3, message="the leader 20 s behind emits")
