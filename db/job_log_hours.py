@@ -14,8 +14,6 @@ from peewee import SQL, PostgresqlDatabase, Value, fn
 from db.database import database
 from db.models.jobs import JobLog, JobLogHour, JobLogHourDelta
 
-COLUMNS = ("hour", "job_class", "status", "error_code")
-
 FOLD = """
 WITH moved AS (DELETE FROM job_log_hour_deltas RETURNING *)
 INSERT INTO job_log_hours AS kept (hour, job_class, status, error_code, attempts, timed, seconds)
@@ -59,8 +57,8 @@ def window_start(span: timedelta, now: datetime) -> datetime:
 
 def totals(since: datetime, by: Sequence[str], *, codes: Collection[str] | None = None,
            durations: bool = True) -> dict[tuple, Total]:
-    """Attempts created since `since`, grouped by the `COLUMNS` named in `by` (an error code of
-    None for rows without one); only those with one of `codes` when given. With "hour" in `by`,
+    """Attempts created since `since`, grouped by the columns named in `by` (hour, job_class,
+    status, error_code; an error code of None for rows without one); only those with one of `codes` when given. With "hour" in `by`,
     `since` must be the start of an hour. `durations=False` leaves `timed` and `seconds` out of
     the part read from job_log, which can then come from an index alone."""
     first_hour = next_hour(since)
